@@ -1,0 +1,177 @@
+"""The encoder protocol every model backend implements.
+
+An encoder maps images and texts into one embedding space. Two layers are exposed:
+
+* NumPy convenience (:meth:`Encoder.encode_images`, :meth:`Encoder.encode_texts`): batched, no gradients,
+  L2-normalised float32 ``(N, D)`` arrays. This is what indexing, search and evaluation use.
+* Torch building blocks (:meth:`Encoder.preprocess`, :meth:`Encoder.image_features`, :meth:`Encoder.tokenize`,
+  :meth:`Encoder.text_features`): differentiable, unnormalised. Training and textual inversion use these, and
+  :meth:`Encoder.text_features` accepts ``token_overrides`` so that chosen token positions carry given input
+  embeddings (the pseudo-word ``$`` of SEARLE).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from clipmath.encoders.transforms import ImageTransform, apply_pad
+
+PLACEHOLDER = "$"
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What identifies an embedding space. Stores refuse to mix vectors of two different ``model_id``s."""
+
+    model_id: str
+    backend: str
+    dim: int
+    pretrained: bool
+    description: str = ""
+
+    def label(self) -> str:
+        """A one-line description for output: which model ran, and whether its results mean anything."""
+        quality = "pretrained" if self.pretrained else "RANDOM WEIGHTS: results are plumbing only, not quality"
+        return f"{self.model_id} [{self.backend}, {self.dim}-d, {quality}]"
+
+
+@dataclass
+class TokenOverrides:
+    """Input embeddings to place at the positions where ``mask`` is true (one row per true position)."""
+
+    mask: torch.Tensor  # (B, L) bool
+    embeddings: torch.Tensor  # (mask.sum(), E)
+
+
+class Encoder(ABC):
+    """Base class of all backends. Subclasses implement the five torch-level methods."""
+
+    info: EncoderInfo
+    device: torch.device
+    transform: ImageTransform
+
+    # ---- torch level: implemented by backends -------------------------------------------------------
+    @abstractmethod
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Turn RGB PIL images (already padded by :attr:`transform`) into a pixel batch on :attr:`device`."""
+
+    @abstractmethod
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Unnormalised image embeddings ``(B, D)``; differentiable."""
+
+    @abstractmethod
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Tokenise to model inputs on :attr:`device` (``input_ids``, ``attention_mask``)."""
+
+    @abstractmethod
+    def text_features(
+        self, tokens: dict[str, torch.Tensor], token_overrides: TokenOverrides | None = None
+    ) -> torch.Tensor:
+        """Unnormalised text embeddings ``(B, D)``; differentiable, optionally with overridden token inputs."""
+
+    @abstractmethod
+    def token_embedding_table(self) -> torch.nn.Embedding:
+        """The text encoder's input token-embedding table (its width is the pseudo-token width)."""
+
+    @abstractmethod
+    def trainable_modules(self) -> dict[str, torch.nn.Module]:
+        """The image and text towers (``{"image": ..., "text": ...}``) for fine-tuning and checkpoints."""
+
+    # ---- shared implementation ----------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self.info.dim
+
+    def load_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Pad (if the transform asks for it), convert to RGB and preprocess a list of PIL images."""
+        prepared = [apply_pad(img.convert("RGB"), self.transform) for img in images]
+        return self.preprocess(prepared)
+
+    @torch.no_grad()
+    def encode_images(
+        self, images: Sequence[Image.Image], batch_size: int = 32, progress: bool = False
+    ) -> np.ndarray:
+        """L2-normalised float32 image embeddings ``(N, D)``."""
+        chunks = []
+        for batch in _batches(images, batch_size, progress, "encoding images"):
+            feats = self.image_features(self.load_images(batch))
+            chunks.append(_normalised_numpy(feats))
+        return _stack(chunks, self.dim)
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> np.ndarray:
+        """L2-normalised float32 text embeddings ``(N, D)``."""
+        if isinstance(texts, str):
+            raise TypeError("encode_texts takes a list of strings, not a single string")
+        chunks = []
+        for batch in _batches(texts, batch_size, progress, "encoding texts"):
+            chunks.append(_normalised_numpy(self.text_features(self.tokenize(list(batch)))))
+        return _stack(chunks, self.dim)
+
+    def placeholder_token_id(self, placeholder: str = PLACEHOLDER) -> int:
+        """The vocabulary id of the pseudo-word placeholder; it must be a single token."""
+        ids = self.tokenize([placeholder])["input_ids"][0].tolist()
+        specials = set(self.special_token_ids())
+        body = [i for i in ids if i not in specials]
+        if len(body) != 1:
+            raise ValueError(f"placeholder {placeholder!r} is not a single token for {self.info.model_id}")
+        return body[0]
+
+    def special_token_ids(self) -> list[int]:
+        """Ids of special tokens (start, end, pad) that :meth:`tokenize` adds."""
+        return []
+
+    def text_features_with_pseudo_tokens(
+        self, texts: Sequence[str], pseudo_tokens: torch.Tensor, placeholder: str = PLACEHOLDER
+    ) -> torch.Tensor:
+        """Encode prompts containing ``placeholder`` once each; row ``i`` of ``pseudo_tokens`` fills text ``i``.
+
+        Differentiable in ``pseudo_tokens`` (``(B, E)``, E = token-embedding width). Unnormalised ``(B, D)``.
+        """
+        tokens = self.tokenize(list(texts))
+        mask = tokens["input_ids"] == self.placeholder_token_id(placeholder)
+        per_text = mask.sum(dim=1)
+        if not bool((per_text == 1).all()):
+            bad = [texts[i] for i in torch.nonzero(per_text != 1).flatten().tolist()][:3]
+            raise ValueError(f"each prompt needs exactly one {placeholder!r}; got {bad}")
+        return self.text_features(tokens, TokenOverrides(mask=mask, embeddings=pseudo_tokens))
+
+    @contextlib.contextmanager
+    def _override_token_inputs(self, overrides: TokenOverrides | None) -> Iterator[None]:
+        """Within the block, the token-embedding table's output carries ``overrides`` at its masked positions."""
+        if overrides is None:
+            yield
+            return
+
+        def hook(_module: torch.nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+            output = output.clone()
+            output[overrides.mask.to(output.device)] = overrides.embeddings.to(output.dtype)
+            return output
+
+        handle = self.token_embedding_table().register_forward_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+
+def _batches(items: Sequence, size: int, progress: bool, desc: str) -> Iterator[Sequence]:
+    starts = range(0, len(items), max(1, size))
+    for start in tqdm(starts, desc=desc, disable=not progress, unit="batch"):
+        yield items[start : start + size]
+
+
+def _normalised_numpy(features: torch.Tensor) -> np.ndarray:
+    return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy().astype(np.float32)
+
+
+def _stack(chunks: list[np.ndarray], dim: int) -> np.ndarray:
+    return np.concatenate(chunks, axis=0) if chunks else np.zeros((0, dim), dtype=np.float32)

@@ -1,0 +1,164 @@
+"""CLIP through Hugging Face transformers: any ``CLIPModel`` by hub name or from a local folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from clipmath.encoders.base import Encoder, EncoderInfo, TokenOverrides
+from clipmath.encoders.transforms import ImageTransform
+from clipmath.errors import ModelLoadError
+
+DEFAULT_CLIP = "openai/clip-vit-base-patch32"
+
+
+class HFClipEncoder(Encoder):
+    """A transformers ``CLIPModel`` with its tokenizer and image processor.
+
+    ``fp16`` applies on CUDA only (CPU half precision is slow and inaccurate). Works with transformers 4.x
+    (features returned as tensors) and 5.x (features in ``.pooler_output``).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        image_processor,
+        model_id: str,
+        device: str | torch.device = "cpu",
+        fp16: bool = False,
+        transform: ImageTransform | None = None,
+        pretrained: bool = True,
+        backend: str = "hf-clip",
+    ) -> None:
+        self.device = torch.device(device)
+        self.dtype = torch.float16 if (fp16 and self.device.type == "cuda") else torch.float32
+        self.model = model.to(self.device, self.dtype).eval()
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.transform = transform or ImageTransform()
+        self.max_length = int(getattr(model.config.text_config, "max_position_embeddings", 77))
+        self.info = EncoderInfo(
+            model_id=model_id,
+            backend=backend,
+            dim=int(model.config.projection_dim),
+            pretrained=pretrained,
+            description=f"CLIP via transformers ({type(model).__name__})",
+        )
+
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str,
+        device: str = "cpu",
+        fp16: bool = False,
+        transform: ImageTransform | None = None,
+        local_files_only: bool | None = None,
+    ) -> HFClipEncoder:
+        """Load a CLIP model by hub name (``openai/clip-vit-base-patch32``) or from a local folder."""
+        from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+
+        path = Path(name_or_path).expanduser()
+        is_folder = path.is_dir()
+        if not is_folder and (os.sep in name_or_path and name_or_path.count("/") != 1 or path.suffix):
+            raise ModelLoadError(f"model folder not found: {name_or_path}")
+        kwargs = {}
+        if local_files_only is not None:
+            kwargs["local_files_only"] = local_files_only
+        try:
+            source = str(path) if is_folder else name_or_path
+            model = CLIPModel.from_pretrained(source, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+            processor = CLIPImageProcessor.from_pretrained(source, **kwargs)
+        except OSError as exc:
+            where = f"folder {path}" if is_folder else f"'{name_or_path}' on the Hugging Face hub"
+            raise ModelLoadError(
+                f"could not load CLIP from {where}: {str(exc).splitlines()[0]} "
+                "(offline? use --model offline-imagenet-minilm, or a local folder holding a saved CLIPModel)"
+            ) from None
+        except ValueError as exc:
+            raise ModelLoadError(f"{name_or_path} is not a CLIP model: {str(exc).splitlines()[0]}") from None
+        model_id = _folder_model_id(path) if is_folder else name_or_path
+        pretrained = not _is_marked_random(path) if is_folder else True
+        backend = "tiny-random-clip" if not pretrained else "hf-clip"
+        return cls(model, tokenizer, processor, model_id, device, fp16, transform, pretrained, backend)
+
+    # ---- protocol ------------------------------------------------------------------------------------
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        pixels = self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+        return pixels.to(self.device, self.dtype)
+
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        return _features(self.model.get_image_features(pixel_values=pixels))
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        tokens = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return {"input_ids": tokens["input_ids"].to(self.device), "attention_mask": tokens["attention_mask"].to(self.device)}
+
+    def text_features(
+        self, tokens: dict[str, torch.Tensor], token_overrides: TokenOverrides | None = None
+    ) -> torch.Tensor:
+        with self._override_token_inputs(token_overrides):
+            out = self.model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
+        return _features(out)
+
+    def token_embedding_table(self) -> torch.nn.Embedding:
+        return self.model.text_model.embeddings.token_embedding
+
+    def special_token_ids(self) -> list[int]:
+        return [i for i in self.tokenizer.all_special_ids if i is not None]
+
+    def trainable_modules(self) -> dict[str, torch.nn.Module]:
+        return {
+            "image": torch.nn.ModuleDict({"tower": self.model.vision_model, "proj": self.model.visual_projection}),
+            "text": torch.nn.ModuleDict({"tower": self.model.text_model, "proj": self.model.text_projection}),
+        }
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Trade compute for memory when fine-tuning the towers."""
+        self.model.gradient_checkpointing_enable()
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Write a folder that :meth:`load` (and plain transformers) can read back."""
+        folder = Path(folder)
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        self.image_processor.save_pretrained(folder)
+
+
+def _features(output) -> torch.Tensor:
+    """transformers 4.x returns the projected features; 5.x returns an output object holding them."""
+    if isinstance(output, torch.Tensor):
+        return output
+    return output.pooler_output
+
+
+RANDOM_MARKER = "clipmath_random_init.json"
+
+
+def _is_marked_random(folder: Path) -> bool:
+    return (folder / RANDOM_MARKER).exists()
+
+
+def _folder_model_id(folder: Path) -> str:
+    """A stable id for a local model folder: its name plus a fingerprint of its config and weights."""
+    digest = hashlib.sha256()
+    config = folder / "config.json"
+    if config.exists():
+        digest.update(json.dumps(json.loads(config.read_text()), sort_keys=True).encode())
+    for weights in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        stat = weights.stat()
+        digest.update(f"{weights.name}:{stat.st_size}".encode())
+        with weights.open("rb") as fh:
+            digest.update(fh.read(1 << 20))
+            fh.seek(max(0, stat.st_size - (1 << 20)))
+            digest.update(fh.read())
+    return f"local:{folder.resolve().name}@{digest.hexdigest()[:12]}"
