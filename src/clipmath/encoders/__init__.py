@@ -65,7 +65,7 @@ def load_encoder(
         from clipmath.encoders.tiny import tiny_clip_folder
 
         seed = int(resolved.split(":", 1)[1]) if ":" in resolved else 0
-        return HFClipEncoder.load(str(tiny_clip_folder(seed)), device=device, transform=transform)
+        return HFClipEncoder.load(str(tiny_clip_folder(seed)), device=device, transform=transform, model_id=resolved)
     return HFClipEncoder.load(resolved, device=device, fp16=fp16, transform=transform)
 
 

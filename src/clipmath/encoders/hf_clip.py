@@ -60,6 +60,7 @@ class HFClipEncoder(Encoder):
         fp16: bool = False,
         transform: ImageTransform | None = None,
         local_files_only: bool | None = None,
+        model_id: str | None = None,
     ) -> HFClipEncoder:
         """Load a CLIP model by hub name (``openai/clip-vit-base-patch32``) or from a local folder."""
         from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
@@ -84,7 +85,7 @@ class HFClipEncoder(Encoder):
             ) from None
         except ValueError as exc:
             raise ModelLoadError(f"{name_or_path} is not a CLIP model: {str(exc).splitlines()[0]}") from None
-        model_id = _folder_model_id(path) if is_folder else name_or_path
+        model_id = model_id or (_folder_model_id(path) if is_folder else name_or_path)
         pretrained = not _is_marked_random(path) if is_folder else True
         backend = "tiny-random-clip" if not pretrained else "hf-clip"
         return cls(model, tokenizer, processor, model_id, device, fp16, transform, pretrained, backend)

@@ -26,6 +26,13 @@ class ImageTransform:
         """A short string that identifies this preprocessing (part of a feature cache's key)."""
         return self.mode if self.mode == "clip" else f"targetpad{self.target_ratio:g}"
 
+    @classmethod
+    def from_key(cls, key: str) -> ImageTransform:
+        """Inverse of :attr:`key`."""
+        if key.startswith("targetpad"):
+            return cls("targetpad", float(key[len("targetpad"):] or 1.25))
+        return cls(key)
+
 
 def target_pad(image: Image.Image, target_ratio: float = 1.25) -> Image.Image:
     """Pad the shorter side with black, centred, to a square when ``max/min`` side ratio exceeds ``target_ratio``."""

@@ -1,0 +1,164 @@
+"""The composition interface: every method turns a batch of :class:`CompositionQuery` into query vectors.
+
+A method does two things: gather the embeddings it needs (:func:`embed_queries`, shared by all methods, batched)
+and combine them with a pure function of NumPy arrays (one per method file). Learned methods may also transform
+gallery vectors (:meth:`Composer.transform_gallery`), e.g. SIMAT's image adaptation head.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image
+
+from clipmath.encoders.base import Encoder
+from clipmath.errors import ComposeError
+
+#: An image given as a PIL image, a file path, or an already computed embedding ``(D,)``.
+ImageInput = Union[Image.Image, str, Path, np.ndarray]
+
+
+@dataclass
+class Term:
+    """One weighted operand of an arithmetic expression: an image or a text."""
+
+    weight: float
+    image: ImageInput | None = None
+    text: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.image is None) == (self.text is None):
+            raise ComposeError("an expression term holds exactly one of an image or a text")
+
+
+@dataclass
+class CompositionQuery:
+    """Everything a user can give for one query; each method says which fields it needs.
+
+    ``reference``: the reference image; ``text``: the modification text ("is red and has long sleeves");
+    ``source``/``target`` and ``lam``: SIMAT delta words (``cat`` → ``dog``, λ); ``terms``: a weighted expression.
+    ``reference_id``: the gallery id of the reference, excluded from results when set.
+    """
+
+    reference: ImageInput | None = None
+    text: str | None = None
+    source: str | None = None
+    target: str | None = None
+    lam: float = 1.0
+    terms: list[Term] = field(default_factory=list)
+    reference_id: str | None = None
+
+
+@dataclass
+class QueryEmbeddings:
+    """Batched, L2-normalised embeddings of the fields a method asked for (``None`` where not asked)."""
+
+    reference: np.ndarray | None = None
+    text: np.ndarray | None = None
+    source: np.ndarray | None = None
+    target: np.ndarray | None = None
+    lam: np.ndarray | None = None
+
+
+FIELDS = ("reference", "text", "source", "target")
+
+
+class Composer(ABC):
+    """A composition method. Subclasses set ``name``, ``needs`` and implement :meth:`combine`."""
+
+    name: str = ""
+    needs: tuple[str, ...] = ()
+    description: str = ""
+
+    def compose(self, encoder: Encoder, queries: Sequence[CompositionQuery], batch_size: int = 64) -> np.ndarray:
+        """Query vectors ``(B, D)``, L2-normalised, for a batch of queries."""
+        if not queries:
+            return np.zeros((0, encoder.dim), dtype=np.float32)
+        return _normalise(self.combine(embed_queries(encoder, queries, self.needs, self.name, batch_size)))
+
+    @abstractmethod
+    def combine(self, embeddings: QueryEmbeddings) -> np.ndarray:
+        """The method itself: a pure function of the gathered embeddings."""
+
+    def transform_gallery(self, vectors: np.ndarray) -> np.ndarray:
+        """Map gallery vectors into the space the queries live in (identity for zero-shot methods)."""
+        return vectors
+
+    @property
+    def transforms_gallery(self) -> bool:
+        return type(self).transform_gallery is not Composer.transform_gallery
+
+
+def embed_queries(
+    encoder: Encoder,
+    queries: Sequence[CompositionQuery],
+    needs: Sequence[str],
+    method: str = "",
+    batch_size: int = 64,
+) -> QueryEmbeddings:
+    """Encode, in batches, the fields ``needs`` of every query; a missing field is a :class:`ComposeError`."""
+    out = QueryEmbeddings()
+    for name in needs:
+        if name == "lam":
+            out.lam = np.array([q.lam for q in queries], dtype=np.float32)
+            continue
+        values = [getattr(q, name) for q in queries]
+        missing = [i for i, v in enumerate(values) if v is None or (isinstance(v, str) and not v.strip())]
+        if missing:
+            raise ComposeError(f"method '{method}' needs --{_flag(name)} (missing for query {missing[0]})")
+        if name == "reference":
+            out.reference = encode_image_inputs(encoder, values, batch_size)
+        else:
+            out.__setattr__(name, encoder.encode_texts([str(v) for v in values], batch_size=batch_size))
+    return out
+
+
+def encode_image_inputs(encoder: Encoder, images: Sequence[ImageInput], batch_size: int = 64) -> np.ndarray:
+    """Embeddings ``(N, D)`` for images given as PIL images, paths or precomputed vectors (kept as given)."""
+    result: list[np.ndarray | None] = [None] * len(images)
+    to_encode: list[tuple[int, Image.Image]] = []
+    for i, item in enumerate(images):
+        if isinstance(item, np.ndarray):
+            vector = item.astype(np.float32).reshape(-1)
+            if vector.shape[0] != encoder.dim:
+                raise ComposeError(f"embedding has dimension {vector.shape[0]}, the model's is {encoder.dim}")
+            result[i] = vector
+        else:
+            to_encode.append((i, open_image(item) if not isinstance(item, Image.Image) else item))
+    if to_encode:
+        encoded = encoder.encode_images([img for _, img in to_encode], batch_size=batch_size)
+        for (i, _), vector in zip(to_encode, encoded):
+            result[i] = vector
+    return _normalise(np.stack(result))  # type: ignore[arg-type]
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Open an image file for a query, with a one-line error for a missing or undecodable file."""
+    from clipmath.store.images import ImageDecodeError, decode_image
+
+    try:
+        return decode_image(Path(path))
+    except FileNotFoundError:
+        raise ComposeError(f"image not found: {path}") from None
+    except ImageDecodeError as exc:
+        raise ComposeError(f"cannot read image {path}: {exc}") from None
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    """Row-wise L2 normalisation (zero rows stay zero)."""
+    return _normalise(vectors)
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def _flag(field_name: str) -> str:
+    return {"reference": "image", "source": "from", "target": "to"}.get(field_name, field_name)

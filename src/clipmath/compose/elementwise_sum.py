@@ -1,0 +1,18 @@
+"""Element-wise sum (the CLIP4Cir baseline): ``normalize(normalize(img) + normalize(txt))``."""
+
+import numpy as np
+
+from clipmath.compose.base import Composer, QueryEmbeddings, normalise
+
+
+def elementwise_sum(reference: np.ndarray, text: np.ndarray) -> np.ndarray:
+    return normalise(normalise(reference) + normalise(text))
+
+
+class ElementwiseSum(Composer):
+    name = "sum"
+    needs = ("reference", "text")
+    description = "normalize(img) + normalize(text)  (CLIP4Cir baseline)"
+
+    def combine(self, embeddings: QueryEmbeddings) -> np.ndarray:
+        return elementwise_sum(embeddings.reference, embeddings.text)

@@ -1,0 +1,175 @@
+"""The end-to-end retrieval API: a store + its encoder + an index, answering composed queries.
+
+    >>> from clipmath import Retriever, CompositionQuery
+    >>> retriever = Retriever.open("gallery.store")
+    >>> hits = retriever.search([CompositionQuery(reference="cat.jpg", source="cat", target="dog")], method="delta")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from clipmath.compose import Composer, CompositionQuery, get_composer
+from clipmath.encoders import Encoder, ImageTransform, load_encoder
+from clipmath.errors import StoreError
+from clipmath.search import FaissIndex, FaissParams, SearchHit, VectorIndex, exclusions_for, make_index
+from clipmath.store import Gallery, GallerySnapshot
+
+
+@dataclass(frozen=True)
+class RetrieverConfig:
+    index: str = "exact"
+    faiss: FaissParams = FaissParams()
+    exclude_reference: bool = True
+
+
+class Retriever:
+    """Thread-safe: the encoder and index are loaded once; :meth:`refresh` picks up newly committed vectors."""
+
+    def __init__(self, gallery: Gallery, encoder: Encoder, config: RetrieverConfig | None = None) -> None:
+        if encoder.info.model_id != gallery.model_id:
+            raise StoreError(
+                f"the store holds {gallery.model_id} embeddings but the encoder is {encoder.info.model_id}"
+            )
+        if encoder.transform.key != gallery.meta["preprocessing"]:
+            raise StoreError(f"the store was built with preprocessing '{gallery.meta['preprocessing']}', "
+                             f"the encoder uses '{encoder.transform.key}'")
+        self.gallery = gallery
+        self.encoder = encoder
+        self.config = config or RetrieverConfig()
+        self._lock = threading.RLock()
+        self._composers: dict[tuple[str, str | None], Composer] = {}
+        self._transformed: dict[tuple[str, str | None], VectorIndex] = {}
+        self.snapshot: GallerySnapshot
+        self.index: VectorIndex
+        self._load()
+
+    @classmethod
+    def open(
+        cls, store: str | Path, model: str | None = None, device: str = "cpu", config: RetrieverConfig | None = None
+    ) -> Retriever:
+        """Open a store with the model it was built with (or ``model``, which must be the same one)."""
+        gallery = Gallery.open(store)
+        name = model or gallery.model_id
+        if name.startswith("local:") and model is None:
+            raise StoreError(f"{store} was built with a local model folder ({name}); pass --model FOLDER")
+        transform = ImageTransform.from_key(gallery.meta["preprocessing"])
+        encoder = load_encoder(name, device=device, preprocessing=transform.mode, target_ratio=transform.target_ratio)
+        return cls(gallery, encoder, config)
+
+    # ---- state --------------------------------------------------------------------------------------
+    def _load(self) -> None:
+        snapshot = self.gallery.snapshot()
+        index = self._open_index(snapshot)
+        with self._lock:
+            self.snapshot, self.index = snapshot, index
+            self._transformed.clear()
+
+    def refresh(self) -> bool:
+        """Reload if the store changed since the last load; returns whether it did."""
+        current = self.gallery.snapshot()
+        if current.ids == self.snapshot.ids:
+            return False
+        self._load()
+        return True
+
+    def _open_index(self, snapshot: GallerySnapshot) -> VectorIndex:
+        kind = self.config.index
+        if kind == "exact" or len(snapshot) == 0:
+            return make_index(snapshot.vectors, "exact")
+        cache = self.gallery.path / f"faiss-{_safe(kind)}.index"
+        stamp = self.gallery.path / f"faiss-{_safe(kind)}.json"
+        fingerprint = _fingerprint(snapshot.ids)
+        if cache.exists() and stamp.exists() and json.loads(stamp.read_text()).get("ids") == fingerprint:
+            return FaissIndex.load(cache, kind, self.config.faiss)
+        index = make_index(snapshot.vectors, kind, self.config.faiss)
+        try:
+            index.save(cache)  # type: ignore[attr-defined]
+            stamp.write_text(json.dumps({"ids": fingerprint, "count": len(snapshot)}))
+        except OSError:
+            pass  # a read-only store still searches; it just rebuilds next time
+        return index
+
+    # ---- queries ------------------------------------------------------------------------------------
+    def composer(self, method: str, checkpoint: str | None = None) -> Composer:
+        key = (method, checkpoint)
+        with self._lock:
+            if key not in self._composers:
+                self._composers[key] = get_composer(method, self.encoder, checkpoint)
+            return self._composers[key]
+
+    def query_vectors(
+        self, queries: Sequence[CompositionQuery], method: str = "sum", checkpoint: str | None = None
+    ) -> np.ndarray:
+        return self.composer(method, checkpoint).compose(self.encoder, queries)
+
+    def search(
+        self,
+        queries: Sequence[CompositionQuery],
+        method: str = "sum",
+        k: int = 10,
+        checkpoint: str | None = None,
+    ) -> list[list[SearchHit]]:
+        """Top-``k`` gallery hits per query (the reference image itself excluded when it is in the gallery)."""
+        composer = self.composer(method, checkpoint)
+        queries = [self.resolve_gallery_references(q) for q in queries]
+        vectors = composer.compose(self.encoder, queries)
+        with self._lock:
+            snapshot, index = self.snapshot, self.index
+            if composer.transforms_gallery:
+                key = (method, checkpoint)
+                if key not in self._transformed:
+                    self._transformed[key] = make_index(composer.transform_gallery(np.asarray(snapshot.vectors)))
+                index = self._transformed[key]
+        excluded = [self.reference_id(q) for q in queries] if self.config.exclude_reference else None
+        exclude = exclusions_for(snapshot.ids, excluded) if excluded else None
+        return index.search(vectors, k, exclude).hits(snapshot.ids)
+
+    def resolve_gallery_references(self, query: CompositionQuery) -> CompositionQuery:
+        """Image operands naming a gallery id (not an existing file) use the stored vector, no re-encoding."""
+        snapshot = self.snapshot
+        row_of = None
+
+        def resolve(image: object) -> tuple[object, str | None]:
+            nonlocal row_of
+            if not isinstance(image, (str, Path)) or Path(image).exists():
+                return image, None
+            if row_of is None:
+                row_of = {item_id: row for row, item_id in enumerate(snapshot.ids)}
+            name = Path(image).as_posix()
+            if name in row_of:
+                return np.asarray(snapshot.vectors[row_of[name]]), name
+            return image, None
+
+        reference, reference_id = resolve(query.reference)
+        terms = [replace(t, image=resolve(t.image)[0]) if t.image is not None else t for t in query.terms]
+        return replace(query, reference=reference, terms=terms, reference_id=query.reference_id or reference_id)
+
+    def reference_id(self, query: CompositionQuery) -> str | None:
+        """The gallery id of the query's reference image, if it is one of the gallery's files."""
+        if query.reference_id:
+            return query.reference_id
+        if isinstance(query.reference, (str, Path)):
+            try:
+                return Path(query.reference).resolve().relative_to(self.snapshot.root).as_posix()
+            except ValueError:
+                return None
+        return None
+
+    def path_of(self, item_id: str) -> Path:
+        return self.snapshot.path_of(item_id)
+
+
+def _fingerprint(ids: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+
+
+def _safe(kind: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in kind)

@@ -1,0 +1,66 @@
+"""What every index returns, and the interface they share (modelled on FAISS: ``search(queries, k)``)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Per query, gallery rows that must not be returned (e.g. the reference image itself).
+Exclusions = Sequence[Sequence[int]] | None
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    id: str
+    score: float
+    rank: int
+
+
+@dataclass
+class SearchResults:
+    """``rows[q, r]`` is the gallery row at rank ``r`` for query ``q`` (-1 where fewer than k exist)."""
+
+    scores: np.ndarray  # (B, k) float32, descending
+    rows: np.ndarray  # (B, k) int64
+
+    def hits(self, ids: Sequence[str]) -> list[list[SearchHit]]:
+        """Resolve rows to gallery ids, dropping padding."""
+        return [
+            [SearchHit(ids[row], float(score), rank) for rank, (row, score) in enumerate(zip(rows, scores)) if row >= 0]
+            for rows, scores in zip(self.rows.tolist(), self.scores.tolist())
+        ]
+
+
+class VectorIndex(ABC):
+    """An inner-product index over L2-normalised vectors (so scores are cosine similarities)."""
+
+    kind: str = ""
+
+    @property
+    @abstractmethod
+    def ntotal(self) -> int:
+        """Number of indexed vectors."""
+
+    @abstractmethod
+    def search(self, queries: np.ndarray, k: int, exclude: Exclusions = None) -> SearchResults:
+        """Top-``k`` rows per query by inner product, best first; ties broken by lower row first."""
+
+
+def pad_results(scores: list[np.ndarray], rows: list[np.ndarray], k: int) -> SearchResults:
+    """Stack per-query results, padding short ones with score -inf and row -1."""
+    out_scores = np.full((len(scores), k), -np.inf, dtype=np.float32)
+    out_rows = np.full((len(rows), k), -1, dtype=np.int64)
+    for i, (s, r) in enumerate(zip(scores, rows)):
+        out_scores[i, : len(s)] = s[:k]
+        out_rows[i, : len(r)] = r[:k]
+    return SearchResults(out_scores, out_rows)
+
+
+def check_queries(queries: np.ndarray, dim: int) -> np.ndarray:
+    queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+    if queries.shape[1] != dim:
+        raise ValueError(f"queries have dimension {queries.shape[1]}, the index has {dim}")
+    return queries

@@ -1,0 +1,192 @@
+"""Index a folder of images into a :class:`~clipmath.store.gallery.Gallery`: incremental, resumable, crash-safe.
+
+Files whose size and mtime are unchanged are skipped without reading them. A changed or new file is hashed
+(SHA-256): same content as before → only its mtime is updated; content already stored under another name → its
+vector is reused; otherwise it is decoded and encoded. Work is committed every ``commit_every`` files, so a killed
+run loses at most one chunk and a re-run finishes the job. Undecodable files are skipped, counted and reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+from tqdm.auto import tqdm
+
+from clipmath.encoders.base import Encoder
+from clipmath.errors import StoreError
+from clipmath.store.gallery import Gallery, ItemRecord
+from clipmath.store.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageDecodeError, decode_image
+
+
+@dataclass
+class IndexConfig:
+    batch_size: int = 32
+    commit_every: int = 256
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    prune: bool = False
+    decode_workers: int = 2
+
+
+@dataclass
+class IndexReport:
+    """What one indexing run did. ``bad`` lists ``(id, reason)`` of every file that could not be used."""
+
+    model: str
+    scanned: int = 0
+    added: int = 0
+    unchanged: int = 0
+    reused: int = 0
+    pruned: int = 0
+    missing: int = 0
+    bad: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    total: int = 0
+
+
+@dataclass
+class _Candidate:
+    id: str
+    path: Path
+    size: int
+    mtime_ns: int
+
+
+def list_images(root: Path, exclude: Path | None = None) -> list[str]:
+    """Relative POSIX paths of image files under ``root`` (sorted; hidden folders and ``exclude`` skipped)."""
+    found = []
+    exclude = exclude.resolve() if exclude else None
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (here / d).resolve() != exclude)
+        for name in files:
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
+                found.append((here / name).relative_to(root).as_posix())
+    return sorted(found)
+
+
+def index_folder(
+    store: str | Path,
+    root: str | Path,
+    encoder: Encoder,
+    config: IndexConfig | None = None,
+    files: Sequence[str] | None = None,
+    progress: bool = True,
+) -> IndexReport:
+    """Bring the store at ``store`` up to date with the images under ``root`` (or just ``files``, relative ids)."""
+    config = config or IndexConfig()
+    root = Path(root)
+    if not root.is_dir():
+        raise StoreError(f"image folder not found: {root}")
+    started = time.monotonic()
+    report = IndexReport(model=encoder.info.label())
+    with Gallery.open_for_writing(store, encoder.info, encoder.transform.key, root) as gallery:
+        ids = list(files) if files is not None else list_images(root, exclude=Path(store))
+        report.scanned = len(ids)
+        known = gallery.items()
+        candidates, missing_files = _changed_files(root, ids, known, report)
+        gone = sorted(set(known) - set(ids)) if files is None else []
+        with tqdm(total=len(candidates), desc="indexing", unit="img", disable=not progress) as bar, \
+                ThreadPoolExecutor(max(1, config.decode_workers)) as pool:
+            for start in range(0, len(candidates), config.commit_every):
+                chunk = candidates[start : start + config.commit_every]
+                _index_chunk(gallery, encoder, chunk, known, config, pool, report)
+                bar.update(len(chunk))
+        report.bad.extend(missing_files)
+        if config.prune and gone:
+            report.pruned = gallery.remove(gone)
+        else:
+            report.missing = len(gone)
+        report.total = gallery.info().count
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _changed_files(
+    root: Path, ids: Iterable[str], known: dict[str, tuple[str, int, int, int]], report: IndexReport
+) -> tuple[list[_Candidate], list[tuple[str, str]]]:
+    candidates, missing = [], []
+    for item_id in ids:
+        path = root / item_id
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            missing.append((item_id, f"cannot stat: {exc.strerror or exc}"))
+            continue
+        stored = known.get(item_id)
+        if stored is not None and stored[1] == stat.st_size and stored[2] == stat.st_mtime_ns:
+            report.unchanged += 1
+            continue
+        candidates.append(_Candidate(item_id, path, stat.st_size, stat.st_mtime_ns))
+    return candidates, missing
+
+
+def _index_chunk(
+    gallery: Gallery,
+    encoder: Encoder,
+    chunk: Sequence[_Candidate],
+    known: dict[str, tuple[str, int, int, int]],
+    config: IndexConfig,
+    pool: ThreadPoolExecutor,
+    report: IndexReport,
+) -> None:
+    hashes = list(pool.map(_hash_file, chunk))
+    by_hash = gallery.rows_by_hash()
+    touched, reused, to_decode, bad = [], [], [], []
+    for candidate, digest in zip(chunk, hashes):
+        if isinstance(digest, ImageDecodeError):
+            bad.append((candidate.id, str(digest), candidate.size, candidate.mtime_ns))
+            continue
+        stored = known.get(candidate.id)
+        if stored is not None and stored[0] == digest:
+            touched.append((candidate.id, candidate.mtime_ns))
+            report.unchanged += 1
+        elif digest in by_hash:
+            record = gallery.record_by_hash(digest)
+            size = (record.width, record.height) if record else (None, None)
+            reused.append((ItemRecord(candidate.id, digest, candidate.size, candidate.mtime_ns, *size), by_hash[digest]))
+            report.reused += 1
+        else:
+            to_decode.append((candidate, digest))
+    decoded = list(pool.map(lambda item: _decode(item[0], config.max_pixels), to_decode))
+    records, images = [], []
+    for (candidate, digest), image in zip(to_decode, decoded):
+        if isinstance(image, ImageDecodeError):
+            bad.append((candidate.id, str(image), candidate.size, candidate.mtime_ns))
+            continue
+        records.append(ItemRecord(candidate.id, digest, candidate.size, candidate.mtime_ns, *image.size))
+        images.append(image)
+    vectors = encoder.encode_images(images, batch_size=config.batch_size) if images else None
+    gallery.commit(records, vectors, reused, bad)
+    if touched:
+        gallery.touch(touched)
+    report.added += len(records)
+    report.bad.extend((b[0], b[1]) for b in bad)
+
+
+def _hash_file(candidate: _Candidate) -> str | ImageDecodeError:
+    digest = hashlib.sha256()
+    try:
+        with open(candidate.path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except PermissionError:
+        return ImageDecodeError("permission denied")
+    except OSError as exc:
+        return ImageDecodeError(f"unreadable: {exc.strerror or exc}")
+    return digest.hexdigest()
+
+
+def _decode(candidate: _Candidate, max_pixels: int) -> Image.Image | ImageDecodeError:
+    try:
+        return decode_image(candidate.path, max_pixels=max_pixels)
+    except FileNotFoundError:
+        return ImageDecodeError("file disappeared during indexing")
+    except ImageDecodeError as exc:
+        return exc
