@@ -52,12 +52,21 @@ LITE0_STAGES: tuple[StageSpec, ...] = (
 
 
 class SameConv2d(nn.Conv2d):
-    """A bias-free convolution padded like TensorFlow's ``SAME``: output size ``ceil(input / stride)``."""
+    """A bias-free convolution padded like TensorFlow's ``SAME``: output size ``ceil(input / stride)``.
+
+    With stride 1 and an odd kernel that is the symmetric padding ``kernel // 2``; with stride 2 TensorFlow pads
+    one more pixel at the bottom/right than at the top/left, which is done explicitly in :meth:`forward`.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
-        super().__init__(in_channels, out_channels, kernel, stride=stride, padding=0, groups=groups, bias=False)
+        if kernel % 2 != 1:
+            raise ValueError(f"SameConv2d needs an odd kernel, got {kernel}")
+        padding = kernel // 2 if stride == 1 else 0
+        super().__init__(in_channels, out_channels, kernel, stride=stride, padding=padding, groups=groups, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == (1, 1):
+            return super().forward(x)
         pad_h = _same_padding(x.shape[-2], self.kernel_size[0], self.stride[0])
         pad_w = _same_padding(x.shape[-1], self.kernel_size[1], self.stride[1])
         if pad_h or pad_w:
