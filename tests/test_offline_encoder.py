@@ -18,8 +18,10 @@ CAT_CLASSES = {"tabby cat", "tiger cat", "Egyptian Mau", "Persian cat", "Siamese
 
 
 @pytest.fixture(scope="module")
-def encoder() -> offline.OfflineImageNetMiniLM:
-    return load_encoder(offline.OFFLINE_NAME)
+def encoder(offline_encoder) -> offline.OfflineImageNetMiniLM:
+    """The session's offline encoder (tests/conftest.py), loaded once for the whole suite."""
+    assert isinstance(offline_encoder, offline.OfflineImageNetMiniLM)
+    return offline_encoder
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,7 @@ def test_efficientnet_state_dict_loads_strictly():
 def test_class_names_are_imagenet_order():
     names = offline.imagenet_class_names()
     assert len(names) == 1000
-    assert names[0] == "tench" and names[281] == "tabby cat" and names[967] == "espresso" and names[999] == "toilet paper"
+    assert (names[0], names[281], names[967], names[999]) == ("tench", "tabby cat", "espresso", "toilet paper")
 
 
 def test_preprocess_shape_and_range():

