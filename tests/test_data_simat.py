@@ -50,15 +50,20 @@ def test_caption_ids_index_distinct_triplets_in_first_appearance_order(simat_roo
             assert order[query.target_caption_id] == (t.subj, t.rel, t.obj)
 
 
+def test_every_query_has_ground_truth_images(simat_root):
+    dataset = load_simat(simat_root, "test", check_images=False)
+    for query in dataset.queries:
+        answers = dataset.target_image_ids(query)
+        assert answers and query.source_id not in answers
+        assert all(dataset.triplets[i] == query.target_triplet for i in answers)
+
+
 def test_end_to_end_with_label_oracle(simat_root):
     dataset = load_simat(simat_root, "dev")
     gallery = pixel_features([dataset.image_path(i) for i in dataset.gallery_ids])
     row = dataset.gallery_row
     # a perfect transformation: the query vector is an image that carries the target triplet
-    example: dict[SimatTriplet, int] = {}
-    for image_id, triplet in dataset.triplets.items():
-        example.setdefault(triplet, row[image_id])
-    queries = gallery[[example[q.target_triplet] for q in dataset.queries]]
+    queries = gallery[[row[dataset.target_image_ids(q)[0]] for q in dataset.queries]]
     result = evaluate_simat(dataset, EmbeddingScores(queries, gallery), GroundTruthLabelOracle())
     assert result.score == pytest.approx(100.0)
     assert set(result.per_field) == {"subj", "rel", "obj"}

@@ -67,9 +67,9 @@ class ImageCollection:
         ids = tqdm(self.gallery_ids, desc=f"checking {self.name} images", disable=not progress, unit="img")
         return [image_id for image_id in ids if not self.image_paths[image_id].is_file()]
 
-    def check_images(self, progress: bool = False) -> None:
-        """Raise :class:`DatasetError` naming the first missing image file, if any."""
-        missing = self.missing_images(progress)
+    def check_images(self, progress: bool | None = None) -> None:
+        """Raise :class:`DatasetError` naming the first missing image file, if any (progress bar: large galleries)."""
+        missing = self.missing_images(len(self.gallery_ids) > 20_000 if progress is None else progress)
         if missing:
             first = self.image_paths[missing[0]]
             shown = first.relative_to(self.root) if first.is_relative_to(self.root) else first

@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from clipmath.data.base import ImageCollection, require_dir, require_file
@@ -92,6 +93,17 @@ class SimatDataset(ImageCollection):
 
     def __len__(self) -> int:
         return len(self.queries)
+
+    def target_image_ids(self, query: SimatQuery) -> list[str]:
+        """The gallery images annotated with ``query``'s target triplet (its ground-truth answers), gallery order."""
+        return self._images_by_triplet.get(query.target_triplet, [])
+
+    @cached_property
+    def _images_by_triplet(self) -> dict[SimatTriplet, list[str]]:
+        by_triplet: dict[SimatTriplet, list[str]] = {}
+        for image_id in self.gallery_ids:
+            by_triplet.setdefault(self.triplets[image_id], []).append(image_id)
+        return by_triplet
 
 
 def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
