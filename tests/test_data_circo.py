@@ -3,7 +3,11 @@ import shutil
 
 import numpy as np
 import pytest
-from benchmark_folders import (
+
+from clipmath.data import load_circo
+from clipmath.errors import DatasetError
+from clipmath.eval import EmbeddingScores, evaluate_cir, rank_cir
+from tests.benchmark_folders import (
     ANNOTATIONS,
     CIRCO_DISTRACTORS,
     build_circo,
@@ -11,10 +15,6 @@ from benchmark_folders import (
     pixel_features,
     write_coco_unlabeled,
 )
-
-from clipmath.data import load_circo
-from clipmath.errors import DatasetError
-from clipmath.eval import EmbeddingScores, evaluate_cir, rank_cir
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,11 @@ import shutil
 
 import numpy as np
 import pytest
-from benchmark_folders import ANNOTATIONS, build_cirr
 
 from clipmath.data import load_cir_benchmark, load_cirr
 from clipmath.errors import DatasetError
 from clipmath.eval import EmbeddingScores, evaluate_cir
+from tests.benchmark_folders import ANNOTATIONS, build_cirr
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,11 @@ import json
 
 import numpy as np
 import pytest
-from benchmark_folders import ANNOTATIONS, build_fashioniq, pixel_features
 
 from clipmath.data import FASHIONIQ_CATEGORIES, join_captions, load_cir_benchmark, load_fashioniq, load_fashioniq_all
 from clipmath.errors import DatasetError
 from clipmath.eval import EmbeddingScores, evaluate_cir, fashioniq_average, rank_cir
+from tests.benchmark_folders import ANNOTATIONS, build_fashioniq, pixel_features
 
 
 @pytest.fixture(scope="module")

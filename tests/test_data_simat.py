@@ -2,11 +2,11 @@ import csv
 import math
 
 import pytest
-from benchmark_folders import ANNOTATIONS, build_simat, pixel_features
 
 from clipmath.data import SimatTriplet, load_simat
 from clipmath.errors import DatasetError
 from clipmath.eval import EmbeddingScores, GroundTruthLabelOracle, evaluate_simat
+from tests.benchmark_folders import ANNOTATIONS, build_simat, pixel_features
 
 SIMAT_DB = ANNOTATIONS / "simat" / "simat_db"
 

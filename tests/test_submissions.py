@@ -5,14 +5,6 @@ import re
 
 import numpy as np
 import pytest
-from benchmark_folders import (
-    ANNOTATIONS,
-    CIRCO_OFFICIAL,
-    build_circo,
-    build_cirr,
-    circo_image_ids,
-    write_coco_unlabeled,
-)
 
 from clipmath.data import load_circo, load_cirr
 from clipmath.errors import SubmissionError
@@ -26,6 +18,14 @@ from clipmath.eval.submissions import (
     validate_submission_file,
     write_circo_submission,
     write_cirr_submissions,
+)
+from tests.benchmark_folders import (
+    ANNOTATIONS,
+    CIRCO_OFFICIAL,
+    build_circo,
+    build_cirr,
+    circo_image_ids,
+    write_coco_unlabeled,
 )
 
 
