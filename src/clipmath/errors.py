@@ -23,3 +23,7 @@ class ComposeError(ClipmathError):
 
 class DatasetError(ClipmathError):
     """A benchmark folder is incomplete or malformed."""
+
+
+class SubmissionError(ClipmathError):
+    """A test-server prediction file does not follow the server's documented format."""
