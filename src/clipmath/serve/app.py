@@ -17,6 +17,7 @@ import hmac
 import ipaddress
 import logging
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -290,6 +291,41 @@ def run_server(app: FastAPI, config: ServeConfig) -> None:
     config.check()
     _check_port_free(config.host, config.port)
     uvicorn.run(app, host=config.host, port=config.port, log_level="warning", server_header=False)
+
+
+class BackgroundServer:
+    """Run ``app`` with uvicorn on a background thread (tests, notebooks, benchmarks); port 0 picks a free one.
+
+        >>> with BackgroundServer(app) as server:
+        ...     httpx.get(server.url + "api/health")
+    """
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
+        import uvicorn
+
+        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                                     server_header=False))
+        self._thread = threading.Thread(target=self._server.run, name="clipmath-serve-http", daemon=True)
+        self.host = host
+        self.port = port
+
+    def __enter__(self) -> BackgroundServer:
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise ClipmathError(f"the server did not start on {self.host}:{self.port}")
+            time.sleep(0.02)
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
