@@ -8,8 +8,7 @@ from pathlib import Path
 from clipmath.encoders import Encoder
 from clipmath.retrieval import Retriever
 from clipmath.store import Gallery, index_folder
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "gallery"
+from tests.conftest import GALLERY as EXAMPLES
 
 #: Indexed before the server starts.
 FIRST = [

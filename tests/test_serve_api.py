@@ -20,7 +20,6 @@ pytest.importorskip("multipart")
 
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
-from serve_support import EXAMPLES, FIRST, LATER, build_store, copy_examples, open_retriever  # noqa: E402
 
 from clipmath.compose import CompositionQuery, get_composer  # noqa: E402
 from clipmath.encoders import load_encoder  # noqa: E402
@@ -28,14 +27,15 @@ from clipmath.errors import ClipmathError  # noqa: E402
 from clipmath.serve import CaptionSubject, FunctionCaptioner, ServeConfig, create_app  # noqa: E402
 from clipmath.serve.engine import ImageKey, SearchSpec  # noqa: E402
 from clipmath.store import Gallery, IndexConfig, index_folder  # noqa: E402
+from tests.serve_support import EXAMPLES, FIRST, LATER, build_store, copy_examples, open_retriever  # noqa: E402
 
 BASE_URL = "http://127.0.0.1"
 
 
 # ---- fixtures -----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def encoder():
-    return load_encoder("tiny-random-clip")
+def encoder(tiny_encoder):
+    return tiny_encoder
 
 
 @pytest.fixture(scope="module")
@@ -501,7 +501,8 @@ def test_plugged_in_captioner_gets_vectors_and_images(retriever):
         size = Image.open(EXAMPLES / "skimage/coffee.png").size
         assert body == {"caption": f"skimage/coffee.png {size[0]}x{size[1]}", "captioner": "test captioner"}
         assert np.allclose(seen[-1].vector, stored_vector(retriever, "skimage/coffee.png"))
-        upload_id = captioned.post("/api/uploads", files={"image": ("r.png", png_bytes(), "image/png")}).json()["upload_id"]
+        uploaded = captioned.post("/api/uploads", files={"image": ("r.png", png_bytes(), "image/png")})
+        upload_id = uploaded.json()["upload_id"]
         body = captioned.post("/api/caption", json={"image": {"upload_id": upload_id}}).json()
         assert body["caption"] == f"upload:{upload_id} 64x48"
         body = captioned.post("/api/caption/difference", json={
@@ -612,7 +613,7 @@ def test_reindexing_while_serving_every_answer_comes_from_one_committed_state(tm
 def offline_client(tmp_path_factory):
     try:
         offline = load_encoder("offline-imagenet-minilm")
-    except (ImportError, ClipmathError) as exc:
+    except (ImportError, ClipmathError) as exc:  # until the offline encoder is installed
         pytest.skip(f"offline-imagenet-minilm not available: {exc}")
     base = tmp_path_factory.mktemp("offline")
     store = base / "store"

@@ -17,13 +17,13 @@ webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not in
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-from serve_support import EXAMPLES, FIRST, build_store, open_retriever  # noqa: E402
 
-from clipmath.encoders import load_encoder  # noqa: E402
 from clipmath.serve import BackgroundServer, ServeConfig, create_app  # noqa: E402
+from tests.serve_support import EXAMPLES, FIRST, build_store, open_retriever  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
+CHROMEDRIVER = shutil.which("chromedriver") or next(
+    (str(p) for p in (Path("/usr/bin/chromedriver"), Path("/usr/lib/chromium/chromedriver")) if p.exists()), None)
 if not (CHROMIUM and CHROMEDRIVER):
     pytest.skip("headless browser test needs chromium and chromedriver (apt-get install chromium chromium-driver)",
                 allow_module_level=True)
@@ -33,10 +33,9 @@ WAIT = 60
 
 
 @pytest.fixture(scope="module")
-def retriever(tmp_path_factory):
-    encoder = load_encoder("tiny-random-clip")
-    store, _ = build_store(tmp_path_factory.mktemp("browser"), encoder, FIRST)
-    return open_retriever(store, encoder)
+def retriever(tmp_path_factory, tiny_encoder):
+    store, _ = build_store(tmp_path_factory.mktemp("browser"), tiny_encoder, FIRST)
+    return open_retriever(store, tiny_encoder)
 
 
 @pytest.fixture(scope="module")

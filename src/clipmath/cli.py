@@ -213,15 +213,18 @@ def serve(
     store: Annotated[Path, typer.Argument(help="Store folder to serve.")],
     host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs a token.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
-    token: Annotated[Optional[str], typer.Option(envvar="CLIPMATH_TOKEN", show_envvar=True,
-                                                 help="Token every API call must carry (Authorization: Bearer).")] = None,
+    token: Annotated[Optional[str], typer.Option(
+        envvar="CLIPMATH_TOKEN", show_envvar=True, help="Token every API call must carry (Authorization: Bearer).",
+    )] = None,
     model: ModelOpt = None,
     device: DeviceOpt = "cpu",
-    index_kind: Annotated[str, typer.Option("--index", help="exact, flat, hnsw, ivfpq or a FAISS factory string.")] = "exact",
+    index_kind: Annotated[
+        str, typer.Option("--index", help="exact, flat, hnsw, ivfpq or a FAISS factory string.")
+    ] = "exact",
     k: Annotated[int, typer.Option("--k", "-k", min=1, help="Default number of results.")] = 12,
     max_k: Annotated[int, typer.Option(min=1, max=1000, help="Largest k a request may ask for.")] = 100,
     max_upload_mb: Annotated[float, typer.Option(min=0.01, help="Largest accepted upload, in MB.")] = 20.0,
-    max_pixels: Annotated[int, typer.Option(min=1, help="Largest accepted image, in pixels (width × height).")] = 50_000_000,
+    max_pixels: Annotated[int, typer.Option(min=1, help="Largest accepted image (width × height).")] = 50_000_000,
 ) -> None:
     """Serve a store over HTTP: a JSON API (documented at /docs) and a web page for composed search."""
     try:

@@ -7,4 +7,6 @@ See ``docs/serve.md``. :func:`create_app` builds the application for a :class:`~
 from clipmath.serve.app import BackgroundServer, ServeConfig, create_app, run_server
 from clipmath.serve.captioning import Captioner, CaptionSubject, FunctionCaptioner
 
-__all__ = ["BackgroundServer", "CaptionSubject", "Captioner", "FunctionCaptioner", "ServeConfig", "create_app", "run_server"]
+__all__ = [
+    "BackgroundServer", "CaptionSubject", "Captioner", "FunctionCaptioner", "ServeConfig", "create_app", "run_server",
+]

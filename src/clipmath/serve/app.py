@@ -218,7 +218,9 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
 
     @api.post("/uploads", response_model=UploadResponse, status_code=201,
               summary="Upload an image to use as a reference (returns its upload_id)")
-    async def upload(image: Annotated[UploadFile, File(description="JPEG, PNG, WebP, GIF, BMP or TIFF.")]) -> UploadResponse:
+    async def upload(
+        image: Annotated[UploadFile, File(description="JPEG, PNG, WebP, GIF, BMP or TIFF.")],
+    ) -> UploadResponse:
         record = await read_upload(image)
         return UploadResponse(upload_id=record.upload_id, width=record.width, height=record.height, model=label)
 
