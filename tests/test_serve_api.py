@@ -379,6 +379,14 @@ def test_unknown_host_header_is_refused(client):
     """Bound to loopback, the server answers only loopback names (no DNS rebinding)."""
     assert client.get("/api/health", headers={"host": "attacker.example"}).status_code == 400
     assert client.get("/api/health", headers={"host": "localhost:8000"}).status_code == 200
+    assert client.get("/api/health", headers={"host": "[::1]:8000"}).status_code == 200
+
+
+def test_app_serves_again_after_a_shutdown(retriever):
+    app = create_app(retriever)
+    for _ in range(2):
+        with TestClient(app, base_url=BASE_URL) as fresh:
+            assert fresh.post("/api/search", json={"text": "x", "k": 2}).status_code == 200
 
 
 def test_unexpected_failure_is_a_bare_500_without_traceback(retriever, monkeypatch):

@@ -108,7 +108,7 @@ class ServeConfig:
     def trusted_hosts(self) -> list[str]:
         if self.allowed_hosts is not None:
             return list(self.allowed_hosts)
-        return ["127.0.0.1", "localhost"] if self.loopback else ["*"]
+        return ["127.0.0.1", "localhost", "[::1]", "::1"] if self.loopback else ["*"]
 
 
 def is_loopback(host: str) -> bool:
@@ -121,7 +121,8 @@ def is_loopback(host: str) -> bool:
 
 
 def create_app(retriever: Retriever, config: ServeConfig | None = None, captioner: Captioner | None = None) -> FastAPI:
-    """The server for one retriever. Its model work runs on one background thread, stopped at shutdown."""
+    """The server for one retriever. Its model work runs on one background thread (started now, stopped at
+    shutdown, restarted by a new startup)."""
     config = config or ServeConfig()
     config.check()
     engine = QueryEngine(retriever, max_batch=config.max_batch, upload_slots=config.upload_slots,
@@ -132,8 +133,9 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        engine.start()
         yield
-        engine.close()
+        engine.stop()
 
     app = FastAPI(
         title="clipmath",

@@ -126,9 +126,6 @@ class StoreWatcher:
             changed, self._version = version != self._version, version
             return changed
 
-    def close(self) -> None:
-        self._conn.close()
-
 
 class UploadCache:
     """Thread-safe LRU of uploads by id."""
@@ -198,12 +195,12 @@ class QueryEngine:
             self._thread = threading.Thread(target=self._work, name="clipmath-serve-engine", daemon=True)
             self._thread.start()
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Finish the queued jobs and stop the worker (:meth:`start` starts it again)."""
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout=30)
             self._thread = None
-        self._watcher.close()
 
     # ---- submitting (any thread) ------------------------------------------------------------------
     def search(self, spec: SearchSpec) -> Future:
