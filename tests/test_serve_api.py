@@ -21,9 +21,10 @@ pytest.importorskip("multipart")
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from clipmath.compose import CompositionQuery, get_composer  # noqa: E402
+import clipmath.compose as compose_registry  # noqa: E402
+from clipmath.compose import Composer, CompositionQuery, get_composer  # noqa: E402
 from clipmath.encoders import load_encoder  # noqa: E402
-from clipmath.errors import ClipmathError  # noqa: E402
+from clipmath.errors import ClipmathError, ModelLoadError  # noqa: E402
 from clipmath.serve import CaptionSubject, FunctionCaptioner, ServeConfig, create_app  # noqa: E402
 from clipmath.serve.engine import ImageKey, SearchSpec  # noqa: E402
 from clipmath.store import Gallery, IndexConfig, index_folder  # noqa: E402
@@ -525,6 +526,57 @@ def test_plugged_in_captioner_gets_vectors_and_images(retriever):
         response = captioned.post("/api/caption/difference", json={
             "before": {"gallery_id": "skimage/coffee.png"}, "after": {"gallery_id": "skimage/chelsea.png"}})
         assert response.status_code == 501
+
+
+# ---- learned methods ----------------------------------------------------------------------------------
+class WeightedSum(Composer):
+    """A stand-in learned method: ``w·reference + text`` with ``w`` read from its checkpoint file."""
+
+    name = "weighted-sum"
+    needs = ("reference", "text")
+
+    def __init__(self, weight: float) -> None:
+        self.weight = weight
+
+    def combine(self, embeddings):
+        return self.weight * embeddings.reference + embeddings.text
+
+
+def load_weighted_sum(encoder, checkpoint):
+    try:
+        return WeightedSum(json.loads(Path(checkpoint).read_text())["weight"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"bad checkpoint {checkpoint}: {exc}") from None
+
+
+@pytest.fixture
+def learned_method(monkeypatch):
+    monkeypatch.setitem(compose_registry._LEARNED, "weighted-sum",
+                        (f"{__name__}:load_weighted_sum", "w·img + text (test stand-in)"))
+
+
+def test_learned_method_is_offered_only_with_its_checkpoint(retriever, encoder, learned_method, tmp_path):
+    with TestClient(create_app(retriever), base_url=BASE_URL) as plain:
+        assert "weighted-sum" not in plain.get("/api/info").json()["methods"]
+        refused = plain.post("/api/search", json={"reference": {"gallery_id": "skimage/coffee.png"}, "text": "tea",
+                                                  "method": "weighted-sum"})
+        assert refused.status_code == 400 and "--checkpoint METHOD=PATH" in refused.json()["detail"]
+    checkpoint = tmp_path / "weights.json"
+    checkpoint.write_text(json.dumps({"weight": 3.0}))
+    config = ServeConfig(checkpoints={"weighted-sum": str(checkpoint)})
+    with TestClient(create_app(retriever, config), base_url=BASE_URL) as learned:
+        assert learned.get("/api/info").json()["methods"]["weighted-sum"] == "w·img + text (test stand-in)"
+        body = learned.post("/api/search", json={"reference": {"gallery_id": "skimage/coffee.png"}, "text": "tea",
+                                                 "method": "weighted-sum", "k": 5}).json()
+    query = 3.0 * stored_vector(retriever, "skimage/coffee.png") + encoder.encode_texts(["tea"])[0]
+    assert_scores_match(retriever, query / np.linalg.norm(query), body["results"])
+
+
+def test_bad_checkpoints_fail_at_start_up(retriever, learned_method, tmp_path):
+    with pytest.raises(ClipmathError, match="not learned methods"):
+        create_app(retriever, ServeConfig(checkpoints={"sum": "x.pt"}))
+    with pytest.raises(ModelLoadError, match="bad checkpoint"):
+        create_app(retriever, ServeConfig(checkpoints={"weighted-sum": str(tmp_path / "missing.json")}))
 
 
 # ---- concurrency --------------------------------------------------------------------------------------

@@ -225,6 +225,9 @@ def serve(
     max_k: Annotated[int, typer.Option(min=1, max=1000, help="Largest k a request may ask for.")] = 100,
     max_upload_mb: Annotated[float, typer.Option(min=0.01, help="Largest accepted upload, in MB.")] = 20.0,
     max_pixels: Annotated[int, typer.Option(min=1, help="Largest accepted image (width × height).")] = 50_000_000,
+    checkpoint: Annotated[Optional[list[str]], typer.Option(
+        help="METHOD=PATH: trained weights of a learned compose method to offer (repeatable).",
+    )] = None,
 ) -> None:
     """Serve a store over HTTP: a JSON API (documented at /docs) and a web page for composed search."""
     try:
@@ -234,8 +237,15 @@ def serve(
                             "pip install 'clipmath[serve]'") from None
     from clipmath.retrieval import Retriever, RetrieverConfig
 
+    checkpoints = {}
+    for entry in checkpoint or []:
+        method_name, _, path = entry.partition("=")
+        if not method_name or not path:
+            raise ClipmathError(f"--checkpoint takes METHOD=PATH, got {entry!r}")
+        checkpoints[method_name] = path
     config = ServeConfig(host=host, port=port, token=token or None, max_upload_bytes=int(max_upload_mb * 1e6),
-                         max_pixels=max_pixels, default_k=min(k, max_k), max_k=max_k, index=index_kind)
+                         max_pixels=max_pixels, default_k=min(k, max_k), max_k=max_k, index=index_kind,
+                         checkpoints=checkpoints)
     config.check()
     retriever = Retriever.open(store, model=model, device=device, config=RetrieverConfig(index=index_kind))
     web_app = create_app(retriever, config)

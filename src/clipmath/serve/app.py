@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
@@ -34,7 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from clipmath.compose import available_methods
+from clipmath.compose import available_methods, learned_methods, zero_shot_methods
 from clipmath.errors import ClipmathError
 from clipmath.retrieval import Retriever
 from clipmath.serve.captioning import Captioner
@@ -86,6 +86,8 @@ class ServeConfig:
     upload_slots: int = 128
     #: Host headers accepted; None = loopback names when bound to loopback (stops DNS rebinding), else any.
     allowed_hosts: tuple[str, ...] | None = None
+    #: Trained weights of learned compose methods, by method name; only these learned methods are offered.
+    checkpoints: dict[str, str] = field(default_factory=dict)
 
     @property
     def loopback(self) -> bool:
@@ -104,6 +106,16 @@ class ServeConfig:
             raise ClipmathError(f"need 1 <= default k ({self.default_k}) <= max k ({self.max_k}) <= {MAX_K}")
         if self.max_upload_bytes < 1 or self.max_pixels < 1:
             raise ClipmathError("upload byte and pixel limits must be positive")
+        unknown = sorted(set(self.checkpoints) - set(learned_methods()))
+        if unknown:
+            raise ClipmathError(f"checkpoints given for {', '.join(unknown)}, which are not learned methods "
+                                f"(learned: {', '.join(learned_methods()) or 'none'})")
+
+    def methods(self) -> dict[str, str]:
+        """The compose methods this server offers: zero-shot ones, and learned ones given a checkpoint."""
+        return {name: description.replace(" [needs --checkpoint]", "")
+                for name, description in available_methods().items()
+                if name in zero_shot_methods() or name in self.checkpoints}
 
     def trusted_hosts(self) -> list[str]:
         if self.allowed_hosts is not None:
@@ -126,7 +138,10 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
     config = config or ServeConfig()
     config.check()
     engine = QueryEngine(retriever, max_batch=config.max_batch, upload_slots=config.upload_slots,
-                         max_pixels=config.max_pixels, captioner=captioner)
+                         max_pixels=config.max_pixels, captioner=captioner, checkpoints=config.checkpoints)
+    for method, checkpoint in config.checkpoints.items():
+        retriever.composer(method, checkpoint)  # load now: a bad checkpoint fails at start-up, not per request
+    methods = config.methods()
     engine.start()
     thumbnails = ThumbnailCache(config.thumbnail_cache_bytes, config.max_pixels)
     label = retriever.encoder.info.label()
@@ -170,9 +185,10 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
         if spec.k > config.max_k:
             raise RequestError(422, f"k = {spec.k} is above this server's limit of {config.max_k}")
         spec.method = request.method or infer_method(spec)
-        methods = available_methods()
         if spec.method not in methods:
-            raise RequestError(400, f"unknown method '{spec.method}'; available: {', '.join(methods)}")
+            hint = " (a learned method: start the server with --checkpoint METHOD=PATH)" \
+                if spec.method in learned_methods() else ""
+            raise RequestError(400, f"unknown method '{spec.method}'{hint}; available: {', '.join(methods)}")
         outcome = await asyncio.wrap_future(engine.search(spec))
         results = [hit_model(h.rank + 1, h.id, h.score, p) for h, p in zip(outcome.hits, outcome.paths)]
         return SearchResponse(model=label, method=spec.method, k=spec.k, store_items=outcome.store_items,
@@ -197,7 +213,7 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
         return StoreInfo(
             model=label, model_id=encoder_info.model_id, pretrained=encoder_info.pretrained, dim=encoder_info.dim,
             preprocessing=details.preprocessing, index=config.index, store_items=len(engine.snapshot),
-            skipped_files=details.bad_files, created=details.created, methods=available_methods(),
+            skipped_files=details.bad_files, created=details.created, methods=methods,
             default_k=config.default_k, max_k=config.max_k, max_upload_bytes=config.max_upload_bytes,
             max_pixels=config.max_pixels, captioning=captioner.label if captioner else None,
             token_required=bool(config.token),

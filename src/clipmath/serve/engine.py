@@ -18,7 +18,7 @@ import queue
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +34,8 @@ from clipmath.search import SearchHit
 from clipmath.serve.captioning import Captioner, CaptionSubject
 from clipmath.serve.errors import RequestError
 from clipmath.serve.images import contained_path
-from clipmath.store import GallerySnapshot, decode_image
+from clipmath.store import GallerySnapshot, ImageDecodeError, decode_image
 from clipmath.store.gallery import MANIFEST
-from clipmath.store.images import ImageDecodeError
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +174,10 @@ class QueryEngine:
         upload_slots: int = 128,
         max_pixels: int = 50_000_000,
         captioner: Captioner | None = None,
+        checkpoints: dict[str, str] | None = None,
     ) -> None:
         self.retriever = retriever
+        self.checkpoints = dict(checkpoints or {})
         self.max_batch = max_batch
         self.max_pixels = max_pixels
         self.captioner = captioner
@@ -308,7 +309,7 @@ class QueryEngine:
         finally:
             self.jobs_done += len(batch)
 
-    def _guard(self, jobs: Sequence[_Job], action: Any) -> None:
+    def _guard(self, jobs: Sequence[_Job], action: Callable[[], None]) -> None:
         try:
             action()
         except Exception as exc:  # noqa: BLE001 - delivered to the request, which maps it to a status
@@ -339,13 +340,14 @@ class QueryEngine:
     def _search_prepared(self, method: str, prepared: list[tuple[_Job, CompositionQuery]]) -> None:
         k = max(job.payload.k for job, _ in prepared)
         snapshot = self.retriever.snapshot
-        results = self.retriever.search([query for _, query in prepared], method=method, k=k)
+        results = self.retriever.search([query for _, query in prepared], method=method, k=k,
+                                        checkpoint=self.checkpoints.get(method))
         for (job, _), hits in zip(prepared, results):
             hits = hits[: job.payload.k]
             job.future.set_result(SearchOutcome(hits, [snapshot.path_of(h.id) for h in hits], len(snapshot)))
 
     def _query_for(self, spec: SearchSpec) -> CompositionQuery:
-        composer = self.retriever.composer(spec.method)
+        composer = self.retriever.composer(spec.method, self.checkpoints.get(spec.method))
         needs = set(composer.needs)
         method = spec.method
         if "reference" in needs and spec.reference is None:
