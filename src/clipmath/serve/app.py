@@ -70,7 +70,7 @@ _PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; 
 
 @dataclass
 class ServeConfig:
-    """How the server runs. ``index`` is the search index kind the retriever was opened with (reported only)."""
+    """How the server runs. ``index`` is the search index kind ``clipmath serve`` opens the retriever with."""
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -207,12 +207,11 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
 
     @api.get("/info", response_model=StoreInfo, summary="The store, the model, the methods and the server's limits")
     def info() -> StoreInfo:
-        engine.refresh_if_changed()
-        details = retriever.gallery.info()
+        details = engine.store_info()
         encoder_info = retriever.encoder.info
         return StoreInfo(
             model=label, model_id=encoder_info.model_id, pretrained=encoder_info.pretrained, dim=encoder_info.dim,
-            preprocessing=details.preprocessing, index=config.index, store_items=len(engine.snapshot),
+            preprocessing=details.preprocessing, index=retriever.config.index, store_items=len(engine.snapshot),
             skipped_files=details.bad_files, created=details.created, methods=methods,
             default_k=config.default_k, max_k=config.max_k, max_upload_bytes=config.max_upload_bytes,
             max_pixels=config.max_pixels, captioning=captioner.label if captioner else None,

@@ -34,7 +34,7 @@ from clipmath.search import SearchHit
 from clipmath.serve.captioning import Captioner, CaptionSubject
 from clipmath.serve.errors import RequestError
 from clipmath.serve.images import contained_path
-from clipmath.store import GallerySnapshot, ImageDecodeError, decode_image
+from clipmath.store import GallerySnapshot, ImageDecodeError, StoreInfo, decode_image
 from clipmath.store.gallery import MANIFEST
 
 log = logging.getLogger(__name__)
@@ -248,6 +248,12 @@ class QueryEngine:
         if changed:
             log.info("store changed: now %d images", len(self._state.snapshot))
         return changed
+
+    def store_info(self) -> StoreInfo:
+        """The store's metadata, read under the refresh lock (the gallery's connection is not shared mid-read)."""
+        with self._refresh_lock:
+            self._refresh_locked()
+            return self.retriever.gallery.info()
 
     def gallery_file(self, item_id: str) -> Path:
         """The file of gallery item ``item_id``: only ids of the committed state, only inside the image root."""
