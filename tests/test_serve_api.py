@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import threading
 from pathlib import Path
 
@@ -482,6 +483,21 @@ def test_cli_refuses_public_bind_without_token(gallery, monkeypatch):
     monkeypatch.delenv("CLIPMATH_TOKEN", raising=False)
     result = CliRunner().invoke(cli_app, ["serve", str(gallery[0]), "--host", "0.0.0.0"])
     assert isinstance(result.exception, ClipmathError) and "token" in str(result.exception)
+
+
+def test_cli_refuses_a_busy_port_and_a_malformed_checkpoint(gallery):
+    from typer.testing import CliRunner
+
+    from clipmath.cli import app as cli_app
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(cli_app, ["serve", str(gallery[0]), "--port", str(port)])
+    assert isinstance(result.exception, ClipmathError) and f"cannot listen on 127.0.0.1:{port}" in str(result.exception)
+    result = CliRunner().invoke(cli_app, ["serve", str(gallery[0]), "--checkpoint", "just-a-path.pt"])
+    assert isinstance(result.exception, ClipmathError) and "METHOD=PATH" in str(result.exception)
 
 
 # ---- captions -----------------------------------------------------------------------------------------

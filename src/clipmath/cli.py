@@ -231,7 +231,7 @@ def serve(
 ) -> None:
     """Serve a store over HTTP: a JSON API (documented at /docs) and a web page for composed search."""
     try:
-        from clipmath.serve import ServeConfig, create_app, run_server
+        from clipmath.serve import ServeConfig, check_port_free, create_app, run_server
     except ImportError as exc:
         raise ClipmathError(f"serving needs the serve extra ({exc.name} is missing): "
                             "pip install 'clipmath[serve]'") from None
@@ -247,6 +247,7 @@ def serve(
                          max_pixels=max_pixels, default_k=min(k, max_k), max_k=max_k, index=index_kind,
                          checkpoints=checkpoints)
     config.check()
+    check_port_free(host, port)  # before the model loads
     retriever = Retriever.open(store, model=model, device=device, config=RetrieverConfig(index=index_kind))
     web_app = create_app(retriever, config)
     shown_host = f"[{host}]" if ":" in host else host

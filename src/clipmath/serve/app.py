@@ -308,7 +308,7 @@ def run_server(app: FastAPI, config: ServeConfig) -> None:
     import uvicorn
 
     config.check()
-    _check_port_free(config.host, config.port)
+    check_port_free(config.host, config.port)
     uvicorn.run(app, host=config.host, port=config.port, log_level="warning", server_header=False)
 
 
@@ -371,7 +371,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": "internal server error (details are in the server's log)"}, status_code=500)
 
 
-def _check_port_free(host: str, port: int) -> None:
+def check_port_free(host: str, port: int) -> None:
+    """Raise a one-line :class:`ClipmathError` if ``host:port`` cannot be listened on."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
