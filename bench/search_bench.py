@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from clipmath.search import ExactIndex, FaissIndex, FaissParams
+from clipmath.search.faiss_index import factory_string
 
 
 def clip_like(n: int, dim: int, rng: np.random.Generator, clusters: int = 2000) -> np.ndarray:
@@ -74,13 +75,14 @@ def run(size: int, dim: int, n_queries: int, k: int, seed: int) -> list[dict]:
     rows.append({"method": "clipmath exact (one query at a time)",
                  "ms": per_query_ms(lambda q: [exact.search(x[None], k) for x in q[:20]], queries[:20], 1),
                  "recall": 1.0, "build_s": 0.0})
-    for kind, params in [("hnsw", FaissParams(ef_search=128)), ("ivfpq", FaissParams(nprobe=32))]:
+    for kind, params in [("hnsw", FaissParams(ef_search=128)), ("ivfpq", FaissParams(nprobe=32)),
+                         ("ivfpq", FaissParams(nprobe=32, refine=True))]:
         start = time.perf_counter()
         index = FaissIndex.build(gallery, kind, params)
         build = time.perf_counter() - start
         found = index.search(queries, k).rows
         label = {"hnsw": f"FAISS HNSW{params.hnsw_m} efSearch={params.ef_search}",
-                 "ivfpq": f"FAISS {index.index.__class__.__name__} nprobe={params.nprobe}"}[kind]
+                 "ivfpq": f"FAISS {factory_string(kind, size, dim, params)} nprobe={params.nprobe}"}[kind]
         rows.append({"method": label + " (batch)", "ms": per_query_ms(lambda q: index.search(q, k), queries),
                      "recall": recall_at(truth, found), "build_s": build})
     for row in rows:
