@@ -686,16 +686,18 @@ def test_reindexing_while_serving_every_answer_comes_from_one_committed_state(tm
 
 # ---- real offline model (runs once clipmath.encoders.offline is installed) -----------------------------
 @pytest.fixture(scope="module")
-def offline_client(tmp_path_factory):
-    try:
-        offline = load_encoder("offline-imagenet-minilm")
-    except (ImportError, ClipmathError) as exc:  # until the offline encoder is installed
-        pytest.skip(f"offline-imagenet-minilm not available: {exc}")
-    base = tmp_path_factory.mktemp("offline")
-    store = base / "store"
-    index_folder(store, EXAMPLES, offline, progress=False)
-    with TestClient(create_app(open_retriever(store, offline)), base_url=BASE_URL) as test_client:
+def offline_client(tmp_path_factory, offline_encoder):
+    store = tmp_path_factory.mktemp("offline") / "store"
+    index_folder(store, EXAMPLES, offline_encoder, progress=False)
+    with TestClient(create_app(open_retriever(store, offline_encoder)), base_url=BASE_URL) as test_client:
         yield test_client
+
+
+def coco_photos_about(word: str) -> set[str]:
+    """Gallery ids of the COCO photos whose human captions mention ``word`` (examples/captions.json)."""
+    captions = json.loads((EXAMPLES.parent / "captions.json").read_text())
+    return {f"coco/{name}" for name, entry in captions.items()
+            if any(word in caption.lower().split() for caption in entry["captions"])}
 
 
 def test_offline_model_text_search_finds_the_cat(offline_client):
@@ -723,3 +725,14 @@ def test_offline_model_refinement_moves_results_toward_the_text(offline_client):
 
     assert rank_of(refined, "skimage/coffee.png") < rank_of(alone, "skimage/coffee.png")
     assert json.dumps(refined).count("skimage/chelsea.png") == 0  # the reference is never its own result
+
+
+def test_offline_model_delta_turns_the_cat_into_pizza(offline_client):
+    """SIMAT delta on the cat photo: λ=0 finds cats, cat→pizza with λ=1 finds the pizza photos."""
+    pizzas, cats = coco_photos_about("pizza"), coco_photos_about("cat")
+    assert len(pizzas) >= 2 and len(cats) >= 2
+    request = {"reference": {"gallery_id": "skimage/chelsea.png"}, "source": "cat", "target": "pizza", "k": 2}
+    unchanged = offline_client.post("/api/search", json={**request, "lam": 0.0}).json()
+    changed = offline_client.post("/api/search", json={**request, "lam": 1.0}).json()
+    assert {hit["id"] for hit in unchanged["results"]} <= cats
+    assert {hit["id"] for hit in changed["results"]} <= pizzas
