@@ -13,11 +13,12 @@ import socket
 import threading
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
-pytest.importorskip("multipart")
+pytest.importorskip("python_multipart")
 
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -26,7 +27,7 @@ import clipmath.compose as compose_registry  # noqa: E402
 from clipmath.compose import Composer, CompositionQuery, get_composer  # noqa: E402
 from clipmath.encoders import load_encoder  # noqa: E402
 from clipmath.errors import ClipmathError, ModelLoadError  # noqa: E402
-from clipmath.serve import CaptionSubject, FunctionCaptioner, ServeConfig, create_app  # noqa: E402
+from clipmath.serve import BackgroundServer, CaptionSubject, FunctionCaptioner, ServeConfig, create_app  # noqa: E402
 from clipmath.serve.engine import ImageKey, SearchSpec  # noqa: E402
 from clipmath.store import Gallery, IndexConfig, index_folder  # noqa: E402
 from tests.serve_support import EXAMPLES, FIRST, LATER, build_store, copy_examples, open_retriever  # noqa: E402
@@ -238,6 +239,23 @@ def test_items_pages_and_filters(client):
     assert all("coco" in item["id"].lower() for item in coco["items"])
 
 
+def test_ids_with_url_special_characters_round_trip(tmp_path, encoder):
+    """Through a real uvicorn: Starlette's TestClient decodes paths twice, so '%20' in a name would not survive."""
+    root = tmp_path / "images"
+    odd = "odd dir/a b #1 %20 ?x&y=ü.png"
+    (root / "odd dir").mkdir(parents=True)
+    (root / odd).write_bytes((EXAMPLES / "skimage/coffee.png").read_bytes())
+    index_folder(tmp_path / "store", root, encoder, progress=False)
+    app = create_app(open_retriever(tmp_path / "store", encoder))
+    with BackgroundServer(app) as server, httpx.Client(base_url=server.url) as http:
+        hit = http.post("/api/search", json={"text": "anything", "k": 1}).json()["results"][0]
+        assert hit["id"] == odd
+        assert http.get(hit["thumbnail_url"]).status_code == 200
+        assert http.get(hit["image_url"]).content == (root / odd).read_bytes()
+        listed = http.get("/api/items").json()["items"][0]
+        assert listed["id"] == odd and http.get(listed["thumbnail_url"]).status_code == 200
+
+
 def test_page_and_static_files_are_served_with_a_strict_policy(client):
     page = client.get("/")
     assert page.status_code == 200 and "<title>clipmath" in page.text
@@ -361,6 +379,26 @@ def test_only_committed_files_inside_the_image_folder_are_served(client, endpoin
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
     assert "detail" in response.json()
+
+
+def test_traversal_over_real_http_is_refused(retriever, gallery):
+    """The same attempts as raw HTTP request lines to uvicorn (no client-side path normalisation)."""
+    secret = (gallery[1].parent / "outside" / "secret.png").read_bytes()
+    with BackgroundServer(create_app(retriever)) as server:
+        for endpoint in ("thumbnail", "image"):
+            for item_id, _ in TRAVERSALS + [("..%2f..%2foutside%2fsecret.png", 404), ("linked%2fsecret.png", 403)]:
+                status, body = raw_get(server.port, f"/api/{endpoint}/{item_id}")
+                assert 400 <= status < 500, (item_id, status)
+                assert secret not in body and b"root:" not in body
+
+
+def raw_get(port: int, target: str) -> tuple[int, bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        connection.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        response = b""
+        while chunk := connection.recv(65536):
+            response += chunk
+    return int(response.split(b" ", 2)[1]), response
 
 
 def test_thumbnail_size_is_bounded(client):
