@@ -207,6 +207,57 @@ def methods(as_json: JsonOpt = False) -> None:
         out.print(f"{name:>14}  {description}", markup=False)
 
 
+# ---- serve ------------------------------------------------------------------------------------------------
+@app.command()
+def serve(
+    store: Annotated[Path, typer.Argument(help="Store folder to serve.")],
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs a token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    token: Annotated[Optional[str], typer.Option(
+        envvar="CLIPMATH_TOKEN", show_envvar=True, help="Token every API call must carry (Authorization: Bearer).",
+    )] = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = "cpu",
+    index_kind: Annotated[
+        str, typer.Option("--index", help="exact, flat, hnsw, ivfpq or a FAISS factory string.")
+    ] = "exact",
+    k: Annotated[int, typer.Option("--k", "-k", min=1, help="Default number of results.")] = 12,
+    max_k: Annotated[int, typer.Option(min=1, max=1000, help="Largest k a request may ask for.")] = 100,
+    max_upload_mb: Annotated[float, typer.Option(min=0.01, help="Largest accepted upload, in MB.")] = 20.0,
+    max_pixels: Annotated[int, typer.Option(min=1, help="Largest accepted image (width × height).")] = 50_000_000,
+    checkpoint: Annotated[Optional[list[str]], typer.Option(
+        help="METHOD=PATH: trained weights of a learned compose method to offer (repeatable).",
+    )] = None,
+) -> None:
+    """Serve a store over HTTP: a JSON API (documented at /docs) and a web page for composed search."""
+    try:
+        from clipmath.serve import ServeConfig, check_port_free, create_app, run_server
+    except ImportError as exc:
+        raise ClipmathError(f"serving needs the serve extra ({exc.name} is missing): "
+                            "pip install 'clipmath[serve]'") from None
+    from clipmath.retrieval import Retriever, RetrieverConfig
+
+    checkpoints = {}
+    for entry in checkpoint or []:
+        method_name, _, path = entry.partition("=")
+        if not method_name or not path:
+            raise ClipmathError(f"--checkpoint takes METHOD=PATH, got {entry!r}")
+        checkpoints[method_name] = path
+    config = ServeConfig(host=host, port=port, token=token or None, max_upload_bytes=int(max_upload_mb * 1e6),
+                         max_pixels=max_pixels, default_k=min(k, max_k), max_k=max_k, index=index_kind,
+                         checkpoints=checkpoints)
+    config.check()
+    check_port_free(host, port)  # before the model loads
+    retriever = Retriever.open(store, model=model, device=device, config=RetrieverConfig(index=index_kind))
+    web_app = create_app(retriever, config)
+    shown_host = f"[{host}]" if ":" in host else host
+    address = f"http://{shown_host}:{port}/" + (f"#token={token}" if token else "")
+    err.print(f"model: {escape(retriever.encoder.info.label())}")
+    err.print(f"serving {len(retriever.snapshot)} images from {escape(str(store))} at {escape(address)} "
+              f"(API docs: /docs); Ctrl-C stops")
+    run_server(web_app, config)
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into one line on stderr and exit status 2."""
     try:
