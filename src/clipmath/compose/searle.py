@@ -95,7 +95,8 @@ def _captions(queries: Sequence[CompositionQuery], method: str) -> list[str]:
 
 
 # ---- concepts (the regulariser of OTI and phi) ---------------------------------------------------------------
-PHRASE_TEMPLATES = ("a photo of a {}", "a close-up picture of a {}", "there is a {} in this scene", "a {} seen from afar")
+#: phrases made for concepts given without any (a plain-text vocabulary)
+PHRASE_TEMPLATES = ("a photo of a {}", "a close-up picture of a {}", "there is a {} in this scene", "a {} from afar")
 
 
 @dataclass
@@ -373,17 +374,24 @@ class OtiComposer(Composer):
             if row is not None:
                 out[i] = self.tokens[row]
         if missing:
-            log.info("OTI: inverting %d image(s) not in the checkpoint (%d steps each)", len(missing), self.settings.steps)
+            log.info("OTI: inverting %d image(s) not in the checkpoint (%d steps)", len(missing), self.settings.steps)
             generator = torch.Generator().manual_seed(self.seed)
             feats = torch.from_numpy(np.asarray(image_features, dtype=np.float32)[missing])
             size = max(1, self.settings.batch_size)
             for start in range(0, len(missing), size):
-                tokens, _ = invert(encoder, feats[start : start + size], self.settings, self.bank(encoder),
-                                   generator, progress=self.progress)
+                tokens, _ = invert(
+                    encoder,
+                    feats[start : start + size],
+                    self.settings,
+                    self.bank(encoder),
+                    generator,
+                    progress=self.progress,
+                )
                 out[missing[start : start + size]] = tokens.float().cpu()
             # remember them: the same image asked again is not inverted twice
             self.tokens = torch.cat([self.tokens.reshape(-1, out.shape[1]), out[missing]])
-            self.image_features = torch.cat([self.image_features.reshape(-1, feats.shape[1]), F.normalize(feats, dim=-1)])
+            known = self.image_features.reshape(-1, feats.shape[1])
+            self.image_features = torch.cat([known, F.normalize(feats, dim=-1)])
         return out
 
     def compose(self, encoder: Encoder, queries: Sequence[CompositionQuery], batch_size: int = 64) -> np.ndarray:

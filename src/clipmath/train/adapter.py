@@ -57,8 +57,10 @@ class AdapterTask(TrainingTask):
             rows = order[start : start + size]
             if len(rows) < 2:
                 continue
-            picks = [int(c[torch.randint(0, len(c), (1,), generator=generator)]) for c in
-                     (self.captions_of[int(i)] for i in rows)]
+            picks = [
+                int(c[torch.randint(0, len(c), (1,), generator=generator)])
+                for c in (self.captions_of[int(i)] for i in rows)
+            ]
             yield len(rows), (self.image_features[rows.to(self.image_features.device)], self.caption_features[picks])
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

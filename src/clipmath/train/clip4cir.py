@@ -119,8 +119,10 @@ class FinetuneTask(TrainingTask):
         super().__init__(encoder, config)
         self.config: FinetuneConfig = config
         if not hasattr(encoder, "save_pretrained"):
-            raise TrainingError(f"fine-tuning needs a CLIP model loaded through transformers; "
-                                f"{encoder.info.model_id} ({encoder.info.backend}) cannot be saved as one")
+            raise TrainingError(
+                f"fine-tuning needs a CLIP model loaded through transformers; "
+                f"{encoder.info.model_id} ({encoder.info.backend}) cannot be saved as one"
+            )
         towers = {"both": ("image", "text"), "image": ("image",), "text": ("text",)}.get(config.towers)
         if towers is None:
             raise TrainingError(f"--towers must be both, image or text, not {config.towers!r}")
@@ -177,7 +179,8 @@ class FinetuneTask(TrainingTask):
 
         self.encoder.save_pretrained(folder)  # type: ignore[attr-defined]
         if not self.encoder.info.pretrained:
-            (folder / RANDOM_MARKER).write_text(json.dumps({"note": f"fine-tuned from random {self.encoder.info.model_id}"}))
+            note = {"note": f"fine-tuned from the random {self.encoder.info.model_id}"}
+            (folder / RANDOM_MARKER).write_text(json.dumps(note))
 
     def restore_artifacts(self, folder: Path) -> None:
         from safetensors.torch import load_file

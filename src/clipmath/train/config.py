@@ -28,6 +28,8 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimiser steps in all (smoke runs)
     grad_clip: float | None = None  # clip the gradient norm to this value
     monitor: str | None = None  # the validation metric summarised across seeds (default: the first reported)
+    save_every: int = 1  # epochs between checkpoint writes (the last epoch is always written)
+    validate_every: int = 1  # epochs between validations (the last epoch is always validated)
     progress: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -68,6 +70,7 @@ class CombinerConfig(TrainConfig):
     """CLIP4Cir stage 2: the Combiner on cached features of a frozen encoder."""
 
     epochs: int = 300
+    save_every: int = 10
     batch_size: int = 4096
     lr: float = 2e-5
     weight_decay: float = 0.01
@@ -82,6 +85,7 @@ class PhiConfig(TrainConfig):
     """SEARLE's textual-inversion network phi, distilled from OTI pseudo-tokens (defaults: SEARLE README)."""
 
     epochs: int = 100
+    save_every: int = 5
     batch_size: int = 256
     lr: float = 1e-4
     weight_decay: float = 0.01

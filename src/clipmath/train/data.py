@@ -49,7 +49,7 @@ def read_captions(images: str | Path, captions: str | Path) -> list[CaptionedIma
     if captions.suffix.lower() == ".json":
         data = _json(text, captions)
         if not isinstance(data, dict):
-            raise DatasetError(f"{captions}: expected a JSON object {{\"file.jpg\": [\"caption\", ...]}}")
+            raise DatasetError(f'{captions}: expected a JSON object {{"file.jpg": ["caption", ...]}}')
         for name, value in data.items():
             values = [value] if isinstance(value, str) else value
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
@@ -71,13 +71,13 @@ def read_coco_captions(
     """COCO captions: ``path`` is a ``captions_<split>.json`` file or a COCO root holding ``annotations/``."""
     path = Path(path)
     if path.is_dir():
-        candidates = sorted((path / "annotations").glob("captions_*.json"))
-        if split:
-            candidates = [c for c in candidates if c.stem == f"captions_{split}"]
+        available = sorted((path / "annotations").glob("captions_*.json"))
+        candidates = [c for c in available if not split or c.stem == f"captions_{split}"]
         if len(candidates) != 1:
-            found = ", ".join(c.stem.removeprefix("captions_") for c in candidates) or "none"
-            raise DatasetError(f"{path}: need exactly one annotations/captions_<split>.json (found: {found}); "
-                               "pass --coco-split")
+            found = ", ".join(c.stem.removeprefix("captions_") for c in available) or "none"
+            raise DatasetError(
+                f"{path}: need exactly one annotations/captions_<split>.json (found: {found}); pass --coco-split"
+            )
         annotations, root = candidates[0], path
     else:
         annotations, root = path, path.parent.parent
@@ -145,8 +145,11 @@ def read_triplets(path: str | Path, images: str | Path | None = None) -> list[Tr
     rows: list[tuple[str, str, str]] = []
     suffix = path.suffix.lower()
     if suffix in (".json", ".jsonl"):
-        records = _json(text, path) if suffix == ".json" else [
-            _json(line, path) for line in text.splitlines() if line.strip()]
+        records = (
+            _json(text, path)
+            if suffix == ".json"
+            else [_json(line, path) for line in text.splitlines() if line.strip()]
+        )
         if not isinstance(records, list):
             raise DatasetError(f"{path}: expected a JSON list of {{reference, caption, target}} objects")
         for number, record in enumerate(records):

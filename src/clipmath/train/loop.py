@@ -90,10 +90,10 @@ class TrainingTask(ABC):
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(tensors)
 
-    def write_artifacts(self, folder: Path) -> None:
+    def write_artifacts(self, folder: Path) -> None:  # noqa: B027 - optional hook
         """Files other than the weights (a fine-tuned encoder writes a whole transformers model folder)."""
 
-    def restore_artifacts(self, folder: Path) -> None:
+    def restore_artifacts(self, folder: Path) -> None:  # noqa: B027 - optional hook
         """Inverse of :meth:`write_artifacts`, when resuming."""
 
     def preprocessing(self) -> str:
@@ -108,6 +108,7 @@ class TrainResult:
     seed: int
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from_epoch: int = 0
+    task: TrainingTask | None = field(default=None, repr=False)  # the trained task (its model, its composer())
 
     @property
     def final_metrics(self) -> dict[str, float]:
@@ -166,7 +167,7 @@ def fit(
             history, step = _restore(task, optimiser, scaler, output)
         else:
             shutil.rmtree(resume_dir(output), ignore_errors=True)
-    result = TrainResult(checkpoint=output, seed=config.seed, history=history, resumed_from_epoch=len(history))
+    result = TrainResult(output, config.seed, history, resumed_from_epoch=len(history), task=task)
     if len(history) >= config.epochs or (config.max_steps is not None and step >= config.max_steps):
         log.info("%s: already trained (%d epochs); nothing to do", output, len(history))
         return result
@@ -176,8 +177,13 @@ def fit(
         task.train_mode(True)
         started = time.perf_counter()
         total, examples, stop = 0.0, 0, False
-        with tqdm(total=task.num_examples(), unit="ex", desc=f"{task.kind} epoch {epoch + 1}/{config.epochs}",
-                  disable=not config.progress, leave=False) as bar:
+        with tqdm(
+            total=task.num_examples(),
+            unit="ex",
+            desc=f"{task.kind} epoch {epoch + 1}/{config.epochs}",
+            disable=not config.progress,
+            leave=False,
+        ) as bar:
             for size, batch in task.batches(generator):
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                     loss = task.loss(batch)
@@ -201,14 +207,21 @@ def fit(
         seconds = time.perf_counter() - started
         if examples == 0:
             raise TrainingError(f"{task.kind}: no training examples (is the data empty or the batch too large?)")
-        record: dict[str, Any] = {"epoch": epoch + 1, "loss": total / examples, "steps": step,
-                                  "examples": examples, "seconds": seconds}
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "loss": total / examples,
+            "steps": step,
+            "examples": examples,
+            "seconds": seconds,
+        }
         task.train_mode(False)
-        if validate is not None:
+        last = stop or epoch + 1 == config.epochs
+        if validate is not None and (last or (epoch + 1) % max(1, config.validate_every) == 0):
             with torch.no_grad():
                 record["metrics"] = {k: float(v) for k, v in validate(task.composer()).items()}
         history.append(record)
-        _save(task, optimiser, scaler, output, history, step)
+        if last or (epoch + 1) % max(1, config.save_every) == 0:
+            _save(task, optimiser, scaler, output, history, step)
         log.info("%s epoch %d: loss %.4f %s", task.kind, epoch + 1, record["loss"], record.get("metrics", ""))
         if stop:
             break
@@ -260,8 +273,12 @@ def summarise(results: Sequence[TrainResult], monitor: str | None = None) -> dic
 
 # ---- checkpoint + resume state ---------------------------------------------------------------------------------
 def _save(
-    task: TrainingTask, optimiser: torch.optim.Optimizer, scaler: torch.amp.GradScaler, output: Path,
-    history: list[dict[str, Any]], step: int,
+    task: TrainingTask,
+    optimiser: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    output: Path,
+    history: list[dict[str, Any]],
+    step: int,
 ) -> None:
     from safetensors.torch import save_file
 
@@ -279,9 +296,15 @@ def _save(
     if torch.cuda.is_available():
         for i, rng in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = rng
-    state.update({"epochs_done": len(history), "steps": step, "scaler": scaler.state_dict(),
-                  "python_rng": _jsonable(random.getstate()),
-                  "numpy_rng": _jsonable(np.random.get_state())})
+    state.update(
+        {
+            "epochs_done": len(history),
+            "steps": step,
+            "scaler": scaler.state_dict(),
+            "python_rng": _jsonable(random.getstate()),
+            "numpy_rng": _jsonable(np.random.get_state()),
+        }
+    )
     folder = resume_dir(output)
     staging = folder.with_name(folder.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)

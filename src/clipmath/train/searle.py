@@ -32,6 +32,7 @@ from clipmath.compose.searle import (
     OtiComposer,
     Phi,
     SearleComposer,
+    frozen,
     invert,
 )
 from clipmath.encoders.base import Encoder
@@ -55,6 +56,7 @@ class OtiResult:
     first_loss: float = math.nan  # mean over this call's batches of the loss at step 1
     last_loss: float = math.nan  # ... at the last step
     metrics: dict[str, float] = field(default_factory=dict)
+    tokens: torch.Tensor | None = field(default=None, repr=False)  # every token, in image order
 
     @property
     def examples_per_second(self) -> float:
@@ -116,8 +118,15 @@ def run_oti(
                 save()
     seconds = time.perf_counter() - started
     save()
-    result = OtiResult(output, len(tokens), inverted, seconds,
-                       sum(first) / len(first) if first else math.nan, sum(last) / len(last) if last else math.nan)
+    result = OtiResult(
+        output,
+        len(tokens),
+        inverted,
+        seconds,
+        sum(first) / len(first) if first else math.nan,
+        sum(last) / len(last) if last else math.nan,
+        tokens=tokens,
+    )
     if validate is not None:
         from clipmath.compose.searle import oti_from_checkpoint
 
@@ -157,9 +166,6 @@ class PhiTask(TrainingTask):
         self.bank = bank if config.lambda_reg else None
         self.nearest = self.bank.nearest_concepts(self.features, config.top_k) if self.bank is not None else None
         self.model = Phi(encoder.dim, width, config.hidden_dim, config.dropout).to(device)
-        if self.bank is not None:  # the regulariser back-propagates through the text encoder, which stays frozen
-            for module in encoder.trainable_modules().values():
-                module.requires_grad_(False)
         self._generator = torch.Generator().manual_seed(config.seed)
 
     def num_examples(self) -> int:
@@ -177,7 +183,9 @@ class PhiTask(TrainingTask):
         loss = self.config.lambda_distil * distillation_loss(predicted, self.teacher[rows], self.config.temperature)
         if self.bank is not None and self.nearest is not None:
             phrases = self.bank.sample_phrases(self.nearest[rows.cpu()], self._generator)
-            loss = loss + self.config.lambda_reg * self.bank.regularisation(self.encoder, predicted, phrases)
+            with frozen(self.encoder):  # gradients flow through the text encoder to phi only
+                regulariser = self.bank.regularisation(self.encoder, predicted, phrases)
+            loss = loss + self.config.lambda_reg * regulariser
         return loss
 
     def composer(self) -> SearleComposer:

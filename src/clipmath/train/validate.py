@@ -104,8 +104,9 @@ class RetrievalValidator:
             for q, row in zip(self.queries, self.reference_rows)
         ]
         query_vectors = composer.compose(self.encoder, queries)
-        return retrieval_metrics(query_vectors, composer.transform_gallery(vectors), self.target_rows,
-                                 self.reference_rows, self.ks)
+        return retrieval_metrics(
+            query_vectors, composer.transform_gallery(vectors), self.target_rows, self.reference_rows, self.ks
+        )
 
 
 class CaptionValidator:
