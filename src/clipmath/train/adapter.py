@@ -23,7 +23,7 @@ from clipmath.train.loop import TrainingTask
 
 def symmetric_contrastive_loss(images: torch.Tensor, texts: torch.Tensor, tau: float) -> torch.Tensor:
     """Mean of image→text and text→image cross-entropy over cosine logits ``/ tau`` (matching rows are pairs)."""
-    logits = F.normalize(images, dim=-1) @ F.normalize(texts, dim=-1).T / tau
+    logits = F.normalize(images.float(), dim=-1) @ F.normalize(texts.float(), dim=-1).T / tau
     labels = torch.arange(logits.shape[0], device=logits.device)
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
