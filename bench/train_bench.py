@@ -147,10 +147,10 @@ def main() -> None:
     )
     lines[-1] += " (loss: first → last step)"
 
-    teacher = OtiConfig(steps=20, ema_decay=0.8, batch_size=32, lambda_reg=0.0, progress=False)
+    teacher = OtiConfig(steps=12, ema_decay=0.7, batch_size=32, lambda_reg=0.0, progress=False)
     run_oti(encoder, views.training_views(), teacher, work / "teacher", None, cache)
     factory = phi_task_factory(encoder, work / "teacher")
-    config = PhiConfig(epochs=40, batch_size=16, lr=1e-3, dropout=0.1, lambda_reg=0.0, save_every=40, progress=False)
+    config = PhiConfig(epochs=25, batch_size=16, lr=1e-3, dropout=0.1, lambda_reg=0.0, save_every=25, progress=False)
     seed_everything(config.seed)
     before = validator(factory(config).composer())
     result = fit(factory, config, work / "phi")

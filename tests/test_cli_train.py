@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 from clipmath.cli import app, main
 from clipmath.train.synthetic import make_shapes_dataset
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 runner = CliRunner()
 TINY = ["--model", "tiny-random-clip", "--quiet"]
 COMMANDS = ("adapter", "finetune", "combiner", "oti", "phi")
@@ -116,8 +118,9 @@ def test_oti_phi_and_their_searches(data):
     )  # fmt: skip
     assert report["runs"][0]["history"][0]["steps"] == 2
     for method, checkpoint in (("searle", phi), ("oti", oti)):
-        hits = invoke_json("search", "--store", str(store), "--image", str(shapes.path("square", "green", 0)),
-                           "--text", "is red", "--method", method, "--checkpoint", str(checkpoint), "-k", "2")
+        reference = str(shapes.path("square", "green", 0))
+        hits = invoke_json("search", "--store", str(store), "--image", reference, "--text", "is red",
+                           "--method", method, "--checkpoint", str(checkpoint), "-k", "2")  # fmt: skip
         assert hits["method"] == method and len(hits["results"]) == 2
 
 

@@ -15,6 +15,8 @@ from clipmath.compose.combiner import Combiner
 from clipmath.encoders import EncoderInfo
 from clipmath.errors import ComposeError, ModelLoadError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _checkpoint(info: EncoderInfo):
     torch.manual_seed(3)

@@ -15,6 +15,8 @@ from clipmath.train.data import as_triplets, image_files, read_captions, read_co
 from clipmath.train.features import FeatureCache
 from tests.conftest import write_images
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture
 def images(tmp_path):

@@ -16,6 +16,8 @@ from clipmath.train.loop import TrainingError, fit
 from clipmath.train.synthetic import make_shapes_dataset
 from clipmath.train.validate import RetrievalValidator
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):

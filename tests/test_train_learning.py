@@ -27,6 +27,8 @@ from clipmath.train.synthetic import make_shapes_dataset, make_views_dataset
 from clipmath.train.validate import RetrievalValidator
 from tests.conftest import GALLERY
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 #: shipped example photos with one clear ImageNet object each (see examples/PROVENANCE.md)
 PHOTOS = {
     "cat": "skimage/chelsea.png",
@@ -162,10 +164,10 @@ def test_oti_composer_looks_up_known_images_and_inverts_new_ones(tmp_path, offli
 
 def test_phi_distilled_from_oti_generalises_to_new_images(tmp_path, offline_encoder, views):
     dataset, cache, validator = views
-    teacher = OtiConfig(steps=20, ema_decay=0.8, batch_size=32, lambda_reg=0.0, progress=False)
+    teacher = OtiConfig(steps=12, ema_decay=0.7, batch_size=32, lambda_reg=0.0, progress=False)
     run_oti(offline_encoder, dataset.training_views(), teacher, tmp_path / "oti", None, cache)
     factory = phi_task_factory(offline_encoder, tmp_path / "oti")
-    config = PhiConfig(epochs=40, batch_size=16, lr=1e-3, dropout=0.1, lambda_reg=0.0, save_every=40, progress=False)
+    config = PhiConfig(epochs=25, batch_size=16, lr=1e-3, dropout=0.1, lambda_reg=0.0, save_every=25, progress=False)
     seed_everything(config.seed)
     untrained = validator(factory(config).composer())
     result = fit(factory, config, tmp_path / "phi")

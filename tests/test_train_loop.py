@@ -15,6 +15,8 @@ from clipmath.train.clip4cir import CombinerTask
 from clipmath.train.config import AdapterConfig, CombinerConfig
 from clipmath.train.loop import TrainingError, fit, fit_seeds
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def features():

@@ -16,6 +16,8 @@ from clipmath.train.config import AdapterConfig, FinetuneConfig, PhiConfig
 from clipmath.train.searle import PhiTask
 from clipmath.train.synthetic import make_shapes_dataset
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def test_each_head_is_trained_on_its_own_modality(tiny_encoder):
     # image features live in the first 16 dimensions, caption features in the last 16
@@ -64,10 +66,12 @@ def test_phi_regulariser_trains_phi_not_the_encoder(tiny_encoder):
     tokens = torch.randn(4, tiny_encoder.token_embedding_table().embedding_dim)
     config = PhiConfig(batch_size=4, lambda_distil=0.0, lambda_reg=1.0, top_k=2)
     task = PhiTask(tiny_encoder, config, features, tokens, bank)
+    encoder_params = [p for m in tiny_encoder.trainable_modules().values() for p in m.parameters()]
+    for p in encoder_params:
+        p.grad = None  # the shared encoder may carry gradients from other tests
     _, rows = next(task.batches(torch.Generator().manual_seed(0)))
     task.loss(rows).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in task.model.parameters() if p.dim() > 1)
-    encoder_params = [p for m in tiny_encoder.trainable_modules().values() for p in m.parameters()]
     assert all(p.grad is None for p in encoder_params)
     assert all(p.requires_grad for p in encoder_params)  # frozen only while the loss is computed
 

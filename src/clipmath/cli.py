@@ -299,6 +299,10 @@ MonitorOpt = Annotated[
     Optional[str], typer.Option(help="Metric summarised across --seeds first (default: recall@1 when validating).")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+ThreadsOpt = Annotated[
+    Optional[int],
+    typer.Option(min=1, help="CPU threads for torch (default: torch's choice; 1 is often fastest for small batches)."),
+]
 SaveEveryOpt = Annotated[int, typer.Option(min=1, help="Epochs between checkpoint writes (the last is always saved).")]
 ValidateEveryOpt = Annotated[
     int, typer.Option(min=1, help="Epochs between validations (the last epoch is always validated).")
@@ -322,9 +326,13 @@ def _seed_list(ctx: typer.Context, seeds: Optional[list[int]]) -> Optional[list[
     return values or None
 
 
-def _train_encoder(model: Optional[str], device: str, preprocessing: str, as_json: bool):
+def _train_encoder(model: Optional[str], device: str, preprocessing: str, as_json: bool, threads: Optional[int]):
+    import torch
+
     from clipmath.encoders import load_encoder
 
+    if threads:
+        torch.set_num_threads(threads)
     encoder = load_encoder(model, device=device, preprocessing=preprocessing)
     if not as_json:
         err.print(f"model: {encoder.info.label()}", markup=False)
@@ -432,6 +440,7 @@ def train_adapter(
     resume: ResumeOpt = True,
     monitor: MonitorOpt = None,
     quiet: QuietOpt = False,
+    threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     from clipmath.train.adapter import adapter_task_factory
@@ -446,7 +455,7 @@ def train_adapter(
     if captions is not None and images is None:
         raise ClipmathError("--captions needs --images DIR")
     data = read_coco_captions(coco, images, coco_split) if coco else read_captions(images, captions)
-    encoder = _train_encoder(model, device, preprocessing, as_json)
+    encoder = _train_encoder(model, device, preprocessing, as_json, threads)
     validate = None
     if val_captions is not None:
         if val_images is None:
@@ -509,6 +518,7 @@ def train_finetune(
     resume: ResumeOpt = True,
     monitor: MonitorOpt = None,
     quiet: QuietOpt = False,
+    threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     from clipmath.train.clip4cir import FinetuneTask
@@ -519,7 +529,7 @@ def train_finetune(
     if output.suffix == ".safetensors":
         raise ClipmathError("a fine-tuned model is a folder: give --output a folder path")
     data = read_triplets(triplets, images)
-    encoder = _train_encoder(model, device, preprocessing, as_json)
+    encoder = _train_encoder(model, device, preprocessing, as_json, threads)
     validate = _triplet_validator(encoder, val_triplets, val_images, val_gallery, reencode=True)
     config = FinetuneConfig(
         epochs=epochs,
@@ -587,6 +597,7 @@ def train_combiner(
     resume: ResumeOpt = True,
     monitor: MonitorOpt = None,
     quiet: QuietOpt = False,
+    threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     from clipmath.train.clip4cir import combiner_task_factory
@@ -596,7 +607,7 @@ def train_combiner(
 
     seed_list = _seed_list(ctx, seeds)
     data = read_triplets(triplets, images)
-    encoder = _train_encoder(model, device, preprocessing, as_json)
+    encoder = _train_encoder(model, device, preprocessing, as_json, threads)
     config = CombinerConfig(
         epochs=epochs,
         batch_size=batch_size,
@@ -674,6 +685,7 @@ def train_oti(
     amp: AmpOpt = True,
     resume: ResumeOpt = True,
     quiet: QuietOpt = False,
+    threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     from clipmath.compose.searle import ConceptVocabulary
@@ -684,7 +696,7 @@ def train_oti(
 
     files = image_files(images)
     vocabulary = ConceptVocabulary.load(concepts) if lambda_reg else None
-    encoder = _train_encoder(model, device, preprocessing, as_json)
+    encoder = _train_encoder(model, device, preprocessing, as_json, threads)
     config = OtiConfig(
         steps=steps,
         lr=lr,
@@ -788,6 +800,7 @@ def train_phi(
     resume: ResumeOpt = True,
     monitor: MonitorOpt = None,
     quiet: QuietOpt = False,
+    threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     from clipmath.compose.searle import ConceptVocabulary
@@ -795,7 +808,7 @@ def train_phi(
     from clipmath.train.searle import phi_task_factory
 
     seed_list = _seed_list(ctx, seeds)
-    encoder = _train_encoder(model, device, preprocessing, as_json)
+    encoder = _train_encoder(model, device, preprocessing, as_json, threads)
     config = PhiConfig(
         epochs=epochs,
         batch_size=batch_size,
