@@ -94,9 +94,11 @@ def test_adapter_then_adapted_delta_search(data):
     out = root / "heads"
     report = invoke_json(
         "train", "adapter", "--images", str(root / "images"), "--captions", str(root / "captions.tsv"),
-        "--output", str(out), "--epochs", "2", "--batch-size", "6", *TINY,
+        "--output", str(out), "--epochs", "2", "--batch-size", "6", "--val-captions", str(root / "captions.tsv"),
+        "--val-images", str(root / "images"), *TINY,
     )  # fmt: skip
-    assert len(report["runs"][0]["history"]) == 2
+    history = report["runs"][0]["history"]
+    assert len(history) == 2 and 0 <= history[-1]["metrics"]["recall@1"] <= 1
     hits = invoke_json("search", "--store", str(store), "--image", str(shapes.path("circle", "red", 0)),
                        "--from", "red", "--to", "blue", "--method", "adapted-delta", "--checkpoint", str(out),
                        "-k", "2")  # fmt: skip
@@ -108,9 +110,9 @@ def test_oti_phi_and_their_searches(data):
     oti = root / "oti"
     report = invoke_json(
         "train", "oti", "--images", str(root / "images"), "--output", str(oti), "--steps", "2",
-        "--batch-size", "9", "--top-k", "2", *TINY,
+        "--batch-size", "9", "--top-k", "2", "--val-triplets", str(root / "images" / "val.json"), *TINY,
     )  # fmt: skip
-    assert report["images"] == 18 and report["inverted"] == 18
+    assert report["images"] == 18 and report["inverted"] == 18 and "recall@1" in report["metrics"]
     phi = root / "phi"
     report = invoke_json(
         "train", "phi", "--oti", str(oti), "--output", str(phi), "--epochs", "1", "--batch-size", "9",

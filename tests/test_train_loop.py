@@ -98,3 +98,14 @@ def test_seeds_report_mean_and_std(tmp_path, tiny_encoder, features):
     assert set(report.summary) == {"norm", "loss"}
     assert sorted(p.name for p in (tmp_path / "seeds").iterdir()) == ["seed-1", "seed-2", "seed-3"]
     assert "± " in report.lines()[0]
+
+
+def test_single_file_checkpoint_resumes(tmp_path, tiny_encoder, features):
+    factory = _factory(tiny_encoder, features)
+    fit(factory, _config(epochs=1), tmp_path / "combiner.safetensors")
+    assert (tmp_path / "combiner.json").exists() and (tmp_path / "combiner.resume" / "state.json").exists()
+    result = fit(factory, _config(epochs=2), tmp_path / "combiner.safetensors")
+    assert (
+        result.resumed_from_epoch == 1
+        and load_checkpoint(tmp_path / "combiner.safetensors").training["epochs_done"] == 2
+    )
