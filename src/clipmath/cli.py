@@ -237,6 +237,15 @@ OtiOutputOpt = Annotated[
         "An unfinished run there is resumed after its last saved batch.",
     ),
 ]
+TrainModelOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model whose embedding space to train in: auto, offline-imagenet-minilm, "
+        "tiny-random-clip, a hub name or a local folder. The checkpoint only works with this model.",
+    ),
+]
 SeedOpt = Annotated[int, typer.Option(help="Random seed (weights, data order, dropout).")]
 SeedsOpt = Annotated[
     Optional[list[int]],
@@ -281,7 +290,8 @@ ValTripletsOpt = Annotated[
     Optional[Path],
     typer.Option(
         "--val-triplets",
-        help="Held-out triplets (same formats as --triplets): Recall@1/5/10 and mean rank after every epoch.",
+        help="Held-out triplets (same formats as --triplets): Recall@1/5/10 and mean rank after every "
+        "--validate-every epochs (OTI: once, at the end).",
     ),
 ]
 ValImagesOpt = Annotated[
@@ -426,7 +436,7 @@ def train_adapter(
         typer.Option(help="Held-out captions file (JSON or TSV): caption→image Recall@K after every epoch."),
     ] = None,
     val_images: Annotated[Optional[Path], typer.Option(help="Folder of the --val-captions images.")] = None,
-    model: ModelOpt = "auto",
+    model: TrainModelOpt = "auto",
     device: DeviceOpt = "cpu",
     preprocessing: TrainPreprocessingOpt = "clip",
     cache: CacheOpt = None,
@@ -505,7 +515,7 @@ def train_finetune(
     val_triplets: ValTripletsOpt = None,
     val_images: ValImagesOpt = None,
     val_gallery: ValGalleryOpt = None,
-    model: ModelOpt = "auto",
+    model: TrainModelOpt = "auto",
     device: DeviceOpt = "cpu",
     preprocessing: TrainPreprocessingOpt = "clip",
     seed: SeedOpt = 42,
@@ -583,7 +593,7 @@ def train_combiner(
     val_triplets: ValTripletsOpt = None,
     val_images: ValImagesOpt = None,
     val_gallery: ValGalleryOpt = None,
-    model: ModelOpt = "auto",
+    model: TrainModelOpt = "auto",
     device: DeviceOpt = "cpu",
     preprocessing: TrainPreprocessingOpt = "clip",
     cache: CacheOpt = None,
@@ -677,7 +687,7 @@ def train_oti(
     val_triplets: ValTripletsOpt = None,
     val_images: ValImagesOpt = None,
     val_gallery: ValGalleryOpt = None,
-    model: ModelOpt = "auto",
+    model: TrainModelOpt = "auto",
     device: DeviceOpt = "cpu",
     preprocessing: TrainPreprocessingOpt = "clip",
     cache: CacheOpt = None,
@@ -787,7 +797,7 @@ def train_phi(
     val_triplets: ValTripletsOpt = None,
     val_images: ValImagesOpt = None,
     val_gallery: ValGalleryOpt = None,
-    model: ModelOpt = "auto",
+    model: TrainModelOpt = "auto",
     device: DeviceOpt = "cpu",
     preprocessing: TrainPreprocessingOpt = "clip",
     seed: SeedOpt = 42,
