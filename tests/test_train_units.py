@@ -13,6 +13,7 @@ from clipmath.errors import ComposeError
 from clipmath.train.adapter import AdapterTask
 from clipmath.train.clip4cir import FinetuneTask, target_contrastive_loss
 from clipmath.train.config import AdapterConfig, FinetuneConfig, PhiConfig
+from clipmath.train.loop import TrainingError
 from clipmath.train.searle import PhiTask
 from clipmath.train.synthetic import make_shapes_dataset
 
@@ -82,3 +83,34 @@ def test_prompts_hold_one_placeholder():
         fill_prompt("a photo of $ that {caption}", "costs $5")
     with pytest.raises(ComposeError, match="exactly one"):
         fill_prompt("a photo that {caption}", "is red")
+
+
+def test_oti_resumes_after_the_last_saved_batch(tmp_path, tiny_encoder, monkeypatch):
+    import clipmath.train.searle as searle
+    from clipmath.compose.checkpoint import load_checkpoint
+    from clipmath.train.config import OtiConfig
+    from clipmath.train.searle import run_oti
+
+    shapes = make_shapes_dataset(tmp_path / "img", shapes=3, colours=2, instances=1, size=32)
+    images = shapes.images()
+    config = OtiConfig(steps=2, batch_size=2, save_every=1, lambda_reg=0.0, progress=False)
+    straight = run_oti(tiny_encoder, images, config, tmp_path / "straight")
+
+    real, calls = searle.invert, []
+
+    def crash_on_third_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(searle, "invert", crash_on_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run_oti(tiny_encoder, images, config, tmp_path / "resumed")
+    assert load_checkpoint(tmp_path / "resumed").training["images_done"] == 4
+    monkeypatch.setattr(searle, "invert", real)
+    resumed = run_oti(tiny_encoder, images, config, tmp_path / "resumed")
+    assert resumed.inverted == 2 and resumed.images == 6
+    assert torch.equal(load_checkpoint(tmp_path / "resumed").tensors["tokens"], straight.tokens)
+    with pytest.raises(TrainingError, match="other images"):
+        run_oti(tiny_encoder, list(reversed(images)), config, tmp_path / "resumed")

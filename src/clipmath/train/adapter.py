@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from clipmath.compose.adapted_delta import KIND, AdaptationHeads, AdaptedDelta
 from clipmath.encoders.base import Encoder
+from clipmath.errors import DatasetError
 from clipmath.train.config import AdapterConfig
 from clipmath.train.data import CaptionedImage
 from clipmath.train.features import FeatureCache
@@ -44,7 +45,12 @@ class AdapterTask(TrainingTask):
         device = encoder.device
         self.image_features = image_features.to(device)
         self.caption_features = caption_features.to(device)
-        self.captions_of = [torch.nonzero(caption_owner == i).flatten() for i in range(len(image_features))]
+        # captions grouped by image: image i owns by_image[starts[i] : starts[i] + counts[i]]
+        self.by_image = torch.argsort(caption_owner, stable=True)
+        self.counts = torch.bincount(caption_owner, minlength=len(image_features))
+        self.starts = torch.cumsum(self.counts, 0) - self.counts
+        if bool((self.counts == 0).any()):
+            raise DatasetError("every training image needs at least one caption")
         self.model = AdaptationHeads(encoder.dim).to(device)
 
     def num_examples(self) -> int:
@@ -57,10 +63,8 @@ class AdapterTask(TrainingTask):
             rows = order[start : start + size]
             if len(rows) < 2:
                 continue
-            picks = [
-                int(c[torch.randint(0, len(c), (1,), generator=generator)])
-                for c in (self.captions_of[int(i)] for i in rows)
-            ]
+            offsets = (torch.rand(len(rows), generator=generator) * self.counts[rows]).long()
+            picks = self.by_image[self.starts[rows] + offsets].to(self.caption_features.device)
             yield len(rows), (self.image_features[rows.to(self.image_features.device)], self.caption_features[picks])
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

@@ -82,36 +82,39 @@ def run_oti(
         raise TrainingError("OTI needs at least one image")
     features = (cache or FeatureCache(encoder, progress=config.progress)).images(list(images))
     width = encoder.token_embedding_table().embedding_dim
-    tokens = torch.zeros(0, width)
+    chunks = [torch.zeros(0, width)]  # tokens in image order, one chunk per batch (joined when saving)
     history: list[dict[str, Any]] = []
     if resume and exists(output):
         previous = load_checkpoint(output, OTI_KIND, encoder)
         done = list(previous.extra.get("ids", []))
         if done != ids[: len(done)]:
             raise TrainingError(f"{output} holds OTI tokens of other images; choose another --output or --no-resume")
-        tokens = previous.tensors.get("tokens", tokens).float()
+        chunks = [previous.tensors.get("tokens", chunks[0]).float()]
         history = list(previous.training.get("history", []))
     bank = ConceptBank.build(encoder, vocabulary) if vocabulary is not None and settings.lambda_reg else None
 
+    def done() -> int:
+        return sum(len(c) for c in chunks)
+
     def save() -> None:
-        done = len(tokens)
+        chunks[:] = [torch.cat(chunks)]
         checkpoint = describe(OTI_KIND, encoder.info, encoder.transform.key, config.to_dict())
-        checkpoint.tensors = {"tokens": tokens, "image_features": features[:done]}
-        checkpoint.training = {"seed": config.seed, "images_done": done, "history": history}
-        checkpoint.extra = {"ids": ids[:done], "concepts": vocabulary.to_dict() if vocabulary else None}
+        checkpoint.tensors = {"tokens": chunks[0], "image_features": features[: done()]}
+        checkpoint.training = {"seed": config.seed, "images_done": done(), "history": history}
+        checkpoint.extra = {"ids": ids[: done()], "concepts": vocabulary.to_dict() if vocabulary else None}
         save_checkpoint(checkpoint, output)
 
     started, inverted, first, last = time.perf_counter(), 0, [], []
     size = max(1, settings.batch_size)
-    with tqdm(total=len(ids), initial=len(tokens), unit="img", desc="OTI", disable=not config.progress) as bar:
-        for count, start in enumerate(range(len(tokens), len(ids), size), start=1):
+    with tqdm(total=len(ids), initial=done(), unit="img", desc="OTI", disable=not config.progress) as bar:
+        for count, start in enumerate(range(done(), len(ids), size), start=1):
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + start)
             batch, losses = invert(encoder, features[start : start + size], settings, bank, generator, config.amp)
-            tokens = torch.cat([tokens, batch.float().cpu()])
+            chunks.append(batch.float().cpu())
             inverted += len(batch)
             first.append(losses[0] if losses else math.nan)
             last.append(losses[-1] if losses else math.nan)
-            history.append({"images": len(tokens), "first_loss": first[-1], "last_loss": last[-1]})
+            history.append({"images": start + len(batch), "first_loss": first[-1], "last_loss": last[-1]})
             bar.update(len(batch))
             bar.set_postfix(loss=f"{last[-1]:.4f}")
             if count % max(1, config.save_every) == 0:
@@ -120,12 +123,12 @@ def run_oti(
     save()
     result = OtiResult(
         output,
-        len(tokens),
+        done(),
         inverted,
         seconds,
         sum(first) / len(first) if first else math.nan,
         sum(last) / len(last) if last else math.nan,
-        tokens=tokens,
+        tokens=chunks[0],
     )
     if validate is not None:
         from clipmath.compose.searle import oti_from_checkpoint
