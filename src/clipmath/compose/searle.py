@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -350,6 +351,7 @@ class OtiComposer(Composer):
         self.seed = seed
         self.progress = progress
         self._bank: tuple[str, ConceptBank] | None = None
+        self._lock = threading.Lock()  # the server shares one composer between requests
 
     def lookup(self, image_features: np.ndarray) -> list[int | None]:
         """Row of the stored token for each image (``None`` where the image was not inverted ahead of time)."""
@@ -367,6 +369,11 @@ class OtiComposer(Composer):
         return self._bank[1]
 
     def pseudo_tokens(self, encoder: Encoder, image_features: np.ndarray) -> torch.Tensor:
+        """One token per image: the stored one, or a fresh inversion (then remembered)."""
+        with self._lock:
+            return self._pseudo_tokens(encoder, image_features)
+
+    def _pseudo_tokens(self, encoder: Encoder, image_features: np.ndarray) -> torch.Tensor:
         rows = self.lookup(image_features)
         missing = [i for i, r in enumerate(rows) if r is None]
         out = torch.zeros(len(rows), encoder.token_embedding_table().embedding_dim)
