@@ -64,11 +64,24 @@ def circo_image_ids(annotation_dir: Path) -> list[int]:
 
 def write_coco_unlabeled(root: Path, image_ids: list[int], with_images: bool = True) -> None:
     """COCO2017_unlabeled/annotations/image_info_unlabeled2017.json (COCO schema) and the listed images."""
-    images = [{"license": 1, "file_name": f"{i:012d}.jpg", "coco_url": f"http://images.cocodataset.org/unlabeled2017/"
-               f"{i:012d}.jpg", "height": 16, "width": 16, "date_captured": "2013-11-14 11:18:45", "id": i}
-              for i in image_ids]
-    info = {"info": {"description": "test fixture in COCO 2017 unlabeled format"}, "licenses": [], "images": images,
-            "categories": []}
+    images = [
+        {
+            "license": 1,
+            "file_name": f"{i:012d}.jpg",
+            "coco_url": f"http://images.cocodataset.org/unlabeled2017/{i:012d}.jpg",
+            "height": 16,
+            "width": 16,
+            "date_captured": "2013-11-14 11:18:45",
+            "id": i,
+        }
+        for i in image_ids
+    ]
+    info = {
+        "info": {"description": "test fixture in COCO 2017 unlabeled format"},
+        "licenses": [],
+        "images": images,
+        "categories": [],
+    }
     path = root / "COCO2017_unlabeled" / "annotations" / "image_info_unlabeled2017.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(info))

@@ -12,17 +12,29 @@ from tests.conftest import GALLERY as EXAMPLES
 
 #: Indexed before the server starts.
 FIRST = [
-    "skimage/chelsea.png", "skimage/coffee.png", "skimage/astronaut.png", "skimage/rocket.jpg",
-    "arithmetic/king2.jpg", "arithmetic/man2.jpg", "arithmetic/woman2.jpg", "ocr/stanford.jpg",
-    "coco/COCO_val2014_000000060623.jpg", "coco/COCO_val2014_000000386164.jpg",
-    "coco/COCO_val2014_000000008775.jpg", "coco/COCO_val2014_000000027440.jpg",
+    "skimage/chelsea.png",
+    "skimage/coffee.png",
+    "skimage/astronaut.png",
+    "skimage/rocket.jpg",
+    "arithmetic/king2.jpg",
+    "arithmetic/man2.jpg",
+    "arithmetic/woman2.jpg",
+    "ocr/stanford.jpg",
+    "coco/COCO_val2014_000000060623.jpg",
+    "coco/COCO_val2014_000000386164.jpg",
+    "coco/COCO_val2014_000000008775.jpg",
+    "coco/COCO_val2014_000000027440.jpg",
 ]
 #: Added while the server is running (re-indexing test).
 LATER = [
-    "coco/COCO_val2014_000000033645.jpg", "coco/COCO_val2014_000000078707.jpg",
-    "coco/COCO_val2014_000000097017.jpg", "coco/COCO_val2014_000000165547.jpg",
-    "coco/COCO_val2014_000000182784.jpg", "coco/COCO_val2014_000000207151.jpg",
-    "coco/COCO_val2014_000000210032.jpg", "coco/COCO_val2014_000000299319.jpg",
+    "coco/COCO_val2014_000000033645.jpg",
+    "coco/COCO_val2014_000000078707.jpg",
+    "coco/COCO_val2014_000000097017.jpg",
+    "coco/COCO_val2014_000000165547.jpg",
+    "coco/COCO_val2014_000000182784.jpg",
+    "coco/COCO_val2014_000000207151.jpg",
+    "coco/COCO_val2014_000000210032.jpg",
+    "coco/COCO_val2014_000000299319.jpg",
 ]
 
 

@@ -28,7 +28,8 @@ def test_real_samples_load_unchanged(circo_root, split):
     dataset = load_circo(circo_root, split)
     assert dataset.exclude_reference
     assert dataset.gallery_ids == [str(i) for i in circo_image_ids(circo_root / "annotations")] + [
-        str(i) for i in CIRCO_DISTRACTORS]
+        str(i) for i in CIRCO_DISTRACTORS
+    ]
     assert len(dataset.queries) == len(raw)
     for query, entry in zip(dataset.queries, raw):
         assert query.query_id == str(entry["id"])
@@ -43,7 +44,8 @@ def test_real_samples_load_unchanged(circo_root, split):
             assert query.target_ids == ()
     reference = dataset.queries[0].reference_id
     assert dataset.image_path(reference) == (
-        circo_root / "COCO2017_unlabeled" / "unlabeled2017" / f"{int(reference):012d}.jpg")
+        circo_root / "COCO2017_unlabeled" / "unlabeled2017" / f"{int(reference):012d}.jpg"
+    )
 
 
 def test_end_to_end_multiple_targets(circo_root):
@@ -52,8 +54,9 @@ def test_end_to_end_multiple_targets(circo_root):
     row = dataset.gallery_row
     # the sum of a query's ground-truth images (the annotated target counted twice) ranks the target first and
     # the other ground truths next, above every other image
-    queries = np.stack([gallery[[row[t] for t in q.target_ids]].sum(0) + gallery[row[q.target_ids[0]]]
-                        for q in dataset.queries])
+    queries = np.stack(
+        [gallery[[row[t] for t in q.target_ids]].sum(0) + gallery[row[q.target_ids[0]]] for q in dataset.queries]
+    )
     result = evaluate_cir(dataset, EmbeddingScores(queries, gallery))
     for k in (5, 10, 25, 50):
         assert result.metrics[f"mAP@{k}"] == pytest.approx(100.0)

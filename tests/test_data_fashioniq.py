@@ -46,8 +46,9 @@ def test_end_to_end_per_category_and_average(fiq_root):
         gallery = pixel_features([dataset.image_path(i) for i in dataset.gallery_ids])
         row = dataset.gallery_row
         # every other query embeds its target image, the rest a query-independent vector far from the gallery
-        picks = [gallery[row[q.target_ids[0]]] if n % 2 == 0 else -gallery.mean(0) for n, q in
-                 enumerate(dataset.queries)]
+        picks = [
+            gallery[row[q.target_ids[0]]] if n % 2 == 0 else -gallery.mean(0) for n, q in enumerate(dataset.queries)
+        ]
         result = evaluate_cir(dataset, EmbeddingScores(np.stack(picks), gallery))
         assert set(result.metrics) == {"R@10", "R@50"}
         assert result.metrics["R@10"] >= 50.0
@@ -71,7 +72,10 @@ def test_target_queries_score_full_recall(fiq_root):
 
 def test_benchmark_loader_loads_three_categories(fiq_root):
     assert [d.name for d in load_cir_benchmark("fashioniq", fiq_root)] == [
-        "fashioniq-dress", "fashioniq-shirt", "fashioniq-toptee"]
+        "fashioniq-dress",
+        "fashioniq-shirt",
+        "fashioniq-toptee",
+    ]
     assert [d.name for d in load_cir_benchmark("fashioniq-shirt", fiq_root)] == ["fashioniq-shirt"]
     with pytest.raises(DatasetError, match="unknown benchmark"):
         load_cir_benchmark("fashion", fiq_root)

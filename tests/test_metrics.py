@@ -30,9 +30,16 @@ from clipmath.eval.retrieval_metrics import check_depth
 
 def make_dataset(benchmark, gallery, queries, split="val"):
     exclude = benchmark != "fashioniq"
-    return CIRDataset(benchmark=benchmark, name=benchmark, split=split, root=Path("."), queries=queries,
-                      gallery_ids=list(gallery), image_paths={g: Path(f"{g}.png") for g in gallery},
-                      exclude_reference=exclude)
+    return CIRDataset(
+        benchmark=benchmark,
+        name=benchmark,
+        split=split,
+        root=Path("."),
+        queries=queries,
+        gallery_ids=list(gallery),
+        image_paths={g: Path(f"{g}.png") for g in gallery},
+        exclude_reference=exclude,
+    )
 
 
 # ---- ranking and ties --------------------------------------------------------------------------------------------
@@ -60,8 +67,12 @@ def test_sources_and_chunk_sizes_agree_on_exactly_representable_scores():
     gallery = rng.integers(-2, 3, (300, 4)).astype(np.float32)
     exclude = [[int(i) * 7 % 300] for i in range(40)]
     expected = [top_k_of_row(row, 10, e).tolist() for row, e in zip(queries @ gallery.T, exclude)]
-    for source in (ScoreMatrix(queries @ gallery.T), ScoreMatrix(queries @ gallery.T, query_chunk=3),
-                   EmbeddingScores(queries, gallery), EmbeddingScores(queries, gallery, query_chunk=7)):
+    for source in (
+        ScoreMatrix(queries @ gallery.T),
+        ScoreMatrix(queries @ gallery.T, query_chunk=3),
+        EmbeddingScores(queries, gallery),
+        EmbeddingScores(queries, gallery, query_chunk=7),
+    ):
         assert source.top_k(10, exclude).rows.tolist() == expected
 
 
@@ -112,8 +123,7 @@ def test_cirr_recall_subset_hand_computed():
         CIRQuery("1", "r", "c", ("t",), ("r", "a", "t", "b")),  # subset ranking without r: a, t, b -> t 2nd
         CIRQuery("2", "a", "c", ("t",), ("a", "t", "r", "b")),  # without a: t first
     ]
-    scores = np.array([[9, 5, 4, 3, 8, 7],
-                       [0, 9, 6, 1, 8, 7]], dtype=np.float32)
+    scores = np.array([[9, 5, 4, 3, 8, 7], [0, 9, 6, 1, 8, 7]], dtype=np.float32)
     dataset = make_dataset("cirr", gallery, queries)
     ranking = rank_cir(dataset, scores)
     assert ranking.subset_ranked_ids == [["a", "t", "b"], ["t", "b", "r"]]
@@ -154,8 +164,9 @@ def test_map_over_queries_and_duplicates():
 
 def test_circo_metrics_end_to_end_hand_computed():
     gallery = ["ref", "g1", "n1", "g2", "g3", "n2"]
-    query = CIRQuery("0", "ref", "c", ("g1", "g2", "g3"), None,
-                     {"target_img_id": "g1", "semantic_aspects": ("addition",)})
+    query = CIRQuery(
+        "0", "ref", "c", ("g1", "g2", "g3"), None, {"target_img_id": "g1", "semantic_aspects": ("addition",)}
+    )
     dataset = make_dataset("circo", gallery, [query])
     # ranking after removing ref: g2, n1, g1, n2, g3
     scores = np.array([[10, 6, 7, 8, 4, 5]], dtype=np.float32)
@@ -201,9 +212,10 @@ def test_test_split_cannot_be_scored():
 def test_fashioniq_average_weighs_categories_equally():
     from clipmath.eval import EvalResult
 
-    results = [EvalResult("fashioniq", f"fashioniq-{c}", "val", n, {"R@10": r10, "R@50": r50})
-               for c, n, r10, r50 in [("dress", 10, 10.0, 40.0), ("shirt", 1000, 20.0, 50.0),
-                                      ("toptee", 5, 30.0, 60.0)]]
+    results = [
+        EvalResult("fashioniq", f"fashioniq-{c}", "val", n, {"R@10": r10, "R@50": r50})
+        for c, n, r10, r50 in [("dress", 10, 10.0, 40.0), ("shirt", 1000, 20.0, 50.0), ("toptee", 5, 30.0, 60.0)]
+    ]
     average = fashioniq_average(results)
     assert average.metrics == {"R@10": 20.0, "R@50": 50.0}
     assert average.num_queries == 1015
@@ -220,8 +232,16 @@ def make_simat():
         SimatQuery("q2", "s2", "subj", "cat", "dog", cat_rug, dog_rug, 1, None, weight=3.0),
     ]
     gallery = ["s1", "a", "b", "s2"]
-    return SimatDataset(name="simat", split="test", root=Path("."), queries=queries, gallery_ids=gallery,
-                        image_paths={g: Path(g) for g in gallery}, triplets=triplets, captions=None)
+    return SimatDataset(
+        name="simat",
+        split="test",
+        root=Path("."),
+        queries=queries,
+        gallery_ids=gallery,
+        image_paths={g: Path(g) for g in gallery},
+        triplets=triplets,
+        captions=None,
+    )
 
 
 def test_simat_weighted_score_and_source_exclusion():

@@ -115,8 +115,18 @@ def test_info_lists_methods_limits_and_store(client):
 def test_openapi_schema_documents_every_endpoint(client):
     schema = client.get("/openapi.json").json()
     paths = set(schema["paths"])
-    assert {"/api/health", "/api/info", "/api/items", "/api/uploads", "/api/search", "/api/search/upload",
-            "/api/thumbnail/{item_id}", "/api/image/{item_id}", "/api/caption", "/api/caption/difference"} <= paths
+    assert {
+        "/api/health",
+        "/api/info",
+        "/api/items",
+        "/api/uploads",
+        "/api/search",
+        "/api/search/upload",
+        "/api/thumbnail/{item_id}",
+        "/api/image/{item_id}",
+        "/api/caption",
+        "/api/caption/difference",
+    } <= paths
     search_fields = set(schema["components"]["schemas"]["SearchRequest"]["properties"])
     assert {"reference", "text", "source", "target", "lam", "expression", "method", "k"} == search_fields
     assert set(schema["components"]["schemas"]["Hit"]["properties"]) >= {"id", "path", "score", "thumbnail_url"}
@@ -139,8 +149,7 @@ def test_default_k_applies(client):
 
 def test_sum_with_gallery_reference_excludes_the_reference(client, retriever, encoder):
     reference = "skimage/chelsea.png"
-    body = client.post("/api/search", json={"reference": {"gallery_id": reference}, "text": "as a dog",
-                                            "k": 20}).json()
+    body = client.post("/api/search", json={"reference": {"gallery_id": reference}, "text": "as a dog", "k": 20}).json()
     assert body["method"] == "sum"
     ids = [hit["id"] for hit in body["results"]]
     assert reference not in ids and len(ids) == len(FIRST)  # everything but the reference
@@ -164,18 +173,23 @@ def test_expression_over_gallery_ids_uploads_and_text(client, retriever, encoder
     expression = f'+arithmetic/woman2.jpg +arithmetic/king2.jpg -arithmetic/man2.jpg +0.5*upload:{upload_id} -"a crown"'
     body = client.post("/api/search", json={"expression": expression, "k": 5}).json()
     assert body["method"] == "expr"
-    terms = [stored_vector(retriever, "arithmetic/woman2.jpg"), stored_vector(retriever, "arithmetic/king2.jpg"),
-             stored_vector(retriever, "arithmetic/man2.jpg"),
-             encoder.encode_images([Image.open(io.BytesIO(png_bytes())).convert("RGB")])[0],
-             encoder.encode_texts(["a crown"])[0]]
+    terms = [
+        stored_vector(retriever, "arithmetic/woman2.jpg"),
+        stored_vector(retriever, "arithmetic/king2.jpg"),
+        stored_vector(retriever, "arithmetic/man2.jpg"),
+        encoder.encode_images([Image.open(io.BytesIO(png_bytes())).convert("RGB")])[0],
+        encoder.encode_texts(["a crown"])[0],
+    ]
     weights = np.array([1, 1, -1, 0.5, -1], dtype=np.float32)[:, None]
     combined = (weights * np.stack(terms)).sum(axis=0)
     assert_scores_match(retriever, combined / np.linalg.norm(combined), body["results"])
 
 
 def test_explicit_method_overrides_inference(client, retriever):
-    body = client.post("/api/search", json={"reference": {"gallery_id": "skimage/rocket.jpg"}, "text": "at night",
-                                            "method": "image", "k": 3}).json()
+    body = client.post(
+        "/api/search",
+        json={"reference": {"gallery_id": "skimage/rocket.jpg"}, "text": "at night", "method": "image", "k": 3},
+    ).json()
     assert body["method"] == "image"
     assert_scores_match(retriever, stored_vector(retriever, "skimage/rocket.jpg"), body["results"])
 
@@ -197,15 +211,18 @@ def test_uploaded_copy_of_a_gallery_photo_finds_that_photo_first(client):
 
 def test_one_shot_upload_search_matches_upload_then_search(client):
     data = (EXAMPLES / "skimage/astronaut.png").read_bytes()
-    one_shot = client.post("/api/search/upload", files={"image": ("a.png", data, "image/png")},
-                           data={"text": "in a garden", "k": "4"})
+    one_shot = client.post(
+        "/api/search/upload", files={"image": ("a.png", data, "image/png")}, data={"text": "in a garden", "k": "4"}
+    )
     assert one_shot.status_code == 200, one_shot.text
     upload_id = client.post("/api/uploads", files={"image": ("a.png", data, "image/png")}).json()["upload_id"]
-    two_step = client.post("/api/search", json={"reference": {"upload_id": upload_id}, "text": "in a garden",
-                                                "k": 4}).json()
+    two_step = client.post(
+        "/api/search", json={"reference": {"upload_id": upload_id}, "text": "in a garden", "k": 4}
+    ).json()
     assert one_shot.json()["method"] == "sum"
-    assert [(h["id"], h["score"]) for h in one_shot.json()["results"]] == \
-           [(h["id"], h["score"]) for h in two_step["results"]]
+    assert [(h["id"], h["score"]) for h in one_shot.json()["results"]] == [
+        (h["id"], h["score"]) for h in two_step["results"]
+    ]
 
 
 # ---- thumbnails, images, items ------------------------------------------------------------------------
@@ -346,8 +363,11 @@ def test_upload_over_the_byte_limit_gets_413(retriever):
     with TestClient(create_app(retriever, config), base_url=BASE_URL) as small:
         response = small.post("/api/uploads", files={"image": ("a.png", big, "image/png")})
         assert response.status_code == 413 and "limit" in response.json()["detail"]
-        chunked = small.post("/api/search", content=iter([b" " * 65536] * (len(big) // 65536 + 3)),
-                             headers={"content-type": "application/json"})
+        chunked = small.post(
+            "/api/search",
+            content=iter([b" " * 65536] * (len(big) // 65536 + 3)),
+            headers={"content-type": "application/json"},
+        )
         assert chunked.status_code == 413  # no Content-Length: counted while streaming
         ok = small.post("/api/uploads", files={"image": ("s.png", png_bytes(), "image/png")})
         assert ok.status_code == 201
@@ -468,8 +488,11 @@ API_CALLS = [
     ("get", "/api/thumbnail/skimage/coffee.png", {}),
     ("get", "/api/image/skimage/coffee.png", {}),
     ("post", "/api/caption", {"json": {"image": {"gallery_id": "skimage/coffee.png"}}}),
-    ("post", "/api/caption/difference", {"json": {"before": {"gallery_id": "skimage/coffee.png"},
-                                                  "after": {"gallery_id": "skimage/chelsea.png"}}}),
+    (
+        "post",
+        "/api/caption/difference",
+        {"json": {"before": {"gallery_id": "skimage/coffee.png"}, "after": {"gallery_id": "skimage/chelsea.png"}}},
+    ),
 ]
 
 
@@ -542,8 +565,10 @@ def test_cli_refuses_a_busy_port_and_a_malformed_checkpoint(gallery):
 def test_caption_endpoints_answer_501_without_a_captioner(client):
     response = client.post("/api/caption", json={"image": {"gallery_id": "skimage/coffee.png"}})
     assert response.status_code == 501 and "not available" in response.json()["detail"]
-    response = client.post("/api/caption/difference", json={"before": {"gallery_id": "skimage/coffee.png"},
-                                                             "after": {"gallery_id": "skimage/chelsea.png"}})
+    response = client.post(
+        "/api/caption/difference",
+        json={"before": {"gallery_id": "skimage/coffee.png"}, "after": {"gallery_id": "skimage/chelsea.png"}},
+    )
     assert response.status_code == 501
 
 
@@ -568,8 +593,10 @@ def test_plugged_in_captioner_gets_vectors_and_images(retriever):
         upload_id = uploaded.json()["upload_id"]
         body = captioned.post("/api/caption", json={"image": {"upload_id": upload_id}}).json()
         assert body["caption"] == f"upload:{upload_id} 64x48"
-        body = captioned.post("/api/caption/difference", json={
-            "before": {"gallery_id": "skimage/coffee.png"}, "after": {"gallery_id": "skimage/chelsea.png"}}).json()
+        body = captioned.post(
+            "/api/caption/difference",
+            json={"before": {"gallery_id": "skimage/coffee.png"}, "after": {"gallery_id": "skimage/chelsea.png"}},
+        ).json()
         cosine = float(stored_vector(retriever, "skimage/coffee.png") @ stored_vector(retriever, "skimage/chelsea.png"))
         assert body["caption"] == f"skimage/coffee.png -> skimage/chelsea.png: {cosine:.3f}"
         missing = captioned.post("/api/caption", json={"image": {"gallery_id": "nope.jpg"}})
@@ -577,8 +604,10 @@ def test_plugged_in_captioner_gets_vectors_and_images(retriever):
 
     without_difference = FunctionCaptioner("captions only", caption)
     with TestClient(create_app(retriever, captioner=without_difference), base_url=BASE_URL) as captioned:
-        response = captioned.post("/api/caption/difference", json={
-            "before": {"gallery_id": "skimage/coffee.png"}, "after": {"gallery_id": "skimage/chelsea.png"}})
+        response = captioned.post(
+            "/api/caption/difference",
+            json={"before": {"gallery_id": "skimage/coffee.png"}, "after": {"gallery_id": "skimage/chelsea.png"}},
+        )
         assert response.status_code == 501
 
 
@@ -605,23 +634,28 @@ def load_weighted_sum(encoder, checkpoint):
 
 @pytest.fixture
 def learned_method(monkeypatch):
-    monkeypatch.setitem(compose_registry._LEARNED, "weighted-sum",
-                        (f"{__name__}:load_weighted_sum", "w·img + text (test stand-in)"))
+    monkeypatch.setitem(
+        compose_registry._LEARNED, "weighted-sum", (f"{__name__}:load_weighted_sum", "w·img + text (test stand-in)")
+    )
 
 
 def test_learned_method_is_offered_only_with_its_checkpoint(retriever, encoder, learned_method, tmp_path):
     with TestClient(create_app(retriever), base_url=BASE_URL) as plain:
         assert "weighted-sum" not in plain.get("/api/info").json()["methods"]
-        refused = plain.post("/api/search", json={"reference": {"gallery_id": "skimage/coffee.png"}, "text": "tea",
-                                                  "method": "weighted-sum"})
+        refused = plain.post(
+            "/api/search",
+            json={"reference": {"gallery_id": "skimage/coffee.png"}, "text": "tea", "method": "weighted-sum"},
+        )
         assert refused.status_code == 400 and "--checkpoint METHOD=PATH" in refused.json()["detail"]
     checkpoint = tmp_path / "weights.json"
     checkpoint.write_text(json.dumps({"weight": 3.0}))
     config = ServeConfig(checkpoints={"weighted-sum": str(checkpoint)})
     with TestClient(create_app(retriever, config), base_url=BASE_URL) as learned:
         assert learned.get("/api/info").json()["methods"]["weighted-sum"] == "w·img + text (test stand-in)"
-        body = learned.post("/api/search", json={"reference": {"gallery_id": "skimage/coffee.png"}, "text": "tea",
-                                                 "method": "weighted-sum", "k": 5}).json()
+        body = learned.post(
+            "/api/search",
+            json={"reference": {"gallery_id": "skimage/coffee.png"}, "text": "tea", "method": "weighted-sum", "k": 5},
+        ).json()
     query = 3.0 * stored_vector(retriever, "skimage/coffee.png") + encoder.encode_texts(["tea"])[0]
     assert_scores_match(retriever, query / np.linalg.norm(query), body["results"])
 
@@ -680,6 +714,7 @@ def test_reindexing_while_serving_every_answer_comes_from_one_committed_state(tm
     errors: list[str] = []
 
     with TestClient(create_app(open_retriever(store, encoder), ServeConfig(max_k=50)), base_url=BASE_URL) as live:
+
         def client_loop(text: str) -> None:
             rounds_after = 0
             for _ in range(200):
@@ -734,8 +769,11 @@ def offline_client(tmp_path_factory, offline_encoder):
 def coco_photos_about(word: str) -> set[str]:
     """Gallery ids of the COCO photos whose human captions mention ``word`` (examples/captions.json)."""
     captions = json.loads((EXAMPLES.parent / "captions.json").read_text())
-    return {f"coco/{name}" for name, entry in captions.items()
-            if any(word in caption.lower().split() for caption in entry["captions"])}
+    return {
+        f"coco/{name}"
+        for name, entry in captions.items()
+        if any(word in caption.lower().split() for caption in entry["captions"])
+    }
 
 
 def test_offline_model_text_search_finds_the_cat(offline_client):
@@ -746,8 +784,9 @@ def test_offline_model_text_search_finds_the_cat(offline_client):
 
 def test_offline_model_upload_finds_its_gallery_copy(offline_client):
     data = (EXAMPLES / "skimage/rocket.jpg").read_bytes()
-    body = offline_client.post("/api/search/upload", files={"image": ("r.jpg", data, "image/jpeg")},
-                               data={"method": "image", "k": 1}).json()
+    body = offline_client.post(
+        "/api/search/upload", files={"image": ("r.jpg", data, "image/jpeg")}, data={"method": "image", "k": 1}
+    ).json()
     assert body["results"][0]["id"] == "skimage/rocket.jpg"
 
 
@@ -755,8 +794,9 @@ def test_offline_model_refinement_moves_results_toward_the_text(offline_client):
     """Cat photo + "coffee": the coffee cup must rank higher than with the cat photo alone."""
     reference = {"gallery_id": "skimage/chelsea.png"}
     alone = offline_client.post("/api/search", json={"reference": reference, "method": "image", "k": 31}).json()
-    refined = offline_client.post("/api/search", json={"reference": reference, "text": "a cup of coffee",
-                                                       "k": 31}).json()
+    refined = offline_client.post(
+        "/api/search", json={"reference": reference, "text": "a cup of coffee", "k": 31}
+    ).json()
 
     def rank_of(body: dict, item_id: str) -> int:
         return [hit["id"] for hit in body["results"]].index(item_id)

@@ -23,10 +23,13 @@ from tests.serve_support import EXAMPLES, FIRST, build_store, open_retriever  # 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver") or next(
-    (str(p) for p in (Path("/usr/bin/chromedriver"), Path("/usr/lib/chromium/chromedriver")) if p.exists()), None)
+    (str(p) for p in (Path("/usr/bin/chromedriver"), Path("/usr/lib/chromium/chromedriver")) if p.exists()), None
+)
 if not (CHROMIUM and CHROMEDRIVER):
-    pytest.skip("headless browser test needs chromium and chromedriver (apt-get install chromium chromium-driver)",
-                allow_module_level=True)
+    pytest.skip(
+        "headless browser test needs chromium and chromedriver (apt-get install chromium chromium-driver)",
+        allow_module_level=True,
+    )
 
 TOKEN = "browser-test-token-123"
 WAIT = 60
@@ -44,9 +47,17 @@ def driver(tmp_path_factory):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,1000",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,1000",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
         options.add_argument(flag)
     browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     yield browser
@@ -80,7 +91,8 @@ def search(driver, text: str) -> list[str]:
 
 def thumbnails_loaded(driver) -> bool:
     return driver.execute_script(
-        "return [...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0);")
+        "return [...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0);"
+    )
 
 
 def test_pick_search_and_refine(driver, retriever):
@@ -92,8 +104,9 @@ def test_pick_search_and_refine(driver, retriever):
         # pick a reference from the gallery picker, filtered by name
         driver.find_element(By.ID, "browse").click()
         driver.find_element(By.ID, "picker-filter").send_keys("chelsea")
-        item = wait_for(driver, EC.element_to_be_clickable(
-            (By.CSS_SELECTOR, '#picker-grid .item[data-id="skimage/chelsea.png"]')))
+        item = wait_for(
+            driver, EC.element_to_be_clickable((By.CSS_SELECTOR, '#picker-grid .item[data-id="skimage/chelsea.png"]'))
+        )
         wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#picker-grid .item")) == 1)
         item = driver.find_element(By.CSS_SELECTOR, '#picker-grid .item[data-id="skimage/chelsea.png"]')
         item.click()

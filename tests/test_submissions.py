@@ -116,18 +116,21 @@ def test_cirr_valid_files_have_no_problems(cirr_test, cirr_objects):
     assert cirr_submission_problems(subset, cirr_test, "recall_subset") == []
 
 
-@pytest.mark.parametrize("mutation, message", [
-    (lambda s, q: s.pop(q.query_id), "queries have no predictions"),
-    (lambda s, q: s.__setitem__("99999999", s[q.query_id]), "key '99999999' is not a query"),
-    (lambda s, q: s[q.query_id].pop(), "49 predictions, the server needs exactly 50"),
-    (lambda s, q: s[q.query_id].__setitem__(1, s[q.query_id][0]), "is predicted twice"),
-    (lambda s, q: s[q.query_id].__setitem__(0, q.reference_id), "reference image .* is among the predictions"),
-    (lambda s, q: s[q.query_id].__setitem__(0, "test1-0-0-img9"), "is not in the CIRR test1 split"),
-    (lambda s, q: s.__setitem__("version", "rc1"), '"version" must be "rc2"'),
-    (lambda s, q: s.pop("metric"), '"metric" must be "recall"'),
-    (lambda s, q: s.__setitem__(q.query_id, ",".join(s[q.query_id])), "not a list"),
-    (lambda s, q: s[q.query_id].__setitem__(0, 5), "wrong type"),
-])
+@pytest.mark.parametrize(
+    "mutation, message",
+    [
+        (lambda s, q: s.pop(q.query_id), "queries have no predictions"),
+        (lambda s, q: s.__setitem__("99999999", s[q.query_id]), "key '99999999' is not a query"),
+        (lambda s, q: s[q.query_id].pop(), "49 predictions, the server needs exactly 50"),
+        (lambda s, q: s[q.query_id].__setitem__(1, s[q.query_id][0]), "is predicted twice"),
+        (lambda s, q: s[q.query_id].__setitem__(0, q.reference_id), "reference image .* is among the predictions"),
+        (lambda s, q: s[q.query_id].__setitem__(0, "test1-0-0-img9"), "is not in the CIRR test1 split"),
+        (lambda s, q: s.__setitem__("version", "rc1"), '"version" must be "rc2"'),
+        (lambda s, q: s.pop("metric"), '"metric" must be "recall"'),
+        (lambda s, q: s.__setitem__(q.query_id, ",".join(s[q.query_id])), "not a list"),
+        (lambda s, q: s[q.query_id].__setitem__(0, 5), "wrong type"),
+    ],
+)
 def test_cirr_recall_rejections(cirr_test, cirr_objects, mutation, message):
     recall = copy.deepcopy(cirr_objects[0])
     mutation(recall, cirr_test.queries[3])
@@ -139,26 +142,31 @@ def test_cirr_subset_rejections(cirr_test, cirr_objects):
     query = cirr_test.queries[0]
     outsider = next(i for i in cirr_test.gallery_ids if i not in query.subset_ids)
     subset[query.query_id][0] = outsider
-    assert "is not in the query's img_set" in first_problem(cirr_submission_problems(subset, cirr_test,
-                                                                                      "recall_subset"))
+    assert "is not in the query's img_set" in first_problem(
+        cirr_submission_problems(subset, cirr_test, "recall_subset")
+    )
     subset = copy.deepcopy(cirr_objects[1])
     subset[query.query_id].append(subset[query.query_id][0])
     assert "4 predictions, the server needs exactly 3" in first_problem(
-        cirr_submission_problems(subset, cirr_test, "recall_subset"))
+        cirr_submission_problems(subset, cirr_test, "recall_subset")
+    )
     with pytest.raises(SubmissionError, match='"metric" must be "recall_subset"'):
         validate_cirr_submission(cirr_objects[0], cirr_test, "recall_subset")
 
 
-@pytest.mark.parametrize("mutation, message", [
-    (lambda s, q: s.pop(q.query_id), "queries have no predictions"),
-    (lambda s, q: s.__setitem__("version", "rc2"), "key 'version' is not a query"),
-    (lambda s, q: s[q.query_id].pop(), "49 predictions"),
-    (lambda s, q: s[q.query_id].__setitem__(1, s[q.query_id][0]), "is predicted twice"),
-    (lambda s, q: s[q.query_id].__setitem__(0, int(q.reference_id)), "reference image"),
-    (lambda s, q: s[q.query_id].__setitem__(0, 123), "not a COCO 2017 unlabeled image"),
-    (lambda s, q: s[q.query_id].__setitem__(0, str(s[q.query_id][0])), "wrong type"),
-    (lambda s, q: s[q.query_id].__setitem__(0, True), "wrong type"),
-])
+@pytest.mark.parametrize(
+    "mutation, message",
+    [
+        (lambda s, q: s.pop(q.query_id), "queries have no predictions"),
+        (lambda s, q: s.__setitem__("version", "rc2"), "key 'version' is not a query"),
+        (lambda s, q: s[q.query_id].pop(), "49 predictions"),
+        (lambda s, q: s[q.query_id].__setitem__(1, s[q.query_id][0]), "is predicted twice"),
+        (lambda s, q: s[q.query_id].__setitem__(0, int(q.reference_id)), "reference image"),
+        (lambda s, q: s[q.query_id].__setitem__(0, 123), "not a COCO 2017 unlabeled image"),
+        (lambda s, q: s[q.query_id].__setitem__(0, str(s[q.query_id][0])), "wrong type"),
+        (lambda s, q: s[q.query_id].__setitem__(0, True), "wrong type"),
+    ],
+)
 def test_circo_rejections(circo_test, tmp_path, mutation, message):
     path = write_circo_submission(circo_test, random_ranking(circo_test, seed=1), tmp_path / "c.json")
     submission = read_submission(path)
@@ -201,11 +209,19 @@ def test_official_example_matches_circo_evaluation_script(circo_official_val):
     ranking = CIRRanking.from_ranked_ids(as_submitted, example)
     metrics = cir_metrics(as_submitted, ranking).metrics
     # printed by miccunifi/CIRCO src/evaluation.py (commit 267b5c9) on these two files
-    official = {"mAP@5": 0.4861111111111111, "mAP@10": 0.5177669552669554, "mAP@25": 0.5400354476441432,
-                "mAP@50": 0.6020391550163254, "R@5": 0.9090909090909091, "R@10": 0.9090909090909091,
-                "R@25": 1.3636363636363635, "R@50": 3.6363636363636362,
-                "mAP@10[addition]": 0.08705357142857142, "mAP@10[direct_addressing]": 0.9197012138188607,
-                "mAP@10[viewpoint]": 0.6172839506172839}
+    official = {
+        "mAP@5": 0.4861111111111111,
+        "mAP@10": 0.5177669552669554,
+        "mAP@25": 0.5400354476441432,
+        "mAP@50": 0.6020391550163254,
+        "R@5": 0.9090909090909091,
+        "R@10": 0.9090909090909091,
+        "R@25": 1.3636363636363635,
+        "R@50": 3.6363636363636362,
+        "mAP@10[addition]": 0.08705357142857142,
+        "mAP@10[direct_addressing]": 0.9197012138188607,
+        "mAP@10[viewpoint]": 0.6172839506172839,
+    }
     for key, value in official.items():
         assert metrics[key] == pytest.approx(value, abs=1e-9), key
 

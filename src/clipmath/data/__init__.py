@@ -40,8 +40,10 @@ def load_cir_benchmark(
     """
     name, _, category = benchmark.lower().partition("-")
     if name not in CIR_BENCHMARKS:
-        raise DatasetError(f"unknown benchmark '{benchmark}': use one of {', '.join(CIR_BENCHMARKS)} "
-                           f"(or fashioniq-{{{','.join(FASHIONIQ_CATEGORIES)}}})")
+        raise DatasetError(
+            f"unknown benchmark '{benchmark}': use one of {', '.join(CIR_BENCHMARKS)} "
+            f"(or fashioniq-{{{','.join(FASHIONIQ_CATEGORIES)}}})"
+        )
     split = split or CIR_BENCHMARKS[name][1]
     if name == "fashioniq":
         categories = [category] if category else list(FASHIONIQ_CATEGORIES)
@@ -53,7 +55,19 @@ def load_cir_benchmark(
 
 
 __all__ = [
-    "CIR_BENCHMARKS", "FASHIONIQ_CATEGORIES", "CIRDataset", "CIRQuery", "ImageCollection", "SimatDataset",
-    "SimatQuery", "SimatTriplet", "join_captions", "load_cir_benchmark", "load_circo", "load_cirr",
-    "load_fashioniq", "load_fashioniq_all", "load_simat",
+    "CIR_BENCHMARKS",
+    "FASHIONIQ_CATEGORIES",
+    "CIRDataset",
+    "CIRQuery",
+    "ImageCollection",
+    "SimatDataset",
+    "SimatQuery",
+    "SimatTriplet",
+    "join_captions",
+    "load_cir_benchmark",
+    "load_circo",
+    "load_cirr",
+    "load_fashioniq",
+    "load_fashioniq_all",
+    "load_simat",
 ]

@@ -73,8 +73,10 @@ class ImageCollection:
         if missing:
             first = self.image_paths[missing[0]]
             shown = first.relative_to(self.root) if first.is_relative_to(self.root) else first
-            raise DatasetError(f"{self.name}: {len(missing)} of {len(self.gallery_ids)} gallery images are missing "
-                               f"under {self.root}, e.g. {shown}; download the images into the official layout")
+            raise DatasetError(
+                f"{self.name}: {len(missing)} of {len(self.gallery_ids)} gallery images are missing "
+                f"under {self.root}, e.g. {shown}; download the images into the official layout"
+            )
 
 
 @dataclass
@@ -119,8 +121,9 @@ def require_dir(root: Path, relative: str, benchmark: str, layout: str) -> Path:
     """``root / relative`` if it is a directory, else a :class:`DatasetError` naming it and the layout."""
     path = root / relative
     if not path.is_dir():
-        raise DatasetError(f"{benchmark} folder {root} is incomplete: missing folder {relative}/ "
-                           f"(expected layout: {layout})")
+        raise DatasetError(
+            f"{benchmark} folder {root} is incomplete: missing folder {relative}/ (expected layout: {layout})"
+        )
     return path
 
 
@@ -130,8 +133,9 @@ def read_json(path: Path) -> Any:
         with path.open(encoding="utf-8") as handle:
             return json.load(handle)
     except json.JSONDecodeError as error:
-        raise DatasetError(f"{path} is not valid JSON ({error.msg} at line {error.lineno}); "
-                           "re-download the official file") from None
+        raise DatasetError(
+            f"{path} is not valid JSON ({error.msg} at line {error.lineno}); re-download the official file"
+        ) from None
 
 
 def field_of(entry: Mapping[str, Any], key: str, path: Path, position: int) -> Any:
@@ -155,8 +159,10 @@ def check_known_ids(ids: Iterable[tuple[str, str, str]], known: Mapping[str, Any
     """Every ``(query_id, role, image_id)`` must name an image of the gallery listing, else :class:`DatasetError`."""
     for query_id, role, image_id in ids:
         if image_id not in known:
-            raise DatasetError(f"query {query_id}: {role} image '{image_id}' is not listed in {listing}; "
-                               "the annotation and image-list files do not belong together")
+            raise DatasetError(
+                f"query {query_id}: {role} image '{image_id}' is not listed in {listing}; "
+                "the annotation and image-list files do not belong together"
+            )
 
 
 def unique_in_order(ids: Sequence[str], listing: Path) -> list[str]:

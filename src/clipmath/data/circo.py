@@ -80,20 +80,28 @@ def load_circo(root: str | Path, split: str = "val", check_images: bool = True) 
                 raise DatasetError(f"{annotations_path}: entry {position} gt_img_ids should be a non-empty list")
             extra["target_img_id"] = str(entry.get("target_img_id", gt_ids[0]))
             extra["semantic_aspects"] = tuple(entry.get("semantic_aspects") or ())
-        queries.append(CIRQuery(
-            query_id=query_id,
-            reference_id=str(field_of(entry, "reference_img_id", annotations_path, position)),
-            caption=str(field_of(entry, "relative_caption", annotations_path, position)),
-            target_ids=tuple(str(x) for x in gt_ids) if gt_ids is not None else (),
-            subset_ids=None,
-            extra=extra,
-        ))
+        queries.append(
+            CIRQuery(
+                query_id=query_id,
+                reference_id=str(field_of(entry, "reference_img_id", annotations_path, position)),
+                caption=str(field_of(entry, "relative_caption", annotations_path, position)),
+                target_ids=tuple(str(x) for x in gt_ids) if gt_ids is not None else (),
+                subset_ids=None,
+                extra=extra,
+            )
+        )
 
     check_known_ids(((q.query_id, "reference", q.reference_id) for q in queries), image_paths, info_path)
     check_known_ids(((q.query_id, "ground-truth", t) for q in queries for t in q.target_ids), image_paths, info_path)
     dataset = CIRDataset(
-        benchmark="circo", name="circo", split=split, root=root, queries=queries, gallery_ids=list(image_paths),
-        image_paths=image_paths, exclude_reference=True,
+        benchmark="circo",
+        name="circo",
+        split=split,
+        root=root,
+        queries=queries,
+        gallery_ids=list(image_paths),
+        image_paths=image_paths,
+        exclude_reference=True,
     )
     if check_images:
         dataset.check_images()

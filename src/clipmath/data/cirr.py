@@ -35,8 +35,10 @@ from clipmath.errors import DatasetError
 
 SPLITS = ("val", "test1", "train")
 _ALIASES = {"test": "test1", "dev": "val"}
-LAYOUT = ("CIRR/cirr/captions/cap.rc2.{split}.json, CIRR/cirr/image_splits/split.rc2.{split}.json, "
-          "images under CIRR/{dev,test1,train}/ at the paths the split file lists")
+LAYOUT = (
+    "CIRR/cirr/captions/cap.rc2.{split}.json, CIRR/cirr/image_splits/split.rc2.{split}.json, "
+    "images under CIRR/{dev,test1,train}/ at the paths the split file lists"
+)
 
 
 def load_cirr(root: str | Path, split: str = "val", check_images: bool = True) -> CIRDataset:
@@ -73,22 +75,29 @@ def load_cirr(root: str | Path, split: str = "val", check_images: bool = True) -
         target = entry.get("target_hard")
         if target is not None:
             extra["target_soft"] = dict(entry.get("target_soft") or {})
-        queries.append(CIRQuery(
-            query_id=query_id,
-            reference_id=str(field_of(entry, "reference", captions_path, position)),
-            caption=str(field_of(entry, "caption", captions_path, position)),
-            target_ids=(str(target),) if target is not None else (),
-            subset_ids=tuple(str(m) for m in members),
-            extra=extra,
-        ))
+        queries.append(
+            CIRQuery(
+                query_id=query_id,
+                reference_id=str(field_of(entry, "reference", captions_path, position)),
+                caption=str(field_of(entry, "caption", captions_path, position)),
+                target_ids=(str(target),) if target is not None else (),
+                subset_ids=tuple(str(m) for m in members),
+                extra=extra,
+            )
+        )
 
     check_known_ids(((q.query_id, "reference", q.reference_id) for q in queries), image_paths, split_path)
     check_known_ids(((q.query_id, "target", t) for q in queries for t in q.target_ids), image_paths, split_path)
-    check_known_ids(((q.query_id, "img_set", m) for q in queries for m in q.subset_ids or ()), image_paths,
-                    split_path)
+    check_known_ids(((q.query_id, "img_set", m) for q in queries for m in q.subset_ids or ()), image_paths, split_path)
     dataset = CIRDataset(
-        benchmark="cirr", name="cirr", split=split, root=root, queries=queries, gallery_ids=list(image_paths),
-        image_paths=image_paths, exclude_reference=True,
+        benchmark="cirr",
+        name="cirr",
+        split=split,
+        root=root,
+        queries=queries,
+        gallery_ids=list(image_paths),
+        image_paths=image_paths,
+        exclude_reference=True,
     )
     if check_images:
         dataset.check_images()

@@ -39,8 +39,10 @@ from clipmath.errors import DatasetError
 
 CATEGORIES = ("dress", "shirt", "toptee")
 SPLITS = ("val", "test", "train")
-LAYOUT = ("FashionIQ/captions/cap.{dress,shirt,toptee}.{split}.json, "
-          "FashionIQ/image_splits/split.{dress,shirt,toptee}.{split}.json, FashionIQ/images/<asin>.jpg")
+LAYOUT = (
+    "FashionIQ/captions/cap.{dress,shirt,toptee}.{split}.json, "
+    "FashionIQ/image_splits/split.{dress,shirt,toptee}.{split}.json, FashionIQ/images/<asin>.jpg"
+)
 _STRIP = ".?, "
 
 
@@ -74,23 +76,34 @@ def load_fashioniq(root: str | Path, category: str, split: str = "val", check_im
         if not isinstance(captions, list) or len(captions) != 2 or not all(isinstance(c, str) for c in captions):
             raise DatasetError(f"{captions_path}: entry {position} should hold two relative captions")
         target = entry.get("target")
-        queries.append(CIRQuery(
-            query_id=f"{category}-{position}",
-            reference_id=reference,
-            caption=join_captions(captions[0], captions[1]),
-            target_ids=(str(target),) if target is not None else (),
-            subset_ids=None,
-            extra={"category": category, "captions": tuple(captions),
-                   "caption_reversed": join_captions(captions[1], captions[0])},
-        ))
+        queries.append(
+            CIRQuery(
+                query_id=f"{category}-{position}",
+                reference_id=reference,
+                caption=join_captions(captions[0], captions[1]),
+                target_ids=(str(target),) if target is not None else (),
+                subset_ids=None,
+                extra={
+                    "category": category,
+                    "captions": tuple(captions),
+                    "caption_reversed": join_captions(captions[1], captions[0]),
+                },
+            )
+        )
 
     known = set(gallery_ids)
     check_known_ids(((q.query_id, "reference", q.reference_id) for q in queries), known, split_path)
     check_known_ids(((q.query_id, "target", t) for q in queries for t in q.target_ids), known, split_path)
     image_paths = {image_id: images_dir / f"{image_id}.jpg" for image_id in gallery_ids}
     dataset = CIRDataset(
-        benchmark="fashioniq", name=f"fashioniq-{category}", split=split, root=root, queries=queries,
-        gallery_ids=gallery_ids, image_paths=image_paths, exclude_reference=False,
+        benchmark="fashioniq",
+        name=f"fashioniq-{category}",
+        split=split,
+        root=root,
+        queries=queries,
+        gallery_ids=gallery_ids,
+        image_paths=image_paths,
+        exclude_reference=False,
     )
     if check_images:
         dataset.check_images()

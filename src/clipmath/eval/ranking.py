@@ -161,8 +161,9 @@ class ScoreMatrix:
 
     def top_k(self, k: int, exclude: Exclusions = None, progress: bool = False) -> SearchResults:
         chunk = _chunk_rows(self.num_gallery, self.query_chunk)
-        return _rank_blocks(self.num_queries, chunk, lambda a, b: np.asarray(self.scores[a:b], dtype=np.float32),
-                            k, exclude, progress)
+        return _rank_blocks(
+            self.num_queries, chunk, lambda a, b: np.asarray(self.scores[a:b], dtype=np.float32), k, exclude, progress
+        )
 
     def scores_at(self, query: int, rows: np.ndarray) -> np.ndarray:
         return np.asarray(self.scores[query], dtype=np.float32)[np.asarray(rows, dtype=np.int64)]
@@ -185,8 +186,9 @@ class EmbeddingScores:
     def __post_init__(self) -> None:
         self.queries = np.ascontiguousarray(np.atleast_2d(self.queries), dtype=np.float32)
         if self.queries.shape[1] != self.gallery.shape[1]:
-            raise ValueError(f"query vectors have dimension {self.queries.shape[1]}, "
-                             f"gallery vectors {self.gallery.shape[1]}")
+            raise ValueError(
+                f"query vectors have dimension {self.queries.shape[1]}, gallery vectors {self.gallery.shape[1]}"
+            )
         if np.isnan(self.queries).any():
             raise ValueError("query vectors contain NaN")
 
@@ -203,8 +205,7 @@ class EmbeddingScores:
             return self.index.search(self.queries, k, exclude)
         gallery = np.asarray(self.gallery, dtype=np.float32)
         chunk = _chunk_rows(self.num_gallery, self.query_chunk)
-        return _rank_blocks(self.num_queries, chunk, lambda a, b: self.queries[a:b] @ gallery.T, k, exclude,
-                            progress)
+        return _rank_blocks(self.num_queries, chunk, lambda a, b: self.queries[a:b] @ gallery.T, k, exclude, progress)
 
     def scores_at(self, query: int, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)

@@ -31,8 +31,10 @@ def check_depth(ranked: Sequence[Sequence[str]], k: int, available: Sequence[int
     for position, ids in enumerate(ranked):
         limit = k if available is None else min(k, available[position])
         if len(ids) < limit:
-            raise ValueError(f"ranking {position} holds {len(ids)} ids (excluded images removed), fewer than the "
-                             f"{limit} that @{k} needs; rank deeper")
+            raise ValueError(
+                f"ranking {position} holds {len(ids)} ids (excluded images removed), fewer than the "
+                f"{limit} that @{k} needs; rank deeper"
+            )
 
 
 def _check_unique(ids: Sequence[str], position: int) -> None:

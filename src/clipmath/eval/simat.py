@@ -52,8 +52,9 @@ class SimatOracle(Protocol):
 
     label: str
 
-    def judge(self, dataset: SimatDataset, queries: Sequence[SimatQuery], retrieved_ids: Sequence[str]) -> np.ndarray:
-        ...
+    def judge(
+        self, dataset: SimatDataset, queries: Sequence[SimatQuery], retrieved_ids: Sequence[str]
+    ) -> np.ndarray: ...
 
 
 @dataclass
@@ -63,8 +64,10 @@ class GroundTruthLabelOracle:
     label: str = "ground-truth labels"
 
     def judge(self, dataset: SimatDataset, queries: Sequence[SimatQuery], retrieved_ids: Sequence[str]) -> np.ndarray:
-        return np.array([dataset.triplets.get(image_id) == query.target_triplet
-                         for query, image_id in zip(queries, retrieved_ids)], dtype=bool)
+        return np.array(
+            [dataset.triplets.get(image_id) == query.target_triplet for query, image_id in zip(queries, retrieved_ids)],
+            dtype=bool,
+        )
 
 
 @dataclass
@@ -85,8 +88,9 @@ class CaptionScoreOracle:
         """Load a saved torch tensor or NumPy array, e.g. the official ``simat_db/oscar_similarity_matrix.pt``."""
         path = Path(path)
         if not path.is_file():
-            raise DatasetError(f"oracle matrix {path} not found "
-                               "(SIMAT ships it as simat_db/oscar_similarity_matrix.pt)")
+            raise DatasetError(
+                f"oracle matrix {path} not found (SIMAT ships it as simat_db/oscar_similarity_matrix.pt)"
+            )
         if path.suffix == ".npy":
             matrix = np.load(path)
         else:
@@ -100,13 +104,15 @@ class CaptionScoreOracle:
 
     def judge(self, dataset: SimatDataset, queries: Sequence[SimatQuery], retrieved_ids: Sequence[str]) -> np.ndarray:
         if self.matrix.shape[0] != len(dataset.gallery_ids):
-            raise DatasetError(f"the oracle matrix has {self.matrix.shape[0]} rows, SIMAT has "
-                               f"{len(dataset.gallery_ids)} images")
+            raise DatasetError(
+                f"the oracle matrix has {self.matrix.shape[0]} rows, SIMAT has {len(dataset.gallery_ids)} images"
+            )
         rows = np.array([dataset.gallery_row[i] for i in retrieved_ids], dtype=np.int64)
         columns = np.array([q.target_caption_id for q in queries], dtype=np.int64)
         if columns.size and columns.max() >= self.matrix.shape[1]:
-            raise DatasetError(f"the oracle matrix has {self.matrix.shape[1]} caption columns; a query needs "
-                               f"caption {columns.max()}")
+            raise DatasetError(
+                f"the oracle matrix has {self.matrix.shape[1]} caption columns; a query needs caption {columns.max()}"
+            )
         return self.matrix[rows, columns] > self.threshold
 
 
@@ -131,16 +137,16 @@ def retrieve_simat(dataset: SimatDataset, scores: ScoreSource | np.ndarray, prog
     source = as_score_source(scores)
     expected = (len(dataset.queries), len(dataset.gallery_ids))
     if (source.num_queries, source.num_gallery) != expected:
-        raise ValueError(f"scores cover {source.num_queries} queries x {source.num_gallery} images; "
-                         f"SIMAT {dataset.split} has {expected[0]} x {expected[1]}")
+        raise ValueError(
+            f"scores cover {source.num_queries} queries x {source.num_gallery} images; "
+            f"SIMAT {dataset.split} has {expected[0]} x {expected[1]}"
+        )
     row = dataset.gallery_row
     results = source.top_k(1, [[row[q.source_id]] for q in dataset.queries], progress)
     return [dataset.gallery_ids[r] for r in results.rows[:, 0].tolist()]
 
 
-def simat_score(
-    dataset: SimatDataset, retrieved_ids: Sequence[str], oracle: SimatOracle | None = None
-) -> SimatResult:
+def simat_score(dataset: SimatDataset, retrieved_ids: Sequence[str], oracle: SimatOracle | None = None) -> SimatResult:
     """Weighted percentage of queries whose retrieved image the ``oracle`` accepts (default: label oracle)."""
     oracle = oracle or GroundTruthLabelOracle()
     queries = dataset.queries
@@ -159,8 +165,12 @@ def simat_score(
         if mask.any():
             per_field[name] = float(np.average(correct[mask], weights=weights[mask]) * 100.0)
     return SimatResult(
-        domain=dataset.split, oracle=oracle.label, num_queries=len(queries),
-        score=float(np.average(correct, weights=weights) * 100.0), per_field=per_field, correct=correct,
+        domain=dataset.split,
+        oracle=oracle.label,
+        num_queries=len(queries),
+        score=float(np.average(correct, weights=weights) * 100.0),
+        per_field=per_field,
+        correct=correct,
     )
 
 

@@ -43,8 +43,9 @@ def _check_ranking(dataset: CIRDataset, ranking: CIRRanking, benchmark: str) -> 
     if dataset.benchmark != benchmark:
         raise SubmissionError(f"{dataset.name} is not {benchmark.upper()}: cannot build a {benchmark} submission")
     if ranking.query_ids != [q.query_id for q in dataset.queries]:
-        raise SubmissionError(f"the ranking was made for {ranking.dataset_name} {ranking.split}, "
-                              f"not {dataset.name} {dataset.split}")
+        raise SubmissionError(
+            f"the ranking was made for {ranking.dataset_name} {ranking.split}, not {dataset.name} {dataset.split}"
+        )
 
 
 def cirr_submissions(dataset: CIRDataset, ranking: CIRRanking) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -65,15 +66,24 @@ def cirr_submissions(dataset: CIRDataset, ranking: CIRRanking) -> tuple[dict[str
 def circo_submission(dataset: CIRDataset, ranking: CIRRanking) -> dict[str, list[int]]:
     """The validated CIRCO prediction object: query id -> top-50 COCO image ids."""
     _check_ranking(dataset, ranking, "circo")
-    submission = {query_id: [int(i) for i in ids[:CIRCO_COUNT]]
-                  for query_id, ids in zip(ranking.query_ids, ranking.ranked_ids)}
+    submission = {
+        query_id: [int(i) for i in ids[:CIRCO_COUNT]] for query_id, ids in zip(ranking.query_ids, ranking.ranked_ids)
+    }
     validate_circo_submission(submission, dataset)
     return submission
 
 
 # ---- validation -----------------------------------------------------------------------------------------------
-def _ranking_problems(query_id: str, predictions: Any, count: int, reference: str, forbid_reference: bool,
-                      allowed: Mapping[str, Any] | set, where: str, as_str: Any) -> list[str]:
+def _ranking_problems(
+    query_id: str,
+    predictions: Any,
+    count: int,
+    reference: str,
+    forbid_reference: bool,
+    allowed: Mapping[str, Any] | set,
+    where: str,
+    as_str: Any,
+) -> list[str]:
     if not isinstance(predictions, list):
         return [f"query {query_id}: predictions are a {type(predictions).__name__}, not a list"]
     problems = []
@@ -106,8 +116,10 @@ def _key_problems(submission: Mapping[str, Any], dataset: CIRDataset, reserved: 
         problems.append(f"{len(missing)} of {len(expected)} queries have no predictions, e.g. query {missing[0]}")
     unknown = sorted(present - set(expected))
     if unknown:
-        problems.append(f"key '{unknown[0]}' is not a query of {dataset.name} {dataset.split}"
-                        + (f" ({len(unknown)} such keys)" if len(unknown) > 1 else ""))
+        problems.append(
+            f"key '{unknown[0]}' is not a query of {dataset.name} {dataset.split}"
+            + (f" ({len(unknown)} such keys)" if len(unknown) > 1 else "")
+        )
     return problems
 
 
@@ -143,8 +155,16 @@ def cirr_submission_problems(
             continue
         allowed = set(subsets[position]) if subsets is not None else gallery
         where = "in the query's img_set" if subsets is not None else f"in the CIRR {dataset.split} split"
-        problems += _ranking_problems(query.query_id, submission[query.query_id], CIRR_METRICS[metric],
-                                      query.reference_id, not allow_reference, allowed, where, _cirr_name)
+        problems += _ranking_problems(
+            query.query_id,
+            submission[query.query_id],
+            CIRR_METRICS[metric],
+            query.reference_id,
+            not allow_reference,
+            allowed,
+            where,
+            _cirr_name,
+        )
     return problems
 
 
@@ -159,9 +179,16 @@ def circo_submission_problems(submission: Any, dataset: CIRDataset, allow_refere
     problems = _key_problems(submission, dataset, ())
     for query in dataset.queries:
         if query.query_id in submission:
-            problems += _ranking_problems(query.query_id, submission[query.query_id], CIRCO_COUNT,
-                                          query.reference_id, not allow_reference, dataset.gallery_row,
-                                          "a COCO 2017 unlabeled image", _circo_name)
+            problems += _ranking_problems(
+                query.query_id,
+                submission[query.query_id],
+                CIRCO_COUNT,
+                query.reference_id,
+                not allow_reference,
+                dataset.gallery_row,
+                "a COCO 2017 unlabeled image",
+                _circo_name,
+            )
     return problems
 
 

@@ -8,6 +8,12 @@ from clipmath.serve.app import BackgroundServer, ServeConfig, check_port_free, c
 from clipmath.serve.captioning import Captioner, CaptionSubject, FunctionCaptioner
 
 __all__ = [
-    "BackgroundServer", "CaptionSubject", "Captioner", "FunctionCaptioner", "ServeConfig", "check_port_free",
-    "create_app", "run_server",
+    "BackgroundServer",
+    "CaptionSubject",
+    "Captioner",
+    "FunctionCaptioner",
+    "ServeConfig",
+    "check_port_free",
+    "create_app",
+    "run_server",
 ]

@@ -64,8 +64,10 @@ TOKEN_COOKIE = "clipmath_token"
 TOKEN_ENV = "CLIPMATH_TOKEN"
 #: Multipart framing allowed on top of ``max_upload_bytes`` in one request body.
 BODY_OVERHEAD = 64 * 1024
-_PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
-             "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+_PAGE_CSP = (
+    "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
 
 
 @dataclass
@@ -108,14 +110,18 @@ class ServeConfig:
             raise ClipmathError("upload byte and pixel limits must be positive")
         unknown = sorted(set(self.checkpoints) - set(learned_methods()))
         if unknown:
-            raise ClipmathError(f"checkpoints given for {', '.join(unknown)}, which are not learned methods "
-                                f"(learned: {', '.join(learned_methods()) or 'none'})")
+            raise ClipmathError(
+                f"checkpoints given for {', '.join(unknown)}, which are not learned methods "
+                f"(learned: {', '.join(learned_methods()) or 'none'})"
+            )
 
     def methods(self) -> dict[str, str]:
         """The compose methods this server offers: zero-shot ones, and learned ones given a checkpoint."""
-        return {name: description.replace(" [needs --checkpoint]", "")
-                for name, description in available_methods().items()
-                if name in zero_shot_methods() or name in self.checkpoints}
+        return {
+            name: description.replace(" [needs --checkpoint]", "")
+            for name, description in available_methods().items()
+            if name in zero_shot_methods() or name in self.checkpoints
+        }
 
     def trusted_hosts(self) -> list[str]:
         if self.allowed_hosts is not None:
@@ -137,8 +143,14 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
     shutdown, restarted by a new startup)."""
     config = config or ServeConfig()
     config.check()
-    engine = QueryEngine(retriever, max_batch=config.max_batch, upload_slots=config.upload_slots,
-                         max_pixels=config.max_pixels, captioner=captioner, checkpoints=config.checkpoints)
+    engine = QueryEngine(
+        retriever,
+        max_batch=config.max_batch,
+        upload_slots=config.upload_slots,
+        max_pixels=config.max_pixels,
+        captioner=captioner,
+        checkpoints=config.checkpoints,
+    )
     for method, checkpoint in config.checkpoints.items():
         retriever.composer(method, checkpoint)  # load now: a bad checkpoint fails at start-up, not per request
     methods = config.methods()
@@ -175,24 +187,47 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
 
     def hit_model(rank: int, item_id: str, score: float, path: Path) -> Hit:
         quoted = quote(item_id, safe="/")
-        return Hit(rank=rank, id=item_id, score=score, path=str(path),
-                   thumbnail_url=f"/api/thumbnail/{quoted}", image_url=f"/api/image/{quoted}")
+        return Hit(
+            rank=rank,
+            id=item_id,
+            score=score,
+            path=str(path),
+            thumbnail_url=f"/api/thumbnail/{quoted}",
+            image_url=f"/api/image/{quoted}",
+        )
 
     async def run_search(request: SearchRequest, reference: ImageKey | None) -> SearchResponse:
         started = time.perf_counter()
-        spec = SearchSpec(method="", k=request.k or config.default_k, reference=reference, text=request.text,
-                          source=request.source, target=request.target, lam=request.lam, expression=request.expression)
+        spec = SearchSpec(
+            method="",
+            k=request.k or config.default_k,
+            reference=reference,
+            text=request.text,
+            source=request.source,
+            target=request.target,
+            lam=request.lam,
+            expression=request.expression,
+        )
         if spec.k > config.max_k:
             raise RequestError(422, f"k = {spec.k} is above this server's limit of {config.max_k}")
         spec.method = request.method or infer_method(spec)
         if spec.method not in methods:
-            hint = " (a learned method: start the server with --checkpoint METHOD=PATH)" \
-                if spec.method in learned_methods() else ""
+            hint = (
+                " (a learned method: start the server with --checkpoint METHOD=PATH)"
+                if spec.method in learned_methods()
+                else ""
+            )
             raise RequestError(400, f"unknown method '{spec.method}'{hint}; available: {', '.join(methods)}")
         outcome = await asyncio.wrap_future(engine.search(spec))
         results = [hit_model(h.rank + 1, h.id, h.score, p) for h, p in zip(outcome.hits, outcome.paths)]
-        return SearchResponse(model=label, method=spec.method, k=spec.k, store_items=outcome.store_items,
-                              results=results, milliseconds=round((time.perf_counter() - started) * 1000, 2))
+        return SearchResponse(
+            model=label,
+            method=spec.method,
+            k=spec.k,
+            store_items=outcome.store_items,
+            results=results,
+            milliseconds=round((time.perf_counter() - started) * 1000, 2),
+        )
 
     async def read_upload(file: UploadFile) -> UploadRecord:
         data = await file.read(config.max_upload_bytes + 1)
@@ -210,11 +245,21 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
         details = engine.store_info()
         encoder_info = retriever.encoder.info
         return StoreInfo(
-            model=label, model_id=encoder_info.model_id, pretrained=encoder_info.pretrained, dim=encoder_info.dim,
-            preprocessing=details.preprocessing, index=retriever.config.index, store_items=len(engine.snapshot),
-            skipped_files=details.bad_files, created=details.created, methods=methods,
-            default_k=config.default_k, max_k=config.max_k, max_upload_bytes=config.max_upload_bytes,
-            max_pixels=config.max_pixels, captioning=captioner.label if captioner else None,
+            model=label,
+            model_id=encoder_info.model_id,
+            pretrained=encoder_info.pretrained,
+            dim=encoder_info.dim,
+            preprocessing=details.preprocessing,
+            index=retriever.config.index,
+            store_items=len(engine.snapshot),
+            skipped_files=details.bad_files,
+            created=details.created,
+            methods=methods,
+            default_k=config.default_k,
+            max_k=config.max_k,
+            max_upload_bytes=config.max_upload_bytes,
+            max_pixels=config.max_pixels,
+            captioning=captioner.label if captioner else None,
             token_required=bool(config.token),
         )
 
@@ -230,11 +275,18 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
             needle = q.lower()
             ids = [item_id for item_id in ids if needle in item_id.lower()]
         page = ids[offset : offset + limit]
-        return ItemsPage(total=len(ids), offset=offset, items=[
-            Item(id=item_id, thumbnail_url=f"/api/thumbnail/{quote(item_id, safe='/')}") for item_id in page])
+        return ItemsPage(
+            total=len(ids),
+            offset=offset,
+            items=[Item(id=item_id, thumbnail_url=f"/api/thumbnail/{quote(item_id, safe='/')}") for item_id in page],
+        )
 
-    @api.post("/uploads", response_model=UploadResponse, status_code=201,
-              summary="Upload an image to use as a reference (returns its upload_id)")
+    @api.post(
+        "/uploads",
+        response_model=UploadResponse,
+        status_code=201,
+        summary="Upload an image to use as a reference (returns its upload_id)",
+    )
     async def upload(
         image: Annotated[UploadFile, File(description="JPEG, PNG, WebP, GIF, BMP or TIFF.")],
     ) -> UploadResponse:
@@ -245,8 +297,11 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
     async def search(request: SearchRequest) -> SearchResponse:
         return await run_search(request, request.reference.key() if request.reference else None)
 
-    @api.post("/search/upload", response_model=SearchResponse,
-              summary="One-shot composed search with an uploaded reference image (multipart form)")
+    @api.post(
+        "/search/upload",
+        response_model=SearchResponse,
+        summary="One-shot composed search with an uploaded reference image (multipart form)",
+    )
     async def search_upload(
         image: Annotated[UploadFile, File(description="The reference image.")],
         text: Annotated[str | None, Form(max_length=500)] = None,
@@ -257,35 +312,50 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
         k: Annotated[int | None, Form(ge=1, le=MAX_K)] = None,
     ) -> SearchResponse:
         record = await read_upload(image)
-        request = SearchRequest(text=text or None, source=source or None, target=target or None, lam=lam,
-                                method=method or None, k=k)
+        request = SearchRequest(
+            text=text or None, source=source or None, target=target or None, lam=lam, method=method or None, k=k
+        )
         return await run_search(request, ImageKey(upload_id=record.upload_id))
 
-    @api.get("/thumbnail/{item_id:path}", response_class=Response, summary="JPEG thumbnail of a gallery image",
-             responses={200: {"content": {"image/jpeg": {}}}, 403: {"model": ErrorResponse},
-                        404: {"model": ErrorResponse}})
+    @api.get(
+        "/thumbnail/{item_id:path}",
+        response_class=Response,
+        summary="JPEG thumbnail of a gallery image",
+        responses={200: {"content": {"image/jpeg": {}}}, 403: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
+    )
     def thumbnail(item_id: str, size: Annotated[int | None, Query(ge=16, le=1024)] = None) -> Response:
         path = engine.gallery_file(item_id)
         data = thumbnails.get(path, size or config.thumbnail_size)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
 
-    @api.get("/image/{item_id:path}", response_class=FileResponse, summary="The original file of a gallery image",
-             responses={403: {"model": ErrorResponse}, 404: {"model": ErrorResponse}})
+    @api.get(
+        "/image/{item_id:path}",
+        response_class=FileResponse,
+        summary="The original file of a gallery image",
+        responses={403: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
+    )
     def image(item_id: str) -> FileResponse:
         path = engine.gallery_file(item_id)
         if not path.is_file():
             raise RequestError(404, f"the file of '{item_id}' is gone from the store's folder")
         return FileResponse(path, headers={"Cache-Control": "private, max-age=300"})
 
-    @api.post("/caption", response_model=CaptionResponse, summary="Caption an image (needs a captioner)",
-              responses={501: {"model": ErrorResponse}})
+    @api.post(
+        "/caption",
+        response_model=CaptionResponse,
+        summary="Caption an image (needs a captioner)",
+        responses={501: {"model": ErrorResponse}},
+    )
     async def caption(request: CaptionRequest) -> CaptionResponse:
         text = await asyncio.wrap_future(engine.caption(request.image.key()))
         return CaptionResponse(caption=text, captioner=captioner.label if captioner else "")
 
-    @api.post("/caption/difference", response_model=CaptionResponse,
-              summary="Describe what changed between two images (needs a captioner)",
-              responses={501: {"model": ErrorResponse}})
+    @api.post(
+        "/caption/difference",
+        response_model=CaptionResponse,
+        summary="Describe what changed between two images (needs a captioner)",
+        responses={501: {"model": ErrorResponse}},
+    )
     async def caption_difference(request: DifferenceRequest) -> CaptionResponse:
         text = await asyncio.wrap_future(engine.difference(request.before.key(), request.after.key()))
         return CaptionResponse(caption=text, captioner=captioner.label if captioner else "")
@@ -315,15 +385,16 @@ def run_server(app: FastAPI, config: ServeConfig) -> None:
 class BackgroundServer:
     """Run ``app`` with uvicorn on a background thread (tests, notebooks, benchmarks); port 0 picks a free one.
 
-        >>> with BackgroundServer(app) as server:
-        ...     httpx.get(server.url + "api/health")
+    >>> with BackgroundServer(app) as server:
+    ...     httpx.get(server.url + "api/health")
     """
 
     def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
         import uvicorn
 
-        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                                     server_header=False))
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level="warning", server_header=False)
+        )
         self._thread = threading.Thread(target=self._server.run, name="clipmath-serve-http", daemon=True)
         self.host = host
         self.port = port

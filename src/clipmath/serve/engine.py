@@ -99,8 +99,9 @@ def infer_method(spec: SearchSpec) -> str:
         return "image"
     if spec.text:
         return "text"
-    raise RequestError(400, "give a query: a reference image and/or text, a reference with from/to words, "
-                            "or an expression")
+    raise RequestError(
+        400, "give a query: a reference image and/or text, a reference with from/to words, or an expression"
+    )
 
 
 def upload_id_of(data: bytes) -> str:
@@ -346,8 +347,9 @@ class QueryEngine:
     def _search_prepared(self, method: str, prepared: list[tuple[_Job, CompositionQuery]]) -> None:
         k = max(job.payload.k for job, _ in prepared)
         snapshot = self.retriever.snapshot
-        results = self.retriever.search([query for _, query in prepared], method=method, k=k,
-                                        checkpoint=self.checkpoints.get(method))
+        results = self.retriever.search(
+            [query for _, query in prepared], method=method, k=k, checkpoint=self.checkpoints.get(method)
+        )
         for (job, _), hits in zip(prepared, results):
             hits = hits[: job.payload.k]
             job.future.set_result(SearchOutcome(hits, [snapshot.path_of(h.id) for h in hits], len(snapshot)))
@@ -367,7 +369,12 @@ class QueryEngine:
         reference = self._vector_of(spec.reference) if spec.reference is not None else None
         terms = self._expression_terms(spec.expression) if spec.expression else []
         return CompositionQuery(
-            reference=reference, text=spec.text, source=spec.source, target=spec.target, lam=spec.lam, terms=terms,
+            reference=reference,
+            text=spec.text,
+            source=spec.source,
+            target=spec.target,
+            lam=spec.lam,
+            terms=terms,
             reference_id=spec.reference.gallery_id if spec.reference is not None else None,
         )
 
@@ -376,8 +383,11 @@ class QueryEngine:
         for term in terms:
             if term.image is not None:
                 name = str(term.image)
-                key = (ImageKey(upload_id=name[len(UPLOAD_PREFIX):]) if name.startswith(UPLOAD_PREFIX)
-                       else ImageKey(gallery_id=name))
+                key = (
+                    ImageKey(upload_id=name[len(UPLOAD_PREFIX) :])
+                    if name.startswith(UPLOAD_PREFIX)
+                    else ImageKey(gallery_id=name)
+                )
                 term.image = self._vector_of(key)
         return terms
 

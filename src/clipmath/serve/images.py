@@ -74,8 +74,14 @@ def make_thumbnail(path: Path, size: int, max_pixels: int) -> bytes:
         raise
     except FileNotFoundError:
         raise RequestError(404, "the image file is gone from the store's folder") from None
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as exc:
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        EOFError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
         raise RequestError(422, f"cannot make a thumbnail: {exc or type(exc).__name__}") from None
 
 

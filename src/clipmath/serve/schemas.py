@@ -33,17 +33,21 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reference: ImageRef | None = Field(None, description="Reference image (excluded from its own results).")
-    text: str | None = Field(None, max_length=500, description="Modification text (methods sum, text).",
-                             examples=["with a dog"])
-    source: str | None = Field(None, max_length=200, description="'from' word of a SIMAT delta (method delta).",
-                               examples=["cat"])
-    target: str | None = Field(None, max_length=200, description="'to' word of a SIMAT delta (method delta).",
-                               examples=["dog"])
+    text: str | None = Field(
+        None, max_length=500, description="Modification text (methods sum, text).", examples=["with a dog"]
+    )
+    source: str | None = Field(
+        None, max_length=200, description="'from' word of a SIMAT delta (method delta).", examples=["cat"]
+    )
+    target: str | None = Field(
+        None, max_length=200, description="'to' word of a SIMAT delta (method delta).", examples=["dog"]
+    )
     lam: float = Field(1.0, ge=-10, le=10, description="Strength λ of the delta.")
     expression: str | None = Field(
-        None, max_length=2000,
+        None,
+        max_length=2000,
         description="Method expr: weighted terms over gallery ids, upload:<id> and quoted texts, "
-                    "e.g. +arithmetic/woman2.jpg +arithmetic/king2.jpg -arithmetic/man2.jpg",
+        "e.g. +arithmetic/woman2.jpg +arithmetic/king2.jpg -arithmetic/man2.jpg",
     )
     method: str | None = Field(None, max_length=64, description="Compose method; inferred from the fields if omitted.")
     k: int | None = Field(None, ge=1, le=MAX_K, description="Number of results (server default if omitted).")
