@@ -265,6 +265,25 @@ def test_simat_lambdas_and_limit(roots, shared_cache):
     assert all(0 <= r["metrics"]["score"] <= 100 for r in report["results"])
 
 
+def test_simat_oscar_oracle_reads_the_released_matrix(roots, tmp_path):
+    """``--oracle oscar`` judges with simat_db/oscar_similarity_matrix.pt (here a synthetic one: image rows whose
+    id is even accept every caption, so the score is the weighted share of queries that retrieved such an image)."""
+    import torch
+
+    root = tmp_path / "SIMAT"
+    shutil.copytree(roots["simat"], root)
+    (dataset,) = load_benchmark("simat", root, "test")
+    captions = len((root / "simat_db" / "captions.txt").read_text().splitlines())
+    accepted = torch.tensor([int(i) % 2 == 0 for i in dataset.gallery_ids], dtype=torch.float32)
+    torch.save(accepted[:, None].expand(-1, captions).clone(), root / "simat_db" / "oscar_similarity_matrix.pt")
+    common = ["--dataset", "simat", "--path", str(root), "--method", "image", "--cache", str(tmp_path / "c")]
+    labels = invoke_json(*common)
+    oscar = invoke_json(*common, "--oracle", "oscar")
+    assert (oscar["oracle"], labels["oracle"]) == ("OSCAR", "ground-truth labels")
+    assert oscar["encoded_images"] == 0 and oscar["results"][0]["metrics"] != labels["results"][0]["metrics"]
+    assert 0 < oscar["results"][0]["metrics"]["score"] < 100
+
+
 def test_cirr_test1_submission_passes_the_validator(roots, tmp_path):
     out = tmp_path / "sub" / "run.json"
     report = invoke_json("--dataset", "cirr", "--path", str(roots["cirr"]), "--split", "test1", "--method", "sum",
@@ -307,12 +326,14 @@ def incomplete_cirr(roots, tmp_path_factory):
         (["--dataset", "cirr", "--path", "{cirr}", "--method", "delta"], "no selected method runs on cirr"),
         (["--dataset", "cirr", "--path", "{cirr}", "--method", "combiner"], "needs --checkpoint"),
         (["--dataset", "cirr", "--path", "{cirr}", "--lam", "2"], "SIMAT only"),
+        (["--dataset", "cirr", "--path", "{cirr}", "--preprocessing", "squash"], "--preprocessing is one of"),
+        (["--dataset", "simat", "--path", "{simat}", "--oracle", "oscar"], "oscar_similarity_matrix.pt not found"),
         (["--dataset", "fashioniq", "--path", "{cirr}", "--submission", "x.json"], "only CIRR and CIRCO"),
         (["--dataset", "cirr", "--path", "{cirr}", "--method", "nope"], "unknown method"),
     ],
 )
 def test_user_errors_are_one_line_with_status_2(roots, incomplete_cirr, tmp_path, monkeypatch, capsys, args, message):
-    values = {"broken": incomplete_cirr, "cirr": roots["cirr"], "tmp": tmp_path}
+    values = {"broken": incomplete_cirr, "cirr": roots["cirr"], "simat": roots["simat"], "tmp": tmp_path}
     argv = ["clipmath", "eval", *[a.format(**values) for a in args], "--cache", str(tmp_path / "c"), *TINY]
     monkeypatch.setattr("sys.argv", argv)
     with pytest.raises(SystemExit) as exit_info:

@@ -302,7 +302,7 @@ def eval_command(
 
     Gallery features are cached per model, split and preprocessing, so later runs encode nothing.
     """
-    from clipmath.encoders import load_encoder
+    from clipmath.encoders import PREPROCESSING_CHOICES, load_encoder
     from clipmath.eval.harness import (
         DEFAULT_METHODS,
         EvalConfig,
@@ -314,6 +314,8 @@ def eval_command(
 
     lams = _float_list(ctx, lam, "--lam")
     benchmark = dataset.lower()
+    if preprocessing not in PREPROCESSING_CHOICES:
+        raise ClipmathError(f"--preprocessing is one of {', '.join(PREPROCESSING_CHOICES)}, not {preprocessing!r}")
     if benchmark not in DEFAULT_METHODS:
         raise ClipmathError(f"unknown benchmark '{dataset}': use fashioniq, cirr, circo or simat")
     if method and methods:

@@ -243,7 +243,7 @@ def _encode_in_memory(
 # ---- methods -------------------------------------------------------------------------------------------------
 def missing_inputs(composer: Composer, benchmark: str) -> str | None:
     """Why ``composer`` cannot run on ``benchmark``'s queries, or ``None`` if it can."""
-    lacking = [f for f in composer.needs if f not in QUERY_FIELDS[benchmark]]
+    lacking = [f for f in composer.needs if f not in QUERY_FIELDS[benchmark] and f != "lam"]
     if not lacking:
         return None
     return f"needs {', '.join(_FIELD_NAMES.get(f, f) for f in lacking)}, which {benchmark} queries do not have"
@@ -527,14 +527,18 @@ def score_composer(
     config: EvalConfig | None = None,
     method: str | None = None,
     checkpoint: str | None = None,
+    texts: _TextMemo | None = None,
 ) -> tuple[list[MethodScore], dict[tuple[str, str], CIRRanking]]:
-    """Result rows of one composer on a prepared benchmark, and the CIR rankings (by ``(method, dataset)``)."""
+    """Result rows of one composer on a prepared benchmark, and the CIR rankings (by ``(method, dataset)``).
+
+    ``texts``: text embeddings already computed by this encoder (shared by the methods of one evaluation).
+    """
     config = config or EvalConfig()
     method = method or composer.name
     reason = missing_inputs(composer, prepared.benchmark)
     if reason:
         raise ClipmathError(f"method {method} cannot run on {prepared.benchmark}: it {reason}")
-    memo = _TextMemo(encoder)
+    memo = texts if texts is not None else _TextMemo(encoder)
     rows: list[MethodScore] = []
     rankings: dict[tuple[str, str], CIRRanking] = {}
     for dataset in prepared.datasets:
@@ -618,13 +622,14 @@ def evaluate(
         caption_orders=config.caption_orders if benchmark == "fashioniq" else None,
         oracle=(config.oracle.label if config.oracle else "ground-truth labels") if benchmark == "simat" else None,
     )
+    texts = _TextMemo(encoder)  # methods share caption and word embeddings
     for name, checkpoint in method_map.items():
         composer = get_composer(name, encoder, checkpoint)
         reason = missing_inputs(composer, benchmark)
         if reason:
             report.skipped[name] = reason
             continue
-        rows, rankings = score_composer(prepared, composer, encoder, config, name, checkpoint)
+        rows, rankings = score_composer(prepared, composer, encoder, config, name, checkpoint, texts)
         report.rows += rows
         report.rankings.update(rankings)
     report.seconds = time.perf_counter() - started
@@ -681,13 +686,15 @@ class BenchmarkValidator:
         self.cache_root = cache_root
         self.config = config or EvalConfig(progress=False)
         self.monitor = MONITOR[self.benchmark]
+        if self.benchmark == "fashioniq" and len(self.datasets) == 1:
+            self.monitor = f"{_short(self.datasets[0].name)}/R@10"
         if self.benchmark == "simat" and len(self.config.lams) > 1:
             self.monitor = f"λ={self.config.lams[0]:g}/score"
         self._prepared: PreparedBenchmark | None = None
 
     def check_inputs(self, needs: Sequence[str], method: str) -> None:
         """Raise :class:`ClipmathError` now if a method needing ``needs`` cannot be scored on this benchmark."""
-        lacking = [f for f in needs if f not in QUERY_FIELDS[self.benchmark]]
+        lacking = [f for f in needs if f not in QUERY_FIELDS[self.benchmark] and f != "lam"]
         if lacking:
             raise ClipmathError(
                 f"{method} cannot be validated on {self.benchmark}: it needs "
