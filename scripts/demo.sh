@@ -16,11 +16,11 @@ echo "== index examples/gallery into $STORE (incremental: a second run only chec
 echo; echo "== text -> image: 'a photo of a pizza'"
 "$CLIPMATH" search --store "$STORE" --text "a photo of a pizza" -k 3
 
-echo; echo "== image + delta (SIMAT): the cat photo, cat -> coffee"
-"$CLIPMATH" search --store "$STORE" --image skimage/chelsea.png --from "a photo of a cat" --to "a cup of coffee" --lam 1.0 -k 3
+echo; echo "== image + delta (SIMAT): the cat photo, cat -> cup of coffee"
+"$CLIPMATH" search --store "$STORE" --image skimage/chelsea.png --from "a photo of a cat" --to "a photo of a cup of coffee" --lam 1.0 -k 3
 
-echo; echo "== image + text (element-wise sum): the rocket photo + 'a space shuttle'"
-"$CLIPMATH" search --store "$STORE" --image skimage/rocket.jpg --text "a photo of a space shuttle" -k 3
+echo; echo "== image + text (element-wise sum, the CLIP4Cir baseline): the cat photo + 'a photo of a pizza'"
+"$CLIPMATH" search --store "$STORE" --image skimage/chelsea.png --text "a photo of a pizza" -k 3
 
-echo; echo "== arithmetic (ZeroCap): king - man + woman"
-"$CLIPMATH" search --store "$STORE" --expr "+arithmetic/king2.jpg -arithmetic/man2.jpg +arithmetic/woman2.jpg" -k 3
+echo; echo "== an expression over images and texts: cat photo - 'cat' + 'elephant'"
+"$CLIPMATH" search --store "$STORE" --expr '+skimage/chelsea.png -"a photo of a cat" +"a photo of an elephant"' -k 3

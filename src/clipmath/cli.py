@@ -11,7 +11,7 @@ import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -699,6 +699,14 @@ _HELP_ADAPTER = (
 )
 
 
+def _train_config(config_class: type, values: dict) -> Any:
+    """A training config from a command's options: every config field that the command has an option for."""
+    from dataclasses import fields
+
+    chosen = {f.name: values[f.name] for f in fields(config_class) if f.name in values}
+    return config_class(**chosen, progress=not values["quiet"] and not values["as_json"])
+
+
 @train_app.command("adapter", context_settings=_TRAIN_CONTEXT, help=_HELP_ADAPTER)
 def train_adapter(
     ctx: typer.Context,
@@ -771,22 +779,7 @@ def train_adapter(
         if val_images is None:
             raise ClipmathError("--val-captions needs --val-images DIR")
         validate = CaptionValidator(encoder, read_captions(val_images, val_captions))
-    config = AdapterConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        seed=seed,
-        device=device,
-        amp=amp,
-        max_steps=max_steps,
-        save_every=save_every,
-        validate_every=validate_every,
-        grad_clip=grad_clip,
-        monitor=monitor,
-        progress=not quiet and not as_json,
-        tau=tau,
-    )
+    config = _train_config(AdapterConfig, locals())
     factory = adapter_task_factory(encoder, data, FeatureCache(encoder, cache, progress=config.progress))
     _run_training(factory, config, output, seed_list, validate, resume, encoder, as_json)
 
@@ -847,24 +840,7 @@ def train_finetune(
         encoder, val_dataset, val_path, val_split, ("reference", "text"), "finetune", val_triplets is not None,
         not quiet and not as_json, reencode=True,
     ) or _triplet_validator(encoder, val_triplets, val_images, val_gallery, reencode=True)  # fmt: skip
-    config = FinetuneConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        seed=seed,
-        device=device,
-        amp=amp,
-        max_steps=max_steps,
-        save_every=save_every,
-        validate_every=validate_every,
-        grad_clip=grad_clip,
-        monitor=monitor,
-        progress=not quiet and not as_json,
-        logit_scale=logit_scale,
-        towers=towers,
-        gradient_checkpointing=gradient_checkpointing,
-    )
+    config = _train_config(FinetuneConfig, locals())
     if seed_list and len(seed_list) > 1:
         raise ClipmathError("fine-tuning changes the model in place: run one seed per command")
     _run_training(
@@ -927,25 +903,7 @@ def train_combiner(
     seed_list = _seed_list(ctx, seeds)
     data = read_triplets(triplets, images)
     encoder = _train_encoder(model, device, preprocessing, as_json, threads)
-    config = CombinerConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        seed=seed,
-        device=device,
-        amp=amp,
-        max_steps=max_steps,
-        save_every=save_every,
-        validate_every=validate_every,
-        grad_clip=grad_clip,
-        monitor=monitor,
-        progress=not quiet and not as_json,
-        logit_scale=logit_scale,
-        projection_dim=projection_dim,
-        hidden_dim=hidden_dim,
-        dropout=dropout,
-    )
+    config = _train_config(CombinerConfig, locals())
     features = FeatureCache(encoder, cache, progress=config.progress)
     factory = combiner_task_factory(encoder, data, features)
     validate = _benchmark_validator(
@@ -1024,26 +982,10 @@ def train_oti(
     files = image_files(images)
     vocabulary = ConceptVocabulary.load(concepts) if lambda_reg else None
     encoder = _train_encoder(model, device, preprocessing, as_json, threads)
-    config = OtiConfig(
-        steps=steps,
-        lr=lr,
-        weight_decay=weight_decay,
-        ema_decay=ema_decay,
-        lambda_cos=lambda_cos,
-        lambda_reg=lambda_reg,
-        top_k=top_k,
-        template=template,
-        batch_size=batch_size,
-        seed=seed,
-        device=device,
-        amp=amp,
-        save_every=save_every,
-        prompt=prompt,
-        progress=not quiet and not as_json,
-    )
+    config = _train_config(OtiConfig, locals())
     validate = _benchmark_validator(
         encoder, val_dataset, val_path, val_split, ("reference", "text"), "oti", val_triplets is not None,
-        not quiet and not as_json,
+        config.progress,
     ) or _triplet_validator(encoder, val_triplets, val_images, val_gallery)  # fmt: skip
     result = run_oti(
         encoder,
@@ -1142,28 +1084,7 @@ def train_phi(
 
     seed_list = _seed_list(ctx, seeds)
     encoder = _train_encoder(model, device, preprocessing, as_json, threads)
-    config = PhiConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        seed=seed,
-        device=device,
-        amp=amp,
-        max_steps=max_steps,
-        save_every=save_every,
-        validate_every=validate_every,
-        grad_clip=grad_clip,
-        monitor=monitor,
-        progress=not quiet and not as_json,
-        dropout=dropout,
-        hidden_dim=hidden_dim,
-        lambda_distil=lambda_distil,
-        lambda_reg=lambda_reg,
-        temperature=temperature,
-        top_k=top_k,
-        prompt=prompt,
-    )
+    config = _train_config(PhiConfig, locals())
     vocabulary = ConceptVocabulary.load(concepts) if concepts else None
     factory = phi_task_factory(encoder, oti, vocabulary)
     validate = _benchmark_validator(
