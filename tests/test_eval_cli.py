@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from clipmath.cli import app, main
 from clipmath.compose import Composer, CompositionQuery, QueryEmbeddings, get_composer
 from clipmath.data import load_circo, load_cirr
-from clipmath.eval import EmbeddingScores, evaluate_cir, evaluate_simat
+from clipmath.eval import EmbeddingScores, evaluate_cir, evaluate_simat, retrieve_simat
 from clipmath.eval.harness import BenchmarkValidator, EvalConfig, evaluate, load_benchmark, resolve_methods
 from clipmath.eval.submissions import validate_submission_file
 from clipmath.store import Gallery
@@ -84,6 +84,19 @@ class LookupComposer(Composer):
 
     def combine(self, embeddings: QueryEmbeddings) -> np.ndarray:  # pragma: no cover - compose is overridden
         raise NotImplementedError
+
+
+class RecordingOracle:
+    """A SIMAT oracle that accepts everything and remembers what was retrieved."""
+
+    label = "recording"
+
+    def __init__(self) -> None:
+        self.retrieved: list[str] = []
+
+    def judge(self, dataset, queries, retrieved_ids):
+        self.retrieved = list(retrieved_ids)
+        return np.ones(len(queries), dtype=bool)
 
 
 # ---- the harness (Python API) ----------------------------------------------------------------------------------
@@ -170,6 +183,46 @@ def test_simat_delta_at_each_lambda_and_label_oracle(tiny_encoder, roots, tmp_pa
     direct = evaluate_simat(dataset, EmbeddingScores(query / np.linalg.norm(query, axis=1, keepdims=True), gallery))
     assert report.row("delta", lam=2.0).metrics["score"] == pytest.approx(direct.score)
     assert report.oracle == "ground-truth labels" and report.to_dict()["oracle"] == "ground-truth labels"
+
+
+def test_learned_method_with_gallery_transform_matches_a_direct_computation(tiny_encoder, roots, tmp_path):
+    """adapted-delta from a checkpoint: the image head maps the cached gallery too, the text head the words."""
+    import torch
+
+    from clipmath.compose.adapted_delta import AdaptationHeads
+    from clipmath.compose.checkpoint import describe, save_checkpoint
+
+    torch.manual_seed(3)
+    heads = AdaptationHeads(tiny_encoder.dim)
+    with torch.no_grad():
+        for head in (heads.image, heads.text):
+            head.weight.add_(0.5 * torch.randn_like(head.weight))
+    checkpoint = describe("adapter", tiny_encoder.info, tiny_encoder.transform.key, {})
+    checkpoint.tensors = dict(heads.state_dict())
+    path = save_checkpoint(checkpoint, tmp_path / "heads")
+    (dataset,) = load_benchmark("simat", roots["simat"], "test")
+    oracle = RecordingOracle()
+    config = EvalConfig(lams=(2.0,), oracle=oracle, progress=False)
+    report = evaluate(dataset, tiny_encoder, {"adapted-delta": str(path)}, tmp_path, config)
+
+    def apply(layer, x):
+        y = x @ layer.weight.detach().numpy().T + layer.bias.detach().numpy()
+        return y / np.linalg.norm(y, axis=1, keepdims=True)
+
+    gallery = tiny_encoder.encode_images([pil(dataset.image_path(i)) for i in dataset.gallery_ids])
+    row = dataset.gallery_row
+    source = apply(heads.text, tiny_encoder.encode_texts([q.source_word for q in dataset.queries]))
+    target = apply(heads.text, tiny_encoder.encode_texts([q.target_word for q in dataset.queries]))
+    query = apply(heads.image, gallery[[row[q.source_id] for q in dataset.queries]]) + 2.0 * (target - source)
+    retrieved = retrieve_simat(dataset, EmbeddingScores(query, apply(heads.image, gallery)))
+    words = tiny_encoder.encode_texts([q.target_word for q in dataset.queries]) - tiny_encoder.encode_texts(
+        [q.source_word for q in dataset.queries]
+    )
+    plain = retrieve_simat(
+        dataset, EmbeddingScores(gallery[[row[q.source_id] for q in dataset.queries]] + 2 * words, gallery)
+    )
+    assert oracle.retrieved == retrieved != plain  # plain delta retrieves other images
+    assert report.row("adapted-delta", lam=2.0).checkpoint == str(path)
 
 
 def test_simat_oracle_composer_scores_perfectly(tiny_encoder, roots, tmp_path):
