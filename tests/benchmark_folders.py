@@ -7,6 +7,7 @@ folder the official release uses.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import shutil
@@ -99,12 +100,19 @@ def build_circo(root: Path) -> Path:
     return root
 
 
-def build_simat(root: Path, with_images: bool = True) -> Path:
-    """SIMAT/simat_db/{transfos,triplets}.csv, captions.txt and simat_db/images/images/<region_id>.png."""
+def build_simat(root: Path, with_images: bool = True, queries: int | None = None, distractors: int = 150) -> Path:
+    """SIMAT/simat_db/{transfos,triplets}.csv, captions.txt and simat_db/images/images/<region_id>.png.
+
+    ``queries``: keep only the first N transformations of each domain, and only the regions they need (their source
+    images and every image showing their source or target triplet) plus the first ``distractors`` regions: a small
+    but complete SIMAT folder whose files keep the official schema (the full database has 5,859 images).
+    """
     db = root / "simat_db"
     db.mkdir(parents=True, exist_ok=True)
     for name in ("transfos.csv", "triplets.csv", "captions.txt"):
         shutil.copy(ANNOTATIONS / "simat" / "simat_db" / name, db / name)
+    if queries is not None:
+        _subset_simat(db, queries, distractors)
     images = db / "images" / "images"
     images.mkdir(parents=True, exist_ok=True)
     if with_images:
@@ -112,6 +120,40 @@ def build_simat(root: Path, with_images: bool = True) -> Path:
             region = line.split(",", 1)[0]
             write_image(images / f"{region}.png", region, size=8)
     return root
+
+
+def _subset_simat(db: Path, queries: int, distractors: int) -> None:
+    with (db / "transfos.csv").open(newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        transfos = list(reader)
+    with (db / "triplets.csv").open(newline="") as handle:
+        reader = csv.reader(handle)
+        triplet_header = next(reader)
+        triplets = list(reader)
+    column = {name: i for i, name in enumerate(header)}
+    kept = []
+    for domain in ("True", "False"):
+        kept += [row for row in transfos if row[column["is_test"]] == domain][:queries]
+    by_region = {row[0]: row for row in triplets}
+    slot = {"subj": 1, "rel": 2, "obj": 3}
+    wanted: set[tuple[str, ...]] = set()
+    for row in kept:
+        source = by_region[row[column["region_id"]]]
+        target = list(source[1:4])
+        target[slot[row[column["field"]]] - 1] = row[column["target"]]
+        wanted.update({tuple(source[1:4]), tuple(target)})
+    keep_regions = {row[column["region_id"]] for row in kept}
+    keep_regions |= {row[0] for row in triplets if tuple(row[1:4]) in wanted}
+    keep_regions |= {row[0] for row in triplets[:distractors]}
+    for path, head, rows in (
+        (db / "transfos.csv", header, kept),
+        (db / "triplets.csv", triplet_header, [row for row in triplets if row[0] in keep_regions]),
+    ):
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(head)
+            writer.writerows(rows)
 
 
 def pixel_features(paths: list[Path]) -> np.ndarray:

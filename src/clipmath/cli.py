@@ -207,6 +207,194 @@ def methods(as_json: JsonOpt = False) -> None:
         out.print(f"{name:>14}  {description}", markup=False)
 
 
+# ---- eval -------------------------------------------------------------------------------------------------
+def _float_list(ctx: typer.Context, values: Optional[list[float]], option: str) -> Optional[list[float]]:
+    """``--lam 1 2``: click gives the first value to the option and the rest as extra arguments."""
+    extra = list(ctx.args)
+    if extra and not values:
+        raise ClipmathError(f"unexpected arguments: {' '.join(extra)}")
+    try:
+        more = [float(value) for value in extra]
+    except ValueError:
+        raise ClipmathError(f"unexpected arguments: {' '.join(extra)} ({option} takes numbers)") from None
+    return (list(values or []) + more) or None
+
+
+def _method_checkpoints(entries: Optional[list[str]], selected: list[str]) -> dict[str, str]:
+    """``--checkpoint METHOD=PATH`` (repeatable), or a bare ``PATH`` when exactly one learned method is selected."""
+    from clipmath.compose import learned_methods
+
+    learned = [m for m in selected if m in learned_methods()]
+    out: dict[str, str] = {}
+    for entry in entries or []:
+        method_name, sep, path = entry.partition("=")
+        if sep and method_name in learned_methods():
+            out[method_name] = path
+        elif len(learned) == 1:
+            out[learned[0]] = entry
+        else:
+            raise ClipmathError(f"--checkpoint {entry}: write METHOD=PATH (e.g. combiner=runs/combiner)")
+    return out
+
+
+@app.command("eval", context_settings={"allow_extra_args": True})
+def eval_command(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Benchmark: fashioniq, cirr, circo or simat.")],
+    path: Annotated[Path, typer.Option("--path", "-p", help="The benchmark folder, in its official layout.")],
+    split: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Split: val (FashionIQ, CIRR, CIRCO; default), test1 (CIRR), test (CIRCO), dev|test (SIMAT)."
+        ),
+    ] = None,
+    method: Annotated[
+        Optional[list[str]],
+        typer.Option("--method", help="Compose method (repeatable); default sum, or delta on SIMAT."),
+    ] = None,
+    methods: Annotated[
+        Optional[str],
+        typer.Option(help="'all' (every method on the same cached gallery, side by side) or a comma list."),
+    ] = None,
+    checkpoint: Annotated[
+        Optional[list[str]],
+        typer.Option(help="METHOD=PATH: trained weights of a learned method (repeatable; PATH alone for one)."),
+    ] = None,
+    category: Annotated[
+        Optional[str], typer.Option(help="FashionIQ: only this category (dress, shirt or toptee).")
+    ] = None,
+    lam: Annotated[
+        Optional[list[float]], typer.Option("--lam", help="SIMAT: λ values, e.g. --lam 1 2 (default 1).")
+    ] = None,
+    oracle: Annotated[
+        str,
+        typer.Option(
+            help="SIMAT judge: labels (ground-truth triplets) or oscar (PATH/simat_db/oscar_similarity_matrix.pt, "
+            "the paper's rule)."
+        ),
+    ] = "labels",
+    caption_orders: Annotated[
+        str,
+        typer.Option(help="FashionIQ: both (average both caption orders, as SEARLE) or one (as CLIP4Cir)."),
+    ] = "both",
+    limit: Annotated[
+        Optional[int], typer.Option(min=1, help="Only the first N queries (a quick check; not comparable numbers).")
+    ] = None,
+    submission: Annotated[
+        Optional[Path],
+        typer.Option(help="CIRR/CIRCO: write the validated server file(s) here (CIRR adds _cirr_recall[_subset])."),
+    ] = None,
+    cache: Annotated[
+        Optional[Path],
+        typer.Option(help="Feature-cache root (default: <clipmath cache>/eval); one store per model and split."),
+    ] = None,
+    model: ModelOpt = "auto",
+    device: DeviceOpt = "cpu",
+    preprocessing: Annotated[
+        str, typer.Option(help="clip (resize + centre crop) or targetpad (SEARLE/CLIP4Cir: pad to square first).")
+    ] = "clip",
+    batch_size: Annotated[int, typer.Option(min=1, help="Images and texts per encoder batch.")] = 64,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for torch (default: torch's).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate compose methods on FashionIQ, CIRR, CIRCO or SIMAT: a table of the official metrics.
+
+    Gallery features are cached per model, split and preprocessing, so later runs encode nothing.
+    """
+    from clipmath.encoders import PREPROCESSING_CHOICES, load_encoder
+    from clipmath.eval.harness import (
+        DEFAULT_METHODS,
+        EvalConfig,
+        evaluate,
+        load_benchmark,
+        resolve_methods,
+        write_submissions,
+    )
+
+    lams = _float_list(ctx, lam, "--lam")
+    benchmark = dataset.lower()
+    if preprocessing not in PREPROCESSING_CHOICES:
+        raise ClipmathError(f"--preprocessing is one of {', '.join(PREPROCESSING_CHOICES)}, not {preprocessing!r}")
+    if benchmark not in DEFAULT_METHODS:
+        raise ClipmathError(f"unknown benchmark '{dataset}': use fashioniq, cirr, circo or simat")
+    if method and methods:
+        raise ClipmathError("give --method or --methods, not both")
+    selection = [m.strip() for m in methods.split(",") if m.strip()] if methods else list(method or [])
+    selection = selection or [DEFAULT_METHODS[benchmark]]
+    checkpoints = _method_checkpoints(checkpoint, selection)
+    chosen, skipped = resolve_methods(selection, checkpoints)
+    if lams and benchmark != "simat":
+        raise ClipmathError("--lam applies to SIMAT only")
+    if oracle not in ("labels", "oscar"):
+        raise ClipmathError(f"--oracle is labels or oscar, not {oracle!r}")
+    if submission is not None:
+        if benchmark not in ("cirr", "circo"):
+            raise ClipmathError("--submission: only CIRR and CIRCO have evaluation servers")
+        if limit is not None:
+            raise ClipmathError("--submission needs every query: drop --limit")
+    datasets = load_benchmark(benchmark, path, split, category)
+    chosen_split = datasets[0].split
+    if benchmark in ("cirr", "circo") and not datasets[0].has_targets and submission is None:  # type: ignore[union-attr]
+        raise ClipmathError(
+            f"{benchmark} {chosen_split} has no ground truth: pass --submission OUT.json to write the server file"
+        )
+    judge = None
+    if benchmark == "simat" and oracle == "oscar":
+        from clipmath.eval.simat import CaptionScoreOracle
+
+        judge = CaptionScoreOracle.from_file(path / "simat_db" / "oscar_similarity_matrix.pt")
+    config = EvalConfig(
+        lams=tuple(lams or (1.0,)),
+        limit=limit,
+        caption_orders=caption_orders,
+        oracle=judge,
+        batch_size=batch_size,
+        progress=not (quiet or as_json),
+    )
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    encoder = load_encoder(model, device=device, preprocessing=preprocessing)
+    if not as_json:
+        err.print(f"model: {encoder.info.label()}", markup=False)
+    report = evaluate(datasets, encoder, chosen, cache, config, skipped)
+    if not report.rows:
+        raise ClipmathError(
+            f"no selected method runs on {benchmark}: " + "; ".join(f"{m} {r}" for m, r in report.skipped.items())
+        )
+    written = write_submissions(report, submission) if submission is not None else []
+    if as_json:
+        payload = report.to_dict()
+        payload["submissions"] = [str(p) for p in written]
+        _emit_json(payload)
+        return
+    header, rows = report.table()
+    title = f"{benchmark} {chosen_split} · {report.num_queries} queries · preprocessing {report.preprocessing}"
+    table = Table(title=escape(title), caption=escape(f"model: {report.model}"), title_justify="left")
+    for column in header:
+        table.add_column(escape(column), justify="left" if column == "method" else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(*[escape(cell) for cell in row])
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    narrow = out.width
+    out.width = max(narrow, sum(widths) + 3 * len(widths) + 1)  # never cut a metric name short
+    try:
+        out.print(table)
+    finally:
+        out.width = narrow
+    for note in report.notes():
+        out.print(f"note: {note}", markup=False)
+    for file in written:
+        out.print(f"submission: {file}", markup=False)
+    out.print(
+        f"gallery: {report.gallery_images} images, {report.encoded_images} encoded this run "
+        f"(cache: {report.store}); {report.seconds:.1f}s",
+        markup=False,
+    )
+
+
 # ---- serve ------------------------------------------------------------------------------------------------
 @app.command()
 def serve(
@@ -375,6 +563,20 @@ ValGalleryOpt = Annotated[
         help="Rank validation targets among the images of this folder (default: the validation triplets' own images).",
     ),
 ]
+ValDatasetOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--val-dataset",
+        help="Validate on a benchmark instead, with `clipmath eval`'s metrics: fashioniq, cirr or circo "
+        "(simat for adapter); needs --val-path.",
+    ),
+]
+ValPathOpt = Annotated[
+    Optional[Path], typer.Option("--val-path", help="Folder of --val-dataset, in the benchmark's official layout.")
+]
+ValSplitOpt = Annotated[
+    Optional[str], typer.Option("--val-split", help="Split of --val-dataset (default: val; SIMAT: dev).")
+]
 MonitorOpt = Annotated[
     Optional[str], typer.Option(help="Metric summarised across --seeds first (default: recall@1 when validating).")
 ]
@@ -433,11 +635,32 @@ def _triplet_validator(encoder, val_triplets, val_images, val_gallery, reencode:
         raise ClipmathError(str(exc)) from None
 
 
+def _benchmark_validator(
+    encoder, name, folder, split, needs, method: str, other_given: bool, progress: bool, reencode: bool = False
+):
+    """``--val-dataset NAME --val-path DIR``: the benchmark's validation split, scored by the eval harness."""
+    if name is None:
+        if folder is not None or split is not None:
+            raise ClipmathError("--val-path and --val-split go with --val-dataset")
+        return None
+    if other_given:
+        raise ClipmathError("give --val-dataset or the other --val-* options, not both")
+    if folder is None:
+        raise ClipmathError("--val-dataset needs --val-path DIR")
+    from clipmath.eval.harness import BenchmarkValidator, EvalConfig, load_benchmark
+
+    default_split = "dev" if name.lower() == "simat" else "val"
+    config = EvalConfig(progress=progress, reencode=reencode)
+    validator = BenchmarkValidator(load_benchmark(name, folder, split or default_split), encoder, config=config)
+    validator.check_inputs(needs, method)
+    return validator
+
+
 def _run_training(make_task, config, output: Path, seeds, validate, resume: bool, encoder, as_json: bool) -> None:
     from clipmath.train.loop import fit, fit_seeds
 
     if validate is not None and config.monitor is None:
-        config.monitor = "recall@1"
+        config.monitor = getattr(validate, "monitor", "recall@1")
     if seeds:
         report = fit_seeds(make_task, config, seeds, output, validate, resume)
         results, summary = report.results, report.summary
@@ -514,6 +737,9 @@ def train_adapter(
         typer.Option(help="Held-out captions file (JSON or TSV): caption→image Recall@K after every epoch."),
     ] = None,
     val_images: Annotated[Optional[Path], typer.Option(help="Folder of the --val-captions images.")] = None,
+    val_dataset: ValDatasetOpt = None,
+    val_path: ValPathOpt = None,
+    val_split: ValSplitOpt = None,
     model: TrainModelOpt = "auto",
     device: DeviceOpt = "cpu",
     preprocessing: TrainPreprocessingOpt = "clip",
@@ -531,6 +757,7 @@ def train_adapter(
     threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
+    from clipmath.compose.adapted_delta import AdaptedDelta
     from clipmath.train.adapter import adapter_task_factory
     from clipmath.train.config import AdapterConfig
     from clipmath.train.data import read_captions, read_coco_captions
@@ -544,7 +771,10 @@ def train_adapter(
         raise ClipmathError("--captions needs --images DIR")
     data = read_coco_captions(coco, images, coco_split) if coco else read_captions(images, captions)
     encoder = _train_encoder(model, device, preprocessing, as_json, threads)
-    validate = None
+    validate = _benchmark_validator(
+        encoder, val_dataset, val_path, val_split, AdaptedDelta.needs, "adapter", val_captions is not None,
+        not quiet and not as_json,
+    )  # fmt: skip
     if val_captions is not None:
         if val_images is None:
             raise ClipmathError("--val-captions needs --val-images DIR")
@@ -578,6 +808,9 @@ def train_finetune(
     val_triplets: ValTripletsOpt = None,
     val_images: ValImagesOpt = None,
     val_gallery: ValGalleryOpt = None,
+    val_dataset: ValDatasetOpt = None,
+    val_path: ValPathOpt = None,
+    val_split: ValSplitOpt = None,
     model: TrainModelOpt = "auto",
     device: DeviceOpt = "cpu",
     preprocessing: TrainPreprocessingOpt = "clip",
@@ -603,7 +836,10 @@ def train_finetune(
         raise ClipmathError("a fine-tuned model is a folder: give --output a folder path")
     data = read_triplets(triplets, images)
     encoder = _train_encoder(model, device, preprocessing, as_json, threads)
-    validate = _triplet_validator(encoder, val_triplets, val_images, val_gallery, reencode=True)
+    validate = _benchmark_validator(
+        encoder, val_dataset, val_path, val_split, ("reference", "text"), "finetune", val_triplets is not None,
+        not quiet and not as_json, reencode=True,
+    ) or _triplet_validator(encoder, val_triplets, val_images, val_gallery, reencode=True)  # fmt: skip
     config = _train_config(FinetuneConfig, locals())
     if seed_list and len(seed_list) > 1:
         raise ClipmathError("fine-tuning changes the model in place: run one seed per command")
@@ -639,6 +875,9 @@ def train_combiner(
     val_triplets: ValTripletsOpt = None,
     val_images: ValImagesOpt = None,
     val_gallery: ValGalleryOpt = None,
+    val_dataset: ValDatasetOpt = None,
+    val_path: ValPathOpt = None,
+    val_split: ValSplitOpt = None,
     model: TrainModelOpt = "auto",
     device: DeviceOpt = "cpu",
     preprocessing: TrainPreprocessingOpt = "clip",
@@ -667,9 +906,14 @@ def train_combiner(
     config = _train_config(CombinerConfig, locals())
     features = FeatureCache(encoder, cache, progress=config.progress)
     factory = combiner_task_factory(encoder, data, features)
-    validate = _triplet_validator(encoder, val_triplets, val_images, val_gallery)
-    if validate is not None:
-        validate.cache = features
+    validate = _benchmark_validator(
+        encoder, val_dataset, val_path, val_split, ("reference", "text"), "combiner", val_triplets is not None,
+        config.progress,
+    )  # fmt: skip
+    if validate is None:
+        validate = _triplet_validator(encoder, val_triplets, val_images, val_gallery)
+        if validate is not None:
+            validate.cache = features
     _run_training(factory, config, output, seed_list, validate, resume, encoder, as_json)
 
 
@@ -715,6 +959,9 @@ def train_oti(
     val_triplets: ValTripletsOpt = None,
     val_images: ValImagesOpt = None,
     val_gallery: ValGalleryOpt = None,
+    val_dataset: ValDatasetOpt = None,
+    val_path: ValPathOpt = None,
+    val_split: ValSplitOpt = None,
     model: TrainModelOpt = "auto",
     device: DeviceOpt = "cpu",
     preprocessing: TrainPreprocessingOpt = "clip",
@@ -736,7 +983,10 @@ def train_oti(
     vocabulary = ConceptVocabulary.load(concepts) if lambda_reg else None
     encoder = _train_encoder(model, device, preprocessing, as_json, threads)
     config = _train_config(OtiConfig, locals())
-    validate = _triplet_validator(encoder, val_triplets, val_images, val_gallery)
+    validate = _benchmark_validator(
+        encoder, val_dataset, val_path, val_split, ("reference", "text"), "oti", val_triplets is not None,
+        config.progress,
+    ) or _triplet_validator(encoder, val_triplets, val_images, val_gallery)  # fmt: skip
     result = run_oti(
         encoder,
         files,
@@ -809,6 +1059,9 @@ def train_phi(
     val_triplets: ValTripletsOpt = None,
     val_images: ValImagesOpt = None,
     val_gallery: ValGalleryOpt = None,
+    val_dataset: ValDatasetOpt = None,
+    val_path: ValPathOpt = None,
+    val_split: ValSplitOpt = None,
     model: TrainModelOpt = "auto",
     device: DeviceOpt = "cpu",
     preprocessing: TrainPreprocessingOpt = "clip",
@@ -834,7 +1087,10 @@ def train_phi(
     config = _train_config(PhiConfig, locals())
     vocabulary = ConceptVocabulary.load(concepts) if concepts else None
     factory = phi_task_factory(encoder, oti, vocabulary)
-    validate = _triplet_validator(encoder, val_triplets, val_images, val_gallery)
+    validate = _benchmark_validator(
+        encoder, val_dataset, val_path, val_split, ("reference", "text"), "phi", val_triplets is not None,
+        config.progress,
+    ) or _triplet_validator(encoder, val_triplets, val_images, val_gallery)  # fmt: skip
     _run_training(factory, config, output, seed_list, validate, resume, encoder, as_json)
 
 

@@ -9,6 +9,9 @@ rankings made elsewhere (:meth:`CIRRanking.from_ranked_ids`).
 * :mod:`.cir`: FashionIQ / CIRR / CIRCO evaluation (:func:`evaluate_cir`, :func:`fashioniq_average`).
 * :mod:`.simat`: the SIMAT score with a pluggable oracle (:func:`evaluate_simat`).
 * :mod:`.submissions`: CIRR and CIRCO test-server prediction files, validated.
+* :mod:`.harness`: the whole run for ``clipmath eval`` (model + compose methods + benchmark folder → metrics table,
+  gallery features cached in a store, submissions) and the benchmark validation hook of ``clipmath train``. It needs
+  the model stack (torch), so it is imported explicitly: ``from clipmath.eval.harness import evaluate``.
 """
 
 from __future__ import annotations
