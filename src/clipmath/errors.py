@@ -23,3 +23,7 @@ class ComposeError(ClipmathError):
 
 class DatasetError(ClipmathError):
     """A benchmark folder is incomplete or malformed."""
+
+
+class CaptionError(ClipmathError):
+    """Captioning options, targets or a caption file to score are invalid."""
