@@ -2,17 +2,37 @@
 
 Compose a query from a reference image and text, search an image gallery with it, evaluate on the composed image
 retrieval benchmarks, caption embeddings, and serve it all over HTTP.
+
+The public names below are imported lazily, so ``import clipmath`` (and ``clipmath --help``) stays fast.
 """
 
-from clipmath.compose import CompositionQuery, Term, available_methods, get_composer, parse_expression
-from clipmath.encoders import Encoder, load_encoder
-from clipmath.errors import ClipmathError
-from clipmath.retrieval import Retriever, RetrieverConfig
-from clipmath.store import Gallery, IndexConfig, index_folder
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ClipmathError", "CompositionQuery", "Encoder", "Gallery", "IndexConfig", "Retriever", "RetrieverConfig", "Term",
-    "__version__", "available_methods", "get_composer", "index_folder", "load_encoder", "parse_expression",
-]
+_EXPORTS = {
+    "ClipmathError": "clipmath.errors",
+    "CompositionQuery": "clipmath.compose",
+    "Term": "clipmath.compose",
+    "available_methods": "clipmath.compose",
+    "get_composer": "clipmath.compose",
+    "parse_expression": "clipmath.compose",
+    "Encoder": "clipmath.encoders",
+    "load_encoder": "clipmath.encoders",
+    "Retriever": "clipmath.retrieval",
+    "RetrieverConfig": "clipmath.retrieval",
+    "Gallery": "clipmath.store",
+    "IndexConfig": "clipmath.store",
+    "index_folder": "clipmath.store",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'clipmath' has no attribute {name!r}")

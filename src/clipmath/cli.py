@@ -33,8 +33,12 @@ err = Console(stderr=True, soft_wrap=True)
 StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="Gallery store folder.")]
 ModelOpt = Annotated[
     Optional[str],
-    typer.Option("--model", "-m", help="Model: auto, offline-imagenet-minilm, tiny-random-clip, a hub name "
-                 "(openai/clip-vit-base-patch32) or a local folder. Default for search: the store's model."),
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model: auto, offline-imagenet-minilm, tiny-random-clip, a hub name "
+        "(openai/clip-vit-base-patch32) or a local folder. Default for search: the store's model.",
+    ),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
@@ -54,7 +58,9 @@ def index(
     preprocessing: Annotated[str, typer.Option(help="clip (resize + centre crop) or targetpad.")] = "clip",
     batch_size: Annotated[int, typer.Option(min=1, help="Images per encoder batch.")] = 32,
     commit_every: Annotated[int, typer.Option(min=1, help="Images per atomic commit.")] = 256,
-    max_pixels: Annotated[int, typer.Option(min=1, help="Refuse images with more pixels (decompression bombs).")] = 89_478_485,
+    max_pixels: Annotated[
+        int, typer.Option(min=1, help="Refuse images with more pixels (decompression bombs).")
+    ] = 89_478_485,
     prune: Annotated[bool, typer.Option(help="Forget files that are gone from the folder, and compact.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -62,11 +68,13 @@ def index(
     from clipmath.encoders import load_encoder
     from clipmath.store import Gallery, IndexConfig, index_folder
 
+    if not folder.is_dir():
+        raise ClipmathError(f"image folder not found: {folder}")
     if (store / "manifest.sqlite").exists() and model in (None, "auto"):
         model = Gallery.open(store).model_id  # keep using the store's model
     encoder = load_encoder(model, device=device, preprocessing=preprocessing)
     if not as_json:
-        err.print(f"model: {encoder.info.label()}")
+        err.print(f"model: {encoder.info.label()}", markup=False)
     config = IndexConfig(batch_size=batch_size, commit_every=commit_every, max_pixels=max_pixels, prune=prune)
     report = index_folder(store, folder, encoder, config, progress=not as_json)
     if prune and report.pruned:
@@ -75,8 +83,10 @@ def index(
     if as_json:
         _emit_json(asdict(report))
         return
-    out.print(f"indexed {folder} -> {store} in {report.seconds:.1f}s: {report.added} added, {report.reused} reused, "
-              f"{report.unchanged} unchanged, {report.pruned} pruned; {report.total} images in the store")
+    out.print(
+        f"indexed {folder} -> {store} in {report.seconds:.1f}s: {report.added} added, {report.reused} reused, "
+        f"{report.unchanged} unchanged, {report.pruned} pruned; {report.total} images in the store"
+    )
     if report.missing:
         out.print(f"{report.missing} stored files are gone from the folder (run with --prune to forget them)")
     if report.bad:
@@ -109,10 +119,14 @@ def search(
     target: Annotated[Optional[str], typer.Option("--to", help="SIMAT delta: target word/phrase.")] = None,
     lam: Annotated[float, typer.Option("--lam", help="SIMAT delta strength λ.")] = 1.0,
     expr: Annotated[Optional[str], typer.Option("--expr", "-e", help="Expression: '+a.jpg -b.jpg +\"text\"'.")] = None,
-    method: Annotated[Optional[str], typer.Option(help="Compose method (see `clipmath methods`); inferred if omitted.")] = None,
+    method: Annotated[
+        Optional[str], typer.Option(help="Compose method (see `clipmath methods`); inferred if omitted.")
+    ] = None,
     checkpoint: Annotated[Optional[str], typer.Option(help="Trained weights for learned methods.")] = None,
     k: Annotated[int, typer.Option("--k", "-k", min=1, help="Number of results.")] = 10,
-    index_kind: Annotated[str, typer.Option("--index", help="exact, flat, hnsw, ivfpq or a FAISS factory string.")] = "exact",
+    index_kind: Annotated[
+        str, typer.Option("--index", help="exact, flat, hnsw, ivfpq or a FAISS factory string.")
+    ] = "exact",
     include_reference: Annotated[bool, typer.Option(help="Allow the reference image itself in the results.")] = False,
     model: ModelOpt = None,
     device: DeviceOpt = "cpu",
@@ -125,15 +139,25 @@ def search(
     if (source is None) != (target is None):
         raise ClipmathError("--from and --to go together")
     method = method or _infer_method(image, text, source, expr)
-    query = CompositionQuery(reference=image, text=text, source=source, target=target, lam=lam,
-                             terms=parse_expression(expr) if expr else [])
+    query = CompositionQuery(
+        reference=image, text=text, source=source, target=target, lam=lam, terms=parse_expression(expr) if expr else []
+    )
     config = RetrieverConfig(index=index_kind, exclude_reference=not include_reference)
     retriever = Retriever.open(store, model=model, device=device, config=config)
     hits = retriever.search([query], method=method, k=k, checkpoint=checkpoint)[0]
     label = retriever.encoder.info.label()
     if as_json:
-        _emit_json({"model": label, "method": method, "index": index_kind, "results": [
-            {"rank": h.rank + 1, "id": h.id, "path": str(retriever.path_of(h.id)), "score": h.score} for h in hits]})
+        _emit_json(
+            {
+                "model": label,
+                "method": method,
+                "index": index_kind,
+                "results": [
+                    {"rank": h.rank + 1, "id": h.id, "path": str(retriever.path_of(h.id)), "score": h.score}
+                    for h in hits
+                ],
+            }
+        )
         return
     table = Table(title=escape(f"method {method} · model {label}"), title_justify="left")
     for column in ("rank", "score", "id"):
@@ -154,10 +178,18 @@ def info(store: Annotated[Path, typer.Argument(help="Store folder.")], as_json: 
     if as_json:
         _emit_json(asdict(details))
         return
-    rows = [("store", str(details.path)), ("model", details.model_id), ("backend", details.backend),
-            ("dimension", str(details.dim)), ("preprocessing", details.preprocessing), ("images", str(details.count)),
-            ("skipped files", str(details.bad_files)), ("image root", details.root),
-            ("size on disk", f"{details.size_bytes / 1e6:.2f} MB"), ("created", details.created)]
+    rows = [
+        ("store", str(details.path)),
+        ("model", details.model_id),
+        ("backend", details.backend),
+        ("dimension", str(details.dim)),
+        ("preprocessing", details.preprocessing),
+        ("images", str(details.count)),
+        ("skipped files", str(details.bad_files)),
+        ("image root", details.root),
+        ("size on disk", f"{details.size_bytes / 1e6:.2f} MB"),
+        ("created", details.created),
+    ]
     for key, value in rows:
         out.print(f"{key:>14}: {value}", markup=False)
 

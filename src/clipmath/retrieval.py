@@ -1,8 +1,8 @@
 """The end-to-end retrieval API: a store + its encoder + an index, answering composed queries.
 
-    >>> from clipmath import Retriever, CompositionQuery
-    >>> retriever = Retriever.open("gallery.store")
-    >>> hits = retriever.search([CompositionQuery(reference="cat.jpg", source="cat", target="dog")], method="delta")
+>>> from clipmath import Retriever, CompositionQuery
+>>> retriever = Retriever.open("gallery.store")
+>>> hits = retriever.search([CompositionQuery(reference="cat.jpg", source="cat", target="dog")], method="delta")
 """
 
 from __future__ import annotations
@@ -39,8 +39,10 @@ class Retriever:
                 f"the store holds {gallery.model_id} embeddings but the encoder is {encoder.info.model_id}"
             )
         if encoder.transform.key != gallery.meta["preprocessing"]:
-            raise StoreError(f"the store was built with preprocessing '{gallery.meta['preprocessing']}', "
-                             f"the encoder uses '{encoder.transform.key}'")
+            raise StoreError(
+                f"the store was built with preprocessing '{gallery.meta['preprocessing']}', "
+                f"the encoder uses '{encoder.transform.key}'"
+            )
         self.gallery = gallery
         self.encoder = encoder
         self.config = config or RetrieverConfig()

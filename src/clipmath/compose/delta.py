@@ -16,9 +16,7 @@ from clipmath.compose.base import Composer, QueryEmbeddings, normalise
 Head = Callable[[np.ndarray], np.ndarray]
 
 
-def delta(
-    reference: np.ndarray, source: np.ndarray, target: np.ndarray, lam: float | np.ndarray = 1.0
-) -> np.ndarray:
+def delta(reference: np.ndarray, source: np.ndarray, target: np.ndarray, lam: float | np.ndarray = 1.0) -> np.ndarray:
     """The SIMAT transformation of ``reference`` by the word pair ``source`` → ``target`` (result not normalised)."""
     lam = np.asarray(lam, dtype=np.float32).reshape(-1, 1) if np.ndim(lam) else np.float32(lam)
     return normalise(reference) + lam * (normalise(target) - normalise(source))

@@ -28,8 +28,19 @@ AUTO = "auto"
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "AUTO", "DEFAULT_CLIP", "OFFLINE_NAME", "PLACEHOLDER", "PREPROCESSING_CHOICES", "TINY_NAME", "Encoder",
-    "EncoderInfo", "HFClipEncoder", "ImageTransform", "TokenOverrides", "load_encoder", "resolve_model_name",
+    "AUTO",
+    "DEFAULT_CLIP",
+    "OFFLINE_NAME",
+    "PLACEHOLDER",
+    "PREPROCESSING_CHOICES",
+    "TINY_NAME",
+    "Encoder",
+    "EncoderInfo",
+    "HFClipEncoder",
+    "ImageTransform",
+    "TokenOverrides",
+    "load_encoder",
+    "resolve_model_name",
     "target_pad",
 ]
 

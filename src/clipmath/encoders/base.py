@@ -96,9 +96,7 @@ class Encoder(ABC):
         return self.preprocess(prepared)
 
     @torch.no_grad()
-    def encode_images(
-        self, images: Sequence[Image.Image], batch_size: int = 32, progress: bool = False
-    ) -> np.ndarray:
+    def encode_images(self, images: Sequence[Image.Image], batch_size: int = 32, progress: bool = False) -> np.ndarray:
         """L2-normalised float32 image embeddings ``(N, D)``."""
         chunks = []
         for batch in _batches(images, batch_size, progress, "encoding images"):

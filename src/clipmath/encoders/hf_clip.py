@@ -78,9 +78,14 @@ class HFClipEncoder(Encoder):
             tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
             processor = CLIPImageProcessor.from_pretrained(source, **kwargs)
         except OSError as exc:
-            where = f"folder {path}" if is_folder else f"'{name_or_path}' on the Hugging Face hub"
+            reason = str(exc).splitlines()[0]
+            if is_folder:
+                raise ModelLoadError(
+                    f"{path} is not a saved CLIP model folder ({reason}); it needs config.json, the weights, "
+                    "the tokenizer and preprocessor_config.json as written by save_pretrained"
+                ) from None
             raise ModelLoadError(
-                f"could not load CLIP from {where}: {str(exc).splitlines()[0]} "
+                f"could not load CLIP '{name_or_path}' from the Hugging Face hub: {reason} "
                 "(offline? use --model offline-imagenet-minilm, or a local folder holding a saved CLIPModel)"
             ) from None
         except ValueError as exc:
@@ -102,7 +107,10 @@ class HFClipEncoder(Encoder):
         tokens = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
-        return {"input_ids": tokens["input_ids"].to(self.device), "attention_mask": tokens["attention_mask"].to(self.device)}
+        return {
+            "input_ids": tokens["input_ids"].to(self.device),
+            "attention_mask": tokens["attention_mask"].to(self.device),
+        }
 
     def text_features(
         self, tokens: dict[str, torch.Tensor], token_overrides: TokenOverrides | None = None

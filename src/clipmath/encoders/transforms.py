@@ -30,7 +30,7 @@ class ImageTransform:
     def from_key(cls, key: str) -> ImageTransform:
         """Inverse of :attr:`key`."""
         if key.startswith("targetpad"):
-            return cls("targetpad", float(key[len("targetpad"):] or 1.25))
+            return cls("targetpad", float(key[len("targetpad") :] or 1.25))
         return cls(key)
 
 

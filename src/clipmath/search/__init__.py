@@ -35,6 +35,16 @@ def exclusions_for(ids: Sequence[str], excluded_ids: Sequence[Sequence[str] | st
 
 
 __all__ = [
-    "FAISS_KINDS", "INDEX_CHOICES", "ExactIndex", "Exclusions", "FaissIndex", "FaissParams", "SearchHit",
-    "SearchResults", "VectorIndex", "exact_search", "exclusions_for", "make_index",
+    "FAISS_KINDS",
+    "INDEX_CHOICES",
+    "ExactIndex",
+    "Exclusions",
+    "FaissIndex",
+    "FaissParams",
+    "SearchHit",
+    "SearchResults",
+    "VectorIndex",
+    "exact_search",
+    "exclusions_for",
+    "make_index",
 ]

@@ -56,8 +56,11 @@ class ExactIndex(VectorIndex):
                     local = [r - start for r in rows if start <= r < start + len(block)]
                     scores[qi, local] = -np.inf
             take = min(k, scores.shape[1])
-            part = np.argpartition(-scores, take - 1, axis=1)[:, :take] if take < scores.shape[1] else \
-                np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+            part = (
+                np.argpartition(-scores, take - 1, axis=1)[:, :take]
+                if take < scores.shape[1]
+                else np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+            )
             for qi in range(len(queries)):
                 cand_rows = part[qi]
                 cand_scores = scores[qi, cand_rows]

@@ -5,6 +5,15 @@ from clipmath.store.images import IMAGE_SUFFIXES, ImageDecodeError, decode_image
 from clipmath.store.indexer import IndexConfig, IndexReport, index_folder, list_images
 
 __all__ = [
-    "IMAGE_SUFFIXES", "Gallery", "GallerySnapshot", "ImageDecodeError", "IndexConfig", "IndexReport", "ItemRecord",
-    "StoreInfo", "decode_image", "index_folder", "list_images",
+    "IMAGE_SUFFIXES",
+    "Gallery",
+    "GallerySnapshot",
+    "ImageDecodeError",
+    "IndexConfig",
+    "IndexReport",
+    "ItemRecord",
+    "StoreInfo",
+    "decode_image",
+    "index_folder",
+    "list_images",
 ]

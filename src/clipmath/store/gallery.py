@@ -23,11 +23,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clipmath.encoders.base import EncoderInfo
 from clipmath.errors import StoreError
+
+if TYPE_CHECKING:
+    from clipmath.encoders.base import EncoderInfo
+
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.sqlite"
@@ -117,9 +121,7 @@ class Gallery:
         return cls(path, _connect(path / MANIFEST))
 
     @classmethod
-    def open_for_writing(
-        cls, path: str | Path, encoder: EncoderInfo, preprocessing: str, root: str | Path
-    ) -> Gallery:
+    def open_for_writing(cls, path: str | Path, encoder: EncoderInfo, preprocessing: str, root: str | Path) -> Gallery:
         """Create the store or reopen it to add vectors; refuses another model, preprocessing or image root."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -130,12 +132,20 @@ class Gallery:
             root_text = str(Path(root).resolve())
             with conn:
                 if conn.execute("SELECT COUNT(*) FROM meta").fetchone()[0] == 0:
-                    _write_meta(conn, {
-                        "format": str(FORMAT_VERSION), "model_id": encoder.model_id, "backend": encoder.backend,
-                        "dim": str(encoder.dim), "preprocessing": preprocessing, "root": root_text,
-                        "vector_file": "vectors-0.f32", "vector_rows": "0",
-                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    })
+                    _write_meta(
+                        conn,
+                        {
+                            "format": str(FORMAT_VERSION),
+                            "model_id": encoder.model_id,
+                            "backend": encoder.backend,
+                            "dim": str(encoder.dim),
+                            "preprocessing": preprocessing,
+                            "root": root_text,
+                            "vector_file": "vectors-0.f32",
+                            "vector_rows": "0",
+                            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        },
+                    )
             gallery = cls(path, conn, lock_fd)
             gallery._check_compatible(encoder, preprocessing, root_text)
             gallery._truncate_uncommitted()
@@ -213,9 +223,17 @@ class Gallery:
         bad = self._conn.execute("SELECT COUNT(*) FROM bad_files").fetchone()[0]
         size = sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
         return StoreInfo(
-            path=self.path, model_id=meta["model_id"], backend=meta["backend"], dim=int(meta["dim"]),
-            preprocessing=meta["preprocessing"], root=meta["root"], count=count, bad_files=bad,
-            vector_rows=int(meta["vector_rows"]), size_bytes=size, created=meta["created"],
+            path=self.path,
+            model_id=meta["model_id"],
+            backend=meta["backend"],
+            dim=int(meta["dim"]),
+            preprocessing=meta["preprocessing"],
+            root=meta["root"],
+            count=count,
+            bad_files=bad,
+            vector_rows=int(meta["vector_rows"]),
+            size_bytes=size,
+            created=meta["created"],
         )
 
     # ---- writing (only through open_for_writing) -------------------------------------------------------
@@ -249,8 +267,19 @@ class Gallery:
             self._conn.executemany(
                 "INSERT OR REPLACE INTO items (id, sha256, size, mtime_ns, width, height, vec_row, extra) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(r.id, r.sha256, r.size, r.mtime_ns, r.width, r.height, row,
-                  json.dumps(r.extra) if r.extra else None) for r, row in rows],
+                [
+                    (
+                        r.id,
+                        r.sha256,
+                        r.size,
+                        r.mtime_ns,
+                        r.width,
+                        r.height,
+                        row,
+                        json.dumps(r.extra) if r.extra else None,
+                    )
+                    for r, row in rows
+                ],
             )
             self._conn.executemany("DELETE FROM bad_files WHERE id = ?", [(r.id,) for r, _ in rows])
             self._conn.executemany("INSERT OR REPLACE INTO bad_files VALUES (?, ?, ?, ?)", bad)
@@ -290,8 +319,10 @@ class Gallery:
             fh.flush()
             os.fsync(fh.fileno())
         with self._conn:
-            self._conn.executemany("UPDATE items SET vec_row = ? WHERE id = ?",
-                                   [(row, item_id) for row, item_id in enumerate(snapshot.ids)])
+            self._conn.executemany(
+                "UPDATE items SET vec_row = ? WHERE id = ?",
+                [(row, item_id) for row, item_id in enumerate(snapshot.ids)],
+            )
             _write_meta(self._conn, {"vector_file": new_file, "vector_rows": str(len(snapshot))})
         self.meta.update(vector_file=new_file, vector_rows=str(len(snapshot)))
         self._vector_path(old_file).unlink(missing_ok=True)
@@ -305,7 +336,9 @@ class Gallery:
                 "vectors of two models cannot be mixed (use another --store, or the store's model)"
             )
         if self.meta["preprocessing"] != preprocessing:
-            raise StoreError(f"{self.path} was built with preprocessing '{self.meta['preprocessing']}', not '{preprocessing}'")
+            raise StoreError(
+                f"{self.path} was built with preprocessing '{self.meta['preprocessing']}', not '{preprocessing}'"
+            )
         if self.meta["root"] != root:
             raise StoreError(f"{self.path} indexes images under {self.meta['root']}, not {root}")
 

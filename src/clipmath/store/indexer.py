@@ -15,14 +15,17 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 from tqdm.auto import tqdm
 
-from clipmath.encoders.base import Encoder
 from clipmath.errors import StoreError
 from clipmath.store.gallery import Gallery, ItemRecord
 from clipmath.store.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageDecodeError, decode_image
+
+if TYPE_CHECKING:
+    from clipmath.encoders.base import Encoder
 
 
 @dataclass
@@ -92,8 +95,10 @@ def index_folder(
         known = gallery.items()
         candidates, missing_files = _changed_files(root, ids, known, report)
         gone = sorted(set(known) - set(ids)) if files is None else []
-        with tqdm(total=len(candidates), desc="indexing", unit="img", disable=not progress) as bar, \
-                ThreadPoolExecutor(max(1, config.decode_workers)) as pool:
+        with (
+            tqdm(total=len(candidates), desc="indexing", unit="img", disable=not progress) as bar,
+            ThreadPoolExecutor(max(1, config.decode_workers)) as pool,
+        ):
             for start in range(0, len(candidates), config.commit_every):
                 chunk = candidates[start : start + config.commit_every]
                 _index_chunk(gallery, encoder, chunk, known, config, pool, report)
@@ -150,7 +155,9 @@ def _index_chunk(
         elif digest in by_hash:
             record = gallery.record_by_hash(digest)
             size = (record.width, record.height) if record else (None, None)
-            reused.append((ItemRecord(candidate.id, digest, candidate.size, candidate.mtime_ns, *size), by_hash[digest]))
+            reused.append(
+                (ItemRecord(candidate.id, digest, candidate.size, candidate.mtime_ns, *size), by_hash[digest])
+            )
             report.reused += 1
         else:
             to_decode.append((candidate, digest))

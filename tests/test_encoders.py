@@ -1,0 +1,87 @@
+"""The transformers CLIP backend on the tiny model: loading, shapes, norms, pseudo-tokens, targetpad."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clipmath.encoders import HFClipEncoder, load_encoder, resolve_model_name, target_pad
+from clipmath.encoders.tiny import build_tiny_clip
+from clipmath.errors import ModelLoadError
+
+
+def test_tiny_model_loads_from_a_folder_like_a_real_checkpoint(tmp_path):
+    folder = build_tiny_clip(tmp_path / "model", seed=3)
+    encoder = HFClipEncoder.load(str(folder))
+    assert encoder.info.model_id.startswith("local:model@") and not encoder.info.pretrained
+    images = [Image.new("RGB", (50, 30), c) for c in ("red", "blue", "green")]
+    vectors = encoder.encode_images(images, batch_size=2)
+    texts = encoder.encode_texts(["a red square", "a blue one"])
+    assert vectors.shape == (3, 32) and texts.shape == (2, 32) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(encoder.encode_images(images[:1]), vectors[:1], atol=1e-6)
+    assert HFClipEncoder.load(str(folder)).info.model_id == encoder.info.model_id  # stable fingerprint
+
+
+def test_batched_text_encoding_matches_single(tiny_encoder):
+    texts = ["a", "a much longer sentence about a dog", "x y"]
+    together = tiny_encoder.encode_texts(texts, batch_size=3)
+    alone = np.concatenate([tiny_encoder.encode_texts([t]) for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    with pytest.raises(TypeError):
+        tiny_encoder.encode_texts("not a list")
+
+
+def test_pseudo_token_fills_the_placeholder_and_has_gradients(tiny_encoder):
+    table = tiny_encoder.token_embedding_table()
+    dollar = tiny_encoder.placeholder_token_id()
+    prompt = ["a photo of $ that is red"]
+    # giving the placeholder its own embedding reproduces the plain encoding of the prompt
+    same = tiny_encoder.text_features_with_pseudo_tokens(prompt, table.weight[dollar][None].detach())
+    plain = tiny_encoder.text_features(tiny_encoder.tokenize(prompt))
+    torch.testing.assert_close(same, plain)
+    pseudo = torch.randn(1, table.embedding_dim, requires_grad=True)
+    features = tiny_encoder.text_features_with_pseudo_tokens(prompt, pseudo)
+    assert not torch.allclose(features, plain)
+    features.sum().backward()
+    assert pseudo.grad is not None and pseudo.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"exactly one '\$'"):
+        tiny_encoder.text_features_with_pseudo_tokens(["no placeholder"], pseudo)
+
+
+def test_targetpad_pads_only_elongated_images():
+    wide = Image.new("RGB", (200, 100), "white")
+    padded = target_pad(wide, 1.25)
+    assert padded.size == (200, 200)
+    assert padded.getpixel((100, 10)) == (0, 0, 0) and padded.getpixel((100, 100)) == (255, 255, 255)
+    assert target_pad(Image.new("RGB", (110, 100)), 1.25).size == (110, 100)
+    a = load_encoder("tiny-random-clip", preprocessing="targetpad")
+    assert a.transform.key == "targetpad1.25"
+    with pytest.raises(ValueError, match="preprocessing must be one of"):
+        load_encoder("tiny-random-clip", preprocessing="squash")
+
+
+def test_auto_falls_back_to_the_offline_model_without_a_cached_clip(monkeypatch):
+    monkeypatch.delenv("CLIPMATH_MODEL", raising=False)
+    monkeypatch.setattr("clipmath.encoders._clip_in_local_cache", lambda name: False)
+    assert resolve_model_name("auto") == "offline-imagenet-minilm"
+    monkeypatch.setattr("clipmath.encoders._clip_in_local_cache", lambda name: True)
+    assert resolve_model_name(None) == "openai/clip-vit-base-patch32"
+    monkeypatch.setenv("CLIPMATH_MODEL", "tiny-random-clip")
+    assert resolve_model_name(None) == "tiny-random-clip"
+
+
+def test_fp16_is_ignored_on_cpu():
+    encoder = load_encoder("tiny-random-clip", fp16=True)
+    assert encoder.dtype == torch.float32
+
+
+def test_bad_names_fail_with_one_line(tmp_path):
+    with pytest.raises(ModelLoadError, match="model folder not found"):
+        load_encoder("./no/such/folder")
+    with pytest.raises(ModelLoadError, match="could not load CLIP 'no-such/model'"):
+        load_encoder("no-such/model")
+    with pytest.raises(ModelLoadError, match="unknown device"):
+        load_encoder("tiny-random-clip", device="tpu")
