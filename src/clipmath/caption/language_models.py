@@ -120,7 +120,9 @@ def load_language_model(name: str | None = AUTO_LM, device: str = "cpu") -> Lang
     return lm
 
 
-def _load_folder(name_or_path: str | Path, model_id: str | None = None, context_prefix: str | None = None) -> LanguageModel:
+def _load_folder(
+    name_or_path: str | Path, model_id: str | None = None, context_prefix: str | None = None
+) -> LanguageModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = str(name_or_path)

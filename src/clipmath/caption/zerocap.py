@@ -10,9 +10,13 @@ steps so that the next-token distribution
 * stays close to the unmodified LM: KL(shifted ‖ original), weighted by ``ce_scale`` (the fluency term).
 
 The shifted distribution is then fused with the unmodified one (``fusion_factor``), the end token is favoured a
-little more at every step (``end_factor``), numerals are discouraged (``forbidden_factor``), and beam search ranks
-beams by mean log-probability. The target is any vector of the encoder's space: an image embedding, or weighted
-images and texts (visual-semantic arithmetic, see :mod:`clipmath.compose.expression`).
+little more at every step (``end_factor``), numerals are discouraged (``forbidden_factor``; ZeroCap's
+``forbidden_tokens.npy`` lists GPT-2's numeral tokens, here they are found in any LM's vocabulary), and beam search
+ranks beams by mean log-probability. A caption ends at ``end_token`` or at the LM's end-of-text token; special
+tokens and line breaks are never generated (a caption is one line of text; SmolLM2 otherwise likes line breaks).
+
+The target is any vector of the encoder's space: an image embedding, or weighted images and texts (visual-semantic
+arithmetic, see :mod:`clipmath.compose.expression`).
 
 Works with any transformers causal LM whose cache is a ``DynamicCache`` (GPT-2, GPT-Neo, Llama/SmolLM2, ...) and
 with any :class:`~clipmath.encoders.base.Encoder`.
@@ -275,8 +279,8 @@ class ZeroCapDecoder:
         numerals = self._numeral_ids()
         if numerals.numel():
             logits[:, numerals] = _scale(logits[:, numerals], 1.0 / config.forbidden_factor)
-        banned = [i for i in self.lm.special_token_ids() if i not in set(self.lm.end_of_text_ids())]
-        if banned:
+        banned = self._banned_ids()
+        if banned.numel():
             logits[:, banned] = -float("inf")
         return logits
 
@@ -285,6 +289,15 @@ class ZeroCapDecoder:
         if len(ids) != 1:
             raise CaptionError(f"end token {config.end_token!r} is not a single token of {self.lm.model_id}")
         return ids
+
+    def _banned_ids(self) -> torch.Tensor:
+        """Tokens a one-line caption never contains: special markers (except end-of-text) and line breaks."""
+        if not hasattr(self, "_banned"):
+            keep = set(self.lm.end_of_text_ids())
+            specials = [i for i in self.lm.special_token_ids() if i not in keep]
+            breaks = [i for i, text in enumerate(self._vocab_texts()) if "\n" in text or "\r" in text]
+            self._banned = torch.tensor(sorted(set(specials) | set(breaks)), dtype=torch.long, device=self.device)
+        return self._banned
 
     def _numeral_ids(self) -> torch.Tensor:
         if not hasattr(self, "_numerals"):
