@@ -49,3 +49,15 @@ def image_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "images"
     write_images(folder, 12)
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small-batch CPU training is dominated by per-operation overhead, which extra threads only add to (and on a
+    busy machine multiply): training tests run single-threaded (``pytestmark = usefixtures("one_thread")``)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -11,7 +11,7 @@ import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -205,6 +205,637 @@ def methods(as_json: JsonOpt = False) -> None:
         return
     for name, description in listing.items():
         out.print(f"{name:>14}  {description}", markup=False)
+
+
+# ---- serve ------------------------------------------------------------------------------------------------
+@app.command()
+def serve(
+    store: Annotated[Path, typer.Argument(help="Store folder to serve.")],
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs a token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    token: Annotated[
+        Optional[str],
+        typer.Option(
+            envvar="CLIPMATH_TOKEN",
+            show_envvar=True,
+            help="Token every API call must carry (Authorization: Bearer).",
+        ),
+    ] = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = "cpu",
+    index_kind: Annotated[
+        str, typer.Option("--index", help="exact, flat, hnsw, ivfpq or a FAISS factory string.")
+    ] = "exact",
+    k: Annotated[int, typer.Option("--k", "-k", min=1, help="Default number of results.")] = 12,
+    max_k: Annotated[int, typer.Option(min=1, max=1000, help="Largest k a request may ask for.")] = 100,
+    max_upload_mb: Annotated[float, typer.Option(min=0.01, help="Largest accepted upload, in MB.")] = 20.0,
+    max_pixels: Annotated[int, typer.Option(min=1, help="Largest accepted image (width × height).")] = 50_000_000,
+    checkpoint: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="METHOD=PATH: trained weights of a learned compose method to offer (repeatable).",
+        ),
+    ] = None,
+) -> None:
+    """Serve a store over HTTP: a JSON API (documented at /docs) and a web page for composed search."""
+    try:
+        from clipmath.serve import ServeConfig, check_port_free, create_app, run_server
+    except ImportError as exc:
+        raise ClipmathError(
+            f"serving needs the serve extra ({exc.name} is missing): pip install 'clipmath[serve]'"
+        ) from None
+    from clipmath.retrieval import Retriever, RetrieverConfig
+
+    checkpoints = {}
+    for entry in checkpoint or []:
+        method_name, _, path = entry.partition("=")
+        if not method_name or not path:
+            raise ClipmathError(f"--checkpoint takes METHOD=PATH, got {entry!r}")
+        checkpoints[method_name] = path
+    config = ServeConfig(
+        host=host,
+        port=port,
+        token=token or None,
+        max_upload_bytes=int(max_upload_mb * 1e6),
+        max_pixels=max_pixels,
+        default_k=min(k, max_k),
+        max_k=max_k,
+        index=index_kind,
+        checkpoints=checkpoints,
+    )
+    config.check()
+    check_port_free(host, port)  # before the model loads
+    retriever = Retriever.open(store, model=model, device=device, config=RetrieverConfig(index=index_kind))
+    web_app = create_app(retriever, config)
+    shown_host = f"[{host}]" if ":" in host else host
+    address = f"http://{shown_host}:{port}/" + (f"#token={token}" if token else "")
+    err.print(f"model: {escape(retriever.encoder.info.label())}")
+    err.print(
+        f"serving {len(retriever.snapshot)} images from {escape(str(store))} at {escape(address)} "
+        f"(API docs: /docs); Ctrl-C stops"
+    )
+    run_server(web_app, config)
+
+
+# ---- train ------------------------------------------------------------------------------------------------
+# `clipmath train adapter|finetune|combiner|oti|phi`: one command per learned method (see docs/training.md).
+train_app = typer.Typer(
+    help="Train the learned compose methods. Checkpoints are folders of safetensors + JSON (config inside); "
+    "use them with `clipmath search --method combiner|adapted-delta|searle|oti --checkpoint PATH`.",
+    no_args_is_help=True,
+)
+app.add_typer(train_app, name="train")
+
+_TRAIN_CONTEXT = {"allow_extra_args": True}  # lets `--seeds 1 2 3` take several values
+DEFAULT_SEARLE_PROMPT = "a photo of $ that {caption}"
+
+OutputOpt = Annotated[
+    Path,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Checkpoint to write: a folder (or NAME.safetensors + NAME.json). "
+        "An unfinished run there is resumed; with --seeds, one sub-folder per seed.",
+    ),
+]
+OtiOutputOpt = Annotated[
+    Path,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Checkpoint to write: a folder (or NAME.safetensors + NAME.json). "
+        "An unfinished run there is resumed after its last saved batch.",
+    ),
+]
+TrainModelOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model whose embedding space to train in: auto, offline-imagenet-minilm, "
+        "tiny-random-clip, a hub name or a local folder. The checkpoint only works with this model.",
+    ),
+]
+SeedOpt = Annotated[int, typer.Option(help="Random seed (weights, data order, dropout).")]
+SeedsOpt = Annotated[
+    Optional[list[int]],
+    typer.Option(
+        "--seeds",
+        help="Train once per seed (e.g. --seeds 1 2 3) into OUTPUT/seed-N and report the "
+        "validation metric and final loss as mean ± std.",
+    ),
+]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option("--resume/--no-resume", help="Continue an unfinished run in --output (--no-resume overwrites it)."),
+]
+AmpOpt = Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA (no effect on CPU).")]
+MaxStepsOpt = Annotated[Optional[int], typer.Option(min=1, help="Stop after this many optimiser steps in all.")]
+GradClipOpt = Annotated[Optional[float], typer.Option(min=0.0, help="Clip the gradient norm to this value.")]
+CacheOpt = Annotated[
+    Optional[Path], typer.Option(help="Folder for cached features (reused by later runs, seeds and epochs).")
+]
+TrainPreprocessingOpt = Annotated[
+    str,
+    typer.Option(
+        help="clip (resize + centre crop) or targetpad (pad to square first, as CLIP4Cir/SEARLE); "
+        "index the gallery with the same."
+    ),
+]
+ImagesRootOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--images", help="Folder that relative image paths in the file are under (default: the file's folder)."
+    ),
+]
+TripletsOpt = Annotated[
+    Path,
+    typer.Option(
+        "--triplets",
+        help="Training triplets: JSON list of {reference, caption, target}, JSON "
+        "lines, or TSV reference<TAB>caption<TAB>target.",
+    ),
+]
+ValTripletsOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--val-triplets",
+        help="Held-out triplets (same formats as --triplets): Recall@1/5/10 and mean rank after every "
+        "--validate-every epochs (OTI: once, at the end).",
+    ),
+]
+ValImagesOpt = Annotated[
+    Optional[Path],
+    typer.Option("--val-images", help="Folder that --val-triplets paths are under (default: the file's folder)."),
+]
+ValGalleryOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--val-gallery",
+        help="Rank validation targets among the images of this folder (default: the validation triplets' own images).",
+    ),
+]
+MonitorOpt = Annotated[
+    Optional[str], typer.Option(help="Metric summarised across --seeds first (default: recall@1 when validating).")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+ThreadsOpt = Annotated[
+    Optional[int],
+    typer.Option(min=1, help="CPU threads for torch (default: torch's choice; 1 is often fastest for small batches)."),
+]
+SaveEveryOpt = Annotated[int, typer.Option(min=1, help="Epochs between checkpoint writes (the last is always saved).")]
+ValidateEveryOpt = Annotated[
+    int, typer.Option(min=1, help="Epochs between validations (the last epoch is always validated).")
+]
+LrHelp = "AdamW learning rate."
+WdHelp = "AdamW weight decay."
+
+
+def _seed_list(ctx: typer.Context, seeds: Optional[list[int]]) -> Optional[list[int]]:
+    """``--seeds 1 2 3``: click gives the first value to the option and the rest as extra arguments."""
+    extra = list(ctx.args)
+    if extra and not seeds:
+        raise ClipmathError(f"unexpected arguments: {' '.join(extra)}")
+    try:
+        more = [int(value) for value in extra]
+    except ValueError:
+        raise ClipmathError(f"unexpected arguments: {' '.join(extra)} (--seeds takes integers)") from None
+    values = list(seeds or []) + more
+    if len(set(values)) != len(values):
+        raise ClipmathError("--seeds: each seed once")
+    return values or None
+
+
+def _train_encoder(model: Optional[str], device: str, preprocessing: str, as_json: bool, threads: Optional[int]):
+    import torch
+
+    from clipmath.encoders import load_encoder
+
+    if threads:
+        torch.set_num_threads(threads)
+    encoder = load_encoder(model, device=device, preprocessing=preprocessing)
+    if not as_json:
+        err.print(f"model: {encoder.info.label()}", markup=False)
+    return encoder
+
+
+def _triplet_validator(encoder, val_triplets, val_images, val_gallery, reencode: bool = False):
+    if val_triplets is None:
+        return None
+    from clipmath.train.data import image_files, read_triplets
+    from clipmath.train.validate import RetrievalValidator
+
+    triplets = read_triplets(val_triplets, val_images)
+    gallery = image_files(val_gallery) if val_gallery else None
+    try:
+        return RetrievalValidator.from_triplets(encoder, triplets, gallery, reencode=reencode)
+    except ValueError as exc:
+        raise ClipmathError(str(exc)) from None
+
+
+def _run_training(make_task, config, output: Path, seeds, validate, resume: bool, encoder, as_json: bool) -> None:
+    from clipmath.train.loop import fit, fit_seeds
+
+    if validate is not None and config.monitor is None:
+        config.monitor = "recall@1"
+    if seeds:
+        report = fit_seeds(make_task, config, seeds, output, validate, resume)
+        results, summary = report.results, report.summary
+    else:
+        results, summary = [fit(make_task, config, output, validate, resume)], None
+    payload = {
+        "model": encoder.info.label(),
+        "runs": [
+            {
+                "seed": r.seed,
+                "checkpoint": str(r.checkpoint),
+                "examples_per_s": r.examples_per_second,
+                "history": r.history,
+            }
+            for r in results
+        ],
+    }
+    if summary is not None:
+        payload["summary"] = {name: {"mean": m, "std": s, "n": len(results)} for name, (m, s) in summary.items()}
+    if as_json:
+        _emit_json(payload)
+        return
+    for result in results:
+        for record in result.history[result.resumed_from_epoch :]:
+            metrics = "  ".join(f"{k} {v:.4f}" for k, v in record.get("metrics", {}).items())
+            out.print(f"seed {result.seed} epoch {record['epoch']}: loss {record['loss']:.4f}  {metrics}", markup=False)
+        out.print(f"checkpoint: {result.checkpoint}  ({result.examples_per_second:.1f} examples/s)", markup=False)
+    if summary is not None:
+        for name, (mean, std) in summary.items():
+            out.print(f"{name}: {mean:.4f} ± {std:.4f} over seeds {', '.join(map(str, seeds))}", markup=False)
+
+
+_HELP_ADAPTER = (
+    "SIMAT adaptation heads for --method adapted-delta: linear image and text heads on frozen features, "
+    "trained on image–caption pairs with a symmetric contrastive loss, each head on its own modality."
+)
+
+
+def _train_config(config_class: type, values: dict) -> Any:
+    """A training config from a command's options: every config field that the command has an option for."""
+    from dataclasses import fields
+
+    chosen = {f.name: values[f.name] for f in fields(config_class) if f.name in values}
+    return config_class(**chosen, progress=not values["quiet"] and not values["as_json"])
+
+
+@train_app.command("adapter", context_settings=_TRAIN_CONTEXT, help=_HELP_ADAPTER)
+def train_adapter(
+    ctx: typer.Context,
+    output: OutputOpt,
+    images: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Folder of training images (with --captions), or COCO "
+            "image folder (with --coco; default ROOT/<split>)."
+        ),
+    ] = None,
+    captions: Annotated[
+        Optional[Path],
+        typer.Option(help='Captions of --images: JSON {"file.jpg": [captions]} or TSV file<TAB>caption.'),
+    ] = None,
+    coco: Annotated[
+        Optional[Path],
+        typer.Option(help="COCO captions instead: a root holding annotations/captions_<split>.json, or that file."),
+    ] = None,
+    coco_split: Annotated[Optional[str], typer.Option(help="COCO split, e.g. train2017.")] = None,
+    tau: Annotated[float, typer.Option(min=1e-4, help="Contrastive temperature τ.")] = 0.1,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the images.")] = 10,
+    batch_size: Annotated[int, typer.Option(min=2, help="Image–caption pairs per step.")] = 512,
+    lr: Annotated[float, typer.Option(min=0.0, help=LrHelp)] = 1e-3,
+    weight_decay: Annotated[float, typer.Option(min=0.0, help=WdHelp)] = 0.0,
+    val_captions: Annotated[
+        Optional[Path],
+        typer.Option(help="Held-out captions file (JSON or TSV): caption→image Recall@K after every epoch."),
+    ] = None,
+    val_images: Annotated[Optional[Path], typer.Option(help="Folder of the --val-captions images.")] = None,
+    model: TrainModelOpt = "auto",
+    device: DeviceOpt = "cpu",
+    preprocessing: TrainPreprocessingOpt = "clip",
+    cache: CacheOpt = None,
+    seed: SeedOpt = 42,
+    seeds: SeedsOpt = None,
+    save_every: SaveEveryOpt = 1,
+    validate_every: ValidateEveryOpt = 1,
+    max_steps: MaxStepsOpt = None,
+    grad_clip: GradClipOpt = None,
+    amp: AmpOpt = True,
+    resume: ResumeOpt = True,
+    monitor: MonitorOpt = None,
+    quiet: QuietOpt = False,
+    threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    from clipmath.train.adapter import adapter_task_factory
+    from clipmath.train.config import AdapterConfig
+    from clipmath.train.data import read_captions, read_coco_captions
+    from clipmath.train.features import FeatureCache
+    from clipmath.train.validate import CaptionValidator
+
+    seed_list = _seed_list(ctx, seeds)
+    if (coco is None) == (captions is None):
+        raise ClipmathError("give either --images DIR --captions FILE, or --coco PATH")
+    if captions is not None and images is None:
+        raise ClipmathError("--captions needs --images DIR")
+    data = read_coco_captions(coco, images, coco_split) if coco else read_captions(images, captions)
+    encoder = _train_encoder(model, device, preprocessing, as_json, threads)
+    validate = None
+    if val_captions is not None:
+        if val_images is None:
+            raise ClipmathError("--val-captions needs --val-images DIR")
+        validate = CaptionValidator(encoder, read_captions(val_images, val_captions))
+    config = _train_config(AdapterConfig, locals())
+    factory = adapter_task_factory(encoder, data, FeatureCache(encoder, cache, progress=config.progress))
+    _run_training(factory, config, output, seed_list, validate, resume, encoder, as_json)
+
+
+_HELP_FINETUNE = (
+    "CLIP4Cir stage 1: fine-tune the CLIP towers so that img(reference) + text(caption) finds img(target). "
+    "Writes a model folder: index the gallery and train the Combiner with --model OUTPUT."
+)
+
+
+@train_app.command("finetune", context_settings=_TRAIN_CONTEXT, help=_HELP_FINETUNE)
+def train_finetune(
+    ctx: typer.Context,
+    output: OutputOpt,
+    triplets: TripletsOpt,
+    images: ImagesRootOpt = None,
+    towers: Annotated[str, typer.Option(help="Which towers to fine-tune: both, image or text.")] = "both",
+    gradient_checkpointing: Annotated[
+        bool, typer.Option(help="Recompute activations in the backward pass (less memory, slower).")
+    ] = False,
+    logit_scale: Annotated[float, typer.Option(min=0.0, help="Scale of the cosine logits in the loss.")] = 100.0,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the triplets.")] = 20,
+    batch_size: Annotated[int, typer.Option(min=2, help="Triplets per step (the other targets are negatives).")] = 128,
+    lr: Annotated[float, typer.Option(min=0.0, help=LrHelp)] = 2e-6,
+    weight_decay: Annotated[float, typer.Option(min=0.0, help=WdHelp)] = 0.01,
+    val_triplets: ValTripletsOpt = None,
+    val_images: ValImagesOpt = None,
+    val_gallery: ValGalleryOpt = None,
+    model: TrainModelOpt = "auto",
+    device: DeviceOpt = "cpu",
+    preprocessing: TrainPreprocessingOpt = "clip",
+    seed: SeedOpt = 42,
+    seeds: SeedsOpt = None,
+    save_every: SaveEveryOpt = 1,
+    validate_every: ValidateEveryOpt = 1,
+    max_steps: MaxStepsOpt = None,
+    grad_clip: GradClipOpt = None,
+    amp: AmpOpt = True,
+    resume: ResumeOpt = True,
+    monitor: MonitorOpt = None,
+    quiet: QuietOpt = False,
+    threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    from clipmath.train.clip4cir import FinetuneTask
+    from clipmath.train.config import FinetuneConfig
+    from clipmath.train.data import read_triplets
+
+    seed_list = _seed_list(ctx, seeds)
+    if output.suffix == ".safetensors":
+        raise ClipmathError("a fine-tuned model is a folder: give --output a folder path")
+    data = read_triplets(triplets, images)
+    encoder = _train_encoder(model, device, preprocessing, as_json, threads)
+    validate = _triplet_validator(encoder, val_triplets, val_images, val_gallery, reencode=True)
+    config = _train_config(FinetuneConfig, locals())
+    if seed_list and len(seed_list) > 1:
+        raise ClipmathError("fine-tuning changes the model in place: run one seed per command")
+    _run_training(
+        lambda c: FinetuneTask(encoder, c, data), config, output, seed_list, validate, resume, encoder, as_json
+    )
+
+
+_HELP_COMBINER = (
+    "CLIP4Cir stage 2: the Combiner network for --method combiner, trained on cached features of a frozen "
+    "encoder (the fine-tuned one from `clipmath train finetune`, or any other)."
+)
+
+
+@train_app.command("combiner", context_settings=_TRAIN_CONTEXT, help=_HELP_COMBINER)
+def train_combiner(
+    ctx: typer.Context,
+    output: OutputOpt,
+    triplets: TripletsOpt,
+    images: ImagesRootOpt = None,
+    projection_dim: Annotated[
+        Optional[int], typer.Option(min=1, help="Width of the two input projections (default 4 × the embedding size).")
+    ] = None,
+    hidden_dim: Annotated[
+        Optional[int], typer.Option(min=1, help="Width of the hidden layers (default 8 × the embedding size).")
+    ] = None,
+    dropout: Annotated[float, typer.Option(min=0.0, max=1.0, help="Dropout in the Combiner.")] = 0.5,
+    logit_scale: Annotated[float, typer.Option(min=0.0, help="Scale of the cosine logits in the loss.")] = 100.0,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the triplets.")] = 300,
+    batch_size: Annotated[int, typer.Option(min=2, help="Triplets per step (the other targets are negatives).")] = 4096,
+    lr: Annotated[float, typer.Option(min=0.0, help=LrHelp)] = 2e-5,
+    weight_decay: Annotated[float, typer.Option(min=0.0, help=WdHelp)] = 0.01,
+    val_triplets: ValTripletsOpt = None,
+    val_images: ValImagesOpt = None,
+    val_gallery: ValGalleryOpt = None,
+    model: TrainModelOpt = "auto",
+    device: DeviceOpt = "cpu",
+    preprocessing: TrainPreprocessingOpt = "clip",
+    cache: CacheOpt = None,
+    seed: SeedOpt = 42,
+    seeds: SeedsOpt = None,
+    save_every: SaveEveryOpt = 10,
+    validate_every: ValidateEveryOpt = 1,
+    max_steps: MaxStepsOpt = None,
+    grad_clip: GradClipOpt = None,
+    amp: AmpOpt = True,
+    resume: ResumeOpt = True,
+    monitor: MonitorOpt = None,
+    quiet: QuietOpt = False,
+    threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    from clipmath.train.clip4cir import combiner_task_factory
+    from clipmath.train.config import CombinerConfig
+    from clipmath.train.data import read_triplets
+    from clipmath.train.features import FeatureCache
+
+    seed_list = _seed_list(ctx, seeds)
+    data = read_triplets(triplets, images)
+    encoder = _train_encoder(model, device, preprocessing, as_json, threads)
+    config = _train_config(CombinerConfig, locals())
+    features = FeatureCache(encoder, cache, progress=config.progress)
+    factory = combiner_task_factory(encoder, data, features)
+    validate = _triplet_validator(encoder, val_triplets, val_images, val_gallery)
+    if validate is not None:
+        validate.cache = features
+    _run_training(factory, config, output, seed_list, validate, resume, encoder, as_json)
+
+
+_HELP_OTI = (
+    "SEARLE optimisation-based textual inversion: one pseudo-word token per image, for --method oti (other "
+    "images are inverted at query time) and as the teacher of `clipmath train phi`."
+)
+
+
+@train_app.command("oti", help=_HELP_OTI)
+def train_oti(
+    output: OtiOutputOpt,
+    images: Annotated[
+        Path,
+        typer.Option(
+            "--images", help="Folder of images to invert (searched recursively), e.g. a benchmark's reference images."
+        ),
+    ],
+    steps: Annotated[int, typer.Option(min=1, help="Optimisation steps per image.")] = 350,
+    lr: Annotated[float, typer.Option(min=0.0, help=LrHelp)] = 2e-2,
+    weight_decay: Annotated[float, typer.Option(min=0.0, help=WdHelp)] = 0.01,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images inverted together.")] = 32,
+    ema_decay: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Decay of the exponential moving average of the token (the result).")
+    ] = 0.99,
+    lambda_cos: Annotated[float, typer.Option(min=0.0, help="Weight of the image–prompt cosine loss.")] = 1.0,
+    lambda_reg: Annotated[
+        float,
+        typer.Option(min=0.0, help="Weight of the concept-phrase regulariser (SEARLE's lambda_gpt; 0 turns it off)."),
+    ] = 0.5,
+    top_k: Annotated[int, typer.Option(min=1, help="Concepts associated with each image.")] = 15,
+    concepts: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Concept vocabulary: JSON {concept: [phrases that "
+            "contain it]} or text, one concept per line "
+            "(default: a small built-in list)."
+        ),
+    ] = None,
+    template: Annotated[str, typer.Option(help="Prompt whose feature must match the image's.")] = "a photo of $",
+    prompt: Annotated[str, typer.Option(help="Retrieval prompt stored for --method oti.")] = DEFAULT_SEARLE_PROMPT,
+    save_every: Annotated[int, typer.Option(min=1, help="Batches between checkpoint writes.")] = 10,
+    val_triplets: ValTripletsOpt = None,
+    val_images: ValImagesOpt = None,
+    val_gallery: ValGalleryOpt = None,
+    model: TrainModelOpt = "auto",
+    device: DeviceOpt = "cpu",
+    preprocessing: TrainPreprocessingOpt = "clip",
+    cache: CacheOpt = None,
+    seed: SeedOpt = 42,
+    amp: AmpOpt = True,
+    resume: ResumeOpt = True,
+    quiet: QuietOpt = False,
+    threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    from clipmath.compose.searle import ConceptVocabulary
+    from clipmath.train.config import OtiConfig
+    from clipmath.train.data import image_files
+    from clipmath.train.features import FeatureCache
+    from clipmath.train.searle import run_oti
+
+    files = image_files(images)
+    vocabulary = ConceptVocabulary.load(concepts) if lambda_reg else None
+    encoder = _train_encoder(model, device, preprocessing, as_json, threads)
+    config = _train_config(OtiConfig, locals())
+    validate = _triplet_validator(encoder, val_triplets, val_images, val_gallery)
+    result = run_oti(
+        encoder,
+        files,
+        config,
+        output,
+        vocabulary,
+        FeatureCache(encoder, cache, progress=config.progress),
+        validate,
+        resume,
+    )
+    payload = {
+        "model": encoder.info.label(),
+        "checkpoint": str(result.checkpoint),
+        "images": result.images,
+        "inverted": result.inverted,
+        "first_loss": result.first_loss,
+        "last_loss": result.last_loss,
+        "images_per_s": result.examples_per_second,
+        "metrics": result.metrics,
+    }
+    if as_json:
+        _emit_json(payload)
+        return
+    out.print(
+        f"inverted {result.inverted} image(s) ({result.images} in the checkpoint) at "
+        f"{result.examples_per_second:.2f} images/s; loss {result.first_loss:.4f} → {result.last_loss:.4f}",
+        markup=False,
+    )
+    if result.metrics:
+        out.print("  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()), markup=False)
+    out.print(f"checkpoint: {result.checkpoint}", markup=False)
+
+
+_HELP_PHI = (
+    "SEARLE's textual-inversion network phi for --method searle: image feature → pseudo-word token, "
+    "distilled from OTI tokens with the concept-phrase regulariser."
+)
+
+
+@train_app.command("phi", context_settings=_TRAIN_CONTEXT, help=_HELP_PHI)
+def train_phi(
+    ctx: typer.Context,
+    output: OutputOpt,
+    oti: Annotated[
+        Path,
+        typer.Option(
+            "--oti",
+            help="OTI checkpoint (`clipmath train oti`) whose tokens phi learns to predict from the image features.",
+        ),
+    ],
+    concepts: Annotated[
+        Optional[Path], typer.Option(help="Concept vocabulary for the regulariser (default: the one the OTI run used).")
+    ] = None,
+    hidden_dim: Annotated[
+        Optional[int], typer.Option(min=1, help="Hidden width of phi (default 4 × the embedding size).")
+    ] = None,
+    dropout: Annotated[float, typer.Option(min=0.0, max=1.0, help="Dropout in phi.")] = 0.5,
+    lambda_distil: Annotated[float, typer.Option(min=0.0, help="Weight of the distillation loss.")] = 1.0,
+    lambda_reg: Annotated[
+        float,
+        typer.Option(min=0.0, help="Weight of the concept-phrase regulariser (SEARLE's lambda_gpt; 0 turns it off)."),
+    ] = 0.75,
+    temperature: Annotated[float, typer.Option(min=1e-4, help="Temperature of the distillation loss.")] = 0.25,
+    top_k: Annotated[int, typer.Option(min=1, help="Concepts associated with each image.")] = 150,
+    prompt: Annotated[str, typer.Option(help="Retrieval prompt stored for --method searle.")] = DEFAULT_SEARLE_PROMPT,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the OTI tokens.")] = 100,
+    batch_size: Annotated[int, typer.Option(min=2, help="Images per step.")] = 256,
+    lr: Annotated[float, typer.Option(min=0.0, help=LrHelp)] = 1e-4,
+    weight_decay: Annotated[float, typer.Option(min=0.0, help=WdHelp)] = 0.01,
+    val_triplets: ValTripletsOpt = None,
+    val_images: ValImagesOpt = None,
+    val_gallery: ValGalleryOpt = None,
+    model: TrainModelOpt = "auto",
+    device: DeviceOpt = "cpu",
+    preprocessing: TrainPreprocessingOpt = "clip",
+    seed: SeedOpt = 42,
+    seeds: SeedsOpt = None,
+    save_every: SaveEveryOpt = 5,
+    validate_every: ValidateEveryOpt = 1,
+    max_steps: MaxStepsOpt = None,
+    grad_clip: GradClipOpt = None,
+    amp: AmpOpt = True,
+    resume: ResumeOpt = True,
+    monitor: MonitorOpt = None,
+    quiet: QuietOpt = False,
+    threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    from clipmath.compose.searle import ConceptVocabulary
+    from clipmath.train.config import PhiConfig
+    from clipmath.train.searle import phi_task_factory
+
+    seed_list = _seed_list(ctx, seeds)
+    encoder = _train_encoder(model, device, preprocessing, as_json, threads)
+    config = _train_config(PhiConfig, locals())
+    vocabulary = ConceptVocabulary.load(concepts) if concepts else None
+    factory = phi_task_factory(encoder, oti, vocabulary)
+    validate = _triplet_validator(encoder, val_triplets, val_images, val_gallery)
+    _run_training(factory, config, output, seed_list, validate, resume, encoder, as_json)
 
 
 def main() -> None:

@@ -25,5 +25,9 @@ class DatasetError(ClipmathError):
     """A benchmark folder is incomplete or malformed."""
 
 
+class SubmissionError(ClipmathError):
+    """A test-server prediction file does not follow the server's documented format."""
+
+
 class CaptionError(ClipmathError):
     """Captioning options, targets or a caption file to score are invalid."""

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections.abc import Sequence
@@ -77,7 +76,7 @@ class Retriever:
     def refresh(self) -> bool:
         """Reload if the store changed since the last load; returns whether it did."""
         current = self.gallery.snapshot()
-        if current.ids == self.snapshot.ids:
+        if current.state == self.snapshot.state:
             return False
         self._load()
         return True
@@ -88,7 +87,7 @@ class Retriever:
             return make_index(snapshot.vectors, "exact")
         cache = self.gallery.path / f"faiss-{_safe(kind)}.index"
         stamp = self.gallery.path / f"faiss-{_safe(kind)}.json"
-        fingerprint = _fingerprint(snapshot.ids)
+        fingerprint = snapshot.state
         if cache.exists() and stamp.exists() and json.loads(stamp.read_text()).get("ids") == fingerprint:
             return FaissIndex.load(cache, kind, self.config.faiss)
         index = make_index(snapshot.vectors, kind, self.config.faiss)
@@ -121,6 +120,7 @@ class Retriever:
     ) -> list[list[SearchHit]]:
         """Top-``k`` gallery hits per query (the reference image itself excluded when it is in the gallery)."""
         composer = self.composer(method, checkpoint)
+        excluded = [self.excluded_ids(q) for q in queries] if self.config.exclude_reference else None
         queries = [self.resolve_gallery_references(q) for q in queries]
         vectors = composer.compose(self.encoder, queries)
         with self._lock:
@@ -130,47 +130,45 @@ class Retriever:
                 if key not in self._transformed:
                     self._transformed[key] = make_index(composer.transform_gallery(np.asarray(snapshot.vectors)))
                 index = self._transformed[key]
-        excluded = [self.reference_id(q) for q in queries] if self.config.exclude_reference else None
         exclude = exclusions_for(snapshot.ids, excluded) if excluded else None
         return index.search(vectors, k, exclude).hits(snapshot.ids)
 
     def resolve_gallery_references(self, query: CompositionQuery) -> CompositionQuery:
         """Image operands naming a gallery id (not an existing file) use the stored vector, no re-encoding."""
         snapshot = self.snapshot
-        row_of = None
 
-        def resolve(image: object) -> tuple[object, str | None]:
-            nonlocal row_of
+        def resolve(image: object) -> object:
             if not isinstance(image, (str, Path)) or Path(image).exists():
-                return image, None
-            if row_of is None:
-                row_of = {item_id: row for row, item_id in enumerate(snapshot.ids)}
-            name = Path(image).as_posix()
-            if name in row_of:
-                return np.asarray(snapshot.vectors[row_of[name]]), name
-            return image, None
+                return image
+            row = snapshot.row_of(Path(image).as_posix())
+            return image if row is None else np.asarray(snapshot.vectors[row])
 
-        reference, reference_id = resolve(query.reference)
-        terms = [replace(t, image=resolve(t.image)[0]) if t.image is not None else t for t in query.terms]
-        return replace(query, reference=reference, terms=terms, reference_id=query.reference_id or reference_id)
+        terms = [replace(t, image=resolve(t.image)) if t.image is not None else t for t in query.terms]
+        reference_id = query.reference_id or self.gallery_id(query.reference)
+        return replace(query, reference=resolve(query.reference), terms=terms, reference_id=reference_id)
 
-    def reference_id(self, query: CompositionQuery) -> str | None:
-        """The gallery id of the query's reference image, if it is one of the gallery's files."""
-        if query.reference_id:
-            return query.reference_id
-        if isinstance(query.reference, (str, Path)):
-            try:
-                return Path(query.reference).resolve().relative_to(self.snapshot.root).as_posix()
-            except ValueError:
-                return None
-        return None
+    def excluded_ids(self, query: CompositionQuery) -> list[str]:
+        """Gallery ids a query must not return: its reference image and the images of its expression terms."""
+        candidates = [query.reference_id or self.gallery_id(query.reference)]
+        candidates += [self.gallery_id(term.image) for term in query.terms if term.image is not None]
+        return [c for c in candidates if c]
+
+    def gallery_id(self, image: object) -> str | None:
+        """The gallery id an image operand names: a gallery id itself, or a path to one of the gallery's files."""
+        if not isinstance(image, (str, Path)):
+            return None
+        snapshot = self.snapshot
+        name = Path(image).as_posix()
+        if snapshot.row_of(name) is not None and not Path(image).exists():
+            return name
+        try:
+            name = Path(image).resolve().relative_to(snapshot.root.resolve()).as_posix()
+        except ValueError:
+            return None
+        return name if snapshot.row_of(name) is not None else None
 
     def path_of(self, item_id: str) -> Path:
         return self.snapshot.path_of(item_id)
-
-
-def _fingerprint(ids: Sequence[str]) -> str:
-    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
 
 def _safe(kind: str) -> str:

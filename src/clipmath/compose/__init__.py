@@ -1,7 +1,8 @@
 """Composition methods: one interface (:class:`Composer`), one file per method, and a registry by name.
 
-Zero-shot methods (``image``, ``text``, ``sum``, ``delta``, ``expr``) need no checkpoint. Learned methods register
-are listed in ``_LEARNED`` with a factory that takes the encoder and a checkpoint path.
+Zero-shot methods (``image``, ``text``, ``sum``, ``delta``, ``expr``) need no checkpoint. Learned methods
+(``combiner``, ``adapted-delta``, ``searle``, ``oti``) are listed in ``_LEARNED`` with a factory that takes the
+encoder and a checkpoint path (written by ``clipmath train``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,24 @@ _ZERO_SHOT: dict[str, type[Composer]] = {
 }
 #: Learned methods: name -> ("module:factory", description). Imported lazily, so a method's weights and
 #: modules are only touched when it is used.
-_LEARNED: dict[str, tuple[str, str]] = {}
+_LEARNED: dict[str, tuple[str, str]] = {
+    "combiner": (
+        "clipmath.compose.combiner:load_combiner",
+        "learned gated fusion (1−λ)·img + λ·text + v  (CLIP4Cir Combiner; `clipmath train combiner`)",
+    ),
+    "adapted-delta": (
+        "clipmath.compose.adapted_delta:load_adapted_delta",
+        "img + λ·(text_to − text_from) through trained linear heads  (SIMAT; `clipmath train adapter`)",
+    ),
+    "searle": (
+        "clipmath.compose.searle:load_searle",
+        'text("a photo of $ that {caption}"), $ = phi(image)  (SEARLE; `clipmath train phi`)',
+    ),
+    "oti": (
+        "clipmath.compose.searle:load_oti",
+        'text("a photo of $ that {caption}"), $ optimised per image  (SEARLE-OTI; `clipmath train oti`)',
+    ),
+}
 
 
 def zero_shot_methods() -> list[str]:

@@ -133,7 +133,10 @@ class HFClipEncoder(Encoder):
 
     def enable_gradient_checkpointing(self) -> None:
         """Trade compute for memory when fine-tuning the towers."""
-        self.model.gradient_checkpointing_enable()
+        enable = (
+            getattr(self.model, "activation_checkpointing_enable", None) or self.model.gradient_checkpointing_enable
+        )
+        enable()
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Write a folder that :meth:`load` (and plain transformers) can read back."""

@@ -18,12 +18,14 @@ class FaissParams:
     """Build and query knobs. ``nlist=0`` and ``pq_m=0`` pick sizes from the gallery size and dimension."""
 
     hnsw_m: int = 32
-    ef_construction: int = 200
+    ef_construction: int = 80
     ef_search: int = 128
     nlist: int = 0
     pq_m: int = 0
     pq_bits: int = 8
     nprobe: int = 16
+    refine: bool = False  # IVF-PQ: re-rank candidates with the exact vectors (more memory, much higher recall)
+    refine_factor: int = 4
     train_size: int = 100_000
     seed: int = 0
 
@@ -39,7 +41,7 @@ def factory_string(kind: str, n: int, dim: int, params: FaissParams) -> str:
         nlist = params.nlist or max(1, min(65536, int(4 * math.sqrt(max(n, 1))), n // 39))
         pq_m = params.pq_m or _largest_divisor_at_most(dim, max(1, dim // 8))
         pq_bits = min(params.pq_bits, max(1, int(math.log2(max(2, n // 39)))))
-        return f"IVF{nlist},PQ{pq_m}x{pq_bits}"
+        return f"IVF{nlist},PQ{pq_m}x{pq_bits}" + (",RFlat" if params.refine else "")
     return kind
 
 
@@ -111,6 +113,9 @@ class FaissIndex(VectorIndex):
         import faiss
 
         inner = faiss.downcast_index(self.index)
+        if isinstance(inner, faiss.IndexRefine):
+            inner.k_factor = self.params.refine_factor
+            inner = faiss.downcast_index(inner.base_index)
         if hasattr(inner, "hnsw"):
             inner.hnsw.efSearch = self.params.ef_search
         try:

@@ -15,13 +15,14 @@ by a writer) and see exactly the last committed state.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -84,18 +85,30 @@ class StoreInfo:
 
 @dataclass
 class GallerySnapshot:
-    """The committed state at one moment: ``vectors[i]`` is the embedding of ``ids[i]``."""
+    """The committed state at one moment: ``vectors[i]`` is the embedding of ``ids[i]``.
+
+    ``state`` fingerprints that state (ids, their vector rows, the vector file): it changes whenever anything a
+    reader could see changes, including a file re-indexed under the same name.
+    """
 
     ids: list[str]
     vectors: np.ndarray  # (N, D) float32; a read-only memmap when rows are contiguous
     model_id: str
     root: Path
+    state: str = ""
+    _row_of: dict[str, int] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def path_of(self, item_id: str) -> Path:
         return self.root / item_id
+
+    def row_of(self, item_id: str) -> int | None:
+        """The row of ``item_id`` (None if it is not in the gallery)."""
+        if self._row_of is None:
+            self._row_of = {name: row for row, name in enumerate(self.ids)}
+        return self._row_of.get(item_id)
 
 
 class Gallery:
@@ -187,7 +200,12 @@ class Gallery:
                 vectors = np.asarray(vectors[positions])
             elif len(positions) < vectors.shape[0]:
                 vectors = vectors[: len(positions)]
-            return GallerySnapshot(ids=ids, vectors=vectors, model_id=meta["model_id"], root=Path(meta["root"]))
+            state = hashlib.sha256(meta["vector_file"].encode())
+            for item_id, row in rows:
+                state.update(f"{item_id}\0{row}\n".encode())
+            return GallerySnapshot(
+                ids=ids, vectors=vectors, model_id=meta["model_id"], root=Path(meta["root"]), state=state.hexdigest()
+            )
         raise StoreError(f"{self.path} keeps changing under the reader; try again")
 
     def items(self) -> dict[str, tuple[str, int, int, int]]:

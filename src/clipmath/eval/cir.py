@@ -1,0 +1,252 @@
+"""Evaluate a composed-retrieval benchmark split from query-gallery scores (or from ranked id lists).
+
+    >>> from clipmath.data import load_cirr
+    >>> from clipmath.eval import EmbeddingScores, evaluate_cir
+    >>> dataset = load_cirr("/data/CIRR", "val")
+    >>> # query_vectors: (len(dataset.queries), D), gallery_vectors: (len(dataset.gallery_ids), D), same order
+    >>> result = evaluate_cir(dataset, EmbeddingScores(query_vectors, gallery_vectors))
+    >>> result.metrics["R@1"], result.metrics["R_subset@1"]
+
+The two steps can also run separately: :func:`rank_cir` keeps the top ``k`` (50) ids per query, removing the
+reference image where the benchmark does (CIRR, CIRCO) and ranking CIRR's ``img_set`` members; :func:`cir_metrics`
+scores a :class:`CIRRanking`. Rankings made elsewhere enter through :meth:`CIRRanking.from_ranked_ids`. The same
+ranking feeds the test-server files in :mod:`clipmath.eval.submissions`.
+
+Metrics reported (percentages, names as in the papers' tables):
+
+* FashionIQ (per category): ``R@10``, ``R@50``; :func:`fashioniq_average` averages the categories.
+* CIRR: ``R@1``, ``R@5``, ``R@10``, ``R@50``, ``R_subset@1``, ``R_subset@2``, ``R_subset@3`` and
+  ``Avg`` = (R@5 + R_subset@1) / 2, the summary CIRR papers report.
+* CIRCO: ``mAP@5``, ``mAP@10``, ``mAP@25``, ``mAP@50`` over all ground truths; ``R@5`` ... ``R@50`` counting only the
+  annotated ``target_img_id`` (as CIRCO's evaluation script does); ``mAP@10[aspect]`` per semantic aspect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from clipmath.data.base import CIRDataset
+from clipmath.errors import DatasetError
+from clipmath.eval.ranking import ScoreSource, as_score_source, rank_rows
+from clipmath.eval.retrieval_metrics import check_depth, mean_average_precision_at_k, recall_at_k
+
+#: Ranking depth that every official metric and submission file needs.
+DEFAULT_DEPTH = 50
+RECALL_KS = {"fashioniq": (10, 50), "cirr": (1, 5, 10, 50), "circo": (5, 10, 25, 50)}
+SUBSET_KS = (1, 2, 3)
+MAP_KS = (5, 10, 25, 50)
+
+
+@dataclass
+class CIRRanking:
+    """Per query of a dataset (same order): its top gallery ids, best first, excluded images already removed.
+
+    ``subset_ranked_ids``: CIRR only, the query's ``img_set`` members other than the reference, all ranked.
+    ``available``: per query, how many gallery images it could rank (to tell a short list from a complete one).
+    """
+
+    dataset_name: str
+    split: str
+    query_ids: list[str]
+    ranked_ids: list[list[str]]
+    subset_ranked_ids: list[list[str]] | None
+    available: list[int]
+
+    @classmethod
+    def from_ranked_ids(
+        cls,
+        dataset: CIRDataset,
+        ranked_ids: Mapping[str, Sequence[str]] | Sequence[Sequence[str]],
+        subset_ranked_ids: Mapping[str, Sequence[str]] | Sequence[Sequence[str]] | None = None,
+    ) -> CIRRanking:
+        """A ranking made elsewhere: per query (a list in query order, or a dict by query id), ranked gallery ids.
+
+        Where the benchmark excludes the reference it is dropped from the given lists. Ids must belong to the
+        gallery and must not repeat (``ValueError`` otherwise).
+        """
+        ranked = _per_query(dataset, ranked_ids, "ranked_ids")
+        subsets = None if subset_ranked_ids is None else _per_query(dataset, subset_ranked_ids, "subset_ranked_ids")
+        gallery = dataset.gallery_row
+        for position, ids in enumerate(ranked + (subsets or [])):
+            unknown = [i for i in ids if i not in gallery]
+            if unknown:
+                raise ValueError(
+                    f"ranking {position % len(dataset.queries)} holds id '{unknown[0]}', "
+                    f"which is not in the {dataset.name} {dataset.split} gallery"
+                )
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"ranking {position % len(dataset.queries)} lists an id twice")
+
+        def drop_reference(lists: list[list[str]], always: bool) -> list[list[str]]:
+            if not (dataset.exclude_reference or always):
+                return lists
+            return [[i for i in ids if i != q.reference_id] for ids, q in zip(lists, dataset.queries)]
+
+        return cls(
+            dataset_name=dataset.name,
+            split=dataset.split,
+            query_ids=[q.query_id for q in dataset.queries],
+            ranked_ids=drop_reference(ranked, False),
+            subset_ranked_ids=None if subsets is None else drop_reference(subsets, True),
+            available=_available(dataset),
+        )
+
+
+def _per_query(dataset: CIRDataset, given: Mapping[str, Sequence[str]] | Sequence[Sequence[str]], what: str):
+    if isinstance(given, Mapping):
+        missing = [q.query_id for q in dataset.queries if q.query_id not in given]
+        if missing:
+            raise ValueError(f"{what} has no ranking for query {missing[0]} ({len(missing)} missing)")
+        return [[str(i) for i in given[q.query_id]] for q in dataset.queries]
+    if len(given) != len(dataset.queries):
+        raise ValueError(f"{what} holds {len(given)} rankings for {len(dataset.queries)} queries")
+    return [[str(i) for i in ids] for ids in given]
+
+
+def _available(dataset: CIRDataset) -> list[int]:
+    size = len(dataset.gallery_ids)
+    if not dataset.exclude_reference:
+        return [size] * len(dataset.queries)
+    return [size - (q.reference_id in dataset.gallery_row) for q in dataset.queries]
+
+
+def subset_candidates(dataset: CIRDataset) -> list[list[str]] | None:
+    """CIRR's Recall_subset candidates per query: ``img_set`` members without the reference (file order)."""
+    if not dataset.queries or any(q.subset_ids is None for q in dataset.queries):
+        return None
+    return [list(dict.fromkeys(m for m in q.subset_ids if m != q.reference_id)) for q in dataset.queries]
+
+
+def rank_cir(
+    dataset: CIRDataset, scores: ScoreSource | np.ndarray, k: int = DEFAULT_DEPTH, progress: bool = False
+) -> CIRRanking:
+    """Rank the gallery for every query of ``dataset``: top ``k`` ids under the tie rule of :mod:`.ranking`.
+
+    ``scores``: a ``(len(dataset.queries), len(dataset.gallery_ids))`` array, or a :class:`ScoreSource` (e.g.
+    :class:`EmbeddingScores`) in the same query and gallery order.
+    """
+    source = as_score_source(scores)
+    expected = (len(dataset.queries), len(dataset.gallery_ids))
+    if (source.num_queries, source.num_gallery) != expected:
+        raise ValueError(
+            f"scores cover {source.num_queries} queries x {source.num_gallery} gallery images; "
+            f"{dataset.name} {dataset.split} has {expected[0]} x {expected[1]}"
+        )
+    row = dataset.gallery_row
+    exclude = (
+        [[row[q.reference_id]] if q.reference_id in row else [] for q in dataset.queries]
+        if dataset.exclude_reference
+        else None
+    )
+    results = source.top_k(k, exclude, progress)
+    ids = dataset.gallery_ids
+    ranked = [[ids[r] for r in rows if r >= 0] for rows in results.rows.tolist()]
+
+    subset_ranked = None
+    candidates = subset_candidates(dataset)
+    if candidates is not None:
+        subset_ranked = []
+        for position, members in enumerate(candidates):
+            rows = np.array([row[m] for m in members], dtype=np.int64)
+            ordered = rank_rows(source.scores_at(position, rows), rows)
+            subset_ranked.append([ids[r] for r in ordered.tolist()])
+    return CIRRanking(
+        dataset_name=dataset.name,
+        split=dataset.split,
+        query_ids=[q.query_id for q in dataset.queries],
+        ranked_ids=ranked,
+        subset_ranked_ids=subset_ranked,
+        available=_available(dataset),
+    )
+
+
+@dataclass
+class EvalResult:
+    """Metrics of one benchmark split (percentages), with what produced them."""
+
+    benchmark: str
+    name: str
+    split: str
+    num_queries: int
+    metrics: dict[str, float]
+
+    def summary(self) -> str:
+        """One line: ``cirr val (4181 queries): R@1 24.00  R@5 ...``."""
+        values = "  ".join(f"{key} {value:.2f}" for key, value in self.metrics.items() if "[" not in key)
+        return f"{self.name} {self.split} ({self.num_queries} queries): {values}"
+
+
+def cir_metrics(dataset: CIRDataset, ranking: CIRRanking) -> EvalResult:
+    """Score ``ranking`` against ``dataset``'s ground truth with the benchmark's official metrics."""
+    if not dataset.has_targets:
+        raise DatasetError(
+            f"{dataset.name} {dataset.split} has no ground truth (a test split): write a submission "
+            "file for the evaluation server instead"
+        )
+    if ranking.query_ids != [q.query_id for q in dataset.queries]:
+        raise ValueError(
+            f"the ranking was made for {ranking.dataset_name} {ranking.split}, not for "
+            f"{dataset.name} {dataset.split} (query ids differ)"
+        )
+    benchmark = dataset.benchmark
+    targets = [q.target_ids for q in dataset.queries]
+    ks = RECALL_KS[benchmark]
+    metrics: dict[str, float] = {}
+    if benchmark == "circo":
+        check_depth(ranking.ranked_ids, max(MAP_KS + ks), ranking.available)
+        for k, value in mean_average_precision_at_k(ranking.ranked_ids, targets, MAP_KS).items():
+            metrics[f"mAP@{k}"] = value
+        main_target = [(q.extra.get("target_img_id", q.target_ids[0]),) for q in dataset.queries]
+        for k, value in recall_at_k(ranking.ranked_ids, main_target, ks).items():
+            metrics[f"R@{k}"] = value
+        metrics.update(_per_aspect_map10(dataset, ranking))
+    else:
+        check_depth(ranking.ranked_ids, max(ks), ranking.available)
+        for k, value in recall_at_k(ranking.ranked_ids, targets, ks).items():
+            metrics[f"R@{k}"] = value
+    if benchmark == "cirr":
+        if ranking.subset_ranked_ids is None:
+            raise ValueError("CIRR needs the img_set rankings (subset_ranked_ids) for Recall_subset")
+        for k, value in recall_at_k(ranking.subset_ranked_ids, targets, SUBSET_KS).items():
+            metrics[f"R_subset@{k}"] = value
+        metrics["Avg"] = (metrics["R@5"] + metrics["R_subset@1"]) / 2.0
+    return EvalResult(benchmark, dataset.name, dataset.split, len(dataset.queries), metrics)
+
+
+def _per_aspect_map10(dataset: CIRDataset, ranking: CIRRanking) -> dict[str, float]:
+    by_aspect: dict[str, list[int]] = {}
+    for position, query in enumerate(dataset.queries):
+        for aspect in query.extra.get("semantic_aspects", ()):
+            by_aspect.setdefault(aspect, []).append(position)
+    out = {}
+    for aspect in sorted(by_aspect):
+        rows = by_aspect[aspect]
+        value = mean_average_precision_at_k(
+            [ranking.ranked_ids[i] for i in rows], [dataset.queries[i].target_ids for i in rows], (10,)
+        )[10]
+        out[f"mAP@10[{aspect}]"] = value
+    return out
+
+
+def evaluate_cir(
+    dataset: CIRDataset, scores: ScoreSource | np.ndarray, k: int = DEFAULT_DEPTH, progress: bool = False
+) -> EvalResult:
+    """:func:`rank_cir` then :func:`cir_metrics`: the official metrics of a validation split."""
+    if not dataset.has_targets:
+        raise DatasetError(
+            f"{dataset.name} {dataset.split} has no ground truth (a test split): write a submission "
+            "file for the evaluation server instead"
+        )
+    return cir_metrics(dataset, rank_cir(dataset, scores, k, progress))
+
+
+def fashioniq_average(results: Sequence[EvalResult]) -> EvalResult:
+    """FashionIQ's reported average: the mean over categories of each metric (each category weighs the same)."""
+    if not results or any(r.benchmark != "fashioniq" for r in results):
+        raise ValueError("fashioniq_average needs the FashionIQ category results")
+    keys = [key for key in results[0].metrics if all(key in r.metrics for r in results)]
+    metrics = {key: float(np.mean([r.metrics[key] for r in results])) for key in keys}
+    return EvalResult("fashioniq", "fashioniq-average", results[0].split, sum(r.num_queries for r in results), metrics)

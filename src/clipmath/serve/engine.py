@@ -1,0 +1,447 @@
+"""The model side of the server: one worker thread owns the encoder and runs queries in batches.
+
+Request handlers never touch the encoder. They submit jobs (search, encode an upload, caption) and wait on a
+future. The worker takes every job waiting in the queue (up to ``max_batch``), groups searches by method and runs
+each group as one batched :meth:`Retriever.search` call, so concurrent requests share encoder forward passes and
+are serialized safely.
+
+Before each batch the worker asks the store whether anything was committed since it last looked
+(:class:`StoreWatcher`: SQLite's ``PRAGMA data_version``, one tiny query) and, if so, refreshes the retriever. A
+store can therefore be re-indexed while serving: every answer comes from one committed state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from clipmath.compose import CompositionQuery, Term, parse_expression
+from clipmath.errors import ClipmathError
+from clipmath.retrieval import Retriever
+from clipmath.search import SearchHit
+from clipmath.serve.captioning import Captioner, CaptionSubject
+from clipmath.serve.errors import RequestError
+from clipmath.serve.images import contained_path
+from clipmath.store import GallerySnapshot, ImageDecodeError, StoreInfo, decode_image
+from clipmath.store.gallery import MANIFEST
+
+log = logging.getLogger(__name__)
+
+#: Prefix that marks an uploaded image inside an expression: ``+upload:<id> -"a dog"``.
+UPLOAD_PREFIX = "upload:"
+#: Uploaded images are kept this small (for captioners); the embedding is computed from the full image.
+KEPT_UPLOAD_SIDE = 512
+
+
+@dataclass(frozen=True)
+class ImageKey:
+    """An image the client names: a gallery id, or the id of an earlier upload (exactly one)."""
+
+    gallery_id: str | None = None
+    upload_id: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.gallery_id if self.gallery_id is not None else f"{UPLOAD_PREFIX}{self.upload_id}"
+
+
+@dataclass
+class SearchSpec:
+    """One search as the client asked for it (method already inferred and validated)."""
+
+    method: str
+    k: int
+    reference: ImageKey | None = None
+    text: str | None = None
+    source: str | None = None
+    target: str | None = None
+    lam: float = 1.0
+    expression: str | None = None
+
+
+@dataclass
+class SearchOutcome:
+    hits: list[SearchHit]
+    paths: list[Path]
+    store_items: int
+
+
+@dataclass
+class UploadRecord:
+    upload_id: str
+    vector: np.ndarray
+    image: Image.Image  # downscaled copy, for captioners
+    width: int
+    height: int
+
+
+def infer_method(spec: SearchSpec) -> str:
+    """The method a request means when it names none (same rules as ``clipmath search``)."""
+    if spec.expression:
+        return "expr"
+    if spec.source is not None or spec.target is not None:
+        return "delta"
+    if spec.reference is not None and spec.text:
+        return "sum"
+    if spec.reference is not None:
+        return "image"
+    if spec.text:
+        return "text"
+    raise RequestError(
+        400, "give a query: a reference image and/or text, a reference with from/to words, or an expression"
+    )
+
+
+def upload_id_of(data: bytes) -> str:
+    """Content-addressed id of an upload (the same file uploaded twice gets the same id)."""
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+class StoreWatcher:
+    """Tells whether another connection committed to the store since the last call (cheap: one PRAGMA)."""
+
+    def __init__(self, store: Path) -> None:
+        self._conn = sqlite3.connect(store / MANIFEST, check_same_thread=False)
+        self._lock = threading.Lock()
+        self._version = self._read()
+
+    def _read(self) -> int:
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def changed(self) -> bool:
+        with self._lock:
+            version = self._read()
+            changed, self._version = version != self._version, version
+            return changed
+
+
+class UploadCache:
+    """Thread-safe LRU of uploads by id."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self._items: OrderedDict[str, UploadRecord] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, upload_id: str) -> UploadRecord | None:
+        with self._lock:
+            record = self._items.get(upload_id)
+            if record is not None:
+                self._items.move_to_end(upload_id)
+            return record
+
+    def put(self, record: UploadRecord) -> None:
+        with self._lock:
+            self._items[record.upload_id] = record
+            self._items.move_to_end(record.upload_id)
+            while len(self._items) > self.slots:
+                self._items.popitem(last=False)
+
+
+@dataclass
+class _Job:
+    kind: str  # "search" | "encode" | "caption" | "difference"
+    payload: Any
+    future: Future
+
+
+@dataclass
+class _State:
+    """The snapshot requests resolve ids against, with its id → row map (swapped atomically)."""
+
+    snapshot: GallerySnapshot
+    rows: dict[str, int]
+
+
+class QueryEngine:
+    """Owns the retriever; all model work runs on one worker thread, in batches. Start with :meth:`start`."""
+
+    def __init__(
+        self,
+        retriever: Retriever,
+        max_batch: int = 32,
+        upload_slots: int = 128,
+        max_pixels: int = 50_000_000,
+        captioner: Captioner | None = None,
+        checkpoints: dict[str, str] | None = None,
+    ) -> None:
+        self.retriever = retriever
+        self.checkpoints = dict(checkpoints or {})
+        self.max_batch = max_batch
+        self.max_pixels = max_pixels
+        self.captioner = captioner
+        self.uploads = UploadCache(upload_slots)
+        self.batches = 0
+        self.jobs_done = 0
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._watcher = StoreWatcher(retriever.gallery.path)
+        self._refresh_lock = threading.Lock()
+        self._state = self._make_state()
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="clipmath-serve-engine", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Finish the queued jobs and stop the worker (:meth:`start` starts it again)."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    # ---- submitting (any thread) ------------------------------------------------------------------
+    def search(self, spec: SearchSpec) -> Future:
+        return self._submit("search", spec)
+
+    def encode_upload(self, data: bytes, image: Image.Image) -> Future:
+        """Embed an uploaded image (already decoded); resolves to its :class:`UploadRecord`."""
+        upload_id = upload_id_of(data)
+        known = self.uploads.get(upload_id)
+        if known is not None:
+            future: Future = Future()
+            future.set_result(known)
+            return future
+        return self._submit("encode", (upload_id, image))
+
+    def caption(self, key: ImageKey) -> Future:
+        return self._submit("caption", key)
+
+    def difference(self, before: ImageKey, after: ImageKey) -> Future:
+        return self._submit("difference", (before, after))
+
+    def _submit(self, kind: str, payload: Any) -> Future:
+        if self._thread is None:
+            raise RuntimeError("QueryEngine.start() was not called")
+        future: Future = Future()
+        self._queue.put(_Job(kind, payload, future))
+        return future
+
+    # ---- gallery state (any thread) ---------------------------------------------------------------
+    @property
+    def snapshot(self) -> GallerySnapshot:
+        return self._state.snapshot
+
+    def refresh_if_changed(self) -> bool:
+        """Reload the retriever if the store committed something since the last check."""
+        with self._refresh_lock:
+            return self._refresh_locked()
+
+    def _refresh_locked(self) -> bool:
+        if not self._watcher.changed():
+            return False
+        changed = self.retriever.refresh()
+        self._state = self._make_state()
+        if changed:
+            log.info("store changed: now %d images", len(self._state.snapshot))
+        return changed
+
+    def store_info(self) -> StoreInfo:
+        """The store's metadata, read under the refresh lock (the gallery's connection is not shared mid-read)."""
+        with self._refresh_lock:
+            self._refresh_locked()
+            return self.retriever.gallery.info()
+
+    def gallery_file(self, item_id: str) -> Path:
+        """The file of gallery item ``item_id``: only ids of the committed state, only inside the image root."""
+        state = self._state
+        if item_id not in state.rows:
+            self.refresh_if_changed()
+            state = self._state
+            if item_id not in state.rows:
+                raise RequestError(404, f"no image '{item_id}' in this gallery")
+        return contained_path(state.snapshot.root, item_id)
+
+    def _make_state(self) -> _State:
+        snapshot = self.retriever.snapshot
+        return _State(snapshot, {item_id: row for row, item_id in enumerate(snapshot.ids)})
+
+    # ---- worker -----------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            batch = [job]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            self._run_batch(batch)
+            if stop:
+                return
+
+    def _run_batch(self, batch: list[_Job]) -> None:
+        self.batches += 1
+        try:
+            with self._refresh_lock:  # no reload between the check and the searches: one state per batch
+                self._refresh_locked()
+                searches: dict[str, list[_Job]] = {}
+                for job in batch:
+                    if job.kind == "search":
+                        searches.setdefault(job.payload.method, []).append(job)
+                for method, jobs in searches.items():
+                    self._search_group(method, jobs)
+            encodes = [job for job in batch if job.kind == "encode"]
+            if encodes:
+                self._encode_group(encodes)
+            for job in batch:
+                if job.kind in ("caption", "difference"):
+                    self._guard([job], lambda j=job: self._run_caption(j))
+        except Exception as exc:  # noqa: BLE001 - a bug must fail the waiting requests, never the worker
+            log.exception("query batch failed")
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+        finally:
+            self.jobs_done += len(batch)
+
+    def _guard(self, jobs: Sequence[_Job], action: Callable[[], None]) -> None:
+        try:
+            action()
+        except Exception as exc:  # noqa: BLE001 - delivered to the request, which maps it to a status
+            if not isinstance(exc, ClipmathError):
+                log.exception("query failed")
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+
+    def _search_group(self, method: str, jobs: list[_Job]) -> None:
+        prepared: list[tuple[_Job, CompositionQuery]] = []
+        for job in jobs:
+            try:
+                prepared.append((job, self._query_for(job.payload)))
+            except ClipmathError as exc:
+                job.future.set_exception(exc)
+        if not prepared:
+            return
+        try:
+            self._search_prepared(method, prepared)
+        except ClipmathError as exc:
+            if len(prepared) == 1:
+                prepared[0][0].future.set_exception(exc)
+                return
+            for single in prepared:  # find whose query was at fault: run them one by one
+                self._guard([single[0]], lambda s=single: self._search_prepared(method, [s]))
+
+    def _search_prepared(self, method: str, prepared: list[tuple[_Job, CompositionQuery]]) -> None:
+        k = max(job.payload.k for job, _ in prepared)
+        snapshot = self.retriever.snapshot
+        results = self.retriever.search(
+            [query for _, query in prepared], method=method, k=k, checkpoint=self.checkpoints.get(method)
+        )
+        for (job, _), hits in zip(prepared, results):
+            hits = hits[: job.payload.k]
+            job.future.set_result(SearchOutcome(hits, [snapshot.path_of(h.id) for h in hits], len(snapshot)))
+
+    def _query_for(self, spec: SearchSpec) -> CompositionQuery:
+        composer = self.retriever.composer(spec.method, self.checkpoints.get(spec.method))
+        needs = set(composer.needs)
+        method = spec.method
+        if "reference" in needs and spec.reference is None:
+            raise RequestError(400, f"method '{method}' needs a reference image (gallery_id or upload_id)")
+        if "text" in needs and not (spec.text and spec.text.strip()):
+            raise RequestError(400, f"method '{method}' needs a modification text")
+        if "source" in needs and not (spec.source and spec.source.strip() and spec.target and spec.target.strip()):
+            raise RequestError(400, f"method '{method}' needs both 'from' and 'to' words (source, target)")
+        if "terms" in needs and not spec.expression:
+            raise RequestError(400, f"method '{method}' needs an expression")
+        reference = self._vector_of(spec.reference) if spec.reference is not None else None
+        terms = self._expression_terms(spec.expression) if spec.expression else []
+        return CompositionQuery(
+            reference=reference,
+            text=spec.text,
+            source=spec.source,
+            target=spec.target,
+            lam=spec.lam,
+            terms=terms,
+            reference_id=spec.reference.gallery_id if spec.reference is not None else None,
+        )
+
+    def _expression_terms(self, expression: str) -> list[Term]:
+        terms = parse_expression(expression)
+        for term in terms:
+            if term.image is not None:
+                name = str(term.image)
+                key = (
+                    ImageKey(upload_id=name[len(UPLOAD_PREFIX) :])
+                    if name.startswith(UPLOAD_PREFIX)
+                    else ImageKey(gallery_id=name)
+                )
+                term.image = self._vector_of(key)
+        return terms
+
+    def _vector_of(self, key: ImageKey) -> np.ndarray:
+        if key.upload_id is not None:
+            return self._upload(key.upload_id).vector
+        state = self._state
+        row = state.rows.get(key.gallery_id or "")
+        if row is None:
+            raise RequestError(404, f"no image '{key.gallery_id}' in this gallery")
+        return np.asarray(state.snapshot.vectors[row], dtype=np.float32)
+
+    def _upload(self, upload_id: str) -> UploadRecord:
+        record = self.uploads.get(upload_id)
+        if record is None:
+            raise RequestError(404, f"upload '{upload_id}' is unknown or expired: upload the image again")
+        return record
+
+    def _encode_group(self, jobs: list[_Job]) -> None:
+        def run() -> None:
+            images = [job.payload[1] for job in jobs]
+            vectors = self.retriever.encoder.encode_images(images, batch_size=len(images))
+            for job, image, vector in zip(jobs, images, vectors):
+                kept = image.copy()
+                kept.thumbnail((KEPT_UPLOAD_SIDE, KEPT_UPLOAD_SIDE))
+                record = UploadRecord(job.payload[0], np.asarray(vector, dtype=np.float32), kept, *image.size)
+                self.uploads.put(record)
+                job.future.set_result(record)
+
+        self._guard(jobs, run)
+
+    # ---- captions ---------------------------------------------------------------------------------
+    def _run_caption(self, job: _Job) -> None:
+        if self.captioner is None:
+            raise RequestError(501, "captioning is not available in this server")
+        if job.kind == "caption":
+            job.future.set_result(self.captioner.caption([self._subject(job.payload)])[0])
+        else:
+            before, after = job.payload
+            try:
+                job.future.set_result(self.captioner.difference(self._subject(before), self._subject(after)))
+            except NotImplementedError as exc:
+                raise RequestError(501, str(exc)) from None
+
+    def _subject(self, key: ImageKey) -> CaptionSubject:
+        if key.upload_id is not None:
+            record = self._upload(key.upload_id)
+            return CaptionSubject(record.vector, record.image, key.label)
+        vector = self._vector_of(key)
+        path = self.gallery_file(key.gallery_id or "")
+        try:
+            image = decode_image(path, max_pixels=self.max_pixels)
+        except FileNotFoundError:
+            raise RequestError(404, f"the file of '{key.gallery_id}' is gone from the store's folder") from None
+        except ImageDecodeError as exc:
+            raise RequestError(422, f"cannot read '{key.gallery_id}': {exc}") from None
+        return CaptionSubject(vector, image, key.label)
