@@ -148,12 +148,8 @@ def _load_folder(
 
 
 def _default_context_prefix(tokenizer) -> str:
-    """The BOS text, when the tokenizer does not add it itself (GPT-2 family: ``<|endoftext|>``, as in ZeroCap)."""
-    bos = tokenizer.bos_token
-    if not bos:
-        return ""
-    adds_bos = tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id]
-    return "" if adds_bos else bos
+    """The BOS text (GPT-2 family: ``<|endoftext|>``, as in ZeroCap); prompts are encoded without special tokens."""
+    return tokenizer.bos_token or ""
 
 
 # ---- SmolLM2 from the registry package's GGUF ----------------------------------------------------------------
