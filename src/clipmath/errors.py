@@ -27,3 +27,7 @@ class DatasetError(ClipmathError):
 
 class SubmissionError(ClipmathError):
     """A test-server prediction file does not follow the server's documented format."""
+
+
+class CaptionError(ClipmathError):
+    """Captioning options, targets or a caption file to score are invalid."""

@@ -1,0 +1,42 @@
+"""Captioning: ZeroCap (CLIP-guided LM decoding) for any target embedding, and COCO caption metrics.
+
+Python API::
+
+    from clipmath.encoders import load_encoder
+    from clipmath.caption import load_language_model, caption, PRESETS
+
+    encoder = load_encoder("offline-imagenet-minilm")
+    lm = load_language_model("smollm2-135m")            # or "gpt2-medium", a folder, "auto"
+    target = encoder.encode_images([photo])[0]          # or a clipmath.compose expression vector
+    for c in caption(target, lm, encoder, beam_size=5):  # ZeroCap run.py defaults, fields overridable
+        print(c.full_text, c.clip_score, c.lm_score)
+
+    from clipmath.caption import score_caption_file     # behind `clipmath eval-captions PRED_REFS.json`
+    print(score_caption_file("preds.json").percent())
+"""
+
+from clipmath.caption.language_models import (
+    AUTO_LM,
+    DEFAULT_LM,
+    LM_ALIASES,
+    SMOLLM2_NAME,
+    TINY_LM_NAME,
+    LanguageModel,
+    load_language_model,
+    resolve_lm_name,
+)
+from clipmath.caption.metrics import (
+    METRIC_NAMES,
+    CaptionItem,
+    CaptionScores,
+    caption_metrics,
+    read_caption_file,
+    score_caption_file,
+)
+from clipmath.caption.zerocap import PRESETS, Caption, ZeroCapConfig, ZeroCapDecoder, caption
+
+__all__ = [
+    "AUTO_LM", "DEFAULT_LM", "LM_ALIASES", "METRIC_NAMES", "PRESETS", "SMOLLM2_NAME", "TINY_LM_NAME", "Caption",
+    "CaptionItem", "CaptionScores", "LanguageModel", "ZeroCapConfig", "ZeroCapDecoder", "caption", "caption_metrics",
+    "load_language_model", "read_caption_file", "resolve_lm_name", "score_caption_file",
+]

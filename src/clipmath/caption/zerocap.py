@@ -1,0 +1,392 @@
+"""ZeroCap: zero-shot captioning by CLIP-guided decoding of a frozen causal language model.
+
+Method (Tewel et al., "Zero-Shot Image-to-Text Generation for Visual-Semantic Arithmetic", CVPR 2022): beam search
+over a frozen LM. Before each new token, the LM's key/value cache of the text so far is nudged for a few gradient
+steps so that the next-token distribution
+
+* puts its mass on continuations whose text (prompt + caption so far + candidate token) the image-text encoder
+  places close to the target embedding: cross-entropy against softmax(cosine / temperature) over the LM's top
+  candidates (the "CLIP loss"), and
+* stays close to the unmodified LM: KL(shifted ‖ original), weighted by ``ce_scale`` (the fluency term).
+
+The shifted distribution is then fused with the unmodified one (``fusion_factor``), the end token is favoured a
+little more at every step (``end_factor``), numerals are discouraged (``forbidden_factor``; ZeroCap's
+``forbidden_tokens.npy`` lists GPT-2's numeral tokens, here they are found in any LM's vocabulary), and beam search
+ranks beams by mean log-probability. A caption ends at ``end_token`` or at the LM's end-of-text token; special
+tokens and line breaks are never generated (a caption is one line of text; SmolLM2 otherwise likes line breaks).
+
+The target is any vector of the encoder's space: an image embedding, or weighted images and texts (visual-semantic
+arithmetic, see :mod:`clipmath.compose.expression`).
+
+Works with any transformers causal LM whose cache is a ``DynamicCache`` (GPT-2, GPT-Neo, Llama/SmolLM2, ...) and
+with any :class:`~clipmath.encoders.base.Encoder`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from clipmath.caption.language_models import LanguageModel
+from clipmath.encoders.base import Encoder
+from clipmath.errors import CaptionError
+
+KV = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class ZeroCapConfig:
+    """Decoding options; names, meanings and defaults follow ZeroCap's ``run.py`` / ``CLIPTextGenerator``.
+
+    ``reset_context_delta`` defaults to True: ZeroCap's ``run.py`` declares it as an opt-in flag, but its decoder
+    only runs with it set (every command in its README passes it) and ``CLIPTextGenerator`` defaults to True.
+    False keeps the shifted cache from one token to the next instead of recomputing a clean one (PPLM-style).
+    """
+
+    cond_text: str = "Image of a"  # prompt the caption continues ("Image of text that says" for OCR)
+    target_seq_length: int = 15  # maximum caption length in LM tokens
+    beam_size: int = 5
+    reset_context_delta: bool = True  # recompute the unshifted cache from the tokens before every step
+    num_iterations: int = 5  # gradient steps on the cache per token; 0 = plain LM beam search
+    clip_loss_temperature: float = 0.01
+    clip_scale: float = 1.0
+    ce_scale: float = 0.2  # weight of the fluency (KL to the unmodified LM) term
+    stepsize: float = 0.3
+    grad_norm_factor: float = 0.9  # gradients are divided by their norm ** this
+    fusion_factor: float = 0.99  # p = shifted ** f * unshifted ** (1 - f)
+    repetition_penalty: float = 1.0  # applied to the last 4 tokens
+    end_token: str = "."  # text of the token that ends a caption
+    end_factor: float = 1.01  # end-token logit scaled by this from the second token on
+    forbidden_factor: float = 20.0  # numeral-token logits scaled down by this
+    candidates: int = 512  # top LM tokens scored by the encoder per beam and step (ZeroCap: 512)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive = {"target_seq_length": self.target_seq_length, "beam_size": self.beam_size,
+                    "candidates": self.candidates, "clip_loss_temperature": self.clip_loss_temperature,
+                    "end_factor": self.end_factor, "forbidden_factor": self.forbidden_factor,
+                    "repetition_penalty": self.repetition_penalty}
+        for name, value in positive.items():
+            if not value > 0:
+                raise CaptionError(f"{name} must be positive (got {value})")
+        if self.num_iterations < 0:
+            raise CaptionError(f"num_iterations must be >= 0 (got {self.num_iterations})")
+        if not 0.0 <= self.fusion_factor <= 1.0:
+            raise CaptionError(f"fusion_factor must be in [0, 1] (got {self.fusion_factor})")
+
+    @property
+    def guided(self) -> bool:
+        return self.num_iterations > 0
+
+
+# The option sets ZeroCap's README runs: captioning, visual arithmetic, real-world knowledge, OCR.
+PRESETS: dict[str, ZeroCapConfig] = {
+    "caption": ZeroCapConfig(),
+    "arithmetic": ZeroCapConfig(end_factor=1.06, fusion_factor=0.95, grad_norm_factor=0.95),
+    "real-world": ZeroCapConfig(cond_text="Image of", end_factor=1.04),
+    "ocr": ZeroCapConfig(cond_text="Image of text that says", end_factor=1.04),
+}
+
+_START_END_DIVISOR = 1.6  # ZeroCap discourages ending at the very first token
+_REPETITION_WINDOW = 4
+_NUMERAL = re.compile(r"\s*\d+\s*")
+
+
+@dataclass(frozen=True)
+class Caption:
+    """One beam's caption with its scores.
+
+    ``clip_score`` is the cosine between the target and the encoder's embedding of ``text`` (the caption without
+    the prompt, as ZeroCap ranks its beams); ``lm_score`` is the beam's mean log-probability per token under the
+    guided distribution. ``continuation`` is the decoded text exactly as it follows the prompt.
+    """
+
+    text: str
+    prompt: str
+    clip_score: float
+    lm_score: float
+    continuation: str = ""
+    tokens: tuple[int, ...] = field(default=(), repr=False)
+
+    @property
+    def full_text(self) -> str:
+        """Prompt and caption as one sentence ("Image of a cat on a sofa.")."""
+        return (self.prompt + (self.continuation or " " + self.text)).strip()
+
+
+class ZeroCapDecoder:
+    """Caption target embeddings with one LM and one encoder; keeps per-vocabulary tables between calls."""
+
+    def __init__(self, lm: LanguageModel, encoder: Encoder, config: ZeroCapConfig | None = None) -> None:
+        self.lm = lm
+        self.encoder = encoder
+        self.config = config or ZeroCapConfig()
+        self.device = lm.device
+        self._token_texts: list[str] | None = None
+        self._text_cache: dict[str, np.ndarray] = {}
+
+    # ---- public ---------------------------------------------------------------------------------------------
+    def caption(
+        self, target_embedding: np.ndarray | torch.Tensor, config: ZeroCapConfig | None = None, progress: bool = False
+    ) -> list[Caption]:
+        """Captions (one per beam) for ``target_embedding`` (``(D,)``), best CLIP score first."""
+        config = config or self.config
+        target = self._target(target_embedding)
+        torch.manual_seed(config.seed)
+        self._text_cache.clear()
+        prefix = self.lm.encode(self.lm.context_prefix + config.cond_text)
+        if not prefix:
+            raise CaptionError("empty prompt: give --cond_text, or use an LM with a start token")
+        gen_tokens, lengths, scores = self._beam_search(prefix, target, config, progress)
+        captions = []
+        for row, length, score in zip(gen_tokens.tolist(), lengths.tolist(), scores.tolist()):
+            ids = tuple(row[: int(length)])
+            continuation = self.lm.decode(list(ids))
+            captions.append((continuation, ids, score / length))
+        texts = [c[0].strip() or c[0] for c in captions]
+        sims = self._embed_texts(texts) @ target.cpu().numpy()
+        out = [
+            Caption(text=text, prompt=config.cond_text, clip_score=float(sim), lm_score=float(lm_score),
+                    continuation=continuation, tokens=ids)
+            for (continuation, ids, lm_score), text, sim in zip(captions, texts, sims)
+        ]
+        return sorted(out, key=lambda c: (-c.clip_score, -c.lm_score))
+
+    # ---- beam search ----------------------------------------------------------------------------------------
+    def _beam_search(
+        self, prefix: list[int], target: torch.Tensor, config: ZeroCapConfig, progress: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run beam search; returns generated tokens ``(B, T)``, lengths ``(B,)`` and summed log-probs ``(B,)``."""
+        beam = config.beam_size
+        stop_ids = torch.tensor(sorted(set(self._end_ids(config)) | set(self.lm.end_of_text_ids())), device=self.device)
+        pad_id = int(stop_ids[0])
+        context = torch.tensor([prefix], device=self.device)
+        gen = torch.zeros((1, 0), dtype=torch.long, device=self.device)
+        scores = torch.zeros(1, device=self.device)
+        lengths = torch.zeros(1, device=self.device)
+        stopped = torch.zeros(1, dtype=torch.bool, device=self.device)
+        carried: KV | None = None
+        for step in tqdm(range(config.target_seq_length), desc="caption", unit="token", disable=not progress):
+            log_probs, carried = self._next_log_probs(step, context, target, config, carried)
+            vocab = log_probs.shape[1]
+            log_probs[stopped] = -float("inf")
+            log_probs[stopped, pad_id] = 0.0
+            lengths = lengths + (~stopped).float()
+            mean = (scores[:, None] + log_probs) / lengths[:, None]
+            best, flat = mean.view(-1).topk(min(beam, mean.numel()))
+            source, next_tokens = flat // vocab, flat % vocab
+            lengths, stopped = lengths[source], stopped[source]
+            scores = best * lengths
+            gen = torch.cat([gen[source], next_tokens[:, None]], dim=1)
+            context = torch.cat([context[source], next_tokens[:, None]], dim=1)
+            if carried is not None:
+                carried = [(k[source], v[source]) for k, v in carried]
+            stopped = stopped | torch.isin(next_tokens, stop_ids)
+            if bool(stopped.all()):
+                break
+        return gen, lengths, scores
+
+    def _next_log_probs(
+        self, step: int, context: torch.Tensor, target: torch.Tensor, config: ZeroCapConfig, carried: KV | None
+    ) -> tuple[torch.Tensor, KV | None]:
+        """Log of ZeroCap's fused next-token distribution for each beam, and the cache to carry on (if any)."""
+        model = self.lm.model
+        last = context[:, -1:]
+        past: KV | None = None
+        with torch.no_grad():
+            if context.shape[1] > 1:
+                past = kv_tensors(model(context[:, :-1], use_cache=True).past_key_values)
+            logits_before = model(last, past_key_values=make_cache(past, model.config), use_cache=True).logits
+        probs_before = torch.softmax(logits_before[:, -1, :].float(), dim=-1)
+        if carried is not None and not config.reset_context_delta:
+            past = carried
+        if past is not None and config.guided:
+            past = self._shift_context(past, last, context, probs_before, target, config)
+        with torch.no_grad():
+            out = model(last, past_key_values=make_cache(past, model.config), use_cache=True)
+        logits = self._adjust_special_tokens(out.logits[:, -1, :].float(), context, step, config)
+        probs = torch.softmax(logits, dim=-1)
+        fused = probs.pow(config.fusion_factor) * probs_before.pow(1.0 - config.fusion_factor)
+        fused = fused / fused.sum(dim=-1, keepdim=True)
+        carry = None if config.reset_context_delta else kv_tensors(out.past_key_values)
+        return fused.log(), carry
+
+    # ---- the context shift ----------------------------------------------------------------------------------
+    def _shift_context(
+        self, past: KV, last: torch.Tensor, context: torch.Tensor, probs_before: torch.Tensor,
+        target: torch.Tensor, config: ZeroCapConfig,
+    ) -> KV:
+        """Optimise an additive delta on every cached key and value; return the shifted cache (detached)."""
+        model = self.lm.model
+        past = [(k.detach(), v.detach()) for k, v in past]
+        deltas = [torch.zeros_like(t) for pair in past for t in pair]
+        prefixes = [self.lm.decode(row) for row in context.tolist()]
+        log_before = probs_before.clamp_min(1e-30).log()
+        for _ in range(config.num_iterations):
+            for d in deltas:
+                d.requires_grad_(True)
+            shifted = [(k + deltas[2 * i], v + deltas[2 * i + 1]) for i, (k, v) in enumerate(past)]
+            logits = model(last, past_key_values=make_cache(shifted, model.config), use_cache=True).logits
+            log_probs = torch.log_softmax(logits[:, -1, :].float(), dim=-1)
+            probs = log_probs.exp()
+            clip_loss = self._clip_loss(log_probs, prefixes, target, config)
+            fluency = config.ce_scale * (probs * (log_probs - log_before)).sum(dim=-1)
+            loss = config.clip_scale * clip_loss.sum() + fluency.sum()
+            grads = torch.autograd.grad(loss, deltas)
+            with torch.no_grad():
+                deltas = [d.detach() - config.stepsize * _per_beam_normalised(g, config.grad_norm_factor)
+                          for d, g in zip(deltas, grads)]
+        return [(k + deltas[2 * i], v + deltas[2 * i + 1]) for i, (k, v) in enumerate(past)]
+
+    def _clip_loss(
+        self, log_probs: torch.Tensor, prefixes: Sequence[str], target: torch.Tensor, config: ZeroCapConfig
+    ) -> torch.Tensor:
+        """Per beam: cross-entropy between softmax(cos(text, target)/T) over the top candidates and the LM."""
+        top = min(config.candidates, log_probs.shape[1])
+        top_ids = log_probs.detach().topk(top, dim=-1).indices
+        token_texts = self._vocab_texts()
+        losses = []
+        for b, prefix in enumerate(prefixes):
+            ids = top_ids[b].tolist()
+            feats = torch.from_numpy(self._embed_texts([prefix + token_texts[i] for i in ids])).to(target.device)
+            wanted = torch.softmax((feats @ target) / config.clip_loss_temperature, dim=-1)
+            losses.append(-(wanted * log_probs[b, top_ids[b]]).sum())
+        return torch.stack(losses)
+
+    # ---- logit rules ----------------------------------------------------------------------------------------
+    def _adjust_special_tokens(
+        self, logits: torch.Tensor, context: torch.Tensor, step: int, config: ZeroCapConfig
+    ) -> torch.Tensor:
+        """ZeroCap's logit rules: repetition penalty, end-token schedule, discouraged numerals; no special tokens.
+
+        A factor f > 1 "raises" a logit by multiplying it when positive and dividing it when negative.
+        """
+        logits = logits.clone()
+        if config.repetition_penalty != 1.0:
+            for b, row in enumerate(context[:, -_REPETITION_WINDOW:].tolist()):
+                ids = torch.tensor(sorted(set(row)), device=logits.device)
+                logits[b, ids] = _scale(logits[b, ids], 1.0 / config.repetition_penalty)
+        end_ids = self._end_ids(config)
+        if step >= 1:
+            logits[:, end_ids] = _scale(logits[:, end_ids], config.end_factor)
+        if step == 0:
+            logits[:, end_ids] = _scale(logits[:, end_ids], 1.0 / _START_END_DIVISOR)
+        numerals = self._numeral_ids()
+        if numerals.numel():
+            logits[:, numerals] = _scale(logits[:, numerals], 1.0 / config.forbidden_factor)
+        banned = self._banned_ids()
+        if banned.numel():
+            logits[:, banned] = -float("inf")
+        return logits
+
+    def _end_ids(self, config: ZeroCapConfig) -> list[int]:
+        ids = self.lm.encode(config.end_token)
+        if len(ids) != 1:
+            raise CaptionError(f"end token {config.end_token!r} is not a single token of {self.lm.model_id}")
+        return ids
+
+    def _banned_ids(self) -> torch.Tensor:
+        """Tokens a one-line caption never contains: special markers (except end-of-text) and line breaks."""
+        if not hasattr(self, "_banned"):
+            keep = set(self.lm.end_of_text_ids())
+            specials = [i for i in self.lm.special_token_ids() if i not in keep]
+            breaks = [i for i, text in enumerate(self._vocab_texts()) if "\n" in text or "\r" in text]
+            self._banned = torch.tensor(sorted(set(specials) | set(breaks)), dtype=torch.long, device=self.device)
+        return self._banned
+
+    def _numeral_ids(self) -> torch.Tensor:
+        if not hasattr(self, "_numerals"):
+            ids = [i for i, text in enumerate(self._vocab_texts()) if _NUMERAL.fullmatch(text)]
+            self._numerals = torch.tensor(ids, dtype=torch.long, device=self.device)
+        return self._numerals
+
+    # ---- helpers --------------------------------------------------------------------------------------------
+    def _vocab_texts(self) -> list[str]:
+        """Decoded text of every vocabulary id (how a candidate token extends the caption)."""
+        if self._token_texts is None:
+            specials = set(self.lm.special_token_ids())
+            self._token_texts = [
+                "" if i in specials else self.lm.tokenizer.decode([i]) for i in range(self.lm.vocab_size)
+            ]
+        return self._token_texts
+
+    def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Normalised encoder embeddings, memoised: beams and iterations re-score mostly the same candidates."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._text_cache))
+        if missing:
+            feats = self.encoder.encode_texts(missing, batch_size=len(missing))
+            self._text_cache.update(zip(missing, feats))
+        return np.stack([self._text_cache[t] for t in texts]).astype(np.float32)
+
+    def _target(self, target_embedding: np.ndarray | torch.Tensor) -> torch.Tensor:
+        vector = torch.as_tensor(np.asarray(target_embedding, dtype=np.float32)).flatten()
+        if vector.numel() != self.encoder.dim:
+            raise CaptionError(
+                f"target embedding has {vector.numel()} values but {self.encoder.info.model_id} embeds in "
+                f"{self.encoder.dim}-d: embed the target with the same model"
+            )
+        norm = vector.norm()
+        if not torch.isfinite(norm) or norm == 0:
+            raise CaptionError("target embedding is zero or not finite")
+        return vector / norm
+
+
+def caption(
+    target_embedding: np.ndarray | torch.Tensor,
+    lm: LanguageModel,
+    encoder: Encoder,
+    config: ZeroCapConfig | None = None,
+    progress: bool = False,
+    **overrides: object,
+) -> list[Caption]:
+    """ZeroCap captions of one target embedding, best CLIP score first.
+
+    ``config`` defaults to ZeroCap's run.py options; keyword ``overrides`` replace single fields
+    (``caption(v, lm, enc, beam_size=2, cond_text="Image of text that says")``).
+    """
+    config = config or ZeroCapConfig()
+    if overrides:
+        unknown = set(overrides) - set(ZeroCapConfig.__dataclass_fields__)
+        if unknown:
+            raise CaptionError(f"unknown caption option(s): {', '.join(sorted(unknown))}")
+        config = replace(config, **overrides)
+    return ZeroCapDecoder(lm, encoder, config).caption(target_embedding, progress=progress)
+
+
+# ---- cache plumbing (transformers 5.x DynamicCache, 4.x tuples) -----------------------------------------------
+def kv_tensors(cache: object) -> KV:
+    """Per-layer ``(keys, values)`` tensors of a past-key-values object (a ``Cache`` or legacy tuples)."""
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        return [(layer.keys, layer.values) for layer in layers]
+    if hasattr(cache, "to_legacy_cache"):
+        cache = cache.to_legacy_cache()
+    return [(layer[0], layer[1]) for layer in cache]
+
+
+def make_cache(kv: KV | None, config: object) -> object | None:
+    """A fresh ``DynamicCache`` holding ``kv`` (differentiable: the tensors are used as given, not copied)."""
+    if kv is None:
+        return None
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(ddp_cache_data=kv, config=config)
+    except TypeError:  # transformers 4.x
+        return DynamicCache.from_legacy_cache(tuple(kv))
+
+
+def _per_beam_normalised(grad: torch.Tensor, power: float) -> torch.Tensor:
+    """``grad / ‖grad_b‖ ** power`` with one norm per beam (first axis)."""
+    norms = grad.flatten(1).norm(dim=1) + 1e-15
+    return grad / norms.pow(power).view(-1, *([1] * (grad.dim() - 1)))
+
+
+def _scale(logits: torch.Tensor, factor: float) -> torch.Tensor:
+    """Multiply positive logits by ``factor`` and divide negative ones by it (ZeroCap's sign-aware scaling)."""
+    return torch.where(logits > 0, logits * factor, logits / factor)
