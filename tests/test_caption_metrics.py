@@ -31,8 +31,10 @@ def test_reproduces_the_published_zerocap_mscoco_scores():
 
 @needs_java
 def test_metrics_rank_a_matching_caption_above_an_unrelated_one():
-    refs = [["A cat sleeps on a red sofa.", "a cat lying on a couch"],
-            ["A man rides a horse on a beach.", "a rider on a horse"]]
+    refs = [
+        ["A cat sleeps on a red sofa.", "a cat lying on a couch"],
+        ["A man rides a horse on a beach.", "a rider on a horse"],
+    ]
     # METEOR is left to the reproduction test above: each METEOR run starts a JVM that loads paraphrase tables.
     good = caption_metrics(["a cat sleeping on a red sofa.", "a man riding a horse on the beach."], refs, meteor=False)
     bad = caption_metrics(["a plate of food with a fork.", "a bus parked in a street."], refs, meteor=False)
@@ -57,8 +59,9 @@ def test_list_and_mapping_files_score_the_same(tmp_path):
     as_list = tmp_path / "list.json"
     as_list.write_text(json.dumps(items))
     as_map = tmp_path / "map.json"
-    as_map.write_text(json.dumps({it["image_name"]: {"prediction": it["prediction"], "references": it["captions"]}
-                                  for it in items}))
+    as_map.write_text(
+        json.dumps({it["image_name"]: {"prediction": it["prediction"], "references": it["captions"]} for it in items})
+    )
     assert score_caption_file(as_list, meteor=False) == score_caption_file(as_map, meteor=False)
     assert [it.key for it in read_caption_file(as_list)] == [it["image_name"] for it in items]
 

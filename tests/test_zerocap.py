@@ -132,6 +132,7 @@ def test_decoding_is_deterministic_under_a_seed(smollm2, offline_encoder, photo_
     config = replace(SMALL, target_seq_length=3, num_iterations=2)
     first = ZeroCapDecoder(smollm2, offline_encoder).caption(photo_targets[0], config)
     second = ZeroCapDecoder(smollm2, offline_encoder).caption(photo_targets[0], config)
+
     def summary(captions):
         return [(c.tokens, c.clip_score, c.lm_score) for c in captions]
 
@@ -143,8 +144,11 @@ def test_end_token_ends_a_caption_and_max_length_cuts_one(smollm2, offline_encod
     plain = ZeroCapConfig(beam_size=1, target_seq_length=10, num_iterations=0, end_factor=1.0)
     free = caption(target, smollm2, offline_encoder, plain)[0].tokens
     # End on a word the free-running caption reaches later: decoding must stop right after it, same tokens before.
-    position = next(i for i in range(1, len(free)) if free[i] not in free[:i]
-                    and smollm2.encode(smollm2.decode([free[i]])) == [free[i]])
+    position = next(
+        i
+        for i in range(1, len(free))
+        if free[i] not in free[:i] and smollm2.encode(smollm2.decode([free[i]])) == [free[i]]
+    )
     end_word = smollm2.decode([free[position]])
     ended = caption(target, smollm2, offline_encoder, replace(plain, end_token=end_word))[0]
     assert ended.tokens == free[: position + 1] and ended.text.endswith(end_word.strip())

@@ -36,7 +36,23 @@ from clipmath.caption.metrics import (
 from clipmath.caption.zerocap import PRESETS, Caption, ZeroCapConfig, ZeroCapDecoder, caption
 
 __all__ = [
-    "AUTO_LM", "DEFAULT_LM", "LM_ALIASES", "METRIC_NAMES", "PRESETS", "SMOLLM2_NAME", "TINY_LM_NAME", "Caption",
-    "CaptionItem", "CaptionScores", "LanguageModel", "ZeroCapConfig", "ZeroCapDecoder", "caption", "caption_metrics",
-    "load_language_model", "read_caption_file", "resolve_lm_name", "score_caption_file",
+    "AUTO_LM",
+    "DEFAULT_LM",
+    "LM_ALIASES",
+    "METRIC_NAMES",
+    "PRESETS",
+    "SMOLLM2_NAME",
+    "TINY_LM_NAME",
+    "Caption",
+    "CaptionItem",
+    "CaptionScores",
+    "LanguageModel",
+    "ZeroCapConfig",
+    "ZeroCapDecoder",
+    "caption",
+    "caption_metrics",
+    "load_language_model",
+    "read_caption_file",
+    "resolve_lm_name",
+    "score_caption_file",
 ]

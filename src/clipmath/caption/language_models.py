@@ -223,8 +223,15 @@ def build_tiny_lm(folder: str | Path, seed: int = 0, width: int = 32, layers: in
     )
     tokenizer.save_pretrained(folder)
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=len(vocab), n_positions=128, n_embd=width, n_layer=layers, n_head=2,
-                        bos_token_id=vocab["<|endoftext|>"], eos_token_id=vocab["<|endoftext|>"])
+    config = GPT2Config(
+        vocab_size=len(vocab),
+        n_positions=128,
+        n_embd=width,
+        n_layer=layers,
+        n_head=2,
+        bos_token_id=vocab["<|endoftext|>"],
+        eos_token_id=vocab["<|endoftext|>"],
+    )
     GPT2LMHeadModel(config).save_pretrained(folder)
     (folder / RANDOM_LM_MARKER).write_text(json.dumps({"seed": seed, "note": "random weights, for tests only"}))
     return folder

@@ -82,8 +82,9 @@ def caption_metrics(
     rouge, _ = Rouge().compute_score(gts, res)
     cider, _ = Cider().compute_score(gts, res)
     meteor_score = _meteor(gts, res) if meteor else None
-    return CaptionScores(*(float(b) for b in bleu), meteor=meteor_score, rouge_l=float(rouge), cider=float(cider),
-                         count=len(predictions))
+    return CaptionScores(
+        *(float(b) for b in bleu), meteor=meteor_score, rouge_l=float(rouge), cider=float(cider), count=len(predictions)
+    )
 
 
 def read_caption_file(path: str | Path) -> list[CaptionItem]:

@@ -67,10 +67,15 @@ class ZeroCapConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        positive = {"target_seq_length": self.target_seq_length, "beam_size": self.beam_size,
-                    "candidates": self.candidates, "clip_loss_temperature": self.clip_loss_temperature,
-                    "end_factor": self.end_factor, "forbidden_factor": self.forbidden_factor,
-                    "repetition_penalty": self.repetition_penalty}
+        positive = {
+            "target_seq_length": self.target_seq_length,
+            "beam_size": self.beam_size,
+            "candidates": self.candidates,
+            "clip_loss_temperature": self.clip_loss_temperature,
+            "end_factor": self.end_factor,
+            "forbidden_factor": self.forbidden_factor,
+            "repetition_penalty": self.repetition_penalty,
+        }
         for name, value in positive.items():
             if not value > 0:
                 raise CaptionError(f"{name} must be positive (got {value})")
@@ -151,8 +156,14 @@ class ZeroCapDecoder:
         texts = [c[0].strip() or c[0] for c in captions]
         sims = self._embed_texts(texts) @ target.cpu().numpy()
         out = [
-            Caption(text=text, prompt=config.cond_text, clip_score=float(sim), lm_score=float(lm_score),
-                    continuation=continuation, tokens=ids)
+            Caption(
+                text=text,
+                prompt=config.cond_text,
+                clip_score=float(sim),
+                lm_score=float(lm_score),
+                continuation=continuation,
+                tokens=ids,
+            )
             for (continuation, ids, lm_score), text, sim in zip(captions, texts, sims)
         ]
         return sorted(out, key=lambda c: (-c.clip_score, -c.lm_score))
@@ -218,8 +229,13 @@ class ZeroCapDecoder:
 
     # ---- the context shift ----------------------------------------------------------------------------------
     def _shift_context(
-        self, past: KV, last: torch.Tensor, context: torch.Tensor, probs_before: torch.Tensor,
-        target: torch.Tensor, config: ZeroCapConfig,
+        self,
+        past: KV,
+        last: torch.Tensor,
+        context: torch.Tensor,
+        probs_before: torch.Tensor,
+        target: torch.Tensor,
+        config: ZeroCapConfig,
     ) -> KV:
         """Optimise an additive delta on every cached key and value; return the shifted cache (detached)."""
         model = self.lm.model
@@ -239,8 +255,10 @@ class ZeroCapDecoder:
             loss = config.clip_scale * clip_loss.sum() + fluency.sum()
             grads = torch.autograd.grad(loss, deltas)
             with torch.no_grad():
-                deltas = [d.detach() - config.stepsize * _per_beam_normalised(g, config.grad_norm_factor)
-                          for d, g in zip(deltas, grads)]
+                deltas = [
+                    d.detach() - config.stepsize * _per_beam_normalised(g, config.grad_norm_factor)
+                    for d, g in zip(deltas, grads)
+                ]
         return [(k + deltas[2 * i], v + deltas[2 * i + 1]) for i, (k, v) in enumerate(past)]
 
     def _clip_loss(
