@@ -77,3 +77,21 @@ def test_eval_captions_scores_a_file(tmp_path):
     payload = json.loads(result.stdout)
     assert payload["count"] == 2 and payload["percent"]["METEOR"] is None
     assert 0 < payload["percent"]["BLEU-1"] <= 100
+
+
+def test_serve_caption_lm_enables_the_caption_endpoint(tmp_path, tiny_encoder):
+    from fastapi.testclient import TestClient
+
+    from clipmath.cli import _zerocap_captioner
+    from clipmath.serve import create_app
+    from tests.serve_support import build_store, open_retriever
+
+    assert _zerocap_captioner(None, tiny_encoder, "cpu") is None
+    store, _ = build_store(tmp_path, tiny_encoder)
+    captioner = _zerocap_captioner("tiny-random-lm", tiny_encoder, "cpu")
+    with TestClient(
+        create_app(open_retriever(store, tiny_encoder), captioner=captioner), base_url="http://127.0.0.1"
+    ) as client:
+        assert "ZeroCap" in client.get("/api/info").json()["captioning"]
+        body = client.post("/api/caption", json={"image": {"gallery_id": "skimage/coffee.png"}}).json()
+        assert body["caption"].startswith("Image of a")

@@ -424,6 +424,10 @@ def serve(
             help="METHOD=PATH: trained weights of a learned compose method to offer (repeatable).",
         ),
     ] = None,
+    caption_lm: Annotated[
+        Optional[str],
+        typer.Option(help="Enable the caption endpoint with this language model (auto, smollm2-135m, gpt2, a folder)."),
+    ] = None,
 ) -> None:
     """Serve a store over HTTP: a JSON API (documented at /docs) and a web page for composed search."""
     try:
@@ -454,7 +458,7 @@ def serve(
     config.check()
     check_port_free(host, port)  # before the model loads
     retriever = Retriever.open(store, model=model, device=device, config=RetrieverConfig(index=index_kind))
-    web_app = create_app(retriever, config)
+    web_app = create_app(retriever, config, captioner=_zerocap_captioner(caption_lm, retriever.encoder, device))
     shown_host = f"[{host}]" if ":" in host else host
     address = f"http://{shown_host}:{port}/" + (f"#token={token}" if token else "")
     err.print(f"model: {escape(retriever.encoder.info.label())}")
@@ -463,6 +467,22 @@ def serve(
         f"(API docs: /docs); Ctrl-C stops"
     )
     run_server(web_app, config)
+
+
+def _zerocap_captioner(lm_name: Optional[str], encoder: Any, device: str) -> Any:
+    """A server captioner running ZeroCap (run.py defaults) on each subject's embedding; None when not asked for."""
+    if not lm_name:
+        return None
+    from clipmath.caption import caption as run_caption
+    from clipmath.caption import load_language_model
+    from clipmath.serve.captioning import FunctionCaptioner
+
+    language_model = load_language_model(lm_name, device=device)
+
+    def caption_subjects(subjects: list) -> list[str]:
+        return [run_caption(subject.vector, language_model, encoder)[0].full_text for subject in subjects]
+
+    return FunctionCaptioner(f"ZeroCap · {language_model.label()}", caption_subjects)
 
 
 # ---- caption ----------------------------------------------------------------------------------------------
