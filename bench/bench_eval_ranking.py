@@ -43,9 +43,11 @@ def main() -> None:
     results = EmbeddingScores(queries, gallery, query_chunk=args.query_chunk).top_k(args.k, exclude)
     elapsed = time.perf_counter() - start
     assert results.rows.shape == (args.queries, args.k)
-    print(f"{args.queries} queries x {args.gallery} gallery x {args.dim}-d, top-{args.k}: {elapsed:.2f} s "
-          f"({1000 * elapsed / args.queries:.2f} ms/query); peak RSS {before:.0f} MB before ranking, "
-          f"{peak_rss_mb():.0f} MB after (a dense score matrix alone would be {dense_mb:.0f} MB)")
+    print(
+        f"{args.queries} queries x {args.gallery} gallery x {args.dim}-d, top-{args.k}: {elapsed:.2f} s "
+        f"({1000 * elapsed / args.queries:.2f} ms/query); peak RSS {before:.0f} MB before ranking, "
+        f"{peak_rss_mb():.0f} MB after (a dense score matrix alone would be {dense_mb:.0f} MB)"
+    )
 
 
 if __name__ == "__main__":

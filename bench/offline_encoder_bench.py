@@ -46,8 +46,10 @@ def main() -> None:
     start = time.perf_counter()
     encoder.encode_images(images, batch_size=args.batch_size)
     image_s = time.perf_counter() - start
-    print(f"encode_images: {len(images) / image_s:.1f} images/s ({len(images)} images, batch {args.batch_size}, "
-          "decoded PIL in, preprocessing included)")
+    print(
+        f"encode_images: {len(images) / image_s:.1f} images/s ({len(images)} images, batch {args.batch_size}, "
+        "decoded PIL in, preprocessing included)"
+    )
 
     texts = [f"a photo of a {name}" for name in encoder.class_names[:256]]
     start = time.perf_counter()

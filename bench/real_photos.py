@@ -54,13 +54,17 @@ def delta_moves(encoder, ids: list[str], vectors: np.ndarray, lam: float = 1.0) 
     for cat in CATS:
         reference = vectors[ids.index(cat)]
         for word, photos in TARGETS.items():
-            query = CompositionQuery(reference=reference, source="a photo of a cat", target=f"a photo of a {word}", lam=lam)
+            query = CompositionQuery(
+                reference=reference, source="a photo of a cat", target=f"a photo of a {word}", lam=lam
+            )
             results = {}
             for method in ("image", "delta"):
                 vector = get_composer(method).compose(encoder, [query])
                 ranked = index.search(vector, len(ids), [[ids.index(cat)]]).rows[0].tolist()
                 results[method] = min(ranked.index(ids.index(p)) for p in photos) + 1
-            rows.append({"reference": cat, "target": word, "rank_image_only": results["image"], "rank_delta": results["delta"]})
+            rows.append(
+                {"reference": cat, "target": word, "rank_image_only": results["image"], "rank_delta": results["delta"]}
+            )
     return rows
 
 
@@ -75,14 +79,24 @@ def main() -> None:
     vectors = encoder.encode_images([decode_image(EXAMPLES / "gallery" / i) for i in ids])
     coco = [i for i in ids if i.startswith("coco/")]
     coco_vectors = vectors[[ids.index(i) for i in coco]]
-    lines = [f"model: {encoder.info.label()}", "",
-             "| caption -> image | queries | R@1 | R@5 | chance R@1 |", "| --- | ---: | ---: | ---: | ---: |"]
-    for label, gallery_ids, gallery_vectors in [("22 COCO photos", coco, coco_vectors), ("all 32 example photos", ids, vectors)]:
+    lines = [
+        f"model: {encoder.info.label()}",
+        "",
+        "| caption -> image | queries | R@1 | R@5 | chance R@1 |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for label, gallery_ids, gallery_vectors in [
+        ("22 COCO photos", coco, coco_vectors),
+        ("all 32 example photos", ids, vectors),
+    ]:
         r = caption_retrieval(encoder, gallery_ids, gallery_vectors, captions)
         lines.append(f"| {label} | {r['queries']} | {r['R@1']:.3f} | {r['R@5']:.3f} | {1 / len(gallery_ids):.3f} |")
     moves = delta_moves(encoder, ids, vectors)
-    lines += ["", "| cat photo | cat -> X | best rank of an X photo: image only | with delta (λ=1) |",
-              "| --- | --- | ---: | ---: |"]
+    lines += [
+        "",
+        "| cat photo | cat -> X | best rank of an X photo: image only | with delta (λ=1) |",
+        "| --- | --- | ---: | ---: |",
+    ]
     lines += [f"| {m['reference']} | {m['target']} | {m['rank_image_only']} | {m['rank_delta']} |" for m in moves]
     improved = sum(m["rank_delta"] < m["rank_image_only"] for m in moves)
     first = sum(m["rank_delta"] == 1 for m in moves)

@@ -68,23 +68,51 @@ def run(size: int, dim: int, n_queries: int, k: int, seed: int) -> list[dict]:
     rows = []
     exact = ExactIndex(gallery)
     truth = exact.search(queries, k).rows
-    rows.append({"method": "numpy matmul + argpartition (batch)", "ms": per_query_ms(lambda q: numpy_topk(gallery, q, k), queries),
-                 "recall": recall_at(truth, numpy_topk(gallery, queries, k)), "build_s": 0.0})
-    rows.append({"method": "clipmath exact (batch)", "ms": per_query_ms(lambda q: exact.search(q, k), queries),
-                 "recall": 1.0, "build_s": 0.0})
-    rows.append({"method": "clipmath exact (one query at a time)",
-                 "ms": per_query_ms(lambda q: [exact.search(x[None], k) for x in q[:20]], queries[:20], 1),
-                 "recall": 1.0, "build_s": 0.0})
-    for kind, params in [("hnsw", FaissParams(ef_search=128)), ("ivfpq", FaissParams(nprobe=32)),
-                         ("ivfpq", FaissParams(nprobe=32, refine=True))]:
+    rows.append(
+        {
+            "method": "numpy matmul + argpartition (batch)",
+            "ms": per_query_ms(lambda q: numpy_topk(gallery, q, k), queries),
+            "recall": recall_at(truth, numpy_topk(gallery, queries, k)),
+            "build_s": 0.0,
+        }
+    )
+    rows.append(
+        {
+            "method": "clipmath exact (batch)",
+            "ms": per_query_ms(lambda q: exact.search(q, k), queries),
+            "recall": 1.0,
+            "build_s": 0.0,
+        }
+    )
+    rows.append(
+        {
+            "method": "clipmath exact (one query at a time)",
+            "ms": per_query_ms(lambda q: [exact.search(x[None], k) for x in q[:20]], queries[:20], 1),
+            "recall": 1.0,
+            "build_s": 0.0,
+        }
+    )
+    for kind, params in [
+        ("hnsw", FaissParams(ef_search=128)),
+        ("ivfpq", FaissParams(nprobe=32)),
+        ("ivfpq", FaissParams(nprobe=32, refine=True)),
+    ]:
         start = time.perf_counter()
         index = FaissIndex.build(gallery, kind, params)
         build = time.perf_counter() - start
         found = index.search(queries, k).rows
-        label = {"hnsw": f"FAISS HNSW{params.hnsw_m} efSearch={params.ef_search}",
-                 "ivfpq": f"FAISS {factory_string(kind, size, dim, params)} nprobe={params.nprobe}"}[kind]
-        rows.append({"method": label + " (batch)", "ms": per_query_ms(lambda q: index.search(q, k), queries),
-                     "recall": recall_at(truth, found), "build_s": build})
+        label = {
+            "hnsw": f"FAISS HNSW{params.hnsw_m} efSearch={params.ef_search}",
+            "ivfpq": f"FAISS {factory_string(kind, size, dim, params)} nprobe={params.nprobe}",
+        }[kind]
+        rows.append(
+            {
+                "method": label + " (batch)",
+                "ms": per_query_ms(lambda q: index.search(q, k), queries),
+                "recall": recall_at(truth, found),
+                "build_s": build,
+            }
+        )
     for row in rows:
         row["size"] = size
     return rows
@@ -108,7 +136,9 @@ def main() -> None:
     ]
     for size in args.sizes:
         for row in run(size, args.dim, args.queries, args.k, args.seed):
-            lines.append(f"| {row['size']:,} | {row['method']} | {row['ms']:.3f} | {row['recall']:.3f} | {row['build_s']:.1f} |")
+            lines.append(
+                f"| {row['size']:,} | {row['method']} | {row['ms']:.3f} | {row['recall']:.3f} | {row['build_s']:.1f} |"
+            )
             print(lines[-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")

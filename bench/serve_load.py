@@ -37,8 +37,20 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "gallery"
 MAX_CLIENTS, MAX_REQUESTS, MAX_SECONDS = 64, 20_000, 300.0
 
-TEXTS = ["a dog on the grass", "at night", "in the snow", "a red car", "two people", "a cup of coffee",
-         "on a wooden table", "with a hat", "a city street", "a plate of food", "black and white", "a cat"]
+TEXTS = [
+    "a dog on the grass",
+    "at night",
+    "in the snow",
+    "a red car",
+    "two people",
+    "a cup of coffee",
+    "on a wooden table",
+    "with a hat",
+    "a city street",
+    "a plate of food",
+    "black and white",
+    "a cat",
+]
 WORD_PAIRS = [("cat", "dog"), ("day", "night"), ("man", "woman"), ("summer", "winter"), ("red", "blue")]
 #: Request kinds and their share of the traffic.
 MIX = {"text": 3, "sum": 3, "delta": 2, "thumbnail": 4, "upload": 1}
@@ -84,8 +96,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="also write the table to this file")
     args = parser.parse_args()
-    if not (1 <= args.clients <= MAX_CLIENTS and 1 <= args.requests <= MAX_REQUESTS
-            and 0 < args.duration <= MAX_SECONDS):
+    if not (
+        1 <= args.clients <= MAX_CLIENTS and 1 <= args.requests <= MAX_REQUESTS and 0 < args.duration <= MAX_SECONDS
+    ):
         parser.error(f"bounds: 1..{MAX_CLIENTS} clients, 1..{MAX_REQUESTS} requests, 0..{MAX_SECONDS:.0f} s")
     return args
 
@@ -118,8 +131,19 @@ def free_port() -> int:
 
 def start_server(store: Path, port: int, args: argparse.Namespace) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])))
-    command = [sys.executable, "-m", "clipmath.cli", "serve", str(store), "--host", "127.0.0.1", "--port", str(port),
-               "--k", str(args.k)]
+    command = [
+        sys.executable,
+        "-m",
+        "clipmath.cli",
+        "serve",
+        str(store),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--k",
+        str(args.k),
+    ]
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -202,23 +226,30 @@ def send(http: httpx.Client, kind: str, rng: random.Random, ids: list[str], uplo
     if kind == "text":
         return http.post("/api/search", json={"text": rng.choice(TEXTS), "k": k})
     if kind == "sum":
-        return http.post("/api/search", json={"reference": {"gallery_id": rng.choice(ids)}, "text": rng.choice(TEXTS),
-                                              "k": k})
+        return http.post(
+            "/api/search", json={"reference": {"gallery_id": rng.choice(ids)}, "text": rng.choice(TEXTS), "k": k}
+        )
     if kind == "delta":
         source, target = rng.choice(WORD_PAIRS)
-        return http.post("/api/search", json={"reference": {"gallery_id": rng.choice(ids)}, "source": source,
-                                              "target": target, "lam": 1.0, "k": k})
+        return http.post(
+            "/api/search",
+            json={"reference": {"gallery_id": rng.choice(ids)}, "source": source, "target": target, "lam": 1.0, "k": k},
+        )
     if kind == "thumbnail":
         return http.get(f"/api/thumbnail/{quote(rng.choice(ids), safe='/')}", params={"size": 256})
     if kind == "upload":
         data = rng.choice(uploads)
-        return http.post("/api/search/upload", files={"image": ("u.jpg", data, "image/jpeg")},
-                         data={"text": rng.choice(TEXTS), "k": str(k)})
+        return http.post(
+            "/api/search/upload",
+            files={"image": ("u.jpg", data, "image/jpeg")},
+            data={"text": rng.choice(TEXTS), "k": str(k)},
+        )
     raise ValueError(kind)
 
 
-def format_report(records: dict[str, Record], wall: float, args: argparse.Namespace, health: dict, base: str,
-                  spawned: bool) -> str:
+def format_report(
+    records: dict[str, Record], wall: float, args: argparse.Namespace, health: dict, base: str, spawned: bool
+) -> str:
     total = sum(len(r.latencies) + r.errors for r in records.values())
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
