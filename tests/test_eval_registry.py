@@ -144,6 +144,8 @@ def test_a_registered_toy_benchmark_evaluates_like_a_builtin(tiny_encoder, toy_b
     validator = BenchmarkValidator(datasets, tiny_encoder, tmp_path / "cache", QUIET)
     assert validator.monitor == "R@1"
     assert validator(get_composer("image")) == pytest.approx(direct.metrics)
+    fresh = BenchmarkValidator(datasets, tiny_encoder, config=EvalConfig(progress=False, reencode=True))
+    assert fresh(get_composer("image")) == pytest.approx(direct.metrics) and fresh.prepared().features.store is None
     with pytest.raises(SubmissionError, match="only for CIRR and CIRCO .*not Toy"):
         write_submissions(report, tmp_path / "out.json")
     with pytest.raises(BenchmarkError, match="'lams' .* apply to SIMAT only, not Toy"):

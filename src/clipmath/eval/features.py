@@ -105,7 +105,7 @@ def gallery_features(
 def _encode_in_memory(
     datasets: Sequence[Any], encoder: Encoder, relative: dict, files: list[str], config: EvalConfig
 ) -> GalleryFeatures:
-    from clipmath.store import ImageDecodeError, decode_image
+    from clipmath.imageio import ImageDecodeError, decode_image
 
     root = Path(datasets[0].root)
     chunks = []
