@@ -74,6 +74,10 @@ class TrainingTask(ABC):
     def parameters(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser parameter groups; override to give parts their own learning rate (``{"params", "lr"}``)."""
+        return [{"params": self.parameters()}]
+
     def train_mode(self, training: bool) -> None:
         self.model.train(training)
 
@@ -155,7 +159,7 @@ def fit(
     seed_everything(config.seed)
     task = make_task(config)
     device = task.encoder.device
-    optimiser = torch.optim.AdamW(task.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimiser = torch.optim.AdamW(task.param_groups(), lr=config.lr, weight_decay=config.weight_decay)
     use_amp = config.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
