@@ -28,7 +28,7 @@ def _odd_images() -> list[Image.Image]:
     rng = np.random.default_rng(0)
     return [
         Image.fromarray(rng.integers(0, 255, (300, 200), dtype=np.uint8)),  # grayscale, portrait
-        Image.fromarray(rng.integers(0, 255, (150, 151, 4), dtype=np.uint8)),  # RGBA, smaller than the crop side
+        Image.fromarray(rng.integers(0, 255, (150, 151, 3), dtype=np.uint8)),  # smaller than the crop side
         Image.fromarray(rng.integers(0, 255, (100, 700, 3), dtype=np.uint8)),  # very wide
         Image.fromarray(rng.integers(0, 255, (224, 224, 3), dtype=np.uint8)),  # exactly the input size
     ]
@@ -111,7 +111,7 @@ def test_draft_mode_decodes_large_jpegs_smaller_and_close(photos):
 
 def test_pixel_limit_and_exif_orientation(tmp_path, photos):
     spec = clip_spec(__import__("transformers").CLIPImageProcessor())
-    from clipmath.store.images import ImageDecodeError
+    from clipmath.imageio import ImageDecodeError
 
     with pytest.raises(ImageDecodeError, match="too many pixels"):
         decode_for_model(photos[0], spec, max_pixels=1000, draft=True)

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from clipmath.encoders.pipeline import ImagePipeline, ImageSource, PixelSpec, normalise, prepare_pixels
 from clipmath.encoders.runtime import ThreadBudget, cuda_errors
 from clipmath.encoders.transforms import ImageTransform, apply_pad
-from clipmath.store.images import DEFAULT_MAX_PIXELS
+from clipmath.imageio import MAX_PIXELS, ImageDecodeError, decode_image
 
 PLACEHOLDER = "$"
 
@@ -167,7 +167,7 @@ class Encoder(ABC):
         batch_size: int = 32,
         workers: int | None = None,
         progress: bool = False,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_pixels: int = MAX_PIXELS,
         draft: bool = True,
     ) -> EncodedFiles:
         """Embeddings of image files (paths or bytes; decoded images work too), decoded and prepared in
@@ -190,14 +190,10 @@ class Encoder(ABC):
     def _encode_files_slowly(
         self, sources: Sequence[ImageSource], batch_size: int, progress: bool, max_pixels: int
     ) -> EncodedFiles:
-        from clipmath.encoders.pipeline import decode_for_model
-        from clipmath.store.images import ImageDecodeError
-
         images, indices, failed = [], [], []
-        spec = PixelSpec(1, (1, 1), (0.0,), (1.0,))  # only used to size a draft; drafting is off here
         for index, source in enumerate(sources):
             try:
-                image = source if isinstance(source, Image.Image) else decode_for_model(source, spec, max_pixels, False)
+                image = source if isinstance(source, Image.Image) else decode_image(source, max_pixels=max_pixels)
             except (FileNotFoundError, ImageDecodeError) as exc:
                 failed.append((index, str(exc) if isinstance(exc, ImageDecodeError) else "file not found"))
                 continue

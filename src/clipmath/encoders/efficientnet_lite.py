@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from clipmath.encoders.pipeline import PixelSpec, to_rgb
+from clipmath.encoders.pipeline import PixelSpec
 
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
@@ -164,7 +164,7 @@ def preprocess_lite(images: Sequence[Image.Image]) -> torch.Tensor:
 
     The reference implementation; encoders use the same steps through :data:`LITE_PIXELS` and the fast pipeline.
     """
-    arrays = [np.asarray(_resize_and_crop(to_rgb(img)), dtype=np.float32) for img in images]
+    arrays = [np.asarray(_resize_and_crop(img.convert("RGB")), dtype=np.float32) for img in images]
     if not arrays:
         return torch.zeros((0, 3, CROP_SIZE, CROP_SIZE))
     batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)

@@ -10,7 +10,7 @@ of small tasks ahead of the consumer, and yields batches in input order while th
 previous one. Each worker holds one decoded photo at a time; only crops travel back. ``workers=0`` runs the same
 code in the calling process (the results are identical bit for bit). JPEGs much larger than the model input are
 decoded in draft mode (the JPEG decoder's DCT downscaling, 1/2 to 1/8) to at least twice the resolution the
-resize needs.
+resize needs. Decoding is :mod:`clipmath.imageio`'s (pixel limit, formats, EXIF orientation).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from clipmath.encoders.runtime import available_cores
-from clipmath.store.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
+from clipmath.imageio import MAX_PIXELS, ImageDecodeError, decode_image
 
 #: An image to encode: a file path, the file's bytes, or a decoded PIL image.
 ImageSource = str | Path | bytes | Image.Image
@@ -125,58 +125,20 @@ def _centre_crop(array: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
 
 def prepare_pixels(image: Image.Image, spec: PixelSpec) -> np.ndarray:
     """RGB, pad, resize and centre-crop one image: ``(H, W, 3)`` uint8, C-contiguous."""
-    image = _pad_square(to_rgb(image), spec.pad_ratio)
+    image = _pad_square(image if image.mode == "RGB" else image.convert("RGB"), spec.pad_ratio)
     size = _resized_size(*image.size, spec)
     resized = image.resize(size, resample=spec.resample)
     return np.array(_centre_crop(np.asarray(resized), spec.crop), dtype=np.uint8, order="C")
 
 
-def _draft_request(width: int, height: int, spec: PixelSpec) -> tuple[int, int]:
-    """The smallest decoded size that keeps :data:`DRAFT_MARGIN` times what the resize needs."""
-    padded = spec.pad_ratio is not None and max(width, height) / max(1, min(width, height)) >= spec.pad_ratio
-    scale = spec.short_side / (max(width, height) if padded else min(width, height))
-    return math.ceil(width * scale * DRAFT_MARGIN), math.ceil(height * scale * DRAFT_MARGIN)
-
-
 def decode_for_model(source: str | Path | bytes, spec: PixelSpec, max_pixels: int, draft: bool) -> Image.Image:
-    """Decode a file (or its bytes) with EXIF orientation applied, in JPEG draft mode when it is much larger than
-    ``spec`` needs. Every failure raises :class:`ImageDecodeError` (or FileNotFoundError), as ``decode_image``."""
-    import io
-
-    try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageDecodeError(f"too many pixels ({width}x{height} > {max_pixels}): decompression bomb?")
-            if draft and image.format == "JPEG":
-                image.draft(image.mode, _draft_request(width, height, spec))
-            image.load()
-            return _upright_rgb(image)
-    except (FileNotFoundError, ImageDecodeError):
-        raise
-    except Exception:  # noqa: BLE001 - the reference decoder words every other failure
-        if isinstance(source, bytes):
-            raise ImageDecodeError("not a decodable image") from None
-        return _upright_rgb(decode_image(Path(source), max_pixels=max_pixels))
+    """Decode a file (or its bytes) with :mod:`clipmath.imageio`, in JPEG draft mode reduced no further than
+    :data:`DRAFT_MARGIN` times the short side the resize needs. Raises as :func:`clipmath.imageio.decode`."""
+    side = math.ceil(spec.short_side * DRAFT_MARGIN)
+    return decode_image(source, max_pixels=max_pixels, draft=(side, side) if draft else None)
 
 
-def _upright_rgb(image: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation and convert to RGB, copying only when something changes."""
-    upright = ImageOps.exif_transpose(image, in_place=False) if image.getexif().get(0x0112, 1) != 1 else image
-    return to_rgb(upright)
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB as transformers' processors make it: transparent pixels over white (not black)."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return image.convert("RGB")
-
-
-def load_pixels(source: ImageSource, spec: PixelSpec, max_pixels: int = DEFAULT_MAX_PIXELS, draft: bool = True):
+def load_pixels(source: ImageSource, spec: PixelSpec, max_pixels: int = MAX_PIXELS, draft: bool = True):
     """Decode (unless already an image) and prepare one source: ``(H, W, 3)`` uint8, or the reason it failed."""
     try:
         image = source if isinstance(source, Image.Image) else decode_for_model(source, spec, max_pixels, draft)
@@ -241,7 +203,7 @@ class ImagePipeline:
         self,
         spec: PixelSpec,
         workers: int | None = None,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_pixels: int = MAX_PIXELS,
         draft: bool = True,
         task_size: int = TASK_SIZE,
     ) -> None:

@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PIL import Image
 from tqdm.auto import tqdm
 
 from clipmath.errors import StoreError
 from clipmath.store.gallery import Gallery, ItemRecord
-from clipmath.store.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageDecodeError, decode_image
+from clipmath.imageio import IMAGE_SUFFIXES, MAX_PIXELS, DecodedImage, ImageDecodeError, decode, open_regular_file
 
 if TYPE_CHECKING:
     from clipmath.encoders.base import Encoder
@@ -32,7 +31,7 @@ if TYPE_CHECKING:
 class IndexConfig:
     batch_size: int = 32
     commit_every: int = 256
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_pixels: int = MAX_PIXELS
     prune: bool = False
     decode_workers: int = 2
 
@@ -167,8 +166,8 @@ def _index_chunk(
         if isinstance(image, ImageDecodeError):
             bad.append((candidate.id, str(image), candidate.size, candidate.mtime_ns))
             continue
-        records.append(ItemRecord(candidate.id, digest, candidate.size, candidate.mtime_ns, *image.size))
-        images.append(image)
+        records.append(ItemRecord(candidate.id, digest, candidate.size, candidate.mtime_ns, image.width, image.height))
+        images.append(image.image)
     vectors = encoder.encode_images(images, batch_size=config.batch_size) if images else None
     gallery.commit(records, vectors, reused, bad)
     if touched:
@@ -180,19 +179,23 @@ def _index_chunk(
 def _hash_file(candidate: _Candidate) -> str | ImageDecodeError:
     digest = hashlib.sha256()
     try:
-        with open(candidate.path, "rb") as fh:
+        with open_regular_file(candidate.path) as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
+    except ImageDecodeError as exc:
+        return exc
+    except FileNotFoundError:
+        return ImageDecodeError("file disappeared during indexing", "unreadable")
     except PermissionError:
-        return ImageDecodeError("permission denied")
+        return ImageDecodeError("permission denied", "unreadable")
     except OSError as exc:
-        return ImageDecodeError(f"unreadable: {exc.strerror or exc}")
+        return ImageDecodeError(f"unreadable: {exc.strerror or exc}", "unreadable")
     return digest.hexdigest()
 
 
-def _decode(candidate: _Candidate, max_pixels: int) -> Image.Image | ImageDecodeError:
+def _decode(candidate: _Candidate, max_pixels: int) -> DecodedImage | ImageDecodeError:
     try:
-        return decode_image(candidate.path, max_pixels=max_pixels)
+        return decode(candidate.path, max_pixels=max_pixels)
     except FileNotFoundError:
         return ImageDecodeError("file disappeared during indexing")
     except ImageDecodeError as exc:

@@ -76,6 +76,10 @@ class TrainingTask(ABC):
     def parameters(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser parameter groups; override to give parts their own learning rate (``{"params", "lr"}``)."""
+        return [{"params": self.parameters()}]
+
     def train_mode(self, training: bool) -> None:
         self.model.train(training)
 
@@ -159,7 +163,7 @@ def fit(
     device = task.encoder.device
     task.encoder.threads.apply()
     _check_trainable(task)
-    optimiser = torch.optim.AdamW(task.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimiser = torch.optim.AdamW(task.param_groups(), lr=config.lr, weight_decay=config.weight_decay)
     mixed = autocast_dtype(config.dtype if config.amp else "float32", device)
     use_amp = mixed is not None
     amp_dtype = mixed or torch.bfloat16
