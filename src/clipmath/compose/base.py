@@ -170,7 +170,7 @@ def encode_image_inputs(encoder: Encoder, images: Sequence[ImageInput], batch_si
 
 def open_image(path: str | Path) -> Image.Image:
     """Open an image file for a query, with a one-line error for a missing or undecodable file."""
-    from clipmath.store.images import ImageDecodeError, decode_image
+    from clipmath.imageio import ImageDecodeError, decode_image
 
     try:
         return decode_image(Path(path))

@@ -80,11 +80,12 @@ def load_encoder(
     """Load an encoder by name (see module docstring).
 
     ``preprocessing`` is ``clip`` or ``targetpad`` (``None``: the model's own, else ``clip``); ``dtype`` is one of
-    :data:`DTYPE_CHOICES` (``fp16=True`` is the older spelling of ``dtype="float16"``).
+    :data:`DTYPE_CHOICES` (``auto``: float16 on CUDA, float32 elsewhere; ``fp16=True`` is the older spelling of
+    ``auto``, see :mod:`clipmath.encoders.precision`).
     """
     _quiet_transformers()
     transform = ImageTransform(preprocessing or "clip", target_ratio)
-    options = LoadOptions(_check_device(device), transform, "float16" if fp16 and dtype == "auto" else dtype)
+    options = LoadOptions(_check_device(device), transform, dtype)
     resolved = resolve_model_name(name)
     if resolved.partition(":")[0] in ENCODERS:
         spec, arg = ENCODERS.resolve(resolved)

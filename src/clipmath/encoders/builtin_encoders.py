@@ -12,7 +12,7 @@ from clipmath.errors import ModelLoadError
 def load_offline(arg: str | None, options: LoadOptions) -> Encoder:
     from clipmath.encoders.offline import OfflineImageNetMiniLM
 
-    return OfflineImageNetMiniLM.load(device=options.device, transform=options.transform)
+    return OfflineImageNetMiniLM.load(device=options.device, transform=options.transform, dtype=options.dtype)
 
 
 def load_tiny(arg: str | None, options: LoadOptions) -> Encoder:
@@ -25,7 +25,11 @@ def load_tiny(arg: str | None, options: LoadOptions) -> Encoder:
         raise ModelLoadError(f"{TINY_NAME}:SEED takes an integer seed, not {arg!r}") from None
     model_id = TINY_NAME if arg is None else f"{TINY_NAME}:{arg}"
     return HFClipEncoder.load(
-        str(tiny_clip_folder(seed)), device=options.device, transform=options.transform, model_id=model_id
+        str(tiny_clip_folder(seed)),
+        device=options.device,
+        transform=options.transform,
+        model_id=model_id,
+        dtype=options.dtype,
     )
 
 

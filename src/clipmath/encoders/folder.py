@@ -47,12 +47,10 @@ def load_hub_or_folder(name: str, options: LoadOptions, preprocessing_given: boo
     """
     from clipmath.encoders.hf_clip import HFClipEncoder
 
-    if options.dtype not in ("auto", "float32", "float16"):
-        raise ModelLoadError(f"dtype {options.dtype} is not supported by the transformers CLIP encoder yet")
     folder = Path(name).expanduser()
     description = folder_description(folder) if folder.is_dir() else None
     if description is None:
-        return HFClipEncoder.load(name, device=options.device, fp16=options.fp16, transform=options.transform)
+        return HFClipEncoder.load(name, device=options.device, transform=options.transform, dtype=options.dtype)
     kind = description.get("kind")
     if kind != FINETUNE_KIND:
         raise ModelLoadError(
@@ -65,7 +63,7 @@ def load_hub_or_folder(name: str, options: LoadOptions, preprocessing_given: boo
             transform = ImageTransform.from_key(str(description["preprocessing"]))
         except ValueError as exc:
             raise ModelLoadError(f"{folder / DESCRIPTION_FILE}: {exc}") from None
-    encoder = HFClipEncoder.load(str(folder), device=options.device, fp16=options.fp16, transform=transform)
+    encoder = HFClipEncoder.load(str(folder), device=options.device, transform=transform, dtype=options.dtype)
     dim = description.get("dim")
     if dim is not None and int(dim) != encoder.info.dim:
         raise ModelLoadError(

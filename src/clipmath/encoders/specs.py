@@ -21,32 +21,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from clipmath.encoders.base import Encoder
+from clipmath.encoders.precision import DTYPE_CHOICES, dtype_name
 from clipmath.encoders.transforms import ImageTransform
 from clipmath.errors import ModelLoadError
 from clipmath.registry import Registry, import_ref
 
 __all__ = ["DTYPE_CHOICES", "ENCODERS", "EncoderSpec", "LoadOptions", "register_encoder"]
 
-#: Weight precisions a caller may ask for; ``auto`` is the backend's default (float32 today).
-DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
-
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """How to load any encoder: where it runs, how images are prepared, in which precision."""
+    """How to load any encoder: where it runs, how images are prepared, in which precision (one of
+    :data:`DTYPE_CHOICES`, see :mod:`clipmath.encoders.precision`; aliases such as ``fp16`` are made canonical)."""
 
     device: str = "cpu"
     transform: ImageTransform = ImageTransform()
     dtype: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.dtype not in DTYPE_CHOICES:
-            raise ModelLoadError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, not {self.dtype!r}")
-
-    @property
-    def fp16(self) -> bool:
-        """Whether half precision was asked for (today's backends apply it on CUDA only)."""
-        return self.dtype == "float16"
+        object.__setattr__(self, "dtype", dtype_name(self.dtype))
 
 
 @dataclass(frozen=True)
