@@ -47,7 +47,7 @@ DtypeOpt = Annotated[
     typer.Option(
         "--dtype",
         callback=_choice("--dtype", DTYPE_CHOICES),
-        help="Model precision: auto (half on CUDA, float32 on CPU), float32, float16 or bfloat16.",
+        help="Model precision: auto (half on CUDA, float32 on CPU and for training), float32, float16 or bfloat16.",
     ),
 ]
 ThreadsOpt = Annotated[
