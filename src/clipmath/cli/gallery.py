@@ -49,6 +49,7 @@ def index(
         int, typer.Option(min=1, help="Refuse images with more pixels (decompression bombs).")
     ] = 89_478_485,
     prune: Annotated[bool, typer.Option(help="Forget files that are gone from the folder, and compact.")] = False,
+    follow_symlinks: Annotated[bool, typer.Option(help="Index files symlinks lead to outside the folder.")] = False,
     threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -60,7 +61,9 @@ def index(
     if (store / "manifest.sqlite").exists() and model in (None, "auto"):
         model = Gallery.open(store).model_id  # keep using the store's model
     encoder = load_model(model, device, preprocessing, dtype, threads, as_json)
-    config = IndexConfig(batch_size=batch_size, commit_every=commit_every, max_pixels=max_pixels, prune=prune)
+    config = IndexConfig(
+        batch_size=batch_size, commit_every=commit_every, max_pixels=max_pixels, prune=prune, follow_symlinks=follow_symlinks
+    )
     report = index_folder(store, folder, encoder, config, progress=not as_json)
     if prune and report.pruned:
         with Gallery.open_for_writing(store, encoder.info, encoder.transform.key, folder) as gallery:
