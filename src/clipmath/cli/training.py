@@ -318,11 +318,10 @@ def benchmark_validator(encoder, params: dict[str, Any], needs, method: str, oth
         raise ClipmathError("give --val-dataset or the other --val-* options, not both")
     if folder is None:
         raise ClipmathError("--val-dataset needs --val-path DIR")
-    from clipmath.eval.harness import BenchmarkValidator, EvalConfig, load_benchmark
+    from clipmath.eval import BenchmarkValidator, EvalConfig
 
-    default_split = "dev" if name.lower() == "simat" else "val"
     config = EvalConfig(progress=not params["quiet"] and not params["as_json"], reencode=reencode)
-    validator = BenchmarkValidator(load_benchmark(name, folder, split or default_split), encoder, config=config)
+    validator = BenchmarkValidator.for_benchmark(name, folder, encoder, split, config=config)
     validator.check_inputs(needs, method)
     return validator
 
