@@ -44,10 +44,10 @@ def default(config_class: type, name: str) -> Any:
     raise KeyError(f"{config_class.__name__} has no default for {name!r}")
 
 
-_LOOP = ("epochs", "batch_size", "lr", "weight_decay", "seed", "device", "amp", "max_steps", "grad_clip", "monitor",
-         "save_every", "validate_every")  # fmt: skip
+_LOOP = ("epochs", "batch_size", "lr", "weight_decay", "seed", "device", "dtype", "amp", "max_steps", "grad_clip",
+         "monitor", "save_every", "validate_every")  # fmt: skip
 _OTI = ("steps", "lr", "weight_decay", "batch_size", "ema_decay", "lambda_cos", "lambda_reg", "top_k", "template",
-        "prompt", "seed", "device", "amp", "save_every")  # fmt: skip
+        "prompt", "seed", "device", "dtype", "amp", "save_every")  # fmt: skip
 
 #: command -> (config class, the command's options that fill the config field of the same name)
 CONFIG_OPTIONS: dict[str, tuple[type, tuple[str, ...]]] = {
@@ -286,10 +286,9 @@ def seed_list(ctx: typer.Context) -> Optional[list[int]]:
 
 
 def train_encoder(params: dict[str, Any]) -> Any:
-    """The encoder a trainer runs in; ``--dtype auto`` is float32 (training precision is --amp's business)."""
-    dtype = "float32" if params["dtype"] == "auto" else params["dtype"]
+    """The encoder a trainer runs in, in float32: ``--dtype`` is the training config's autocast setting."""
     return load_model(
-        params["model"], params["device"], params["preprocessing"], dtype, params["threads"], params["as_json"]
+        params["model"], params["device"], params["preprocessing"], "float32", params["threads"], params["as_json"]
     )
 
 
