@@ -105,7 +105,7 @@ def _check_device(device: str) -> str:
     import torch
 
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelLoadError(f"device {device!r} requested but no CUDA GPU is available; use --device cpu")
+        raise ModelLoadError(f"device {device!r} requested but no CUDA GPU is available: use the cpu device")
     if device not in ("cpu", "mps") and not device.startswith("cuda"):
         raise ModelLoadError(f"unknown device {device!r}: use cpu, cuda or cuda:N")
     return device
