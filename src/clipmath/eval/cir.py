@@ -30,7 +30,7 @@ import numpy as np
 
 from clipmath.data.base import CIRDataset
 from clipmath.errors import DatasetError
-from clipmath.eval.ranking import ScoreSource, as_score_source, rank_rows
+from clipmath.eval.ranking import ScoreSource, rank_rows, score_source_for
 from clipmath.eval.retrieval_metrics import check_depth, mean_average_precision_at_k, recall_at_k
 
 #: Ranking depth that every official metric and submission file needs.
@@ -152,13 +152,7 @@ def rank_cir(
     ``scores``: a ``(len(dataset.queries), len(dataset.gallery_ids))`` array, or a :class:`ScoreSource` (e.g.
     :class:`EmbeddingScores`) in the same query and gallery order.
     """
-    source = as_score_source(scores)
-    expected = (len(dataset.queries), len(dataset.gallery_ids))
-    if (source.num_queries, source.num_gallery) != expected:
-        raise ValueError(
-            f"scores cover {source.num_queries} queries x {source.num_gallery} gallery images; "
-            f"{dataset.name} {dataset.split} has {expected[0]} x {expected[1]}"
-        )
+    source = score_source_for(scores, dataset, f"{dataset.name} {dataset.split}")
     row = dataset.gallery_row
     exclude = (
         [[row[q.reference_id]] if q.reference_id in row else [] for q in dataset.queries]
