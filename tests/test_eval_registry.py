@@ -69,7 +69,7 @@ def test_domain_rules_are_spec_facts_worded_by_field():
     with pytest.raises(BenchmarkError, match="'lams' .* apply to SIMAT only, not CIRR"):
         cirr.check_options(lams=[2.0])
     simat.check_options(lams=[1.0, 2.0])
-    with pytest.raises(SubmissionError, match="exists only for CIRR and CIRCO .*not FashionIQ"):
+    with pytest.raises(SubmissionError, match="no 'submission' file for FashionIQ: only CIRR and CIRCO have a test server"):
         fashioniq.check_options(submission=True)
     with pytest.raises(SubmissionError, match="'limit' must not be set"):
         cirr.check_options(submission=True, limit=5)
@@ -146,7 +146,7 @@ def test_a_registered_toy_benchmark_evaluates_like_a_builtin(tiny_encoder, toy_b
     assert validator(get_composer("image")) == pytest.approx(direct.metrics)
     fresh = BenchmarkValidator(datasets, tiny_encoder, config=EvalConfig(progress=False, reencode=True))
     assert fresh(get_composer("image")) == pytest.approx(direct.metrics) and fresh.prepared().features.store is None
-    with pytest.raises(SubmissionError, match="only for CIRR and CIRCO .*not Toy"):
+    with pytest.raises(SubmissionError, match="no 'submission' file for Toy: only CIRR and CIRCO"):
         write_submissions(report, tmp_path / "out.json")
     with pytest.raises(BenchmarkError, match="'lams' .* apply to SIMAT only, not Toy"):
         evaluate(datasets, tiny_encoder, ["image"], tmp_path / "cache", EvalConfig(lams=(2.0,), progress=False))

@@ -102,38 +102,23 @@ def eval_command(
     Gallery features are cached per model, split and preprocessing, so later runs encode nothing.
     """
     from clipmath.compose import learned_methods
-    from clipmath.eval.harness import (
-        DEFAULT_METHODS,
-        EvalConfig,
-        evaluate,
-        load_benchmark,
-        resolve_methods,
-        write_submissions,
-    )
+    from clipmath.eval import EvalConfig, evaluate, find_benchmark, load_benchmark, resolve_methods, write_submissions
 
     lams = [finite(value, "--lam") for value in option_values(ctx, lam, "--lam", float, "numbers") or []]
-    benchmark = dataset.lower()
-    if benchmark not in DEFAULT_METHODS:
-        raise ClipmathError(f"unknown benchmark '{dataset}': use fashioniq, cirr, circo or simat")
+    spec, _ = find_benchmark(dataset)
+    benchmark = spec.name
     if method and methods:
         raise ClipmathError("give --method or --methods, not both")
     selection = [m.strip() for m in methods.split(",") if m.strip()] if methods else list(method or [])
-    selection = selection or [DEFAULT_METHODS[benchmark]]
+    selection = selection or [spec.default_method]
     checkpoints = method_paths(checkpoint, learned_methods(), selection)
-    chosen, skipped = resolve_methods(selection, checkpoints)
-    # benchmark rules kept here until the eval package's BenchmarkSpec says them (#9)
-    if lams and benchmark != "simat":
-        raise ClipmathError("--lam applies to SIMAT only")
+    chosen, skipped = resolve_methods(selection, checkpoints, spec)
     if oracle not in ("labels", "oscar"):
         raise ClipmathError(f"--oracle is labels or oscar, not {oracle!r}")
-    if submission is not None:
-        if benchmark not in ("cirr", "circo"):
-            raise ClipmathError("--submission: only CIRR and CIRCO have evaluation servers")
-        if limit is not None:
-            raise ClipmathError("--submission needs every query: drop --limit")
-    datasets = load_benchmark(benchmark, path, split, category)
+    spec.check_options(lams=lams, submission=submission is not None, limit=limit)  # the benchmark's own rules
+    datasets = load_benchmark(dataset, path, split, category)
     chosen_split = datasets[0].split
-    if benchmark in ("cirr", "circo") and not datasets[0].has_targets and submission is None:  # type: ignore[union-attr]
+    if spec.submission is not None and not datasets[0].has_targets and submission is None:  # type: ignore[union-attr]
         raise ClipmathError(
             f"{benchmark} {chosen_split} has no ground truth: pass --submission OUT.json to write the server file"
         )

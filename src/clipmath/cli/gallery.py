@@ -62,7 +62,11 @@ def index(
         model = Gallery.open(store).model_id  # keep using the store's model
     encoder = load_model(model, device, preprocessing, dtype, threads, as_json)
     config = IndexConfig(
-        batch_size=batch_size, commit_every=commit_every, max_pixels=max_pixels, prune=prune, follow_symlinks=follow_symlinks
+        batch_size=batch_size,
+        commit_every=commit_every,
+        max_pixels=max_pixels,
+        prune=prune,
+        follow_symlinks=follow_symlinks,
     )
     report = index_folder(store, folder, encoder, config, progress=not as_json)
     if prune and report.pruned:

@@ -47,7 +47,8 @@ DtypeOpt = Annotated[
     typer.Option(
         "--dtype",
         callback=_choice("--dtype", DTYPE_CHOICES),
-        help="Model precision: auto (half on CUDA, float32 on CPU), float32, float16 or bfloat16.",
+        help="Precision: auto (half on CUDA, float32 on the CPU), float32, float16 or bfloat16; "
+        "training keeps float32 weights and uses it for mixed precision.",
     ),
 ]
 ThreadsOpt = Annotated[

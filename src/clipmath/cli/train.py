@@ -11,52 +11,27 @@ from typing import Annotated, Optional
 
 import typer
 
-from clipmath.cli.options import (
-    MULTI_VALUE,
-    DeviceOpt,
-    DtypeOpt,
-    JsonOpt,
-    ModelOpt,
-    PreprocessingOpt,
-    QuietOpt,
-    ThreadsOpt,
-)
+from clipmath.cli.options import MULTI_VALUE
 from clipmath.cli.output import emit
 from clipmath.cli.training import (
-    AmpOpt,
-    BatchOpt,
-    CacheOpt,
+    LOOP,
+    RUN,
+    VALIDATION,
     DropoutOpt,
-    EpochsOpt,
-    GradClipOpt,
     HiddenDimOpt,
     ImagesRootOpt,
     LambdaRegOpt,
     LogitScaleOpt,
-    LrOpt,
-    MaxStepsOpt,
-    MonitorOpt,
     OutputOpt,
     PromptOpt,
-    ResumeOpt,
-    SaveEveryOpt,
-    SeedOpt,
-    SeedsOpt,
     TopKOpt,
     TripletsOpt,
-    ValDatasetOpt,
-    ValGalleryOpt,
-    ValidateEveryOpt,
-    ValImagesOpt,
-    ValPathOpt,
-    ValSplitOpt,
-    ValTripletsOpt,
-    WeightDecayOpt,
     benchmark_validator,
     build_config,
     default,
     run_training,
     seed_list,
+    train_command,
     train_encoder,
     triplet_validator,
     validator,
@@ -82,14 +57,18 @@ Examples:
 """
 
 
-@app.command("adapter", context_settings=MULTI_VALUE, help=_ADAPTER)
+_ADAPTER_SHARED = (*LOOP, *RUN, "val_images", "val_dataset", "val_path", "val_split", "cache")
+
+
+@train_command(app, "adapter", _ADAPTER_SHARED, _ADAPTER, context_settings=MULTI_VALUE)
 def train_adapter(
     ctx: typer.Context,
     output: OutputOpt,
     images: Annotated[
         Optional[Path],
         typer.Option(
-            help="Folder of training images (with --captions), or COCO image folder (with --coco; default ROOT/<split>)."
+            help="Folder of training images (with --captions), or COCO image folder "
+            "(with --coco; default ROOT/<split>)."
         ),
     ] = None,
     captions: Annotated[
@@ -102,35 +81,10 @@ def train_adapter(
     ] = None,
     coco_split: Annotated[Optional[str], typer.Option(help="COCO split, e.g. train2017.")] = None,
     tau: Annotated[float, typer.Option(min=1e-4, help="Contrastive temperature τ.")] = default(AdapterConfig, "tau"),
-    epochs: EpochsOpt = default(AdapterConfig, "epochs"),
-    batch_size: BatchOpt = default(AdapterConfig, "batch_size"),
-    lr: LrOpt = default(AdapterConfig, "lr"),
-    weight_decay: WeightDecayOpt = default(AdapterConfig, "weight_decay"),
     val_captions: Annotated[
         Optional[Path],
         typer.Option(help="Held-out captions file (JSON or TSV): caption→image Recall@K after every epoch."),
     ] = None,
-    val_images: ValImagesOpt = None,
-    val_dataset: ValDatasetOpt = None,
-    val_path: ValPathOpt = None,
-    val_split: ValSplitOpt = None,
-    model: ModelOpt = "auto",
-    device: DeviceOpt = default(AdapterConfig, "device"),
-    dtype: DtypeOpt = "auto",
-    preprocessing: PreprocessingOpt = "clip",
-    cache: CacheOpt = None,
-    seed: SeedOpt = default(AdapterConfig, "seed"),
-    seeds: SeedsOpt = None,
-    save_every: SaveEveryOpt = default(AdapterConfig, "save_every"),
-    validate_every: ValidateEveryOpt = default(AdapterConfig, "validate_every"),
-    max_steps: MaxStepsOpt = default(AdapterConfig, "max_steps"),
-    grad_clip: GradClipOpt = default(AdapterConfig, "grad_clip"),
-    amp: AmpOpt = default(AdapterConfig, "amp"),
-    resume: ResumeOpt = True,
-    monitor: MonitorOpt = default(AdapterConfig, "monitor"),
-    quiet: QuietOpt = False,
-    threads: ThreadsOpt = None,
-    as_json: JsonOpt = False,
 ) -> None:
     from clipmath.compose.adapted_delta import AdaptedDelta
     from clipmath.train.adapter import adapter_task_factory
@@ -138,7 +92,7 @@ def train_adapter(
     from clipmath.train.features import FeatureCache
     from clipmath.train.validate import CaptionValidator
 
-    seeds = seed_list(ctx, seeds)
+    seeds = seed_list(ctx)
     if (coco is None) == (captions is None):
         raise ClipmathError("give either --images DIR --captions FILE, or --coco PATH")
     if captions is not None and images is None:
@@ -147,11 +101,11 @@ def train_adapter(
     encoder = train_encoder(ctx.params)
     validate = benchmark_validator(encoder, ctx.params, AdaptedDelta.needs, "adapter", val_captions is not None)
     if val_captions is not None:
-        if val_images is None:
+        if ctx.params["val_images"] is None:
             raise ClipmathError("--val-captions needs --val-images DIR")
-        validate = CaptionValidator(encoder, read_captions(val_images, val_captions))
+        validate = CaptionValidator(encoder, read_captions(ctx.params["val_images"], val_captions))
     config = build_config("adapter", ctx.params)
-    factory = adapter_task_factory(encoder, data, FeatureCache(encoder, cache, progress=config.progress))
+    factory = adapter_task_factory(encoder, data, FeatureCache(encoder, ctx.params["cache"], progress=config.progress))
     run_training(factory, config, ctx.params, seeds, validate, encoder)
 
 
@@ -164,7 +118,7 @@ Example:
 """
 
 
-@app.command("finetune", context_settings=MULTI_VALUE, help=_FINETUNE)
+@train_command(app, "finetune", (*LOOP, *VALIDATION, *RUN), _FINETUNE, context_settings=MULTI_VALUE)
 def train_finetune(
     ctx: typer.Context,
     output: OutputOpt,
@@ -177,37 +131,11 @@ def train_finetune(
         bool, typer.Option(help="Recompute activations in the backward pass (less memory, slower).")
     ] = default(FinetuneConfig, "gradient_checkpointing"),
     logit_scale: LogitScaleOpt = default(FinetuneConfig, "logit_scale"),
-    epochs: EpochsOpt = default(FinetuneConfig, "epochs"),
-    batch_size: BatchOpt = default(FinetuneConfig, "batch_size"),
-    lr: LrOpt = default(FinetuneConfig, "lr"),
-    weight_decay: WeightDecayOpt = default(FinetuneConfig, "weight_decay"),
-    val_triplets: ValTripletsOpt = None,
-    val_images: ValImagesOpt = None,
-    val_gallery: ValGalleryOpt = None,
-    val_dataset: ValDatasetOpt = None,
-    val_path: ValPathOpt = None,
-    val_split: ValSplitOpt = None,
-    model: ModelOpt = "auto",
-    device: DeviceOpt = default(FinetuneConfig, "device"),
-    dtype: DtypeOpt = "auto",
-    preprocessing: PreprocessingOpt = "clip",
-    seed: SeedOpt = default(FinetuneConfig, "seed"),
-    seeds: SeedsOpt = None,
-    save_every: SaveEveryOpt = default(FinetuneConfig, "save_every"),
-    validate_every: ValidateEveryOpt = default(FinetuneConfig, "validate_every"),
-    max_steps: MaxStepsOpt = default(FinetuneConfig, "max_steps"),
-    grad_clip: GradClipOpt = default(FinetuneConfig, "grad_clip"),
-    amp: AmpOpt = default(FinetuneConfig, "amp"),
-    resume: ResumeOpt = True,
-    monitor: MonitorOpt = default(FinetuneConfig, "monitor"),
-    quiet: QuietOpt = False,
-    threads: ThreadsOpt = None,
-    as_json: JsonOpt = False,
 ) -> None:
     from clipmath.train.clip4cir import FinetuneTask
     from clipmath.train.data import read_triplets
 
-    seeds = seed_list(ctx, seeds)
+    seeds = seed_list(ctx)
     if output.suffix == ".safetensors":
         raise ClipmathError("a fine-tuned model is a folder: give --output a folder path")
     data = read_triplets(triplets, images)
@@ -230,7 +158,7 @@ Examples:
 """
 
 
-@app.command("combiner", context_settings=MULTI_VALUE, help=_COMBINER)
+@train_command(app, "combiner", (*LOOP, *VALIDATION, *RUN, "cache"), _COMBINER, context_settings=MULTI_VALUE)
 def train_combiner(
     ctx: typer.Context,
     output: OutputOpt,
@@ -242,47 +170,23 @@ def train_combiner(
     hidden_dim: HiddenDimOpt = default(CombinerConfig, "hidden_dim"),
     dropout: DropoutOpt = default(CombinerConfig, "dropout"),
     logit_scale: LogitScaleOpt = default(CombinerConfig, "logit_scale"),
-    epochs: EpochsOpt = default(CombinerConfig, "epochs"),
-    batch_size: BatchOpt = default(CombinerConfig, "batch_size"),
-    lr: LrOpt = default(CombinerConfig, "lr"),
-    weight_decay: WeightDecayOpt = default(CombinerConfig, "weight_decay"),
-    val_triplets: ValTripletsOpt = None,
-    val_images: ValImagesOpt = None,
-    val_gallery: ValGalleryOpt = None,
-    val_dataset: ValDatasetOpt = None,
-    val_path: ValPathOpt = None,
-    val_split: ValSplitOpt = None,
-    model: ModelOpt = "auto",
-    device: DeviceOpt = default(CombinerConfig, "device"),
-    dtype: DtypeOpt = "auto",
-    preprocessing: PreprocessingOpt = "clip",
-    cache: CacheOpt = None,
-    seed: SeedOpt = default(CombinerConfig, "seed"),
-    seeds: SeedsOpt = None,
-    save_every: SaveEveryOpt = default(CombinerConfig, "save_every"),
-    validate_every: ValidateEveryOpt = default(CombinerConfig, "validate_every"),
-    max_steps: MaxStepsOpt = default(CombinerConfig, "max_steps"),
-    grad_clip: GradClipOpt = default(CombinerConfig, "grad_clip"),
-    amp: AmpOpt = default(CombinerConfig, "amp"),
-    resume: ResumeOpt = True,
-    monitor: MonitorOpt = default(CombinerConfig, "monitor"),
-    quiet: QuietOpt = False,
-    threads: ThreadsOpt = None,
-    as_json: JsonOpt = False,
 ) -> None:
     from clipmath.train.clip4cir import combiner_task_factory
     from clipmath.train.data import read_triplets
     from clipmath.train.features import FeatureCache
 
-    seeds = seed_list(ctx, seeds)
+    seeds = seed_list(ctx)
     data = read_triplets(triplets, images)
     encoder = train_encoder(ctx.params)
     config = build_config("combiner", ctx.params)
-    features = FeatureCache(encoder, cache, progress=config.progress)
+    features = FeatureCache(encoder, ctx.params["cache"], progress=config.progress)
     factory = combiner_task_factory(encoder, data, features)
-    validate = benchmark_validator(encoder, ctx.params, ("reference", "text"), "combiner", val_triplets is not None)
+    validate = benchmark_validator(
+        encoder, ctx.params, ("reference", "text"), "combiner", ctx.params["val_triplets"] is not None
+    )
     if validate is None:
-        validate = triplet_validator(encoder, val_triplets, val_images, val_gallery)
+        given = (ctx.params[name] for name in ("val_triplets", "val_images", "val_gallery"))
+        validate = triplet_validator(encoder, *given)
         if validate is not None:
             validate.cache = features
     run_training(factory, config, ctx.params, seeds, validate, encoder)
@@ -297,7 +201,7 @@ Example:
 """
 
 
-@app.command("oti", help=_OTI)
+@train_command(app, "oti", ("lr", "weight_decay", *VALIDATION, *RUN, "cache"), _OTI)
 def train_oti(
     ctx: typer.Context,
     output: OutputOpt,
@@ -308,8 +212,6 @@ def train_oti(
         ),
     ],
     steps: Annotated[int, typer.Option(min=1, help="Optimisation steps per image.")] = default(OtiConfig, "steps"),
-    lr: LrOpt = default(OtiConfig, "lr"),
-    weight_decay: WeightDecayOpt = default(OtiConfig, "weight_decay"),
     batch_size: Annotated[
         int, typer.Option(min=1, help="Images inverted together.")
     ] = default(OtiConfig, "batch_size"),
@@ -335,23 +237,6 @@ def train_oti(
     save_every: Annotated[
         int, typer.Option(min=1, help="Batches between checkpoint writes.")
     ] = default(OtiConfig, "save_every"),
-    val_triplets: ValTripletsOpt = None,
-    val_images: ValImagesOpt = None,
-    val_gallery: ValGalleryOpt = None,
-    val_dataset: ValDatasetOpt = None,
-    val_path: ValPathOpt = None,
-    val_split: ValSplitOpt = None,
-    model: ModelOpt = "auto",
-    device: DeviceOpt = default(OtiConfig, "device"),
-    dtype: DtypeOpt = "auto",
-    preprocessing: PreprocessingOpt = "clip",
-    cache: CacheOpt = None,
-    seed: SeedOpt = default(OtiConfig, "seed"),
-    amp: AmpOpt = default(OtiConfig, "amp"),
-    resume: ResumeOpt = True,
-    quiet: QuietOpt = False,
-    threads: ThreadsOpt = None,
-    as_json: JsonOpt = False,
 ) -> None:
     from clipmath.compose.searle import ConceptVocabulary
     from clipmath.train.data import image_files
@@ -363,8 +248,8 @@ def train_oti(
     encoder = train_encoder(ctx.params)
     config = build_config("oti", ctx.params)
     validate = validator(encoder, ctx.params, "oti")
-    features = FeatureCache(encoder, cache, progress=config.progress)
-    result = run_oti(encoder, files, config, output, vocabulary, features, validate, resume)
+    features = FeatureCache(encoder, ctx.params["cache"], progress=config.progress)
+    result = run_oti(encoder, files, config, output, vocabulary, features, validate, ctx.params["resume"])
     payload = {
         "model": encoder.info.label(),
         "checkpoint": str(result.checkpoint),
@@ -385,7 +270,7 @@ def train_oti(
             yield "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
         yield f"checkpoint: {result.checkpoint}"
 
-    emit(payload, as_json, render)
+    emit(payload, ctx.params["as_json"], render)
 
 
 _PHI = """SEARLE's textual-inversion network phi for --method searle: image feature → pseudo-word token,
@@ -397,7 +282,7 @@ Example:
 """
 
 
-@app.command("phi", context_settings=MULTI_VALUE, help=_PHI)
+@train_command(app, "phi", (*LOOP, *VALIDATION, *RUN), _PHI, context_settings=MULTI_VALUE)
 def train_phi(
     ctx: typer.Context,
     output: OutputOpt,
@@ -422,37 +307,11 @@ def train_phi(
     ] = default(PhiConfig, "temperature"),
     top_k: TopKOpt = default(PhiConfig, "top_k"),
     prompt: PromptOpt = default(PhiConfig, "prompt"),
-    epochs: EpochsOpt = default(PhiConfig, "epochs"),
-    batch_size: BatchOpt = default(PhiConfig, "batch_size"),
-    lr: LrOpt = default(PhiConfig, "lr"),
-    weight_decay: WeightDecayOpt = default(PhiConfig, "weight_decay"),
-    val_triplets: ValTripletsOpt = None,
-    val_images: ValImagesOpt = None,
-    val_gallery: ValGalleryOpt = None,
-    val_dataset: ValDatasetOpt = None,
-    val_path: ValPathOpt = None,
-    val_split: ValSplitOpt = None,
-    model: ModelOpt = "auto",
-    device: DeviceOpt = default(PhiConfig, "device"),
-    dtype: DtypeOpt = "auto",
-    preprocessing: PreprocessingOpt = "clip",
-    seed: SeedOpt = default(PhiConfig, "seed"),
-    seeds: SeedsOpt = None,
-    save_every: SaveEveryOpt = default(PhiConfig, "save_every"),
-    validate_every: ValidateEveryOpt = default(PhiConfig, "validate_every"),
-    max_steps: MaxStepsOpt = default(PhiConfig, "max_steps"),
-    grad_clip: GradClipOpt = default(PhiConfig, "grad_clip"),
-    amp: AmpOpt = default(PhiConfig, "amp"),
-    resume: ResumeOpt = True,
-    monitor: MonitorOpt = default(PhiConfig, "monitor"),
-    quiet: QuietOpt = False,
-    threads: ThreadsOpt = None,
-    as_json: JsonOpt = False,
 ) -> None:
     from clipmath.compose.searle import ConceptVocabulary
     from clipmath.train.searle import phi_task_factory
 
-    seeds = seed_list(ctx, seeds)
+    seeds = seed_list(ctx)
     encoder = train_encoder(ctx.params)
     config = build_config("phi", ctx.params)
     vocabulary = ConceptVocabulary.load(concepts) if concepts else None

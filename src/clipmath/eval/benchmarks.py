@@ -20,7 +20,8 @@ whether λ applies, whether a test server takes submission files, how to load a 
     ))
 
 Domain rules live here, worded by field, so every front end gets them: :meth:`BenchmarkSpec.check_options`
-("'lams' apply to SIMAT only", "a submission file exists only for CIRR and CIRCO").
+("'lams' (λ values) apply to SIMAT only", "no 'submission' file for FashionIQ: only CIRR and CIRCO have a
+test server to take one").
 """
 
 from __future__ import annotations
@@ -158,9 +159,7 @@ def check_submission(spec: BenchmarkSpec, limit: int | None = None) -> Submissio
     """The spec's submission format; :class:`SubmissionError` if it has none or a query limit is set."""
     if spec.submission is None:
         servers = " and ".join(s.title for s in BENCHMARKS.list() if s.submission) or "no benchmark"
-        raise SubmissionError(
-            f"a submission file exists only for {servers} (the benchmarks with a test server), not {spec.title}"
-        )
+        raise SubmissionError(f"no 'submission' file for {spec.title}: only {servers} have a test server to take one")
     if limit is not None:
         raise SubmissionError("a submission needs every query: 'limit' must not be set")
     return spec.submission
