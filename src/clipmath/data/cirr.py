@@ -34,7 +34,8 @@ from clipmath.data.base import (
 from clipmath.errors import DatasetError
 
 SPLITS = ("val", "test1", "train")
-_ALIASES = {"test": "test1", "dev": "val"}
+#: Other spellings of a split.
+SPLIT_ALIASES = {"test": "test1", "dev": "val"}
 LAYOUT = (
     "CIRR/cirr/captions/cap.rc2.{split}.json, CIRR/cirr/image_splits/split.rc2.{split}.json, "
     "images under CIRR/{dev,test1,train}/ at the paths the split file lists"
@@ -47,7 +48,7 @@ def load_cirr(root: str | Path, split: str = "val", check_images: bool = True) -
     ``check_images``: stat every gallery image and raise :class:`DatasetError` if any is missing.
     """
     root = Path(root)
-    split = _ALIASES.get(split, split)
+    split = SPLIT_ALIASES.get(split, split)
     if split not in SPLITS:
         raise DatasetError(f"unknown CIRR split '{split}': use val or test1")
     captions_path = require_file(root, f"cirr/captions/cap.rc2.{split}.json", "CIRR", LAYOUT)

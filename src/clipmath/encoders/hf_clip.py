@@ -8,10 +8,14 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
 from clipmath.encoders.base import Encoder, EncoderInfo, TokenOverrides
+from clipmath.encoders.pipeline import PixelSpec, clip_spec, prepare_pixels
+from clipmath.encoders.precision import inference_dtype
+from clipmath.encoders.runtime import move_model
 from clipmath.encoders.transforms import ImageTransform
 from clipmath.errors import ModelLoadError
 
@@ -21,8 +25,9 @@ DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 class HFClipEncoder(Encoder):
     """A transformers ``CLIPModel`` with its tokenizer and image processor.
 
-    ``fp16`` applies on CUDA only (CPU half precision is slow and inaccurate). Works with transformers 4.x
-    (features returned as tensors) and 5.x (features in ``.pooler_output``).
+    ``dtype`` (``auto|float32|float16|bfloat16``, see :mod:`clipmath.encoders.precision`) is the weights' and
+    pixels' precision; ``fp16=True`` is the old spelling of ``auto``. Works with transformers 4.x (features
+    returned as tensors) and 5.x (features in ``.pooler_output``).
     """
 
     def __init__(
@@ -36,12 +41,14 @@ class HFClipEncoder(Encoder):
         transform: ImageTransform | None = None,
         pretrained: bool = True,
         backend: str = "hf-clip",
+        dtype: str | torch.dtype = "auto",
     ) -> None:
         self.device = torch.device(device)
-        self.dtype = torch.float16 if (fp16 and self.device.type == "cuda") else torch.float32
-        self.model = model.to(self.device, self.dtype).eval()
+        self.dtype = inference_dtype("auto" if fp16 else dtype, self.device)
+        self.model = move_model(model, self.device, self.dtype).eval()
         self.tokenizer = tokenizer
         self.image_processor = image_processor
+        self._spec = clip_spec(image_processor)
         self.transform = transform or ImageTransform()
         self.max_length = int(getattr(model.config.text_config, "max_position_embeddings", 77))
         self.info = EncoderInfo(
@@ -61,8 +68,10 @@ class HFClipEncoder(Encoder):
         transform: ImageTransform | None = None,
         local_files_only: bool | None = None,
         model_id: str | None = None,
+        dtype: str | torch.dtype = "auto",
     ) -> HFClipEncoder:
         """Load a CLIP model by hub name (``openai/clip-vit-base-patch32``) or from a local folder."""
+        inference_dtype("auto" if fp16 else dtype, device)  # refuse a bad dtype before the slow load
         from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
         path = Path(name_or_path).expanduser()
@@ -93,10 +102,15 @@ class HFClipEncoder(Encoder):
         model_id = model_id or (_folder_model_id(path) if is_folder else name_or_path)
         pretrained = not _is_marked_random(path) if is_folder else True
         backend = "tiny-random-clip" if not pretrained else "hf-clip"
-        return cls(model, tokenizer, processor, model_id, device, fp16, transform, pretrained, backend)
+        return cls(model, tokenizer, processor, model_id, device, fp16, transform, pretrained, backend, dtype)
 
     # ---- protocol ------------------------------------------------------------------------------------
+    def pixel_spec(self) -> PixelSpec | None:
+        return self._spec
+
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        if self._spec is not None:
+            return self.pixels_from_uint8(np.stack([prepare_pixels(img, self._spec) for img in images]))
         pixels = self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
         return pixels.to(self.device, self.dtype)
 

@@ -36,6 +36,8 @@ from clipmath.eval.retrieval_metrics import check_depth, mean_average_precision_
 #: Ranking depth that every official metric and submission file needs.
 DEFAULT_DEPTH = 50
 RECALL_KS = {"fashioniq": (10, 50), "cirr": (1, 5, 10, 50), "circo": (5, 10, 25, 50)}
+#: Recall@K of any other composed-retrieval benchmark (e.g. one registered by a user).
+DEFAULT_RECALL_KS = (1, 5, 10, 50)
 SUBSET_KS = (1, 2, 3)
 MAP_KS = (5, 10, 25, 50)
 
@@ -193,7 +195,7 @@ def cir_metrics(dataset: CIRDataset, ranking: CIRRanking) -> EvalResult:
         )
     benchmark = dataset.benchmark
     targets = [q.target_ids for q in dataset.queries]
-    ks = RECALL_KS[benchmark]
+    ks = RECALL_KS.get(benchmark, DEFAULT_RECALL_KS)
     metrics: dict[str, float] = {}
     if benchmark == "circo":
         check_depth(ranking.ranked_ids, max(MAP_KS + ks), ranking.available)
@@ -243,10 +245,17 @@ def evaluate_cir(
     return cir_metrics(dataset, rank_cir(dataset, scores, k, progress))
 
 
+def mean_metrics(results: Sequence[EvalResult], name: str) -> EvalResult:
+    """One result whose metrics are the means of ``results``' (each weighs the same; metrics all share)."""
+    if not results:
+        raise ValueError("nothing to average")
+    keys = [key for key in results[0].metrics if all(key in r.metrics for r in results)]
+    metrics = {key: float(np.mean([r.metrics[key] for r in results])) for key in keys}
+    return EvalResult(results[0].benchmark, name, results[0].split, sum(r.num_queries for r in results), metrics)
+
+
 def fashioniq_average(results: Sequence[EvalResult]) -> EvalResult:
     """FashionIQ's reported average: the mean over categories of each metric (each category weighs the same)."""
     if not results or any(r.benchmark != "fashioniq" for r in results):
         raise ValueError("fashioniq_average needs the FashionIQ category results")
-    keys = [key for key in results[0].metrics if all(key in r.metrics for r in results)]
-    metrics = {key: float(np.mean([r.metrics[key] for r in results])) for key in keys}
-    return EvalResult("fashioniq", "fashioniq-average", results[0].split, sum(r.num_queries for r in results), metrics)
+    return mean_metrics(results, "fashioniq-average")
