@@ -82,7 +82,7 @@ def test_eval_captions_scores_a_file(tmp_path):
 def test_serve_caption_lm_enables_the_caption_endpoint(tmp_path, tiny_encoder):
     from fastapi.testclient import TestClient
 
-    from clipmath.cli import _zerocap_captioner
+    from clipmath.cli.serve import zerocap_captioner as _zerocap_captioner
     from clipmath.serve import create_app
     from tests.serve_support import build_store, open_retriever
 

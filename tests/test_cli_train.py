@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 
 import click
 import pytest
@@ -11,6 +12,7 @@ import typer
 from typer.testing import CliRunner
 
 from clipmath.cli import app, main
+from clipmath.cli.training import CONFIG_OPTIONS, DERIVED_FIELDS, build_config
 from clipmath.train.synthetic import make_shapes_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -45,13 +47,34 @@ def data(tmp_path_factory):
 
 @pytest.mark.parametrize("name", COMMANDS)
 def test_help_documents_every_option(name):
-    command = typer.main.get_command(app).commands["train"].commands[name]  # type: ignore[attr-defined]
+    command = train_command(name)
     result = runner.invoke(app, ["train", name, "--help"], env={"COLUMNS": "240"})
     assert result.exit_code == 0
     for param in command.params:
         if isinstance(param, click.Option):
             assert param.help and param.help.strip(), f"{name} {param.opts} has no help"
             assert param.opts[0] in result.output
+
+
+def train_command(name: str) -> click.Command:
+    return typer.main.get_command(app).get_command(None, "train").commands[name]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_options_and_config_fields_map_one_to_one(name):
+    config_class, names = CONFIG_OPTIONS[name]
+    options = {param.name for param in train_command(name).params}
+    assert set(names) <= options, f"{name}: mapped but not an option: {set(names) - options}"
+    assert set(names) == {f.name for f in fields(config_class)} - set(DERIVED_FIELDS)
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_option_defaults_are_the_config_defaults(name):
+    config_class, _ = CONFIG_OPTIONS[name]
+    params = {param.name: param.default for param in train_command(name).params}
+    assert build_config(name, params) == config_class()
+    quiet = build_config(name, {**params, "quiet": True})
+    assert quiet.progress is False
 
 
 def test_combiner_train_validate_and_search(data):

@@ -18,7 +18,7 @@ from clipmath.cli import app, main
 from clipmath.compose import Composer, CompositionQuery, QueryEmbeddings, get_composer
 from clipmath.data import load_circo, load_cirr
 from clipmath.eval import EmbeddingScores, evaluate_cir, evaluate_simat, retrieve_simat
-from clipmath.eval.harness import BenchmarkValidator, EvalConfig, evaluate, load_benchmark, resolve_methods
+from clipmath.eval import BenchmarkValidator, EvalConfig, evaluate, load_benchmark, resolve_methods
 from clipmath.eval.submissions import validate_submission_file
 from clipmath.store import Gallery
 from tests.benchmark_folders import build_circo, build_cirr, build_fashioniq, build_simat
@@ -174,7 +174,7 @@ def test_simat_delta_at_each_lambda_and_label_oracle(tiny_encoder, roots, tmp_pa
     report = evaluate(dataset, tiny_encoder, methods, tmp_path, EvalConfig(lams=(1.0, 2.0), progress=False), skipped)
     assert [r.label for r in report.rows] == ["image", "delta (λ=1)", "delta (λ=2)"]
     assert set(report.skipped) >= {"sum", "text", "expr", "combiner", "adapted-delta", "searle", "oti"}
-    assert "caption" in report.skipped["sum"] and "--checkpoint" in report.skipped["adapted-delta"]
+    assert "caption" in report.skipped["sum"] and "checkpoint" in report.skipped["adapted-delta"]
     gallery = tiny_encoder.encode_images([pil(dataset.image_path(i)) for i in dataset.gallery_ids])
     row = dataset.gallery_row
     source = tiny_encoder.encode_texts([q.source_word for q in dataset.queries])
@@ -377,7 +377,7 @@ def incomplete_cirr(roots, tmp_path_factory):
         (["--dataset", "coco", "--path", "{cirr}"], "unknown benchmark"),
         (["--dataset", "cirr", "--path", "{cirr}", "--split", "test1"], "pass --submission"),
         (["--dataset", "cirr", "--path", "{cirr}", "--method", "delta"], "no selected method runs on cirr"),
-        (["--dataset", "cirr", "--path", "{cirr}", "--method", "combiner"], "needs --checkpoint"),
+        (["--dataset", "cirr", "--path", "{cirr}", "--method", "combiner"], "needs a checkpoint"),
         (["--dataset", "cirr", "--path", "{cirr}", "--lam", "2"], "SIMAT only"),
         (["--dataset", "cirr", "--path", "{cirr}", "--preprocessing", "squash"], "--preprocessing is one of"),
         (["--dataset", "simat", "--path", "{simat}", "--oracle", "oscar"], "oscar_similarity_matrix.pt not found"),

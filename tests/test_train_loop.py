@@ -109,3 +109,40 @@ def test_single_file_checkpoint_resumes(tmp_path, tiny_encoder, features):
         result.resumed_from_epoch == 1
         and load_checkpoint(tmp_path / "combiner.safetensors").training["epochs_done"] == 2
     )
+
+
+def test_bfloat16_mixed_precision_on_cpu_trains_and_float16_is_refused(tmp_path, tiny_encoder, features, monkeypatch):
+    seen_dtypes = []
+    real_loss = CombinerTask.loss
+
+    def loss(self, batch):
+        linear = next(m for m in self.model.modules() if isinstance(m, torch.nn.Linear))
+        handle = linear.register_forward_hook(lambda _m, _i, out: seen_dtypes.append(out.dtype))
+        try:
+            return real_loss(self, batch)
+        finally:
+            handle.remove()
+
+    monkeypatch.setattr(CombinerTask, "loss", loss)
+    result = fit(_factory(tiny_encoder, features), _config(epochs=2, dtype="bfloat16"), tmp_path / "bf16")
+    assert set(seen_dtypes) == {torch.bfloat16}  # the forward ran under bfloat16 autocast
+    weights = load_checkpoint(tmp_path / "bf16").tensors
+    assert all(t.dtype == torch.float32 for t in weights.values())  # trained weights stay float32
+    seen_dtypes.clear()
+    full = fit(_factory(tiny_encoder, features), _config(epochs=2, dtype="float32"), tmp_path / "fp32")
+    assert set(seen_dtypes) == {torch.float32}
+    assert result.first_loss == pytest.approx(full.first_loss, abs=0.05)  # same training, lower precision
+    from clipmath.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="float16"):
+        fit(_factory(tiny_encoder, features), _config(epochs=1, dtype="float16"), tmp_path / "fp16")
+
+
+def test_training_half_precision_weights_is_refused(tmp_path, tiny_encoder, features):
+    def half_task(config):
+        task = CombinerTask(tiny_encoder, config, *features)
+        task.model.to(torch.bfloat16)
+        return task
+
+    with pytest.raises(TrainingError, match="held in bfloat16"):
+        fit(half_task, _config(epochs=1), tmp_path / "half")

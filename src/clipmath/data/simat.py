@@ -92,6 +92,8 @@ class SimatDataset(ImageCollection):
     captions: list[str] | None
 
     benchmark = "simat"
+    #: Every SIMAT domain can be scored (the oracle judges the retrieved images).
+    has_targets = True
 
     def __len__(self) -> int:
         return len(self.queries)

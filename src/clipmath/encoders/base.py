@@ -22,25 +22,23 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from clipmath.encoders.identity import EncoderInfo
+from clipmath.encoders.pipeline import ImagePipeline, ImageSource, PixelSpec, normalise, prepare_pixels
+from clipmath.encoders.runtime import ThreadBudget, cuda_errors
 from clipmath.encoders.transforms import ImageTransform, apply_pad
+from clipmath.imageio import MAX_PIXELS, ImageDecodeError, decode_image
 
 PLACEHOLDER = "$"
 
 
-@dataclass(frozen=True)
-class EncoderInfo:
-    """What identifies an embedding space. Stores refuse to mix vectors of two different ``model_id``s."""
+@dataclass
+class EncodedFiles:
+    """Embeddings of the sources that could be read (``vectors[i]`` is source ``indices[i]``) and the reasons
+    the others could not (``failed``: ``(index, reason)``)."""
 
-    model_id: str
-    backend: str
-    dim: int
-    pretrained: bool
-    description: str = ""
-
-    def label(self) -> str:
-        """A one-line description for output: which model ran, and whether its results mean anything."""
-        quality = "pretrained" if self.pretrained else "RANDOM WEIGHTS: results are plumbing only, not quality"
-        return f"{self.model_id} [{self.backend}, {self.dim}-d, {quality}]"
+    vectors: np.ndarray
+    indices: list[int]
+    failed: list[tuple[int, str]]
 
 
 @dataclass
@@ -85,33 +83,128 @@ class Encoder(ABC):
     def trainable_modules(self) -> dict[str, torch.nn.Module]:
         """The image and text towers (``{"image": ..., "text": ...}``) for fine-tuning and checkpoints."""
 
+    def pixel_spec(self) -> PixelSpec | None:
+        """The model's resize/crop/normalise (without padding) for the fast pipeline; ``None``: use
+        :meth:`preprocess` only (slow path)."""
+        return None
+
     # ---- shared implementation ----------------------------------------------------------------------
     @property
     def dim(self) -> int:
         return self.info.dim
 
+    @property
+    def threads(self) -> ThreadBudget:
+        """torch's CPU thread count for this encoder, applied in every thread that calls it."""
+        budget = self.__dict__.get("_threads")
+        if budget is None:
+            budget = self.__dict__["_threads"] = ThreadBudget()
+        return budget
+
+    def set_threads(self, threads: int | None) -> None:
+        """Use ``threads`` CPU threads for torch in every thread that calls this encoder, and as many image
+        worker processes by default (``None``: unchanged)."""
+        if threads:
+            self.threads.set(threads)
+            self.__dict__["_workers"] = int(threads)
+
+    def pipeline_spec(self) -> PixelSpec | None:
+        """:meth:`pixel_spec` with this encoder's padding (``targetpad``) included."""
+        spec = self.pixel_spec()
+        if spec is None:
+            return None
+        return spec.with_pad(self.transform.target_ratio if self.transform.mode == "targetpad" else None)
+
     def load_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Pad (if the transform asks for it), convert to RGB and preprocess a list of PIL images."""
+        spec = self.pipeline_spec()
+        if spec is not None:
+            return self.pixels_from_uint8(_stack_pixels([prepare_pixels(img, spec) for img in images], spec))
         prepared = [apply_pad(img.convert("RGB"), self.transform) for img in images]
         return self.preprocess(prepared)
 
+    def pixels_from_uint8(self, pixels: np.ndarray) -> torch.Tensor:
+        """Prepared uint8 crops ``(B, H, W, 3)`` → the model's normalised pixel batch on its device."""
+        spec = self.pixel_spec()
+        if spec is None:
+            raise TypeError(f"{type(self).__name__} has no fast pixel pipeline")
+        with cuda_errors(f"copying images to {self.device}"):
+            return normalise(pixels, spec, self.device, getattr(self, "dtype", torch.float32))
+
     @torch.no_grad()
-    def encode_images(self, images: Sequence[Image.Image], batch_size: int = 32, progress: bool = False) -> np.ndarray:
-        """L2-normalised float32 image embeddings ``(N, D)``."""
-        chunks = []
-        for batch in _batches(images, batch_size, progress, "encoding images"):
-            feats = self.image_features(self.load_images(batch))
-            chunks.append(_normalised_numpy(feats))
-        return _stack(chunks, self.dim)
+    def encode_images(
+        self, images: Sequence[Image.Image], batch_size: int = 32, progress: bool = False, workers: int = 0
+    ) -> np.ndarray:
+        """L2-normalised float32 image embeddings ``(N, D)`` of decoded images (prepared in ``workers``
+        processes; by default in this one, as the images are already in memory)."""
+        if self.pipeline_spec() is None:
+            chunks = []
+            for batch in _batches(images, batch_size, progress, "encoding images"):
+                chunks.append(self._encode_pixels(self.load_images(batch)))
+            return _stack(chunks, self.dim)
+        encoded = self.encode_files(images, batch_size, workers=workers, progress=progress)
+        if encoded.failed:
+            raise ValueError(f"image {encoded.failed[0][0]} could not be prepared: {encoded.failed[0][1]}")
+        return encoded.vectors
+
+    @torch.no_grad()
+    def encode_files(
+        self,
+        sources: Sequence[ImageSource],
+        batch_size: int = 32,
+        workers: int | None = None,
+        progress: bool = False,
+        max_pixels: int = MAX_PIXELS,
+        draft: bool = True,
+    ) -> EncodedFiles:
+        """Embeddings of image files (paths or bytes; decoded images work too), decoded and prepared in
+        ``workers`` processes (``None``: all cores, ``0``: this process) while the model runs. Unreadable files
+        are reported in :attr:`EncodedFiles.failed`, never raised."""
+        spec = self.pipeline_spec()
+        if spec is None:
+            return self._encode_files_slowly(sources, batch_size, progress, max_pixels)
+        workers = self.__dict__.get("_workers") if workers is None else workers
+        pipeline = ImagePipeline(spec, workers, max_pixels=max_pixels, draft=draft)
+        chunks, indices, failed = [], [], []
+        with tqdm(total=len(sources), desc="encoding images", unit="img", disable=not progress) as bar:
+            for batch in pipeline.batches(sources, batch_size):
+                if len(batch.indices):
+                    chunks.append(self._encode_pixels(self.pixels_from_uint8(batch.pixels)))
+                indices.extend(batch.indices)
+                failed.extend(batch.failed)
+                bar.update(len(batch.indices) + len(batch.failed))
+        return EncodedFiles(_stack(chunks, self.dim), indices, failed)
+
+    def _encode_files_slowly(
+        self, sources: Sequence[ImageSource], batch_size: int, progress: bool, max_pixels: int
+    ) -> EncodedFiles:
+        images, indices, failed = [], [], []
+        for index, source in enumerate(sources):
+            try:
+                image = source if isinstance(source, Image.Image) else decode_image(source, max_pixels=max_pixels)
+            except (FileNotFoundError, ImageDecodeError) as exc:
+                failed.append((index, str(exc) if isinstance(exc, ImageDecodeError) else "file not found"))
+                continue
+            images.append(image)
+            indices.append(index)
+        chunks = [self._encode_pixels(self.load_images(b)) for b in _batches(images, batch_size, progress, "encoding")]
+        return EncodedFiles(_stack(chunks, self.dim), indices, failed)
+
+    def _encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        self.threads.apply()
+        with cuda_errors(f"encoding images on {self.device}"):
+            return _normalised_numpy(self.image_features(pixels))
 
     @torch.no_grad()
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> np.ndarray:
         """L2-normalised float32 text embeddings ``(N, D)``."""
         if isinstance(texts, str):
             raise TypeError("encode_texts takes a list of strings, not a single string")
+        self.threads.apply()
         chunks = []
         for batch in _batches(texts, batch_size, progress, "encoding texts"):
-            chunks.append(_normalised_numpy(self.text_features(self.tokenize(list(batch)))))
+            with cuda_errors(f"encoding texts on {self.device}"):
+                chunks.append(_normalised_numpy(self.text_features(self.tokenize(list(batch)))))
         return _stack(chunks, self.dim)
 
     def placeholder_token_id(self, placeholder: str = PLACEHOLDER) -> int:
@@ -165,6 +258,10 @@ def _batches(items: Sequence, size: int, progress: bool, desc: str) -> Iterator[
     starts = range(0, len(items), max(1, size))
     for start in tqdm(starts, desc=desc, disable=not progress, unit="batch"):
         yield items[start : start + size]
+
+
+def _stack_pixels(arrays: list[np.ndarray], spec: PixelSpec) -> np.ndarray:
+    return np.stack(arrays) if arrays else np.zeros((0, *spec.crop, 3), dtype=np.uint8)
 
 
 def _normalised_numpy(features: torch.Tensor) -> np.ndarray:

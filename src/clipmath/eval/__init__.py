@@ -9,13 +9,28 @@ rankings made elsewhere (:meth:`CIRRanking.from_ranked_ids`).
 * :mod:`.cir`: FashionIQ / CIRR / CIRCO evaluation (:func:`evaluate_cir`, :func:`fashioniq_average`).
 * :mod:`.simat`: the SIMAT score with a pluggable oracle (:func:`evaluate_simat`).
 * :mod:`.submissions`: CIRR and CIRCO test-server prediction files, validated.
-* :mod:`.harness`: the whole run for ``clipmath eval`` (model + compose methods + benchmark folder → metrics table,
-  gallery features cached in a store, submissions) and the benchmark validation hook of ``clipmath train``. It needs
-  the model stack (torch), so it is imported explicitly: ``from clipmath.eval.harness import evaluate``.
+* :mod:`.benchmarks`: :data:`BENCHMARKS`, the registry of :class:`BenchmarkSpec` (splits, defaults, monitor metric,
+  query fields, λ, submission format, how to load and score); :func:`load_benchmark` by name.
+* The whole run for ``clipmath eval`` (model + methods + benchmark split → :class:`EvalReport`): :mod:`.runner`
+  (:func:`evaluate`, :func:`resolve_methods`) over a :class:`BenchmarkProtocol` (:mod:`.protocol`; the built-in
+  ones in :mod:`.scoring`), gallery features cached by :mod:`.features`, the report in :mod:`.report`,
+  :func:`write_submissions`, and the training hook :class:`BenchmarkValidator` (:mod:`.validation`). These need
+  the model stack (torch), so they are imported on first use of their names here.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from clipmath.eval.benchmarks import (
+    BENCHMARKS,
+    BenchmarkError,
+    BenchmarkSpec,
+    SubmissionFormat,
+    find_benchmark,
+    load_benchmark,
+    spec_of,
+)
 from clipmath.eval.cir import (
     DEFAULT_DEPTH,
     CIRRanking,
@@ -44,10 +59,52 @@ from clipmath.eval.submissions import (
     validate_submission_file,
     write_circo_submission,
     write_cirr_submissions,
+    write_submissions,
 )
+from clipmath.eval.config import EvalConfig
+
+#: Names imported on first use (they need the model stack): name -> module.
+_LAZY = {
+    "BenchmarkProtocol": "protocol",
+    "MethodOutcome": "protocol",
+    "MethodRun": "protocol",
+    "PreparedBenchmark": "protocol",
+    "RetrievalProtocol": "scoring",
+    "SimatProtocol": "scoring",
+    "EvalReport": "report",
+    "MethodScore": "report",
+    "evaluate": "runner",
+    "prepare": "runner",
+    "resolve_methods": "runner",
+    "score_method": "runner",
+    "BenchmarkValidator": "validation",
+    "GalleryFeatures": "features",
+    "gallery_features": "features",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f"clipmath.eval.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'clipmath.eval' has no attribute {name!r}")
+
 
 __all__ = [
+    "BENCHMARKS",
     "DEFAULT_DEPTH",
+    "BenchmarkError",
+    "BenchmarkSpec",
+    "EvalConfig",
+    "SubmissionFormat",
+    "find_benchmark",
+    "load_benchmark",
+    "spec_of",
+    "write_submissions",
+    *_LAZY,
     "CIRRanking",
     "CaptionScoreOracle",
     "EmbeddingScores",

@@ -229,6 +229,39 @@ def write_circo_submission(dataset: CIRDataset, ranking: CIRRanking, path: str |
     return _write(circo_submission(dataset, ranking), Path(path))
 
 
+def cirr_writer(dataset: CIRDataset, ranking: CIRRanking, output: Path, stem: str) -> list[Path]:
+    """CIRR's files for :class:`~clipmath.eval.benchmarks.SubmissionFormat`: two files beside ``output``."""
+    return list(write_cirr_submissions(dataset, ranking, output.parent, stem))
+
+
+def circo_writer(dataset: CIRDataset, ranking: CIRRanking, output: Path, stem: str) -> list[Path]:
+    """CIRCO's file for :class:`~clipmath.eval.benchmarks.SubmissionFormat`: ``output`` named ``stem``."""
+    return [write_circo_submission(dataset, ranking, output.with_name(stem + output.suffix))]
+
+
+def write_submissions(report: Any, output: str | Path) -> list[Path]:
+    """Write the validated server file(s) of every method in an :class:`~clipmath.eval.EvalReport`.
+
+    The benchmark's :class:`~clipmath.eval.benchmarks.SubmissionFormat` names the files: CIRCO writes ``output``
+    itself; CIRR ``<stem>_cirr_recall.json`` and ``<stem>_cirr_recall_subset.json`` beside it. With several
+    methods each file name gets ``-<method>`` after the stem. Benchmarks without a test server raise
+    :class:`SubmissionError`, as does a report made with a query limit.
+    """
+    from clipmath.eval.benchmarks import BENCHMARKS, check_submission
+
+    submission = check_submission(BENCHMARKS.get(report.benchmark), report.limit)
+    output = Path(output)
+    methods = report.methods()
+    if not methods:
+        raise SubmissionError("no method produced a ranking, so there is nothing to submit")
+    written: list[Path] = []
+    for method in methods:
+        stem = output.stem if len(methods) == 1 else f"{output.stem}-{method}"
+        for dataset in report.datasets:
+            written += submission.write(dataset, report.rankings[(method, dataset.name)], output, stem)
+    return written
+
+
 def read_submission(path: str | Path) -> Any:
     """Parse a prediction file (``SubmissionError`` if missing or not JSON)."""
     path = Path(path)

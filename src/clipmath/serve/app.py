@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clipmath.compose import available_methods, learned_methods, zero_shot_methods
 from clipmath.errors import ClipmathError
+from clipmath.imageio import MAX_PIXELS
 from clipmath.retrieval import Retriever
 from clipmath.serve.captioning import Captioner
 from clipmath.serve.engine import ImageKey, QueryEngine, SearchSpec, UploadRecord, infer_method
@@ -78,7 +79,7 @@ class ServeConfig:
     port: int = 8000
     token: str | None = None
     max_upload_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 50_000_000
+    max_pixels: int = MAX_PIXELS
     default_k: int = 12
     max_k: int = 100
     index: str = "exact"
@@ -155,7 +156,7 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
         retriever.composer(method, checkpoint)  # load now: a bad checkpoint fails at start-up, not per request
     methods = config.methods()
     engine.start()
-    thumbnails = ThumbnailCache(config.thumbnail_cache_bytes, config.max_pixels)
+    thumbnails = ThumbnailCache(config.thumbnail_cache_bytes, MAX_PIXELS)  # the index limit: every indexed file
     label = retriever.encoder.info.label()
 
     @asynccontextmanager

@@ -34,7 +34,8 @@ from clipmath.search import SearchHit
 from clipmath.serve.captioning import Captioner, CaptionSubject
 from clipmath.serve.errors import RequestError
 from clipmath.serve.images import contained_path
-from clipmath.store import GallerySnapshot, ImageDecodeError, StoreInfo, decode_image
+from clipmath.imageio import MAX_PIXELS, ImageDecodeError, decode_image
+from clipmath.store import GallerySnapshot, StoreInfo
 from clipmath.store.gallery import MANIFEST
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,7 @@ class QueryEngine:
         retriever: Retriever,
         max_batch: int = 32,
         upload_slots: int = 128,
-        max_pixels: int = 50_000_000,
+        max_pixels: int = MAX_PIXELS,
         captioner: Captioner | None = None,
         checkpoints: dict[str, str] | None = None,
     ) -> None:
@@ -439,7 +440,7 @@ class QueryEngine:
         vector = self._vector_of(key)
         path = self.gallery_file(key.gallery_id or "")
         try:
-            image = decode_image(path, max_pixels=self.max_pixels)
+            image = decode_image(path)  # a gallery file: the index's pixel limit
         except FileNotFoundError:
             raise RequestError(404, f"the file of '{key.gallery_id}' is gone from the store's folder") from None
         except ImageDecodeError as exc:

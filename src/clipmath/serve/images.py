@@ -5,44 +5,33 @@ from __future__ import annotations
 import io
 import os
 import threading
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from clipmath.imageio import IMAGE_FORMATS, ImageDecodeError, decode, decode_image
 from clipmath.serve.errors import RequestError
 
-#: Formats accepted from uploads (Pillow plug-in names); nothing that shells out to a helper (EPS, PDF).
-UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+#: HTTP status of each :class:`ImageDecodeError` kind.
+_STATUS_OF_KIND = {"empty": 400, "format": 415, "too_large": 413}
 
 
 def decode_upload(data: bytes, max_pixels: int) -> Image.Image:
-    """Decode uploaded bytes to RGB (first frame), refusing empty data, unknown formats and too many pixels."""
-    if not data:
-        raise RequestError(400, "the uploaded file is empty")
+    """Decode uploaded bytes to RGB (first frame, EXIF orientation applied) with the one image decoder."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise RequestError(
-                        413, f"image has too many pixels ({width}x{height} > {max_pixels:,}); send a smaller one"
-                    )
-                image.seek(0)
-                image.load()
-                return image.convert("RGB")
-    except RequestError:
-        raise
-    except UnidentifiedImageError:
-        raise RequestError(415, f"not an image in a supported format ({', '.join(UPLOAD_FORMATS)})") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise RequestError(413, f"image refused as a decompression bomb (limit {max_pixels:,} pixels)") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        reason = "truncated image" if "truncated" in str(exc) else (str(exc) or type(exc).__name__)
-        raise RequestError(422, f"cannot decode the image: {reason}") from None
+        return decode_image(data, max_pixels=max_pixels)
+    except ImageDecodeError as exc:
+        raise _request_error(exc, "the uploaded image") from None
+
+
+def _request_error(exc: ImageDecodeError, what: str) -> RequestError:
+    if exc.kind == "format":
+        return RequestError(415, f"{what} is not an image in a supported format ({', '.join(IMAGE_FORMATS)})")
+    if exc.kind == "empty":
+        return RequestError(400, f"{what} is empty")
+    return RequestError(_STATUS_OF_KIND.get(exc.kind, 422), f"cannot decode {what}: {exc}")
 
 
 def contained_path(root: Path, item_id: str) -> Path:
@@ -55,34 +44,17 @@ def contained_path(root: Path, item_id: str) -> Path:
 
 
 def make_thumbnail(path: Path, size: int, max_pixels: int) -> bytes:
-    """A JPEG whose longer side is at most ``size`` pixels."""
+    """A JPEG whose longer side is at most ``size`` pixels (large JPEGs are decoded at a reduced scale)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise RequestError(422, f"image has too many pixels for a thumbnail ({width}x{height})")
-                image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale, much faster
-                image.seek(0)
-                thumb = image.convert("RGB")
-        thumb.thumbnail((size, size), Image.Resampling.BICUBIC)
-        buffer = io.BytesIO()
-        thumb.save(buffer, format="JPEG", quality=85)
-        return buffer.getvalue()
-    except RequestError:
-        raise
+        thumb = decode(path, max_pixels=max_pixels, draft=(size, size)).image
     except FileNotFoundError:
         raise RequestError(404, "the image file is gone from the store's folder") from None
-    except (
-        OSError,
-        ValueError,
-        SyntaxError,
-        EOFError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-    ) as exc:
-        raise RequestError(422, f"cannot make a thumbnail: {exc or type(exc).__name__}") from None
+    except ImageDecodeError as exc:
+        raise RequestError(422, f"cannot make a thumbnail: {exc}") from None
+    thumb.thumbnail((size, size), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    thumb.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
 
 
 @dataclass(frozen=True)

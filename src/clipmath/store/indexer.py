@@ -3,7 +3,12 @@
 Files whose size and mtime are unchanged are skipped without reading them. A changed or new file is hashed
 (SHA-256): same content as before → only its mtime is updated; content already stored under another name → its
 vector is reused; otherwise it is decoded and encoded. Work is committed every ``commit_every`` files, so a killed
-run loses at most one chunk and a re-run finishes the job. Undecodable files are skipped, counted and reported.
+run loses at most one chunk and a re-run finishes the job.
+
+Files that cannot be used are skipped, reported and recorded in the store (so the run's report and the store's
+``bad_files`` agree): undecodable images, special files (named pipes, devices, sockets: never opened), dangling
+symlinks, and symlinks that lead out of the indexed folder (unless ``follow_symlinks``). Any name the file system
+allows is indexed, including names that are not valid UTF-8 (kept losslessly, see :mod:`clipmath.store.gallery`).
 """
 
 from __future__ import annotations
@@ -17,12 +22,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PIL import Image
 from tqdm.auto import tqdm
 
 from clipmath.errors import StoreError
 from clipmath.store.gallery import Gallery, ItemRecord
-from clipmath.store.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageDecodeError, decode_image
+from clipmath.imageio import (
+    IMAGE_SUFFIXES,
+    MAX_PIXELS,
+    DecodedImage,
+    ImageDecodeError,
+    decode,
+    open_regular_file,
+    special_file_kind,
+)
 
 if TYPE_CHECKING:
     from clipmath.encoders.base import Encoder
@@ -32,9 +44,11 @@ if TYPE_CHECKING:
 class IndexConfig:
     batch_size: int = 32
     commit_every: int = 256
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_pixels: int = MAX_PIXELS
     prune: bool = False
     decode_workers: int = 2
+    #: Index files (and walk folders) that symlinks lead to outside the indexed folder; off: skip and report them.
+    follow_symlinks: bool = False
 
 
 @dataclass
@@ -52,6 +66,11 @@ class IndexReport:
     seconds: float = 0.0
     total: int = 0
 
+    @property
+    def skipped(self) -> int:
+        """Files that could not be used; equals the store's ``bad_files`` count after a full run."""
+        return len(self.bad)
+
 
 @dataclass
 class _Candidate:
@@ -61,12 +80,22 @@ class _Candidate:
     mtime_ns: int
 
 
-def list_images(root: Path, exclude: Path | None = None) -> list[str]:
-    """Relative POSIX paths of image files under ``root`` (sorted; hidden folders and ``exclude`` skipped)."""
+def list_images(root: Path, exclude: Path | None = None, follow_symlinks: bool = False) -> list[str]:
+    """Relative POSIX paths of image files under ``root`` (sorted; hidden entries and ``exclude`` skipped).
+
+    Symlinked folders are walked only with ``follow_symlinks`` (each real folder once, so a loop ends).
+    """
     found = []
     exclude = exclude.resolve() if exclude else None
-    for folder, dirs, files in os.walk(root):
+    seen: set[tuple[int, int]] = set()
+    for folder, dirs, files in os.walk(root, followlinks=follow_symlinks):
         here = Path(folder)
+        if follow_symlinks:
+            info = here.stat()
+            if (info.st_dev, info.st_ino) in seen:
+                dirs[:] = []
+                continue
+            seen.add((info.st_dev, info.st_ino))
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (here / d).resolve() != exclude)
         for name in files:
             if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
@@ -90,10 +119,15 @@ def index_folder(
     started = time.monotonic()
     report = IndexReport(model=encoder.info.label())
     with Gallery.open_for_writing(store, encoder.info, encoder.transform.key, root) as gallery:
-        ids = list(files) if files is not None else list_images(root, exclude=Path(store))
+        ids = list(files) if files is not None else list_images(root, Path(store), config.follow_symlinks)
         report.scanned = len(ids)
         known = gallery.items()
-        candidates, missing_files = _changed_files(root, ids, known, report)
+        candidates, skipped = _changed_files(root, ids, known, config.follow_symlinks, report)
+        if skipped:
+            gallery.commit(bad=skipped)
+        report.bad.extend((item[0], item[1]) for item in skipped)
+        if files is None:
+            gallery.forget_bad_files(keep=ids)  # files no longer in the folder are no longer skipped
         gone = sorted(set(known) - set(ids)) if files is None else []
         with (
             tqdm(total=len(candidates), desc="indexing", unit="img", disable=not progress) as bar,
@@ -103,7 +137,6 @@ def index_folder(
                 chunk = candidates[start : start + config.commit_every]
                 _index_chunk(gallery, encoder, chunk, known, config, pool, report)
                 bar.update(len(chunk))
-        report.bad.extend(missing_files)
         if config.prune and gone:
             report.pruned = gallery.remove(gone)
         else:
@@ -114,22 +147,41 @@ def index_folder(
 
 
 def _changed_files(
-    root: Path, ids: Iterable[str], known: dict[str, tuple[str, int, int, int]], report: IndexReport
-) -> tuple[list[_Candidate], list[tuple[str, str]]]:
-    candidates, missing = [], []
+    root: Path,
+    ids: Iterable[str],
+    known: dict[str, tuple[str, int, int, int]],
+    follow_symlinks: bool,
+    report: IndexReport,
+) -> tuple[list[_Candidate], list[tuple[str, str, int | None, int | None]]]:
+    """New or changed files to read, and ``(id, reason, size, mtime_ns)`` of files to skip without opening them."""
+    candidates, skipped = [], []
+    real_root = root.resolve()
     for item_id in ids:
         path = root / item_id
         try:
-            stat = path.stat()
+            info = path.stat()
         except OSError as exc:
-            missing.append((item_id, f"cannot stat: {exc.strerror or exc}"))
+            skipped.append((item_id, f"cannot stat: {exc.strerror or exc}", None, None))
+            continue
+        reason = _skip_reason(path, info.st_mode, real_root, follow_symlinks)
+        if reason is not None:
+            skipped.append((item_id, reason, info.st_size, info.st_mtime_ns))
             continue
         stored = known.get(item_id)
-        if stored is not None and stored[1] == stat.st_size and stored[2] == stat.st_mtime_ns:
+        if stored is not None and stored[1] == info.st_size and stored[2] == info.st_mtime_ns:
             report.unchanged += 1
             continue
-        candidates.append(_Candidate(item_id, path, stat.st_size, stat.st_mtime_ns))
-    return candidates, missing
+        candidates.append(_Candidate(item_id, path, info.st_size, info.st_mtime_ns))
+    return candidates, skipped
+
+
+def _skip_reason(path: Path, mode: int, real_root: Path, follow_symlinks: bool) -> str | None:
+    kind = special_file_kind(mode)
+    if kind is not None:
+        return f"not a regular file ({kind})"
+    if not follow_symlinks and not path.resolve().is_relative_to(real_root):
+        return "symlink that leads outside the indexed folder (not followed unless follow_symlinks is on)"
+    return None
 
 
 def _index_chunk(
@@ -167,8 +219,8 @@ def _index_chunk(
         if isinstance(image, ImageDecodeError):
             bad.append((candidate.id, str(image), candidate.size, candidate.mtime_ns))
             continue
-        records.append(ItemRecord(candidate.id, digest, candidate.size, candidate.mtime_ns, *image.size))
-        images.append(image)
+        records.append(ItemRecord(candidate.id, digest, candidate.size, candidate.mtime_ns, image.width, image.height))
+        images.append(image.image)
     vectors = encoder.encode_images(images, batch_size=config.batch_size) if images else None
     gallery.commit(records, vectors, reused, bad)
     if touched:
@@ -180,19 +232,23 @@ def _index_chunk(
 def _hash_file(candidate: _Candidate) -> str | ImageDecodeError:
     digest = hashlib.sha256()
     try:
-        with open(candidate.path, "rb") as fh:
+        with open_regular_file(candidate.path) as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
+    except ImageDecodeError as exc:
+        return exc
+    except FileNotFoundError:
+        return ImageDecodeError("file disappeared during indexing", "unreadable")
     except PermissionError:
-        return ImageDecodeError("permission denied")
+        return ImageDecodeError("permission denied", "unreadable")
     except OSError as exc:
-        return ImageDecodeError(f"unreadable: {exc.strerror or exc}")
+        return ImageDecodeError(f"unreadable: {exc.strerror or exc}", "unreadable")
     return digest.hexdigest()
 
 
-def _decode(candidate: _Candidate, max_pixels: int) -> Image.Image | ImageDecodeError:
+def _decode(candidate: _Candidate, max_pixels: int) -> DecodedImage | ImageDecodeError:
     try:
-        return decode_image(candidate.path, max_pixels=max_pixels)
+        return decode(candidate.path, max_pixels=max_pixels)
     except FileNotFoundError:
         return ImageDecodeError("file disappeared during indexing")
     except ImageDecodeError as exc:

@@ -126,6 +126,9 @@ class FinetuneTask(TrainingTask):
         towers = {"both": ("image", "text"), "image": ("image",), "text": ("text",)}.get(config.towers)
         if towers is None:
             raise TrainingError(f"--towers must be both, image or text, not {config.towers!r}")
+        if getattr(encoder, "dtype", torch.float32) != torch.float32:
+            encoder.model.float()  # type: ignore[attr-defined] - trained weights stay float32; autocast for speed
+            encoder.dtype = torch.float32  # type: ignore[attr-defined]
         modules = encoder.trainable_modules()
         for name, module in modules.items():
             module.requires_grad_(name in towers)

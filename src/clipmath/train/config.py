@@ -24,7 +24,8 @@ class TrainConfig:
     weight_decay: float = 0.01
     seed: int = 42
     device: str = "cpu"
-    amp: bool = True  # mixed precision (autocast + grad scaling) on CUDA; ignored on CPU
+    dtype: str = "auto"  # compute precision: auto (mixed precision on CUDA only) | float32 | float16 | bfloat16
+    amp: bool = True  # False forces float32 (the old switch; ``dtype`` is the setting now)
     max_steps: int | None = None  # stop after this many optimiser steps in all (smoke runs)
     grad_clip: float | None = None  # clip the gradient norm to this value
     monitor: str | None = None  # the validation metric summarised across seeds (default: the first reported)
@@ -104,6 +105,7 @@ class OtiConfig(InversionSettings):
 
     seed: int = 42
     device: str = "cpu"
+    dtype: str = "auto"
     amp: bool = True
     save_every: int = 10  # batches between checkpoint writes (resume picks up from there)
     prompt: str = DEFAULT_PROMPT

@@ -31,6 +31,8 @@ from tqdm.auto import tqdm
 from clipmath.compose.base import Composer
 from clipmath.compose.checkpoint import Checkpoint, describe, exists, load_checkpoint, resume_dir, save_checkpoint
 from clipmath.encoders.base import Encoder
+from clipmath.encoders.precision import autocast_dtype
+from clipmath.encoders.runtime import cuda_errors
 from clipmath.errors import ClipmathError
 from clipmath.train.config import TrainConfig
 
@@ -159,10 +161,13 @@ def fit(
     seed_everything(config.seed)
     task = make_task(config)
     device = task.encoder.device
+    task.encoder.threads.apply()
+    _check_trainable(task)
     optimiser = torch.optim.AdamW(task.param_groups(), lr=config.lr, weight_decay=config.weight_decay)
-    use_amp = config.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    mixed = autocast_dtype(config.dtype if config.amp else "float32", device)
+    use_amp = mixed is not None
+    amp_dtype = mixed or torch.bfloat16
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16 and device.type == "cuda")
 
     history: list[dict[str, Any]] = []
     step = 0
@@ -189,17 +194,18 @@ def fit(
             leave=False,
         ) as bar:
             for size, batch in task.batches(generator):
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                    loss = task.loss(batch)
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"{task.kind}: the loss became {float(loss)} at step {step}; lower --lr")
-                optimiser.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if config.grad_clip:
-                    scaler.unscale_(optimiser)
-                    nn.utils.clip_grad_norm_(task.parameters(), config.grad_clip)
-                scaler.step(optimiser)
-                scaler.update()
+                with cuda_errors(f"training {task.kind} on {device} (step {step})"):
+                    with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                        loss = task.loss(batch)
+                    if not torch.isfinite(loss):
+                        raise TrainingError(f"{task.kind}: the loss became {float(loss)} at step {step}; lower --lr")
+                    optimiser.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    if config.grad_clip:
+                        scaler.unscale_(optimiser)
+                        nn.utils.clip_grad_norm_(task.parameters(), config.grad_clip)
+                    scaler.step(optimiser)
+                    scaler.update()
                 step += 1
                 total += float(loss.detach()) * size
                 examples += size
@@ -231,6 +237,17 @@ def fit(
             break
     task.train_mode(False)
     return result
+
+
+def _check_trainable(task: TrainingTask) -> None:
+    """Trained weights must be float32: optimiser updates are lost in half precision (autocast does the rest)."""
+    kinds = {p.dtype for p in task.parameters()} - {torch.float32}
+    if kinds:
+        names = ", ".join(sorted(str(k).replace("torch.", "") for k in kinds))
+        raise TrainingError(
+            f"{task.kind}: the weights to train are held in {names}; load the model in float32 "
+            "(mixed precision comes from the dtype setting through autocast)"
+        )
 
 
 @dataclass

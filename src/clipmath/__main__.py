@@ -1,0 +1,5 @@
+"""``python -m clipmath``: the ``clipmath`` command."""
+
+from clipmath.cli import main
+
+main()

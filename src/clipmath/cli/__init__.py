@@ -1,0 +1,68 @@
+"""The ``clipmath`` command line: wiring only. Each area's commands live in their own module of this package.
+
+To add commands: write ``clipmath/cli/<area>.py`` with ``app = typer.Typer()`` and its commands (shared options from
+:mod:`clipmath.cli.options`, output through :func:`clipmath.cli.output.emit`), then add one line below. A sub-app
+named in ``LAZY_GROUPS`` is imported only when its commands run (or help is shown), so ``clipmath info`` never pays
+for importing torch.
+
+User mistakes (missing files, bad expressions, incompatible stores, unknown models) print one ``error:`` line and
+exit with status 2; nothing prints a traceback unless ``CLIPMATH_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from clipmath.cli import caption, eval, gallery, serve
+from clipmath.cli.output import err, error_line
+from clipmath.errors import ClipmathError
+from clipmath.registry import import_ref
+
+#: command groups imported on first use: name -> "module:typer app"
+LAZY_GROUPS = {"train": "clipmath.cli.train:app"}
+
+
+class _Commands(TyperGroup):
+    """The top-level command group, loading :data:`LAZY_GROUPS` when they are asked for."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), *(name for name in LAZY_GROUPS if name not in self.commands)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Optional[Any]:
+        if cmd_name in LAZY_GROUPS and cmd_name not in self.commands:
+            self.add_command(typer.main.get_command(import_ref(LAZY_GROUPS[cmd_name])), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+app = typer.Typer(
+    name="clipmath",
+    cls=_Commands,
+    help="Arithmetic in a shared image-text embedding space: index, compose, search, evaluate, caption, serve.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(gallery.app)
+app.add_typer(eval.app)
+app.add_typer(serve.app)
+app.add_typer(caption.app)
+app.add_typer(import_ref("clipmath.cli.check:app"))
+
+
+def main() -> None:
+    """Entry point: run the app, turning user errors into one line on stderr and exit status 2."""
+    try:
+        app()
+    except ClipmathError as exc:
+        if os.environ.get("CLIPMATH_DEBUG"):
+            raise
+        print(error_line(exc), file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted: committed work is kept; run the same command again to resume")
+        sys.exit(130)

@@ -1,0 +1,5 @@
+"""``python -m clipmath.cli``: the ``clipmath`` command."""
+
+from clipmath.cli import main
+
+main()

@@ -1,0 +1,159 @@
+"""``clipmath eval``: compose methods on FashionIQ, CIRR, CIRCO or SIMAT, with the benchmarks' official metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from clipmath.cli.options import (
+    MULTI_VALUE,
+    CheckpointsOpt,
+    DeviceOpt,
+    DtypeOpt,
+    EncodeBatchOpt,
+    JsonOpt,
+    ModelOpt,
+    PreprocessingOpt,
+    QuietOpt,
+    ThreadsOpt,
+    finite,
+    method_paths,
+    option_values,
+)
+from clipmath.cli.output import emit, table
+from clipmath.cli.runtime import load_model
+from clipmath.errors import ClipmathError
+
+app = typer.Typer()
+
+_EXAMPLES = """Examples:
+
+  clipmath eval --dataset cirr --path data/CIRR --methods all
+
+  clipmath eval -d fashioniq -p data/FashionIQ --method combiner --checkpoint combiner=runs/combiner
+
+  clipmath eval -d simat -p data/SIMAT --lam 1 2 --oracle oscar --json
+
+  clipmath eval -d circo -p data/CIRCO --split test --submission circo_test.json
+"""
+
+
+@app.command("eval", context_settings=MULTI_VALUE, epilog=_EXAMPLES)
+def eval_command(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Benchmark: fashioniq, cirr, circo or simat.")],
+    path: Annotated[Path, typer.Option("--path", "-p", help="The benchmark folder, in its official layout.")],
+    split: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Split: val (FashionIQ, CIRR, CIRCO; default), test1 (CIRR), test (CIRCO), dev|test (SIMAT)."
+        ),
+    ] = None,
+    method: Annotated[
+        Optional[list[str]],
+        typer.Option("--method", help="Compose method (repeatable); default sum, or delta on SIMAT."),
+    ] = None,
+    methods: Annotated[
+        Optional[str],
+        typer.Option(help="'all' (every method on the same cached gallery, side by side) or a comma list."),
+    ] = None,
+    checkpoint: CheckpointsOpt = None,
+    category: Annotated[
+        Optional[str], typer.Option(help="FashionIQ: only this category (dress, shirt or toptee).")
+    ] = None,
+    lam: Annotated[
+        Optional[list[float]], typer.Option("--lam", help="SIMAT: λ values, e.g. --lam 1 2 (default 1).")
+    ] = None,
+    oracle: Annotated[
+        str,
+        typer.Option(
+            help="SIMAT judge: labels (ground-truth triplets) or oscar (PATH/simat_db/oscar_similarity_matrix.pt, "
+            "the paper's rule)."
+        ),
+    ] = "labels",
+    caption_orders: Annotated[
+        str,
+        typer.Option(help="FashionIQ: both (average both caption orders, as SEARLE) or one (as CLIP4Cir)."),
+    ] = "both",
+    limit: Annotated[
+        Optional[int], typer.Option(min=1, help="Only the first N queries (a quick check; not comparable numbers).")
+    ] = None,
+    submission: Annotated[
+        Optional[Path],
+        typer.Option(help="CIRR/CIRCO: write the validated server file(s) here (CIRR adds _cirr_recall[_subset])."),
+    ] = None,
+    cache: Annotated[
+        Optional[Path],
+        typer.Option(help="Feature-cache root (default: <clipmath cache>/eval); one store per model and split."),
+    ] = None,
+    model: ModelOpt = "auto",
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "auto",
+    preprocessing: PreprocessingOpt = "clip",
+    batch_size: EncodeBatchOpt = 64,
+    threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate compose methods on FashionIQ, CIRR, CIRCO or SIMAT: a table of the official metrics.
+
+    Gallery features are cached per model, split and preprocessing, so later runs encode nothing.
+    """
+    from clipmath.compose import learned_methods
+    from clipmath.eval import EvalConfig, evaluate, find_benchmark, load_benchmark, resolve_methods, write_submissions
+
+    lams = [finite(value, "--lam") for value in option_values(ctx, lam, "--lam", float, "numbers") or []]
+    spec, _ = find_benchmark(dataset)
+    benchmark = spec.name
+    if method and methods:
+        raise ClipmathError("give --method or --methods, not both")
+    selection = [m.strip() for m in methods.split(",") if m.strip()] if methods else list(method or [])
+    selection = selection or [spec.default_method]
+    checkpoints = method_paths(checkpoint, learned_methods(), selection)
+    chosen, skipped = resolve_methods(selection, checkpoints, spec)
+    if oracle not in ("labels", "oscar"):
+        raise ClipmathError(f"--oracle is labels or oscar, not {oracle!r}")
+    spec.check_options(lams=lams, submission=submission is not None, limit=limit)  # the benchmark's own rules
+    datasets = load_benchmark(dataset, path, split, category)
+    chosen_split = datasets[0].split
+    if spec.submission is not None and not datasets[0].has_targets and submission is None:  # type: ignore[union-attr]
+        raise ClipmathError(
+            f"{benchmark} {chosen_split} has no ground truth: pass --submission OUT.json to write the server file"
+        )
+    judge = None
+    if benchmark == "simat" and oracle == "oscar":
+        from clipmath.eval.simat import CaptionScoreOracle
+
+        judge = CaptionScoreOracle.from_file(path / "simat_db" / "oscar_similarity_matrix.pt")
+    config = EvalConfig(
+        lams=tuple(lams or (1.0,)),
+        limit=limit,
+        caption_orders=caption_orders,
+        oracle=judge,
+        batch_size=batch_size,
+        progress=not (quiet or as_json),
+    )
+    encoder = load_model(model, device, preprocessing, dtype, threads, as_json)
+    report = evaluate(datasets, encoder, chosen, cache, config, skipped)
+    if not report.rows:
+        raise ClipmathError(
+            f"no selected method runs on {benchmark}: " + "; ".join(f"{m} {r}" for m, r in report.skipped.items())
+        )
+    written = write_submissions(report, submission) if submission is not None else []
+    payload = report.to_dict()
+    payload["submissions"] = [str(p) for p in written]
+
+    def render():
+        header, rows = report.table()
+        title = f"{benchmark} {chosen_split} · {report.num_queries} queries · preprocessing {report.preprocessing}"
+        yield table(header, rows, title=title, caption=f"model: {report.model}", left=("method",))
+        yield from (f"note: {note}" for note in report.notes())
+        yield from (f"submission: {file}" for file in written)
+        yield (
+            f"gallery: {report.gallery_images} images, {report.encoded_images} encoded this run "
+            f"(cache: {report.store}); {report.seconds:.1f}s"
+        )
+
+    emit(payload, as_json, render)

@@ -1,0 +1,194 @@
+"""Gallery commands: ``index`` a folder into a store, ``search`` it, ``info`` about it; list ``methods``, ``models``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from clipmath.cli.options import (
+    DeviceOpt,
+    DtypeOpt,
+    IndexKindOpt,
+    JsonOpt,
+    KOpt,
+    ModelOpt,
+    PreprocessingOpt,
+    StoreArg,
+    StoreOpt,
+    ThreadsOpt,
+    finite,
+)
+from clipmath.cli.output import emit, key_values, table
+from clipmath.cli.runtime import load_model, set_threads
+from clipmath.errors import ClipmathError
+
+app = typer.Typer()
+
+_INDEX_EXAMPLES = """Examples:
+
+  clipmath index photos/ --store photos.store
+
+  clipmath index photos/ --store photos.store --prune --batch-size 64 --threads 4
+"""
+
+
+@app.command(epilog=_INDEX_EXAMPLES)
+def index(
+    folder: Annotated[Path, typer.Argument(help="Folder of images (searched recursively).")],
+    store: StoreOpt,
+    model: ModelOpt = "auto",
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "auto",
+    preprocessing: PreprocessingOpt = "clip",
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per encoder batch.")] = 32,
+    commit_every: Annotated[int, typer.Option(min=1, help="Images per atomic commit.")] = 256,
+    max_pixels: Annotated[
+        int, typer.Option(min=1, help="Refuse images with more pixels (decompression bombs).")
+    ] = 89_478_485,
+    prune: Annotated[bool, typer.Option(help="Forget files that are gone from the folder, and compact.")] = False,
+    follow_symlinks: Annotated[bool, typer.Option(help="Index files symlinks lead to outside the folder.")] = False,
+    threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Index (or update) a folder of images into a store: incremental, resumable, crash-safe."""
+    from clipmath.store import Gallery, IndexConfig, index_folder
+
+    if not folder.is_dir():
+        raise ClipmathError(f"image folder not found: {folder}")
+    if (store / "manifest.sqlite").exists() and model in (None, "auto"):
+        model = Gallery.open(store).model_id  # keep using the store's model
+    encoder = load_model(model, device, preprocessing, dtype, threads, as_json)
+    config = IndexConfig(
+        batch_size=batch_size,
+        commit_every=commit_every,
+        max_pixels=max_pixels,
+        prune=prune,
+        follow_symlinks=follow_symlinks,
+    )
+    report = index_folder(store, folder, encoder, config, progress=not as_json)
+    if prune and report.pruned:
+        with Gallery.open_for_writing(store, encoder.info, encoder.transform.key, folder) as gallery:
+            gallery.compact()
+
+    def render():
+        yield (
+            f"indexed {folder} -> {store} in {report.seconds:.1f}s: {report.added} added, {report.reused} reused, "
+            f"{report.unchanged} unchanged, {report.pruned} pruned; {report.total} images in the store"
+        )
+        if report.missing:
+            yield f"{report.missing} stored files are gone from the folder (run with --prune to forget them)"
+        if report.bad:
+            yield f"{len(report.bad)} files skipped:"
+            yield from (f"  {item_id}: {reason}" for item_id, reason in report.bad)
+
+    emit(asdict(report), as_json, render)
+
+
+# ---- search -------------------------------------------------------------------------------------------------
+def _infer_method(image: Optional[str], text: Optional[str], source: Optional[str], expr: Optional[str]) -> str:
+    if expr:
+        return "expr"
+    if source is not None:
+        return "delta"
+    if image and text:
+        return "sum"
+    if image:
+        return "image"
+    if text:
+        return "text"
+    raise ClipmathError("give a query: --image and/or --text, --image with --from/--to, or --expr")
+
+
+_SEARCH_EXAMPLES = """Examples:
+
+  clipmath search -s photos.store --image dog.jpg --text "on a beach"
+
+  clipmath search -s photos.store --image car.jpg --from "red" --to "blue" --lam 1.5
+
+  clipmath search -s photos.store --expr '+king.jpg -"a man" +"a woman"' -k 5 --json
+"""
+
+
+@app.command(epilog=_SEARCH_EXAMPLES)
+def search(
+    store: StoreOpt,
+    image: Annotated[Optional[str], typer.Option("--image", "-i", help="Reference image file.")] = None,
+    text: Annotated[Optional[str], typer.Option("--text", "-t", help="Modification text.")] = None,
+    source: Annotated[Optional[str], typer.Option("--from", help="SIMAT delta: source word/phrase.")] = None,
+    target: Annotated[Optional[str], typer.Option("--to", help="SIMAT delta: target word/phrase.")] = None,
+    lam: Annotated[float, typer.Option("--lam", help="SIMAT delta strength λ.")] = 1.0,
+    expr: Annotated[Optional[str], typer.Option("--expr", "-e", help="Expression: '+a.jpg -b.jpg +\"text\"'.")] = None,
+    method: Annotated[
+        Optional[str], typer.Option(help="Compose method (see `clipmath methods`); inferred if omitted.")
+    ] = None,
+    checkpoint: Annotated[Optional[str], typer.Option(help="Trained weights for learned methods.")] = None,
+    k: KOpt = 10,
+    index_kind: IndexKindOpt = "exact",
+    include_reference: Annotated[bool, typer.Option(help="Allow the reference image itself in the results.")] = False,
+    model: ModelOpt = None,
+    device: DeviceOpt = "cpu",
+    threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search a store with a composed query (image + text, image + from/to delta, or an expression)."""
+    from clipmath.compose import CompositionQuery, parse_expression
+    from clipmath.retrieval import Retriever, RetrieverConfig
+
+    if (source is None) != (target is None):
+        raise ClipmathError("--from and --to go together")
+    lam = finite(lam, "--lam")
+    method = method or _infer_method(image, text, source, expr)
+    query = CompositionQuery(
+        reference=image, text=text, source=source, target=target, lam=lam, terms=parse_expression(expr) if expr else []
+    )
+    set_threads(threads)
+    config = RetrieverConfig(index=index_kind, exclude_reference=not include_reference)
+    retriever = Retriever.open(store, model=model, device=device, config=config)
+    k = max(1, min(k, len(retriever.snapshot)))  # more results than images is every image
+    hits = retriever.search([query], method=method, k=k, checkpoint=checkpoint)[0]
+    label = retriever.encoder.info.label()
+    payload = {
+        "model": label,
+        "method": method,
+        "index": index_kind,
+        "results": [
+            {"rank": h.rank + 1, "id": h.id, "path": str(retriever.path_of(h.id)), "score": h.score} for h in hits
+        ],
+    }
+    rows = [(h.rank + 1, f"{h.score:.4f}", h.id) for h in hits]
+    emit(payload, as_json, lambda: [table(("rank", "score", "id"), rows, title=f"method {method} · model {label}")])
+
+
+# ---- info / methods / models --------------------------------------------------------------------------------
+@app.command(epilog="Example:\n\n  clipmath info photos.store --json")
+def info(store: StoreArg, as_json: JsonOpt = False) -> None:
+    """Print a store's model, item count, dimension and size on disk."""
+    from clipmath.store import Gallery
+
+    with Gallery.open(store) as gallery:
+        details = gallery.info()
+    rows = [
+        ("store", details.path),
+        ("model", details.model_id),
+        ("backend", details.backend),
+        ("dimension", details.dim),
+        ("preprocessing", details.preprocessing),
+        ("images", details.count),
+        ("skipped files", details.bad_files),
+        ("image root", details.root),
+        ("size on disk", f"{details.size_bytes / 1e6:.2f} MB"),
+        ("created", details.created),
+    ]
+    emit(asdict(details), as_json, lambda: key_values(rows))
+
+
+@app.command(epilog="Example:\n\n  clipmath methods --json")
+def methods(as_json: JsonOpt = False) -> None:
+    """List the compose methods."""
+    from clipmath.compose import available_methods
+
+    listing = available_methods()
+    emit(listing, as_json, lambda: [f"{name:>14}  {description}" for name, description in listing.items()])

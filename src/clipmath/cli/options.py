@@ -1,0 +1,131 @@
+"""Options shared by several commands, declared once as ``Annotated`` aliases, and the parsers they need.
+
+A command writes ``model: ModelOpt = "auto"``; the flag, its short form and its help live here. Options whose
+values need checking (``--preprocessing``, ``--dtype``, ``--index``) are checked by a click callback, so every
+command refuses a bad value with the same one-line message.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Callable, Optional, TypeVar
+
+import typer
+
+from clipmath.errors import ClipmathError
+
+T = TypeVar("T")
+
+PREPROCESSING_CHOICES = ("clip", "targetpad")  # clipmath.encoders.transforms (not imported: it pulls in torch)
+DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
+
+
+def _choice(option: str, choices: tuple[str, ...]) -> Callable[[Optional[str]], Optional[str]]:
+    def check(value: Optional[str]) -> Optional[str]:
+        if value is not None and value not in choices:
+            raise ClipmathError(f"{option} is one of {', '.join(choices)}, not {value!r}")
+        return value
+
+    return check
+
+
+# ---- models and devices -------------------------------------------------------------------------------------
+ModelOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model: auto, offline-imagenet-minilm, tiny-random-clip, a hub name (openai/clip-vit-base-patch32) "
+        "or a local folder (see `clipmath models`). Search and serve default to the store's model; a trained "
+        "checkpoint only works with the model it was trained in.",
+    ),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")]
+DtypeOpt = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        callback=_choice("--dtype", DTYPE_CHOICES),
+        help="Precision: auto (half on CUDA, float32 on the CPU), float32, float16 or bfloat16; "
+        "training keeps float32 weights and uses it for mixed precision.",
+    ),
+]
+ThreadsOpt = Annotated[
+    Optional[int],
+    typer.Option(min=1, help="CPU threads for torch (default: torch's choice; 1 is often fastest for small batches)."),
+]
+PreprocessingOpt = Annotated[
+    str,
+    typer.Option(
+        "--preprocessing",
+        callback=_choice("--preprocessing", PREPROCESSING_CHOICES),
+        help="clip (resize + centre crop) or targetpad (pad to square first, as CLIP4Cir/SEARLE); "
+        "a gallery and its queries must use the same.",
+    ),
+]
+EncodeBatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images and texts per encoder batch.")]
+
+# ---- stores and search --------------------------------------------------------------------------------------
+StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="Gallery store folder.")]
+StoreArg = Annotated[Path, typer.Argument(help="Store folder.")]
+IndexKindOpt = Annotated[
+    str, typer.Option("--index", help="Vector index: exact, flat, hnsw, ivfpq or a FAISS factory string.")
+]
+KOpt = Annotated[int, typer.Option("--k", "-k", min=1, help="Number of results.")]
+CheckpointsOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--checkpoint",
+        help="METHOD=PATH: trained weights of a learned compose method (repeatable; PATH alone when exactly one "
+        "learned method is selected).",
+    ),
+]
+
+# ---- output -------------------------------------------------------------------------------------------------
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+#: context settings of a command whose list options take several values (``--seeds 1 2 3``, ``--lam 1 2``):
+#: click gives the first value to the option and the rest as extra arguments; :func:`option_values` joins them.
+MULTI_VALUE = {"allow_extra_args": True}
+
+
+def option_values(
+    ctx: typer.Context, values: Optional[list[T]], option: str, kind: Callable[[str], T], unit: str
+) -> Optional[list[T]]:
+    """All values of a repeatable ``option`` (``--seeds 1 2 3``), or None when none was given."""
+    extra = list(ctx.args)
+    if extra and not values:
+        raise ClipmathError(f"unexpected arguments: {' '.join(extra)}")
+    try:
+        more = [kind(value) for value in extra]
+    except ValueError:
+        raise ClipmathError(f"unexpected arguments: {' '.join(extra)} ({option} takes {unit})") from None
+    return (list(values or []) + more) or None
+
+
+def finite(value: float, option: str) -> float:
+    """``value`` unless it is nan or ±inf (click's float parser accepts both)."""
+    if not math.isfinite(value):
+        raise ClipmathError(f"{option} must be a finite number, not {value}")
+    return value
+
+
+def method_paths(entries: Optional[list[str]], learned: list[str], selected: Optional[list[str]] = None) -> dict:
+    """``--checkpoint METHOD=PATH`` (repeatable) as ``{method: path}``; a bare ``PATH`` is allowed when exactly one
+    learned method is ``selected``. ``learned`` names the methods that take a checkpoint."""
+    chosen = [m for m in selected or [] if m in learned]
+    paths: dict[str, str] = {}
+    for entry in entries or []:
+        method, sep, path = entry.partition("=")
+        if sep and method in learned and path:
+            paths[method] = path
+        elif len(chosen) == 1:
+            paths[chosen[0]] = entry
+        else:
+            raise ClipmathError(
+                f"--checkpoint {entry}: write METHOD=PATH with METHOD one of {', '.join(learned)} "
+                "(e.g. combiner=runs/combiner)"
+            )
+    return paths

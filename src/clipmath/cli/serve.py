@@ -1,0 +1,111 @@
+"""``clipmath serve``: a store over HTTP (JSON API + web page), optionally with ZeroCap captions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.markup import escape
+
+from clipmath.cli.options import (
+    CheckpointsOpt,
+    DeviceOpt,
+    IndexKindOpt,
+    ModelOpt,
+    ThreadsOpt,
+    method_paths,
+)
+from clipmath.cli.output import err
+from clipmath.cli.runtime import set_threads
+from clipmath.errors import ClipmathError
+
+app = typer.Typer()
+
+_EXAMPLES = """Examples:
+
+  clipmath serve photos.store
+
+  CLIPMATH_TOKEN=secret clipmath serve photos.store --host 0.0.0.0 --port 8080 --index hnsw
+
+  clipmath serve photos.store --checkpoint combiner=runs/combiner --caption-lm smollm2-135m
+"""
+
+
+@app.command(epilog=_EXAMPLES)
+def serve(
+    store: Annotated[Path, typer.Argument(help="Store folder to serve.")],
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs a token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    token: Annotated[
+        Optional[str],
+        typer.Option(
+            envvar="CLIPMATH_TOKEN",
+            show_envvar=True,
+            help="Token every API call must carry (Authorization: Bearer).",
+        ),
+    ] = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = "cpu",
+    index_kind: IndexKindOpt = "exact",
+    k: Annotated[int, typer.Option("--k", "-k", min=1, help="Default number of results.")] = 12,
+    max_k: Annotated[int, typer.Option(min=1, max=1000, help="Largest k a request may ask for.")] = 100,
+    max_upload_mb: Annotated[float, typer.Option(min=0.01, help="Largest accepted upload, in MB.")] = 20.0,
+    max_pixels: Annotated[int, typer.Option(min=1, help="Largest accepted image (width × height).")] = 50_000_000,
+    checkpoint: CheckpointsOpt = None,
+    caption_lm: Annotated[
+        Optional[str],
+        typer.Option(help="Enable the caption endpoint with this language model (auto, smollm2-135m, gpt2, a folder)."),
+    ] = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Serve a store over HTTP: a JSON API (documented at /docs) and a web page for composed search."""
+    try:
+        from clipmath.serve import ServeConfig, check_port_free, create_app, run_server
+    except ImportError as exc:
+        raise ClipmathError(
+            f"serving needs the serve extra ({exc.name} is missing): pip install 'clipmath[serve]'"
+        ) from None
+    from clipmath.compose import learned_methods
+    from clipmath.retrieval import Retriever, RetrieverConfig
+
+    config = ServeConfig(
+        host=host,
+        port=port,
+        token=token or None,
+        max_upload_bytes=int(max_upload_mb * 1e6),
+        max_pixels=max_pixels,
+        default_k=min(k, max_k),
+        max_k=max_k,
+        index=index_kind,
+        checkpoints=method_paths(checkpoint, learned_methods()),
+    )
+    config.check()
+    check_port_free(host, port)  # before the model loads
+    set_threads(threads)
+    retriever = Retriever.open(store, model=model, device=device, config=RetrieverConfig(index=index_kind))
+    web_app = create_app(retriever, config, captioner=zerocap_captioner(caption_lm, retriever.encoder, device))
+    shown_host = f"[{host}]" if ":" in host else host
+    address = f"http://{shown_host}:{port}/" + (f"#token={token}" if token else "")
+    err.print(f"model: {escape(retriever.encoder.info.label())}")
+    err.print(
+        f"serving {len(retriever.snapshot)} images from {escape(str(store))} at {escape(address)} "
+        f"(API docs: /docs); Ctrl-C stops"
+    )
+    run_server(web_app, config)
+
+
+def zerocap_captioner(lm_name: Optional[str], encoder: Any, device: str) -> Any:
+    """A server captioner running ZeroCap (run.py defaults) on each subject's embedding; None when not asked for."""
+    if not lm_name:
+        return None
+    from clipmath.caption import caption as run_caption
+    from clipmath.caption import load_language_model
+    from clipmath.serve.captioning import FunctionCaptioner
+
+    language_model = load_language_model(lm_name, device=device)
+
+    def caption_subjects(subjects: list) -> list[str]:
+        return [run_caption(subject.vector, language_model, encoder)[0].full_text for subject in subjects]
+
+    return FunctionCaptioner(f"ZeroCap · {language_model.label()}", caption_subjects)

@@ -1,0 +1,280 @@
+"""The image pipeline: decode, resize, crop in worker processes, normalise as one batched tensor operation.
+
+A model's preprocessing is described by a :class:`PixelSpec` (short-side resize, centre crop, mean/std, optional
+``targetpad``). :func:`prepare_pixels` turns one image into a ``(H, W, 3)`` uint8 crop with Pillow and NumPy; the
+result equals transformers' ``CLIPImageProcessor`` (and EfficientNet-Lite's resize/crop) to within 1e-3 after
+:func:`normalise`, which runs on the model's device (so a GPU receives uint8, a quarter of the bytes).
+
+:class:`ImagePipeline` runs :func:`load_pixels` (decode + prepare) over files in worker processes, a bounded number
+of small tasks ahead of the consumer, and yields batches in input order while the caller runs the model on the
+previous one. Each worker holds one decoded photo at a time; only crops travel back. ``workers=0`` runs the same
+code in the calling process (the results are identical bit for bit). JPEGs much larger than the model input are
+decoded in draft mode (the JPEG decoder's DCT downscaling, 1/2 to 1/8) to at least twice the resolution the
+resize needs. Decoding is :mod:`clipmath.imageio`'s (pixel limit, formats, EXIF orientation).
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import multiprocessing
+import threading
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from clipmath.encoders.runtime import available_cores
+from clipmath.imageio import MAX_PIXELS, ImageDecodeError, decode_image
+
+#: An image to encode: a file path, the file's bytes, or a decoded PIL image.
+ImageSource = str | Path | bytes | Image.Image
+
+#: Images per worker task: big enough to amortise inter-process overhead, small enough to keep workers busy.
+TASK_SIZE = 8
+#: Draft decoding keeps at least this many times the pixels the resize needs.
+DRAFT_MARGIN = 2.0
+
+
+@dataclass(frozen=True)
+class PixelSpec:
+    """How a model wants its pixels. ``rounding`` of the long side after the short-side resize: ``floor``
+    (transformers) or ``round`` (EfficientNet-Lite's reference code). ``pad_ratio``: pad to a square first when
+    the aspect ratio is at least this (``targetpad``)."""
+
+    short_side: int
+    crop: tuple[int, int]  # (height, width)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    rounding: str = "floor"
+    resample: int = int(Image.Resampling.BICUBIC)
+    pad_ratio: float | None = None
+    rescale: float = 1 / 255
+
+    def with_pad(self, pad_ratio: float | None) -> PixelSpec:
+        return PixelSpec(
+            self.short_side, self.crop, self.mean, self.std, self.rounding, self.resample, pad_ratio, self.rescale
+        )
+
+
+def clip_spec(processor) -> PixelSpec | None:
+    """The :class:`PixelSpec` of a transformers CLIP image processor, or ``None`` if it does something else."""
+    size = dict(getattr(processor, "size", None) or {})
+    crop = dict(getattr(processor, "crop_size", None) or {})
+    simple = (
+        getattr(processor, "do_resize", True)
+        and getattr(processor, "do_center_crop", True)
+        and getattr(processor, "do_rescale", True)
+        and getattr(processor, "do_normalize", True)
+        and getattr(processor, "do_convert_rgb", True) is not False
+        and not getattr(processor, "do_pad", False)
+        and set(size) == {"shortest_edge"}
+        and crop.get("height")
+        and crop.get("width")
+    )
+    if not simple:
+        return None
+    return PixelSpec(
+        short_side=int(size["shortest_edge"]),
+        crop=(int(crop["height"]), int(crop["width"])),
+        mean=tuple(float(m) for m in processor.image_mean),
+        std=tuple(float(s) for s in processor.image_std),
+        resample=int(getattr(processor, "resample", Image.Resampling.BICUBIC)),
+        rescale=float(getattr(processor, "rescale_factor", 1 / 255)),
+    )
+
+
+# ---- one image -----------------------------------------------------------------------------------------------
+def _pad_square(image: Image.Image, ratio: float | None) -> Image.Image:
+    width, height = image.size
+    if ratio is None or min(width, height) == 0 or max(width, height) / min(width, height) < ratio:
+        return image
+    side = max(width, height)
+    canvas = Image.new(image.mode, (side, side))
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    return canvas
+
+
+def _resized_size(width: int, height: int, spec: PixelSpec) -> tuple[int, int]:
+    short, long = min(width, height), max(width, height)
+    if spec.rounding == "round":
+        scale = spec.short_side / short
+        new_short, new_long = round(short * scale), round(long * scale)
+    else:
+        new_short, new_long = spec.short_side, int(spec.short_side * long / short)
+    return (new_short, new_long) if width <= height else (new_long, new_short)
+
+
+def _centre_crop(array: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
+    """transformers' centre crop on ``(H, W, 3)``, zero-padding (centred) an image smaller than the crop."""
+    height, width = array.shape[:2]
+    crop_h, crop_w = crop
+    if height < crop_h or width < crop_w:
+        new_h, new_w = max(crop_h, height), max(crop_w, width)
+        padded = np.zeros((new_h, new_w, array.shape[2]), dtype=array.dtype)
+        top, left = math.ceil((new_h - height) / 2), math.ceil((new_w - width) / 2)
+        padded[top : top + height, left : left + width] = array
+        array, height, width = padded, new_h, new_w
+    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    return array[top : top + crop_h, left : left + crop_w]
+
+
+def prepare_pixels(image: Image.Image, spec: PixelSpec) -> np.ndarray:
+    """RGB, pad, resize and centre-crop one image: ``(H, W, 3)`` uint8, C-contiguous."""
+    image = _pad_square(image if image.mode == "RGB" else image.convert("RGB"), spec.pad_ratio)
+    size = _resized_size(*image.size, spec)
+    resized = image.resize(size, resample=spec.resample)
+    return np.array(_centre_crop(np.asarray(resized), spec.crop), dtype=np.uint8, order="C")
+
+
+def decode_for_model(source: str | Path | bytes, spec: PixelSpec, max_pixels: int, draft: bool) -> Image.Image:
+    """Decode a file (or its bytes) with :mod:`clipmath.imageio`, in JPEG draft mode reduced no further than
+    :data:`DRAFT_MARGIN` times the short side the resize needs. Raises as :func:`clipmath.imageio.decode`."""
+    side = math.ceil(spec.short_side * DRAFT_MARGIN)
+    return decode_image(source, max_pixels=max_pixels, draft=(side, side) if draft else None)
+
+
+def load_pixels(source: ImageSource, spec: PixelSpec, max_pixels: int = MAX_PIXELS, draft: bool = True):
+    """Decode (unless already an image) and prepare one source: ``(H, W, 3)`` uint8, or the reason it failed."""
+    try:
+        image = source if isinstance(source, Image.Image) else decode_for_model(source, spec, max_pixels, draft)
+        return prepare_pixels(image, spec)
+    except FileNotFoundError:
+        return ImageDecodeError("file not found")
+    except ImageDecodeError as exc:
+        return exc
+
+
+def _load_task(sources: Sequence[ImageSource], spec: PixelSpec, max_pixels: int, draft: bool) -> list:
+    return [load_pixels(source, spec, max_pixels, draft) for source in sources]
+
+
+# ---- many images ---------------------------------------------------------------------------------------------
+@dataclass
+class PixelBatch:
+    """Prepared crops ``(n, H, W, 3)`` uint8 of the sources at ``indices``; ``failed`` holds ``(index, reason)``."""
+
+    pixels: np.ndarray
+    indices: list[int]
+    failed: list[tuple[int, str]] = field(default_factory=list)
+
+
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """A process pool of ``workers``, shared for the life of this process (started on first use)."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(workers)
+        if pool is None:
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            pool = _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=context)
+        return pool
+
+
+@atexit.register
+def shutdown_pools() -> None:
+    """Stop the shared worker processes (also run at exit)."""
+    with _POOLS_LOCK:
+        for pool in _POOLS.values():
+            pool.shutdown(wait=True, cancel_futures=True)
+        _POOLS.clear()
+
+
+def resolve_workers(workers: int | None) -> int:
+    """``None`` → all cores; ``0`` → in the calling process."""
+    if workers is None:
+        return available_cores()
+    if workers < 0:
+        raise ValueError(f"workers must be 0 or more, got {workers}")
+    return int(workers)
+
+
+class ImagePipeline:
+    """Prepared pixel batches of many images, decoded in ``workers`` processes (``0``: in this process)."""
+
+    def __init__(
+        self,
+        spec: PixelSpec,
+        workers: int | None = None,
+        max_pixels: int = MAX_PIXELS,
+        draft: bool = True,
+        task_size: int = TASK_SIZE,
+    ) -> None:
+        self.spec = spec
+        self.workers = resolve_workers(workers)
+        self.max_pixels = max_pixels
+        self.draft = draft
+        self.task_size = max(1, task_size)
+
+    def batches(self, sources: Sequence[ImageSource], batch_size: int) -> Iterator[PixelBatch]:
+        """Batches of up to ``batch_size`` sources, in order; failures are reported, not raised."""
+        batch_size = max(1, batch_size)
+        if self.workers == 0 or len(sources) <= self.task_size:
+            for start in range(0, len(sources), batch_size):
+                chunk = sources[start : start + batch_size]
+                yield _assemble(start, _load_task(chunk, self.spec, self.max_pixels, self.draft), self.spec)
+            return
+        yield from self._parallel(sources, batch_size)
+
+    def _parallel(self, sources: Sequence[ImageSource], batch_size: int) -> Iterator[PixelBatch]:
+        task = min(self.task_size, max(1, math.ceil(batch_size / self.workers)))
+        ahead = max(2 * self.workers, 2 * math.ceil(batch_size / task))  # tasks in flight: bounded memory
+        pool = _pool(self.workers)
+        pending: deque[tuple[int, Future]] = deque()
+        next_start = 0
+
+        def submit_more() -> None:
+            nonlocal next_start
+            while len(pending) < ahead and next_start < len(sources):
+                chunk = list(sources[next_start : next_start + task])
+                pending.append((next_start, pool.submit(_load_task, chunk, self.spec, self.max_pixels, self.draft)))
+                next_start += len(chunk)
+
+        results: list = []
+        batch_start = 0
+        try:
+            submit_more()
+            while pending:
+                _, future = pending.popleft()
+                results.extend(future.result())
+                submit_more()
+                while len(results) >= batch_size or (results and not pending):
+                    taken, results = results[:batch_size], results[batch_size:]
+                    yield _assemble(batch_start, taken, self.spec)
+                    batch_start += len(taken)
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+
+def _assemble(start: int, results: list, spec: PixelSpec) -> PixelBatch:
+    arrays, indices, failed = [], [], []
+    for offset, result in enumerate(results):
+        if isinstance(result, np.ndarray):
+            arrays.append(result)
+            indices.append(start + offset)
+        else:
+            failed.append((start + offset, str(result)))
+    height, width = spec.crop
+    pixels = np.stack(arrays) if arrays else np.zeros((0, height, width, 3), dtype=np.uint8)
+    return PixelBatch(pixels, indices, failed)
+
+
+def normalise(pixels: np.ndarray, spec: PixelSpec, device, dtype):
+    """uint8 ``(B, H, W, 3)`` → normalised ``(B, 3, H, W)`` in ``dtype`` on ``device`` (copied as uint8)."""
+    import torch
+
+    from clipmath.encoders.runtime import to_device
+
+    batch = to_device(torch.from_numpy(pixels), torch.device(device))
+    mean = torch.tensor(spec.mean, device=batch.device, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, device=batch.device, dtype=torch.float32).view(1, -1, 1, 1)
+    floats = batch.permute(0, 3, 1, 2).to(torch.float32) * spec.rescale
+    return ((floats - mean) / std).to(dtype).contiguous()
