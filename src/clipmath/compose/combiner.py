@@ -1,4 +1,4 @@
-"""The CLIP4Cir Combiner (``--method combiner``): a learned, gated fusion of image and text features.
+"""The CLIP4Cir Combiner (method ``combiner``): a learned, gated fusion of image and text features.
 
 For a reference image feature ``i`` and a modification-text feature ``t`` (both L2-normalised)::
 
@@ -67,7 +67,6 @@ class Combiner(nn.Module):
 class CombinerComposer(Composer):
     name = "combiner"
     needs = ("reference", "text")
-    description = "learned gated fusion (1−λ)·img + λ·text + v  (CLIP4Cir Combiner)"
 
     def __init__(self, combiner: Combiner) -> None:
         self.combiner = combiner
