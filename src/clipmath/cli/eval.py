@@ -101,7 +101,6 @@ def eval_command(
 
     Gallery features are cached per model, split and preprocessing, so later runs encode nothing.
     """
-    from clipmath.compose import learned_methods
     from clipmath.eval import EvalConfig, evaluate, find_benchmark, load_benchmark, resolve_methods, write_submissions
 
     lams = [finite(value, "--lam") for value in option_values(ctx, lam, "--lam", float, "numbers") or []]
@@ -111,7 +110,7 @@ def eval_command(
         raise ClipmathError("give --method or --methods, not both")
     selection = [m.strip() for m in methods.split(",") if m.strip()] if methods else list(method or [])
     selection = selection or [spec.default_method]
-    checkpoints = method_paths(checkpoint, learned_methods(), selection)
+    checkpoints = method_paths(checkpoint, spec.get_protocol().method_names()[1], selection)
     chosen, skipped = resolve_methods(selection, checkpoints, spec)
     if oracle not in ("labels", "oscar"):
         raise ClipmathError(f"--oracle is labels or oscar, not {oracle!r}")
