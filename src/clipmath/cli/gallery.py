@@ -192,3 +192,61 @@ def methods(as_json: JsonOpt = False) -> None:
 
     listing = available_methods()
     emit(listing, as_json, lambda: [f"{name:>14}  {description}" for name, description in listing.items()])
+
+
+def _listing(module: str, registry: str, fallback: tuple[str, ...]) -> list[dict]:
+    """Entries of a model registry (``clipmath.encoders.ENCODERS``…) as rows; names only where it does not exist."""
+    import importlib
+
+    imported = importlib.import_module(module)
+    named = getattr(imported, registry, None)
+    if named is None:  # before the registry lands: the names the loader knows
+        return [{"name": getattr(imported, constant), "description": "", "pretrained": None} for constant in fallback]
+    aliases: dict[str, list[str]] = {}
+    for alias, name in named.aliases().items():
+        aliases.setdefault(name, []).append(alias)
+    return [
+        {
+            "name": name + (f":{spec.arg_name.upper()}" if getattr(spec, "arg_name", None) else ""),
+            "description": getattr(spec, "description", ""),
+            "pretrained": getattr(spec, "pretrained", None),
+            "aliases": aliases.get(name, []),
+        }
+        for name, spec in named.items()
+    ]
+
+
+_MODELS_EXAMPLES = """Examples:
+
+  clipmath models
+
+  clipmath models --json
+"""
+
+
+@app.command(epilog=_MODELS_EXAMPLES)
+def models(as_json: JsonOpt = False) -> None:
+    """List the named encoders (--model) and language models (--lm); a hub name or a local folder also works."""
+    listing = {
+        "encoders": _listing("clipmath.encoders", "ENCODERS", ("OFFLINE_NAME", "TINY_NAME", "DEFAULT_CLIP")),
+        "language_models": _listing(
+            "clipmath.caption", "LANGUAGE_MODELS", ("SMOLLM2_NAME", "TINY_LM_NAME", "DEFAULT_LM")
+        ),
+    }
+
+    def render():
+        for kind, option in (("encoders", "--model"), ("language_models", "--lm")):
+            rows = [
+                (
+                    entry["name"],
+                    {True: "yes", False: "random", None: "?"}[entry["pretrained"]],
+                    ", ".join(entry.get("aliases", [])),
+                    entry["description"],
+                )
+                for entry in listing[kind]
+            ]
+            title = f"{kind.replace('_', ' ')} ({option})"
+            columns = ("name", "pretrained", "aliases", "description")
+            yield table(columns, rows, title=title, left=("name", "aliases", "description"))
+
+    emit(listing, as_json, render)

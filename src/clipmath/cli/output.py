@@ -23,19 +23,23 @@ err = Console(stderr=True, soft_wrap=True)
 
 Shown = Union[str, Table]
 
-#: How this CLI names the fields that core errors mention ("the 'target' text is missing" -> --to).
+#: How this CLI names the fields that core errors quote ("the 'target' text is missing" -> "the --to text ...").
 FIELD_FLAGS = {
     "reference": "--image",
     "text": "--text",
     "source": "--from",
     "target": "--to",
     "lam": "--lam",
+    "lams": "--lam",
     "terms": "--expr",
     "expression": "--expr",
     "checkpoint": "--checkpoint",
     "k": "--k",
-    "method": "--method",
+    "limit": "--limit",
+    "submission": "--submission",
 }
+#: field names that are also values (a method is called 'text'): reworded only when the error says it is the field.
+_AMBIGUOUS = {"text", "k"}
 
 
 def emit(payload: Any, as_json: bool, render: Callable[[], Iterable[Shown]]) -> None:
@@ -95,9 +99,10 @@ def key_values(rows: Iterable[tuple[str, object]]) -> list[str]:
 
 
 def error_line(exc: ClipmathError) -> str:
-    """The one line printed for a user error: the message, with a core field name worded as this CLI's flag."""
+    """The one line printed for a user error, with the core's quoted field names worded as this CLI's flags."""
     message = " ".join(str(exc).split())
     field = getattr(exc, "field", None)
-    if isinstance(field, str) and field in FIELD_FLAGS:
-        message = message.replace(f"'{field}'", FIELD_FLAGS[field])
+    for name, flag in FIELD_FLAGS.items():
+        if name not in _AMBIGUOUS or name == field:
+            message = message.replace(f"'{name}'", flag)
     return f"error: {message}"
