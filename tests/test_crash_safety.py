@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipmath.store import Gallery, IndexConfig, index_folder
+from clipmath.store import Gallery, IndexConfig, check, index_folder
 from tests.conftest import write_images
 
 COUNT = 160
@@ -95,3 +95,5 @@ def test_kill_9_then_rerun_equals_clean_run(folder, clean_store, tmp_path, kill_
     assert info.vector_rows == COUNT  # nothing encoded twice, no orphan rows
     vector_file = next(store.glob("vectors-*.f32"))
     assert vector_file.stat().st_size == COUNT * info.dim * 4
+    verified = check(store)  # every committed chunk's checksum matches after the kill and the re-run
+    assert verified.ok and verified.verified_rows == COUNT

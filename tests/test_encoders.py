@@ -85,3 +85,73 @@ def test_bad_names_fail_with_one_line(tmp_path):
         load_encoder("no-such/model")
     with pytest.raises(ModelLoadError, match="unknown device"):
         load_encoder("tiny-random-clip", device="tpu")
+
+
+def test_registry_names_and_arguments(tmp_path):
+    from clipmath.encoders import ENCODERS
+
+    assert ENCODERS.names()[:2] == ["offline-imagenet-minilm", "tiny-random-clip"]
+    assert ENCODERS.get("offline-imagenet-minilm").pretrained and not ENCODERS.get("tiny-random-clip").pretrained
+    seeded = load_encoder("tiny-random-clip:2")
+    assert seeded.info.model_id == "tiny-random-clip:2"
+    with pytest.raises(ModelLoadError, match="integer seed"):
+        load_encoder("tiny-random-clip:abc")
+    with pytest.raises(ModelLoadError, match="empty argument"):
+        load_encoder("tiny-random-clip:")
+    with pytest.raises(ModelLoadError, match="unknown encoder 'tiny-random-clp'; did you mean 'tiny-random-clip'"):
+        load_encoder("tiny-random-clp")
+    with pytest.raises(ModelLoadError, match="unknown dtype 'float8'"):
+        load_encoder("tiny-random-clip", dtype="float8")
+    assert load_encoder("tiny-random-clip", dtype="bfloat16").dtype == torch.bfloat16  # passed to the loader
+
+
+def _finetuned_folder(tmp_path, preprocessing="targetpad1.25", kind="finetune"):
+    """A folder laid out exactly as `clipmath train finetune` writes it: the transformers model + clipmath.json."""
+    from clipmath.compose.checkpoint import describe, save_checkpoint
+
+    base = load_encoder("tiny-random-clip:5")
+    folder = tmp_path / "finetuned"
+    base.save_pretrained(folder)
+    save_checkpoint(describe(kind, base.info, preprocessing, {"epochs": 1}), folder)
+    return folder
+
+
+def test_a_finetuned_folder_loads_with_its_own_description(tmp_path):
+    folder = _finetuned_folder(tmp_path)
+    encoder = load_encoder(str(folder))
+    assert encoder.transform.key == "targetpad1.25"  # the preprocessing it was trained with
+    assert "fine-tuned from tiny-random-clip:5" in encoder.info.description
+    assert encoder.info.model_id.startswith("local:finetuned@")  # its own space, not the base model's
+    assert load_encoder(str(folder), preprocessing="clip").transform.key == "clip"  # an explicit choice wins
+    description = folder / "clipmath.json"
+    description.write_text(description.read_text().replace('"dim": 32', '"dim": 64'))
+    with pytest.raises(ModelLoadError, match="describes a 64-d model"):
+        load_encoder(str(folder))
+
+
+def test_a_learned_method_checkpoint_is_not_a_model(tmp_path):
+    folder = _finetuned_folder(tmp_path, kind="combiner")
+    with pytest.raises(ModelLoadError, match="holds a 'combiner' checkpoint of a learned method, not a model"):
+        load_encoder(str(folder))
+
+
+def test_one_embedding_space_check():
+    from clipmath.encoders import EmbeddingSpace, check_same_space
+    from clipmath.errors import StoreError
+
+    check_same_space(EmbeddingSpace("m", "clip", 32), EmbeddingSpace("m", None, 32), "the store")
+    with pytest.raises(StoreError, match="the store holds embeddings of model 'a', but the model in use is 'b'"):
+        check_same_space(EmbeddingSpace("a"), EmbeddingSpace("b"), "the store", error=StoreError)
+    with pytest.raises(ModelLoadError, match="holds 32-d vectors, but the model in use is 64-d"):
+        check_same_space(EmbeddingSpace("m", dim=32), EmbeddingSpace("m", dim=64), "x")
+    with pytest.raises(ModelLoadError, match="preprocessing 'clip'.*'targetpad1.25' \\(hint\\)"):
+        check_same_space(EmbeddingSpace("m", "clip"), EmbeddingSpace("m", "targetpad1.25"), "x", hint="hint")
+
+
+def test_one_l2_normalise_helper():
+    from clipmath.compose import normalise
+    from clipmath.encoders import l2_normalise
+
+    rows = np.array([[3.0, 4.0], [0.0, 0.0]])
+    np.testing.assert_allclose(l2_normalise(rows), [[0.6, 0.8], [0.0, 0.0]])
+    assert l2_normalise(rows).dtype == np.float32 and normalise is l2_normalise

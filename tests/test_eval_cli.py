@@ -377,7 +377,7 @@ def incomplete_cirr(roots, tmp_path_factory):
         (["--dataset", "coco", "--path", "{cirr}"], "unknown benchmark"),
         (["--dataset", "cirr", "--path", "{cirr}", "--split", "test1"], "pass --submission"),
         (["--dataset", "cirr", "--path", "{cirr}", "--method", "delta"], "no selected method runs on cirr"),
-        (["--dataset", "cirr", "--path", "{cirr}", "--method", "combiner"], "needs --checkpoint"),
+        (["--dataset", "cirr", "--path", "{cirr}", "--method", "combiner"], "needs a checkpoint"),
         (["--dataset", "cirr", "--path", "{cirr}", "--lam", "2"], "SIMAT only"),
         (["--dataset", "cirr", "--path", "{cirr}", "--preprocessing", "squash"], "--preprocessing is one of"),
         (["--dataset", "simat", "--path", "{simat}", "--oracle", "oscar"], "oscar_similarity_matrix.pt not found"),

@@ -55,3 +55,42 @@ def test_refresh_sees_new_and_replaced_files(tmp_path, image_folder, tiny_encode
     assert not np.allclose(old, new)
     top = retriever.search([CompositionQuery(reference=new.copy())], method="image", k=1)[0][0]
     assert top.id == "img_0000.jpg" and abs(top.score - 1.0) < 1e-5  # the FAISS cache was rebuilt too
+
+
+def test_huge_k_is_clamped_to_the_gallery_and_bad_k_is_refused(tmp_path, image_folder, tiny_encoder, monkeypatch):
+    import pytest
+
+    from clipmath.errors import ComposeError
+
+    store = tmp_path / "s"
+    index_folder(store, image_folder, tiny_encoder, progress=False)
+    retriever = open_retriever(store, tiny_encoder)
+    asked = []
+    real_search = retriever.index.search
+    monkeypatch.setattr(retriever.index, "search", lambda v, k, e=None: asked.append(k) or real_search(v, k, e))
+    hits = retriever.search([CompositionQuery(text="a photo")], method="text", k=1_000_000_000)[0]
+    assert len(hits) == len(retriever.snapshot) == 12
+    assert asked == [12]  # the index was asked for the gallery's size, nothing was sized by the requested k
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ComposeError, match="'k'"):
+            retriever.search([CompositionQuery(text="a photo")], method="text", k=bad)
+
+
+def test_operands_given_as_vectors_are_excluded_by_their_ids(tmp_path, image_folder, tiny_encoder):
+    """A front end that resolves gallery ids to vectors itself (the server) still gets operands excluded."""
+    from clipmath.compose import build_query
+
+    store = tmp_path / "s"
+    index_folder(store, image_folder, tiny_encoder, progress=False)
+    retriever = open_retriever(store, tiny_encoder)
+    snapshot = retriever.snapshot
+
+    def resolve(name):
+        return np.array(snapshot.vectors[snapshot.row_of(name)]), name
+
+    query = build_query(expression="+img_0001.png -img_0002.jpg +img_0004.jpg", resolve_image=resolve)
+    assert all(isinstance(t.image, np.ndarray) for t in query.terms)
+    found = [h.id for h in retriever.search([query], method="expr", k=12)[0]]
+    assert not {"img_0001.png", "img_0002.jpg", "img_0004.jpg"} & set(found) and len(found) == 9
+    keep = open_retriever(store, tiny_encoder, exclude_reference=False)
+    assert len(keep.search([query], method="expr", k=12)[0]) == 12

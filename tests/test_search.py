@@ -1,12 +1,15 @@
-"""Exact and FAISS search: identical top-k for exact vs flat, exclusions, ties, k beyond the gallery."""
+"""Exact and FAISS search: identical top-k for exact vs flat, exclusions, ties, float16, the GPU code path on the
+CPU, the index-kind registry, recall tuning and re-ranking."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from clipmath.errors import ClipmathError
-from clipmath.search import ExactIndex, FaissIndex, exclusions_for, make_index
+from clipmath.search import ExactIndex, FaissIndex, FaissParams, exclusions_for, make_index, recall_at_k
+from clipmath.search.faiss_index import factory_string
 
 
 def clustered(n: int, dim: int, clusters: int, seed: int = 0) -> np.ndarray:
@@ -86,3 +89,112 @@ def test_unknown_index_and_bad_dimension():
 
 def test_exclusions_for_maps_ids_to_rows():
     assert exclusions_for(["a", "b", "c"], ["b", None, ["a", "zzz"]]) == [[1], [], [0]]
+
+
+# ---- index kinds registry -------------------------------------------------------------------------------------
+def test_index_kinds_registry_names_builtins_and_accepts_factory_strings():
+    from clipmath.search import INDEX_KINDS, IndexKindError, kind_spec
+
+    assert {"exact", "flat", "hnsw", "ivf", "ivfpq", "ivfpq-opq"} <= set(INDEX_KINDS.names())
+    assert not kind_spec("exact").approximate and kind_spec("hnsw").approximate
+    vectors = clustered(2000, 16, 8)
+    index = make_index(vectors, "IVF8,Flat", FaissParams(nprobe=8))
+    assert index.kind == "IVF8,Flat" and index.ntotal == 2000
+    np.testing.assert_array_equal(index.search(vectors[:5], 3).rows, brute_force(vectors, vectors[:5], 3))
+    with pytest.raises(IndexKindError, match="did you mean 'hnsw'"):
+        make_index(vectors, "hnws")
+
+
+# ---- float16 and the torch (GPU) path ----------------------------------------------------------------------------
+@pytest.mark.parametrize("n_queries", [1, 5, 70])  # per-query half GEMV below 64 queries, float32 GEMM above
+def test_float16_exact_equals_float32_exact_of_the_same_values(n_queries):
+    vectors = clustered(5000, 64, 30).astype(np.float16)
+    queries = clustered(n_queries, 64, 30, seed=5)
+    half = ExactIndex(vectors, block_rows=1024).search(queries, 10)
+    full = ExactIndex(vectors.astype(np.float32)).search(queries, 10)
+    np.testing.assert_array_equal(half.rows, full.rows)
+    np.testing.assert_allclose(half.scores, full.scores, atol=1e-6)
+
+
+def test_float16_memmap_gallery_is_searched_blockwise_with_exclusions(tmp_path):
+    vectors = clustered(3000, 32, 10).astype(np.float16)
+    path = tmp_path / "g.f16"
+    vectors.tofile(path)
+    mapped = np.memmap(path, dtype=np.float16, mode="r", shape=vectors.shape)
+    queries = vectors[:4].astype(np.float32)
+    exclude = [[0], [1], [], [3]]
+    result = ExactIndex(mapped, block_rows=500).search(queries, 5, exclude)
+    expected = ExactIndex(vectors.astype(np.float32)).search(queries, 5, exclude)
+    np.testing.assert_array_equal(result.rows, expected.rows)
+    assert 0 not in result.rows[0] and result.rows[2, 0] == 2
+
+
+@pytest.mark.parametrize("n_queries", [3, 80])
+def test_gpu_code_path_on_cpu_gives_the_float32_ids(n_queries):
+    """The CUDA path (gallery resident in half precision, top-k in torch) run on the CPU: same ids as exact."""
+    vectors = clustered(4000, 48, 25)
+    queries = clustered(n_queries, 48, 25, seed=7)
+    resident = ExactIndex(vectors, device="cpu", resident=True)
+    assert resident.scan_dtype == torch.float16
+    result = resident.search(queries, 10, [[0]] * n_queries)
+    expected = ExactIndex(vectors).search(queries, 10, [[0]] * n_queries)
+    np.testing.assert_array_equal(result.rows, expected.rows)
+    np.testing.assert_allclose(result.scores, expected.scores, atol=1e-6)
+
+
+def test_ties_survive_the_half_precision_scan():
+    vectors = np.zeros((50, 4), dtype=np.float16)
+    vectors[:, 0] = 1.0
+    for resident in (False, True):
+        rows = ExactIndex(vectors, block_rows=7, resident=resident).search(np.array([[1, 0, 0, 0]], np.float32), 4)
+        assert rows.rows.tolist() == [[0, 1, 2, 3]]
+
+
+def test_cuda_without_a_gpu_is_a_one_line_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ClipmathError, match="no CUDA GPU"):
+        make_index(clustered(10, 4, 2), "exact", FaissParams(device="cuda"))
+
+
+# ---- ANN that keeps its recall ----------------------------------------------------------------------------------
+def test_recall_target_tunes_hnsw_and_holds_on_new_queries():
+    data = clustered(6100, 32, 40)
+    vectors, queries = data[:6000], data[6000:]  # new queries from the same distribution
+    index = make_index(vectors, "hnsw", FaissParams(hnsw_m=8, ef_construction=20, recall=0.97, tune_queries=200))
+    report = index.tuning
+    assert report.reached and report.recall >= 0.97 and report.knob == "ef_search"
+    recall = recall_at_k(brute_force(vectors, queries, 10), index.search(queries, 10).rows)
+    assert recall >= 0.9, (recall, report.describe())
+
+
+def test_ivfpq_opq_reranked_from_the_gallery_beats_plain_codes():
+    data = clustered(3060, 16, 30)
+    vectors, queries = data[:3000], data[3000:]
+    truth = brute_force(vectors, queries, 10)
+    params = FaissParams(nprobe=8, pq_m=2, threads=1)
+    plain = make_index(vectors, "ivfpq-opq", params)
+    reranked = make_index(vectors, "ivfpq-opq", FaissParams(nprobe=8, pq_m=2, refine=True, refine_factor=16))
+    assert "OPQ2_16" in factory_string("ivfpq-opq", 3000, 16, params)
+    recall_plain = recall_at_k(truth, plain.search(queries, 10).rows)
+    recall_reranked = recall_at_k(truth, reranked.search(queries, 10).rows)
+    assert recall_reranked > recall_plain + 0.1 and recall_reranked > 0.8, (recall_plain, recall_reranked)
+    # re-ranked scores are the exact inner products of the gallery's own vectors
+    hits = reranked.search(queries[:1], 3)
+    np.testing.assert_allclose(hits.scores[0], vectors[hits.rows[0]] @ queries[0], atol=1e-6)
+
+
+def test_recall_tuning_of_ivfpq_raises_nprobe_and_rerank_until_reached():
+    vectors = clustered(5000, 32, 40)
+    index = make_index(vectors, "ivfpq", FaissParams(pq_m=4, refine=True, refine_factor=4, recall=0.95, threads=1))
+    assert index.tuning.reached and index.tuning.knob == "nprobe" and index.tuning.recall >= 0.95
+
+
+def test_faiss_build_from_float16_memmap_in_blocks(tmp_path):
+    vectors = clustered(2000, 16, 8).astype(np.float16)
+    path = tmp_path / "g.f16"
+    vectors.tofile(path)
+    mapped = np.memmap(path, dtype=np.float16, mode="r", shape=vectors.shape)
+    index = make_index(mapped, "flat")
+    expected = ExactIndex(vectors).search(vectors[:3].astype(np.float32), 5)
+    np.testing.assert_array_equal(index.search(vectors[:3].astype(np.float32), 5).rows, expected.rows)

@@ -23,8 +23,7 @@ pytest.importorskip("python_multipart")
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import clipmath.compose as compose_registry  # noqa: E402
-from clipmath.compose import Composer, CompositionQuery, get_composer  # noqa: E402
+from clipmath.compose import METHODS, Composer, CompositionQuery, MethodSpec, get_composer  # noqa: E402
 from clipmath.encoders import load_encoder  # noqa: E402
 from clipmath.errors import ClipmathError, ModelLoadError  # noqa: E402
 from clipmath.serve import BackgroundServer, CaptionSubject, FunctionCaptioner, ServeConfig, create_app  # noqa: E402
@@ -634,10 +633,19 @@ def load_weighted_sum(encoder, checkpoint):
 
 
 @pytest.fixture
-def learned_method(monkeypatch):
-    monkeypatch.setitem(
-        compose_registry._LEARNED, "weighted-sum", (f"{__name__}:load_weighted_sum", "w·img + text (test stand-in)")
+def learned_method():
+    spec = MethodSpec(
+        "weighted-sum",
+        "w·img + text (test stand-in)",
+        ("reference", "text"),
+        f"{__name__}:load_weighted_sum",
+        learned=True,
+        checkpoint_kind="weighted-sum",
+        train_command="weighted-sum",
     )
+    METHODS.register(spec.name, spec)
+    yield spec
+    METHODS.unregister(spec.name)
 
 
 def test_learned_method_is_offered_only_with_its_checkpoint(retriever, encoder, learned_method, tmp_path):

@@ -77,7 +77,7 @@ def test_registry_loads_learned_methods_from_checkpoints(tmp_path, tiny_encoder)
     with torch.no_grad():
         expected = module.eval()(torch.from_numpy(reference), torch.from_numpy(text)).numpy()
     np.testing.assert_array_equal(got, expected)
-    with pytest.raises(ComposeError, match="needs --checkpoint"):
+    with pytest.raises(ComposeError, match="needs a checkpoint"):
         get_composer("combiner", tiny_encoder)
     with pytest.raises(ModelLoadError, match="holds a 'combiner' model"):
         get_composer("searle", tiny_encoder, str(path))

@@ -18,7 +18,16 @@ class StoreError(ClipmathError):
 
 
 class ComposeError(ClipmathError):
-    """A composition query is missing inputs or is malformed."""
+    """A composition query is missing inputs or is malformed.
+
+    ``field`` names the query field at fault when there is one (``reference``, ``text``, ``source``, ``target``,
+    ``lam``, ``expression``, ``checkpoint``, ``k``), so that a front end can word the message its own way (a CLI
+    flag, a JSON key) without parsing it.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class DatasetError(ClipmathError):

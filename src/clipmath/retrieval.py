@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from clipmath.compose import Composer, CompositionQuery, get_composer
-from clipmath.encoders import Encoder, ImageTransform, load_encoder
-from clipmath.errors import StoreError
+from clipmath.encoders import EmbeddingSpace, Encoder, ImageTransform, check_same_space, load_encoder
+from clipmath.errors import ComposeError, StoreError
 from clipmath.search import FaissIndex, FaissParams, SearchHit, VectorIndex, exclusions_for, make_index
 from clipmath.store import Gallery, GallerySnapshot
 
@@ -33,15 +33,12 @@ class Retriever:
     """Thread-safe: the encoder and index are loaded once; :meth:`refresh` picks up newly committed vectors."""
 
     def __init__(self, gallery: Gallery, encoder: Encoder, config: RetrieverConfig | None = None) -> None:
-        if encoder.info.model_id != gallery.model_id:
-            raise StoreError(
-                f"the store holds {gallery.model_id} embeddings but the encoder is {encoder.info.model_id}"
-            )
-        if encoder.transform.key != gallery.meta["preprocessing"]:
-            raise StoreError(
-                f"the store was built with preprocessing '{gallery.meta['preprocessing']}', "
-                f"the encoder uses '{encoder.transform.key}'"
-            )
+        check_same_space(
+            EmbeddingSpace(gallery.model_id, gallery.meta["preprocessing"]),
+            EmbeddingSpace.of(encoder),
+            "the store",
+            error=StoreError,
+        )
         self.gallery = gallery
         self.encoder = encoder
         self.config = config or RetrieverConfig()
@@ -60,7 +57,7 @@ class Retriever:
         gallery = Gallery.open(store)
         name = model or gallery.model_id
         if name.startswith("local:") and model is None:
-            raise StoreError(f"{store} was built with a local model folder ({name}); pass --model FOLDER")
+            raise StoreError(f"{store} was built with a local model folder ({name}): give that folder as the model")
         transform = ImageTransform.from_key(gallery.meta["preprocessing"])
         encoder = load_encoder(name, device=device, preprocessing=transform.mode, target_ratio=transform.target_ratio)
         return cls(gallery, encoder, config)
@@ -118,7 +115,13 @@ class Retriever:
         k: int = 10,
         checkpoint: str | None = None,
     ) -> list[list[SearchHit]]:
-        """Top-``k`` gallery hits per query (the reference image itself excluded when it is in the gallery)."""
+        """Top-``k`` gallery hits per query.
+
+        A query's reference image and its expression's images are excluded when they are in the gallery (unless
+        the config says otherwise). ``k`` beyond the gallery's size returns the whole gallery.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ComposeError(f"'k' must be a whole number of at least 1, not {k!r}", field="k")
         composer = self.composer(method, checkpoint)
         excluded = [self.excluded_ids(q) for q in queries] if self.config.exclude_reference else None
         queries = [self.resolve_gallery_references(q) for q in queries]
@@ -131,6 +134,7 @@ class Retriever:
                     self._transformed[key] = make_index(composer.transform_gallery(np.asarray(snapshot.vectors)))
                 index = self._transformed[key]
         exclude = exclusions_for(snapshot.ids, excluded) if excluded else None
+        k = max(1, min(int(k), len(snapshot)))  # never allocate by a k larger than the gallery
         return index.search(vectors, k, exclude).hits(snapshot.ids)
 
     def resolve_gallery_references(self, query: CompositionQuery) -> CompositionQuery:
@@ -143,14 +147,19 @@ class Retriever:
             row = snapshot.row_of(Path(image).as_posix())
             return image if row is None else np.asarray(snapshot.vectors[row])
 
-        terms = [replace(t, image=resolve(t.image)) if t.image is not None else t for t in query.terms]
+        terms = [
+            replace(t, image=resolve(t.image), image_id=t.image_id or self.gallery_id(t.image))
+            if t.image is not None
+            else t
+            for t in query.terms
+        ]
         reference_id = query.reference_id or self.gallery_id(query.reference)
         return replace(query, reference=resolve(query.reference), terms=terms, reference_id=reference_id)
 
     def excluded_ids(self, query: CompositionQuery) -> list[str]:
         """Gallery ids a query must not return: its reference image and the images of its expression terms."""
         candidates = [query.reference_id or self.gallery_id(query.reference)]
-        candidates += [self.gallery_id(term.image) for term in query.terms if term.image is not None]
+        candidates += [term.image_id or self.gallery_id(term.image) for term in query.terms if term.image is not None]
         return [c for c in candidates if c]
 
     def gallery_id(self, image: object) -> str | None:

@@ -51,6 +51,7 @@ app.add_typer(gallery.app)
 app.add_typer(eval.app)
 app.add_typer(serve.app)
 app.add_typer(caption.app)
+app.add_typer(import_ref("clipmath.cli.check:app"))
 
 
 def main() -> None:

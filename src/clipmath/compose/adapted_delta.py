@@ -47,7 +47,6 @@ class LinearHead:
 
 class AdaptedDelta(Delta):
     name = "adapted-delta"
-    description = "img_head(img) + λ·(txt_head(to) − txt_head(from)), gallery through img_head (SIMAT heads)"
 
     @classmethod
     def from_heads(cls, heads: AdaptationHeads) -> AdaptedDelta:

@@ -16,8 +16,10 @@ from typing import Union
 import numpy as np
 from PIL import Image
 
+from clipmath.compose.values import check_weight, clean_text
 from clipmath.encoders.base import Encoder
 from clipmath.errors import ComposeError
+from clipmath.vectors import l2_normalise
 
 #: An image given as a PIL image, a file path, or an already computed embedding ``(D,)``.
 ImageInput = Union[Image.Image, str, Path, np.ndarray]
@@ -25,15 +27,23 @@ ImageInput = Union[Image.Image, str, Path, np.ndarray]
 
 @dataclass
 class Term:
-    """One weighted operand of an arithmetic expression: an image or a text."""
+    """One weighted operand of an arithmetic expression: an image or a text.
+
+    ``image_id``: the gallery id of the image when it is known (e.g. the image was given as a stored vector);
+    the image is then excluded from the query's results like a reference image.
+    """
 
     weight: float
     image: ImageInput | None = None
     text: str | None = None
+    image_id: str | None = None
 
     def __post_init__(self) -> None:
         if (self.image is None) == (self.text is None):
-            raise ComposeError("an expression term holds exactly one of an image or a text")
+            raise ComposeError("an expression term holds exactly one of an image or a text", field="expression")
+        self.weight = check_weight(self.weight, "weight")
+        if self.text is not None:
+            self.text = clean_text(str(self.text))
 
 
 @dataclass
@@ -43,6 +53,10 @@ class CompositionQuery:
     ``reference``: the reference image; ``text``: the modification text ("is red and has long sleeves");
     ``source``/``target`` and ``lam``: SIMAT delta words (``cat`` → ``dog``, λ); ``terms``: a weighted expression.
     ``reference_id``: the gallery id of the reference, excluded from results when set.
+
+    ``lam`` must be finite and within ±:data:`~clipmath.compose.values.MAX_WEIGHT`; texts are cleaned of lone
+    surrogates (see :mod:`clipmath.compose.values`). Build one from plain fields with
+    :func:`clipmath.compose.build_query`.
     """
 
     reference: ImageInput | None = None
@@ -52,6 +66,13 @@ class CompositionQuery:
     lam: float = 1.0
     terms: list[Term] = field(default_factory=list)
     reference_id: str | None = None
+
+    def __post_init__(self) -> None:
+        self.lam = check_weight(self.lam, "lam")
+        for name in ("text", "source", "target"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, clean_text(str(value)))
 
 
 @dataclass
@@ -66,6 +87,16 @@ class QueryEmbeddings:
 
 
 FIELDS = ("reference", "text", "source", "target")
+#: How an error names each query field a method may need.
+FIELD_WORDS = {
+    "reference": "a reference image ('reference')",
+    "text": "a modification text ('text')",
+    "source": "the 'source' text",
+    "target": "the 'target' text",
+    "terms": "an 'expression'",
+}
+#: The user-facing field name of each query field (an expression is given as text, held as terms).
+FIELD_NAMES = {"terms": "expression"}
 
 
 class Composer(ABC):
@@ -79,7 +110,7 @@ class Composer(ABC):
         """Query vectors ``(B, D)``, L2-normalised, for a batch of queries."""
         if not queries:
             return np.zeros((0, encoder.dim), dtype=np.float32)
-        return _normalise(self.combine(embed_queries(encoder, queries, self.needs, self.name, batch_size)))
+        return l2_normalise(self.combine(embed_queries(encoder, queries, self.needs, self.name, batch_size)))
 
     @abstractmethod
     def combine(self, embeddings: QueryEmbeddings) -> np.ndarray:
@@ -110,7 +141,7 @@ def embed_queries(
         values = [getattr(q, name) for q in queries]
         missing = [i for i, v in enumerate(values) if v is None or (isinstance(v, str) and not v.strip())]
         if missing:
-            raise ComposeError(f"method '{method}' needs --{_flag(name)} (missing for query {missing[0]})")
+            raise missing_input(method, name, missing[0])
         if name == "reference":
             out.reference = encode_image_inputs(encoder, values, batch_size)
         else:
@@ -134,12 +165,12 @@ def encode_image_inputs(encoder: Encoder, images: Sequence[ImageInput], batch_si
         encoded = encoder.encode_images([img for _, img in to_encode], batch_size=batch_size)
         for (i, _), vector in zip(to_encode, encoded):
             result[i] = vector
-    return _normalise(np.stack(result))  # type: ignore[arg-type]
+    return l2_normalise(np.stack(result))  # type: ignore[arg-type]
 
 
 def open_image(path: str | Path) -> Image.Image:
     """Open an image file for a query, with a one-line error for a missing or undecodable file."""
-    from clipmath.store.images import ImageDecodeError, decode_image
+    from clipmath.imageio import ImageDecodeError, decode_image
 
     try:
         return decode_image(Path(path))
@@ -149,16 +180,14 @@ def open_image(path: str | Path) -> Image.Image:
         raise ComposeError(f"cannot read image {path}: {exc}") from None
 
 
-def normalise(vectors: np.ndarray) -> np.ndarray:
-    """Row-wise L2 normalisation (zero rows stay zero)."""
-    return _normalise(vectors)
+#: Row-wise L2 normalisation (zero rows stay zero); the one helper lives in :mod:`clipmath.vectors`.
+normalise = l2_normalise
 
 
-def _normalise(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
-
-
-def _flag(field_name: str) -> str:
-    return {"reference": "image", "source": "from", "target": "to"}.get(field_name, field_name)
+def missing_input(method: str, field_name: str, query_index: int) -> ComposeError:
+    """The error for a query that lacks a field its method needs, naming the field (never a front end's flag)."""
+    words = FIELD_WORDS.get(field_name, f"the '{field_name}' field")
+    return ComposeError(
+        f"method '{method}' needs {words} (missing for query {query_index})",
+        field=FIELD_NAMES.get(field_name, field_name),
+    )

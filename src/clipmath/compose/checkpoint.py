@@ -27,10 +27,11 @@ from typing import Any
 import torch
 
 from clipmath.encoders.base import Encoder, EncoderInfo
+from clipmath.encoders.compat import EmbeddingSpace, check_same_space
+from clipmath.encoders.folder import DESCRIPTION_FILE
 from clipmath.errors import ModelLoadError
 
 FORMAT_VERSION = 1
-DESCRIPTION_FILE = "clipmath.json"
 WEIGHTS_FILE = "weights.safetensors"
 RESUME_DIR = "resume"
 METADATA_KEY = "clipmath"
@@ -66,13 +67,13 @@ class Checkpoint:
     def check_encoder(self, encoder: Encoder | EncoderInfo) -> None:
         """Refuse an encoder other than the one the checkpoint was trained on."""
         info = encoder.info if isinstance(encoder, Encoder) else encoder
-        if info.model_id != self.model_id:
-            raise ModelLoadError(
-                f"checkpoint {self.path} ({self.kind}) was trained on model '{self.model_id}', but the model in use "
-                f"is '{info.model_id}'; use --model {self.model_id} (and a store indexed with it)"
-            )
-        if info.dim != self.dim:
-            raise ModelLoadError(f"checkpoint {self.path} holds {self.dim}-d weights; the model is {info.dim}-d")
+        check_same_space(
+            EmbeddingSpace(self.model_id, dim=self.dim),
+            EmbeddingSpace(info.model_id, dim=info.dim),
+            f"checkpoint {self.path} ({self.kind})",
+            verb="was trained on",
+            hint=f"load the model '{self.model_id}', and a store indexed with it",
+        )
 
 
 def describe(kind: str, info: EncoderInfo, preprocessing: str, config: dict[str, Any]) -> Checkpoint:

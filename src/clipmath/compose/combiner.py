@@ -67,7 +67,6 @@ class Combiner(nn.Module):
 class CombinerComposer(Composer):
     name = "combiner"
     needs = ("reference", "text")
-    description = "learned gated fusion (1−λ)·img + λ·text + v  (CLIP4Cir Combiner)"
 
     def __init__(self, combiner: Combiner) -> None:
         self.combiner = combiner

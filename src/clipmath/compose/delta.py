@@ -25,7 +25,6 @@ def delta(reference: np.ndarray, source: np.ndarray, target: np.ndarray, lam: fl
 class Delta(Composer):
     name = "delta"
     needs = ("reference", "source", "target", "lam")
-    description = "img + λ·(text_to − text_from)  (SIMAT)"
 
     def __init__(self, image_head: Head | None = None, text_head: Head | None = None) -> None:
         self.image_head = image_head

@@ -12,7 +12,6 @@ def elementwise_sum(reference: np.ndarray, text: np.ndarray) -> np.ndarray:
 class ElementwiseSum(Composer):
     name = "sum"
     needs = ("reference", "text")
-    description = "normalize(img) + normalize(text)  (CLIP4Cir baseline)"
 
     def combine(self, embeddings: QueryEmbeddings) -> np.ndarray:
         return elementwise_sum(embeddings.reference, embeddings.text)

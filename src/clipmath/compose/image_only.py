@@ -12,7 +12,6 @@ def image_only(reference: np.ndarray) -> np.ndarray:
 class ImageOnly(Composer):
     name = "image"
     needs = ("reference",)
-    description = "reference image only"
 
     def combine(self, embeddings: QueryEmbeddings) -> np.ndarray:
         return image_only(embeddings.reference)

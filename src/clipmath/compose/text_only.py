@@ -12,7 +12,6 @@ def text_only(text: np.ndarray) -> np.ndarray:
 class TextOnly(Composer):
     name = "text"
     needs = ("text",)
-    description = "modification text only"
 
     def combine(self, embeddings: QueryEmbeddings) -> np.ndarray:
         return text_only(embeddings.text)

@@ -4,11 +4,14 @@ Names understood by :func:`load_encoder`:
 
 * ``auto`` (default): ``openai/clip-vit-base-patch32`` if it is in the local Hugging Face cache, otherwise the
   offline pretrained model below. Nothing is downloaded implicitly; name a hub model to download it.
+* a name registered in :data:`ENCODERS` (``clipmath models`` lists them), optionally ``name:ARG``:
+
+  - ``offline-imagenet-minilm``: a real image-text space built from two pretrained models that install from the
+    package registry (EfficientNet-Lite0 ImageNet classifier + all-MiniLM-L6-v2); see ``docs/offline-models.md``
+  - ``tiny-random-clip[:SEED]``: a tiny random CLIP for plumbing tests (its results mean nothing)
 * a Hugging Face hub name of a CLIP model (``openai/clip-vit-base-patch32``, ``openai/clip-vit-large-patch14``…)
-* a local folder holding a saved ``CLIPModel`` (``save_pretrained`` output)
-* ``offline-imagenet-minilm``: a real image-text space built from two pretrained models that install from the
-  package registry (EfficientNet-Lite0 ImageNet classifier + all-MiniLM-L6-v2); see ``docs/offline-models.md``
-* ``tiny-random-clip``: a tiny random CLIP for plumbing tests (its results mean nothing)
+* a local folder holding a saved ``CLIPModel`` (``save_pretrained`` output, or ``clipmath train finetune`` output,
+  whose ``clipmath.json`` is honoured)
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ import logging
 import os
 
 from clipmath.encoders.base import PLACEHOLDER, Encoder, EncoderInfo, TokenOverrides
+from clipmath.encoders.builtin_encoders import OFFLINE_NAME, TINY_NAME
+from clipmath.encoders.compat import EmbeddingSpace, check_same_space
 from clipmath.encoders.hf_clip import DEFAULT_CLIP, HFClipEncoder
+from clipmath.encoders.specs import DTYPE_CHOICES, ENCODERS, EncoderSpec, LoadOptions, register_encoder
 from clipmath.encoders.transforms import PREPROCESSING_CHOICES, ImageTransform, target_pad
 from clipmath.errors import ModelLoadError
+from clipmath.vectors import l2_normalise
 
-OFFLINE_NAME = "offline-imagenet-minilm"
-TINY_NAME = "tiny-random-clip"
 AUTO = "auto"
 
 log = logging.getLogger(__name__)
@@ -30,16 +35,24 @@ log = logging.getLogger(__name__)
 __all__ = [
     "AUTO",
     "DEFAULT_CLIP",
+    "DTYPE_CHOICES",
+    "ENCODERS",
     "OFFLINE_NAME",
     "PLACEHOLDER",
     "PREPROCESSING_CHOICES",
     "TINY_NAME",
+    "EmbeddingSpace",
     "Encoder",
     "EncoderInfo",
+    "EncoderSpec",
     "HFClipEncoder",
     "ImageTransform",
+    "LoadOptions",
     "TokenOverrides",
+    "check_same_space",
+    "l2_normalise",
     "load_encoder",
+    "register_encoder",
     "resolve_model_name",
     "target_pad",
 ]
@@ -60,24 +73,32 @@ def load_encoder(
     name: str | None = AUTO,
     device: str = "cpu",
     fp16: bool = False,
-    preprocessing: str = "clip",
+    preprocessing: str | None = None,
     target_ratio: float = 1.25,
+    dtype: str = "auto",
 ) -> Encoder:
-    """Load an encoder by name (see module docstring). ``preprocessing`` is ``clip`` or ``targetpad``."""
+    """Load an encoder by name (see module docstring).
+
+    ``preprocessing`` is ``clip`` or ``targetpad`` (``None``: the model's own, else ``clip``); ``dtype`` is one of
+    :data:`DTYPE_CHOICES` (``auto``: float16 on CUDA, float32 elsewhere; ``fp16=True`` is the older spelling of
+    ``auto``, see :mod:`clipmath.encoders.precision`).
+    """
     _quiet_transformers()
-    transform = ImageTransform(preprocessing, target_ratio)
-    device = _check_device(device)
+    transform = ImageTransform(preprocessing or "clip", target_ratio)
+    options = LoadOptions(_check_device(device), transform, dtype)
     resolved = resolve_model_name(name)
-    if resolved == OFFLINE_NAME:
-        from clipmath.encoders.offline import OfflineImageNetMiniLM
+    if resolved.partition(":")[0] in ENCODERS:
+        spec, arg = ENCODERS.resolve(resolved)
+        return spec.load(arg, options)
+    if "/" not in resolved and os.sep not in resolved and not os.path.exists(resolved):
+        try:
+            ENCODERS.get(resolved)  # raises the registry's error, with close matches
+        except ModelLoadError as exc:
+            hint = "other models are a Hugging Face hub name (org/name) or a model folder"
+            raise ModelLoadError(f"{exc}; {hint}") from None
+    from clipmath.encoders.folder import load_hub_or_folder
 
-        return OfflineImageNetMiniLM.load(device=device, transform=transform)
-    if resolved == TINY_NAME or resolved.startswith(TINY_NAME + ":"):
-        from clipmath.encoders.tiny import tiny_clip_folder
-
-        seed = int(resolved.split(":", 1)[1]) if ":" in resolved else 0
-        return HFClipEncoder.load(str(tiny_clip_folder(seed)), device=device, transform=transform, model_id=resolved)
-    return HFClipEncoder.load(resolved, device=device, fp16=fp16, transform=transform)
+    return load_hub_or_folder(resolved, options, preprocessing_given=preprocessing is not None)
 
 
 def _check_device(device: str) -> str:

@@ -22,28 +22,13 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from clipmath.encoders.identity import EncoderInfo
 from clipmath.encoders.pipeline import ImagePipeline, ImageSource, PixelSpec, normalise, prepare_pixels
 from clipmath.encoders.runtime import ThreadBudget, cuda_errors
 from clipmath.encoders.transforms import ImageTransform, apply_pad
 from clipmath.imageio import MAX_PIXELS, ImageDecodeError, decode_image
 
 PLACEHOLDER = "$"
-
-
-@dataclass(frozen=True)
-class EncoderInfo:
-    """What identifies an embedding space. Stores refuse to mix vectors of two different ``model_id``s."""
-
-    model_id: str
-    backend: str
-    dim: int
-    pretrained: bool
-    description: str = ""
-
-    def label(self) -> str:
-        """A one-line description for output: which model ran, and whether its results mean anything."""
-        quality = "pretrained" if self.pretrained else "RANDOM WEIGHTS: results are plumbing only, not quality"
-        return f"{self.model_id} [{self.backend}, {self.dim}-d, {quality}]"
 
 
 @dataclass
@@ -117,9 +102,11 @@ class Encoder(ABC):
         return budget
 
     def set_threads(self, threads: int | None) -> None:
-        """Use ``threads`` CPU threads for torch in every thread that calls this encoder (``None``: unchanged)."""
+        """Use ``threads`` CPU threads for torch in every thread that calls this encoder, and as many image
+        worker processes by default (``None``: unchanged)."""
         if threads:
             self.threads.set(threads)
+            self.__dict__["_workers"] = int(threads)
 
     def pipeline_spec(self) -> PixelSpec | None:
         """:meth:`pixel_spec` with this encoder's padding (``targetpad``) included."""
@@ -176,6 +163,7 @@ class Encoder(ABC):
         spec = self.pipeline_spec()
         if spec is None:
             return self._encode_files_slowly(sources, batch_size, progress, max_pixels)
+        workers = self.__dict__.get("_workers") if workers is None else workers
         pipeline = ImagePipeline(spec, workers, max_pixels=max_pixels, draft=draft)
         chunks, indices, failed = [], [], []
         with tqdm(total=len(sources), desc="encoding images", unit="img", disable=not progress) as bar:

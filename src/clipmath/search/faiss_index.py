@@ -1,21 +1,32 @@
-"""FAISS indexes (flat, HNSW, IVF-PQ, or any ``index_factory`` string) behind the same :class:`VectorIndex` API."""
+"""FAISS indexes (flat, HNSW, IVF, IVF-PQ with OPQ, or any ``index_factory`` string) behind :class:`VectorIndex`.
+
+Builds never copy the whole gallery to float32: the training sample and then blocks of rows are converted as they are
+added (float16 and memory-mapped galleries stay where they are). IVF-PQ can re-rank its candidates with the exact
+vectors of the gallery it was built from (the store's own, no second copy inside the index).
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from clipmath.search.base import Exclusions, SearchResults, VectorIndex, check_queries, pad_results
 
-KINDS = ("flat", "hnsw", "ivfpq")
+_ADD_BLOCK = 65_536
 
 
 @dataclass(frozen=True)
-class FaissParams:
-    """Build and query knobs. ``nlist=0`` and ``pq_m=0`` pick sizes from the gallery size and dimension."""
+class IndexParams:
+    """Build and query knobs. ``nlist=0`` and ``pq_m=0`` pick sizes from the gallery size and dimension.
+
+    ``refine``: re-rank ``refine_factor * k`` approximate candidates by their exact inner product with the gallery's
+    own vectors. ``recall``: tune ``ef_search`` / ``nprobe`` (and the re-rank factor) on a held-out sample of the
+    gallery until recall@10 reaches it. ``threads``: FAISS OpenMP threads (0: FAISS's default). ``device`` applies to
+    exact search (``"cuda"``: the gallery in half precision on the GPU).
+    """
 
     hnsw_m: int = 32
     ef_construction: int = 80
@@ -23,63 +34,91 @@ class FaissParams:
     nlist: int = 0
     pq_m: int = 0
     pq_bits: int = 8
+    opq: bool = False
     nprobe: int = 16
-    refine: bool = False  # IVF-PQ: re-rank candidates with the exact vectors (more memory, much higher recall)
-    refine_factor: int = 4
+    refine: bool = False
+    refine_factor: int = 8
     train_size: int = 100_000
     seed: int = 0
+    recall: float | None = None
+    tune_queries: int = 500
+    threads: int = 0
+    device: str = "cpu"
 
 
-def factory_string(kind: str, n: int, dim: int, params: FaissParams) -> str:
-    """The ``faiss.index_factory`` description for a named kind (or ``kind`` itself if it is one already)."""
-    if kind == "flat":
-        return "Flat"
-    if kind == "hnsw":
-        return f"HNSW{params.hnsw_m},Flat"
-    if kind == "ivfpq":
-        # FAISS wants ~39 training points per centroid: small galleries get fewer lists and PQ codes
-        nlist = params.nlist or max(1, min(65536, int(4 * math.sqrt(max(n, 1))), n // 39))
-        pq_m = params.pq_m or _largest_divisor_at_most(dim, max(1, dim // 8))
-        pq_bits = min(params.pq_bits, max(1, int(math.log2(max(2, n // 39)))))
-        return f"IVF{nlist},PQ{pq_m}x{pq_bits}" + (",RFlat" if params.refine else "")
-    return kind
+#: the name callers used so far
+FaissParams = IndexParams
+
+
+def ivf_lists(n: int, params: IndexParams) -> int:
+    """Inverted lists: ~4 sqrt(n), with at least 39 training points per centroid (FAISS's advice)."""
+    return params.nlist or max(1, min(65536, int(4 * math.sqrt(max(n, 1))), n // 39))
+
+
+def pq_layout(n: int, dim: int, params: IndexParams) -> tuple[int, int]:
+    """(sub-quantizers, bits each): ``dim/8`` one-byte codes by default, fewer bits on tiny galleries."""
+    pq_m = params.pq_m or _largest_divisor_at_most(dim, max(1, dim // 8))
+    pq_bits = min(params.pq_bits, max(1, int(math.log2(max(2, n // 39)))))
+    return pq_m, pq_bits
 
 
 def _largest_divisor_at_most(n: int, cap: int) -> int:
     return max(d for d in range(1, cap + 1) if n % d == 0)
 
 
-class FaissIndex(VectorIndex):
-    """Inner-product FAISS index over a gallery's vectors; row numbers are the gallery's rows."""
+def set_threads(threads: int) -> None:
+    """FAISS OpenMP threads for builds and batched searches (0 leaves FAISS's default)."""
+    if threads > 0:
+        import faiss
 
-    def __init__(self, index, kind: str, params: FaissParams | None = None) -> None:
+        faiss.omp_set_num_threads(int(threads))
+
+
+class FaissIndex(VectorIndex):
+    """Inner-product FAISS index over a gallery's vectors; row numbers are the gallery's rows.
+
+    ``vectors`` (optional) is the gallery the index was built from, used to re-rank candidates exactly when
+    ``params.refine`` is set.
+    """
+
+    def __init__(self, index, kind: str, params: IndexParams | None = None, vectors: np.ndarray | None = None) -> None:
         self.index = index
         self.kind = kind
-        self.params = params or FaissParams()
-        self._apply_search_params()
+        self.params = params or IndexParams()
+        self.vectors = vectors
+        self.tuning = None  # a TuneReport once tuned for a recall target
+        self.apply_params(self.params)
 
     @classmethod
-    def build(cls, vectors: np.ndarray, kind: str = "flat", params: FaissParams | None = None) -> FaissIndex:
+    def build(
+        cls, vectors: np.ndarray, kind: str = "flat", params: IndexParams | None = None, factory: str | None = None
+    ) -> FaissIndex:
+        """Train (on a sample) and fill an index described by ``factory`` (default: :func:`factory_string`)."""
         import faiss
 
-        params = params or FaissParams()
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        params = params or IndexParams()
+        set_threads(params.threads)
         n, dim = vectors.shape
-        index = faiss.index_factory(dim, factory_string(kind, n, dim, params), faiss.METRIC_INNER_PRODUCT)
-        if kind == "hnsw":
-            faiss.downcast_index(index).hnsw.efConstruction = params.ef_construction
+        description = factory or factory_string(kind, n, dim, params)
+        index = faiss.index_factory(dim, description, faiss.METRIC_INNER_PRODUCT)
+        hnsw = getattr(faiss.downcast_index(index), "hnsw", None)
+        if hnsw is not None:
+            hnsw.efConstruction = params.ef_construction
         if not index.is_trained:
             rng = np.random.default_rng(params.seed)
-            sample = vectors if n <= params.train_size else vectors[rng.choice(n, params.train_size, replace=False)]
-            index.train(sample)
-        index.add(vectors)
-        return cls(index, kind, params)
+            rows = np.arange(n) if n <= params.train_size else np.sort(rng.choice(n, params.train_size, replace=False))
+            index.train(np.ascontiguousarray(vectors[rows], dtype=np.float32))
+        for start in range(0, n, _ADD_BLOCK):
+            index.add(np.ascontiguousarray(vectors[start : start + _ADD_BLOCK], dtype=np.float32))
+        return cls(index, kind, params, vectors)
 
     @classmethod
-    def load(cls, path: str | Path, kind: str, params: FaissParams | None = None) -> FaissIndex:
+    def load(
+        cls, path: str | Path, kind: str, params: IndexParams | None = None, vectors: np.ndarray | None = None
+    ) -> FaissIndex:
         import faiss
 
-        return cls(faiss.read_index(str(path)), kind, params)
+        return cls(faiss.read_index(str(path)), kind, params, vectors)
 
     def save(self, path: str | Path) -> None:
         import faiss
@@ -92,33 +131,81 @@ class FaissIndex(VectorIndex):
     def ntotal(self) -> int:
         return int(self.index.ntotal)
 
+    def bytes_per_vector(self) -> float:
+        """Serialized index size per vector (codes, ids, graph links; quantizers amortised)."""
+        import faiss
+
+        return len(faiss.serialize_index(self.index)) / max(1, self.ntotal)
+
+    def with_params(self, **changes) -> FaissIndex:
+        """Change query-time knobs (``ef_search``, ``nprobe``, ``refine_factor``) in place; returns self."""
+        self.apply_params(replace(self.params, **changes))
+        return self
+
     def search(self, queries: np.ndarray, k: int, exclude: Exclusions = None) -> SearchResults:
         queries = check_queries(queries, self.index.d)
         k = max(1, int(k))
         extra = max((len(e) for e in exclude), default=0) if exclude is not None else 0
-        fetch = min(self.ntotal, k + extra) if self.ntotal else 0
+        rerank = self.params.refine and self.vectors is not None
+        fetch = min(self.ntotal, (k + extra) * (self.params.refine_factor if rerank else 1))
         if fetch == 0:
             return pad_results([np.empty(0)] * len(queries), [np.empty(0, np.int64)] * len(queries), k)
         scores, rows = self.index.search(queries, fetch)
         out_scores, out_rows = [], []
         for qi in range(len(queries)):
-            banned = set(exclude[qi]) if exclude is not None else set()
-            keep = [(s, r) for s, r in zip(scores[qi], rows[qi]) if r >= 0 and r not in banned]
-            keep.sort(key=lambda sr: (-sr[0], sr[1]))
-            out_scores.append(np.array([s for s, _ in keep], dtype=np.float32))
-            out_rows.append(np.array([r for _, r in keep], dtype=np.int64))
+            found = rows[qi][rows[qi] >= 0]
+            found_scores = scores[qi][rows[qi] >= 0]
+            if exclude is not None and len(exclude[qi]):
+                allowed = ~np.isin(found, np.asarray(list(exclude[qi]), dtype=np.int64))
+                found, found_scores = found[allowed], found_scores[allowed]
+            if rerank:
+                found = np.unique(found)
+                found_scores = np.asarray(self.vectors[found], dtype=np.float32) @ queries[qi]
+            order = np.lexsort((found, -found_scores))[:k]
+            out_scores.append(found_scores[order].astype(np.float32))
+            out_rows.append(found[order].astype(np.int64))
         return pad_results(out_scores, out_rows, k)
 
-    def _apply_search_params(self) -> None:
+    def apply_params(self, params: IndexParams) -> None:
+        """Set the query-time knobs of the wrapped FAISS index from ``params``."""
+        import faiss
+
+        self.params = params
+        inner = faiss.downcast_index(self.index)
+        if isinstance(inner, faiss.IndexRefine):
+            inner.k_factor = params.refine_factor
+            inner = faiss.downcast_index(inner.base_index)
+        if isinstance(inner, faiss.IndexPreTransform):
+            inner = faiss.downcast_index(inner.index)
+        if hasattr(inner, "hnsw"):
+            inner.hnsw.efSearch = params.ef_search
+        try:
+            ivf = faiss.extract_index_ivf(self.index)
+        except RuntimeError:
+            return
+        ivf.nprobe = min(params.nprobe, ivf.nlist)
+
+    @property
+    def tunable(self) -> str | None:
+        """The query knob that trades speed for recall: ``"ef_search"``, ``"nprobe"`` or None (exact)."""
         import faiss
 
         inner = faiss.downcast_index(self.index)
-        if isinstance(inner, faiss.IndexRefine):
-            inner.k_factor = self.params.refine_factor
-            inner = faiss.downcast_index(inner.base_index)
+        if isinstance(inner, faiss.IndexPreTransform):
+            inner = faiss.downcast_index(inner.index)
         if hasattr(inner, "hnsw"):
-            inner.hnsw.efSearch = self.params.ef_search
+            return "ef_search"
         try:
-            faiss.extract_index_ivf(self.index).nprobe = self.params.nprobe
+            faiss.extract_index_ivf(self.index)
+            return "nprobe"
         except RuntimeError:
-            pass
+            return None
+
+
+def factory_string(kind: str, n: int, dim: int, params: IndexParams) -> str:
+    """The ``faiss.index_factory`` description for a built-in kind (or ``kind`` itself if it is one already)."""
+    from clipmath.search.kinds import INDEX_KINDS
+
+    if kind in INDEX_KINDS and INDEX_KINDS.get(kind).factory is not None:
+        return INDEX_KINDS.get(kind).factory(n, dim, params)
+    return kind

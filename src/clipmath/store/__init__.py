@@ -1,10 +1,15 @@
-"""Gallery storage: vectors + ids + metadata on disk, and the folder indexer that fills it."""
+"""Gallery storage: vectors + ids + metadata on disk, the folder indexer that fills it, and its check/repair."""
 
+from clipmath.store.check import CheckReport, RepairReport, check, repair
 from clipmath.store.gallery import Gallery, GallerySnapshot, ItemRecord, StoreInfo
 from clipmath.store.images import IMAGE_SUFFIXES, ImageDecodeError, decode_image
 from clipmath.store.indexer import IndexConfig, IndexReport, index_folder, list_images
 
 __all__ = [
+    "CheckReport",
+    "RepairReport",
+    "check",
+    "repair",
     "IMAGE_SUFFIXES",
     "Gallery",
     "GallerySnapshot",

@@ -83,9 +83,10 @@ def missing_tables(conn: sqlite3.Connection) -> list[str]:
     return [name for name in REQUIRED_TABLES if name not in present]
 
 
-def read_meta(conn: sqlite3.Connection, path: Path) -> dict[str, str]:
-    """The meta table, checked: every required key present, numbers that parse, a known vector dtype."""
-    absent = missing_tables(conn)
+def read_meta(conn: sqlite3.Connection, path: Path, require_tables: bool = True) -> dict[str, str]:
+    """The meta table, checked: every required key present, numbers that parse, a known vector dtype (and, with
+    ``require_tables``, every required table present)."""
+    absent = missing_tables(conn) if require_tables else []
     if absent:
         raise damaged(path, f"the manifest has no {', '.join(absent)} table (empty or damaged manifest)")
     meta = {str(key): str(value) for key, value in conn.execute("SELECT key, value FROM meta").fetchall()}

@@ -1,0 +1,65 @@
+"""The built-in compose methods, registered in :data:`clipmath.compose.METHODS` on its first use."""
+
+from __future__ import annotations
+
+from clipmath.compose.methods import MethodSpec, register_method
+
+_IMAGE_TEXT = ("reference", "text")
+_DELTA = ("reference", "source", "target", "lam")
+
+BUILTIN_METHODS = (
+    MethodSpec("image", "reference image only", ("reference",), "clipmath.compose.image_only:ImageOnly"),
+    MethodSpec("text", "modification text only", ("text",), "clipmath.compose.text_only:TextOnly"),
+    MethodSpec(
+        "sum",
+        "normalize(img) + normalize(text)  (CLIP4Cir baseline)",
+        _IMAGE_TEXT,
+        "clipmath.compose.elementwise_sum:ElementwiseSum",
+    ),
+    MethodSpec("delta", "img + λ·(text_to − text_from)  (SIMAT)", _DELTA, "clipmath.compose.delta:Delta"),
+    MethodSpec(
+        "expr",
+        "Σ weight·embedding over images and texts (ZeroCap arithmetic)",
+        ("terms",),
+        "clipmath.compose.expression:Expression",
+    ),
+    MethodSpec(
+        "combiner",
+        "learned gated fusion (1−λ)·img + λ·text + v  (CLIP4Cir Combiner; `clipmath train combiner`)",
+        _IMAGE_TEXT,
+        "clipmath.compose.combiner:load_combiner",
+        learned=True,
+        checkpoint_kind="combiner",
+        train_command="combiner",
+    ),
+    MethodSpec(
+        "adapted-delta",
+        "img + λ·(text_to − text_from) through trained linear heads  (SIMAT; `clipmath train adapter`)",
+        _DELTA,
+        "clipmath.compose.adapted_delta:load_adapted_delta",
+        learned=True,
+        checkpoint_kind="adapter",
+        train_command="adapter",
+    ),
+    MethodSpec(
+        "searle",
+        'text("a photo of $ that {caption}"), $ = phi(image)  (SEARLE; `clipmath train phi`)',
+        _IMAGE_TEXT,
+        "clipmath.compose.searle:load_searle",
+        learned=True,
+        checkpoint_kind="phi",
+        train_command="phi",
+    ),
+    MethodSpec(
+        "oti",
+        'text("a photo of $ that {caption}"), $ optimised per image  (SEARLE-OTI; `clipmath train oti`)',
+        _IMAGE_TEXT,
+        "clipmath.compose.searle:load_oti",
+        learned=True,
+        checkpoint_kind="oti",
+        train_command="oti",
+    ),
+)
+
+for _spec in BUILTIN_METHODS:
+    register_method(_spec)

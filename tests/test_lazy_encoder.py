@@ -1,0 +1,61 @@
+"""Start-up: an index re-run with nothing changed loads no model; the lazy encoder announces the same identity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clipmath.encoders import lazy
+from clipmath.encoders.identity import peek_info
+from clipmath.encoders.tiny import tiny_clip_folder
+from clipmath.store import index_folder
+from tests.conftest import write_images
+
+
+def _counting(monkeypatch) -> list[str]:
+    import clipmath.encoders
+
+    loads: list[str] = []
+    real = clipmath.encoders.load_encoder
+
+    def counted(name=None, **kwargs):
+        loads.append(str(name))
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(clipmath.encoders, "load_encoder", counted)
+    return loads
+
+
+def test_no_change_rerun_loads_no_model(tmp_path, monkeypatch):
+    loads = _counting(monkeypatch)
+    folder = tmp_path / "photos"
+    write_images(folder, 6)
+    first = lazy.LazyEncoder("tiny-random-clip", preprocessing="clip")
+    report = index_folder(tmp_path / "store", folder, first, progress=False)
+    assert report.added == 6 and loads == ["tiny-random-clip"] and first.loaded
+    again = lazy.LazyEncoder("tiny-random-clip", preprocessing="clip")
+    report = index_folder(tmp_path / "store", folder, again, progress=False)
+    assert report.unchanged == 6 and report.added == 0
+    assert loads == ["tiny-random-clip"] and not again.loaded  # nothing changed: no second load
+    write_images(folder, 7)  # one new file: now the model is needed, once
+    report = index_folder(tmp_path / "store", folder, again, progress=False)
+    assert report.added == 1 and loads == ["tiny-random-clip", "tiny-random-clip"] and again.loads == 1
+
+
+@pytest.mark.parametrize("name", ["tiny-random-clip", "offline-imagenet-minilm", "folder"])
+def test_announced_identity_equals_the_loaded_one(name):
+    name = str(tiny_clip_folder()) if name == "folder" else name
+    stand_in = lazy.LazyEncoder(name, preprocessing="targetpad")
+    announced, transform = stand_in.info, stand_in.transform
+    assert not stand_in.loaded
+    loaded = stand_in.load()  # raises if the announcement was wrong
+    assert (loaded.info.model_id, loaded.info.dim, loaded.transform) == (announced.model_id, announced.dim, transform)
+
+
+def test_unknowable_identity_loads_and_encoding_works(tmp_path):
+    assert peek_info("auto") is None and peek_info("no-such/model-anywhere") is None
+    (tmp_path / "clipmath.json").write_text("{}")  # a fine-tuned folder carries its own settings
+    assert peek_info(str(tmp_path)) is None
+    stand_in = lazy.LazyEncoder("tiny-random-clip")
+    vectors = stand_in.encode_texts(["a cat", "a dog"])
+    assert vectors.shape == (2, 32) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
