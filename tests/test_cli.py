@@ -10,8 +10,6 @@ from typer.testing import CliRunner
 from clipmath.cli import app, main
 
 runner = CliRunner()
-#: the core's query validation (#11: weight bounds, escapes) is not on main yet; these pass once it lands
-CORE_11 = pytest.mark.xfail(reason="core query validation (#11) not merged yet", strict=False)
 
 
 @pytest.fixture
@@ -104,9 +102,9 @@ def test_user_errors_are_one_line_with_status_2(store, tmp_path, monkeypatch, ca
         (["--image", "img_0000.jpg", "--from", "a", "--to", "b", "--lam", "nan"], "lam"),
         (["--image", "img_0000.jpg", "--from", "a", "--to", "b", "--lam", "inf"], "lam"),
         (["--image", "img_0000.jpg", "--from", "a", "--to", "b", "--lam", "-inf"], "lam"),
-        pytest.param(["--image", "img_0000.jpg", "--from", "a", "--to", "b", "--lam", "1e30"], "lam", marks=CORE_11),
-        pytest.param(["--expr", '+img_0000.jpg +"bad \\x escape"'], "escape", marks=CORE_11),
-        pytest.param(["--expr", '+img_0000.jpg +"bad \\u12"'], "escape", marks=CORE_11),
+        (["--image", "img_0000.jpg", "--from", "a", "--to", "b", "--lam", "1e30"], "lam"),
+        (["--expr", '+img_0000.jpg +"bad \\x escape"'], "escape"),
+        (["--expr", '+img_0000.jpg +"bad \\u12"'], "escape"),
     ],
 )
 def test_hostile_values_are_one_line_errors(store, monkeypatch, capsys, args, message):

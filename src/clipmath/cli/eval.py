@@ -18,7 +18,6 @@ from clipmath.cli.options import (
     PreprocessingOpt,
     QuietOpt,
     ThreadsOpt,
-    finite,
     method_paths,
     option_values,
 )
@@ -91,7 +90,7 @@ def eval_command(
     model: ModelOpt = "auto",
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "auto",
-    preprocessing: PreprocessingOpt = "clip",
+    preprocessing: PreprocessingOpt = None,
     batch_size: EncodeBatchOpt = 64,
     threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
@@ -102,9 +101,10 @@ def eval_command(
     Gallery features are cached per model, split and preprocessing, so later runs encode nothing.
     """
     from clipmath.compose import learned_methods
+    from clipmath.compose.values import check_weight
     from clipmath.eval import EvalConfig, evaluate, find_benchmark, load_benchmark, resolve_methods, write_submissions
 
-    lams = [finite(value, "--lam") for value in option_values(ctx, lam, "--lam", float, "numbers") or []]
+    lams = [check_weight(value) for value in option_values(ctx, lam, "--lam", float, "numbers") or []]
     spec, _ = find_benchmark(dataset)
     benchmark = spec.name
     if method and methods:
