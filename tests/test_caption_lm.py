@@ -73,3 +73,40 @@ def test_smollm2_loads_real_pretrained_weights_from_the_converted_folder():
     with torch.no_grad():
         next_token = int(lm.model(ids).logits[0, -1].argmax())
     assert lm.decode([next_token]).strip() == "Paris"  # a random or broken conversion would not know this
+
+
+# ---- the registry ----------------------------------------------------------------------------------------------
+def test_language_model_registry_names_aliases_and_fallbacks(tmp_path):
+    from clipmath.caption import LANGUAGE_MODELS, language_model_spec
+
+    assert {"smollm2-135m", "tiny-random-lm", "gpt2-medium", "EleutherAI/gpt-neo-125M"} <= set(LANGUAGE_MODELS.names())
+    assert LANGUAGE_MODELS.get("gpt-2").name == "gpt2-medium" and LANGUAGE_MODELS.get("gpt-neo").name.endswith("125M")
+    assert not LANGUAGE_MODELS.get("tiny-random-lm").pretrained
+    spec, arg = language_model_spec("tiny-random-lm:3")
+    assert spec.name == "tiny-random-lm" and arg == "3"
+    assert load_language_model("tiny-random-lm:3").model_id == "tiny-random-lm:3"
+    with pytest.raises(ModelLoadError, match="integer seed"):
+        load_language_model("tiny-random-lm:x")
+    with pytest.raises(ModelLoadError, match="takes no"):
+        load_language_model("smollm2-135m:2")
+    folder = build_tiny_lm(tmp_path / "saved", seed=2)
+    spec, _ = language_model_spec(str(folder))
+    assert "local folder" in spec.description
+    (folder / language_models.LM_INFO_FILE).write_text(json.dumps({"model_id": "my-lm", "context_prefix": "X"}))
+    lm = load_language_model(str(folder))
+    assert lm.model_id == "my-lm" and lm.context_prefix == "X"
+    assert "hub" in language_model_spec("org/some-model")[0].description
+
+
+def test_decoder_registry_builds_decoders_with_checked_options(tiny_encoder):
+    from clipmath.caption import DECODERS, ZeroCapConfig, ZeroCapDecoder
+    from clipmath.errors import CaptionError
+
+    spec = DECODERS.get("zerocap")
+    assert spec.options_class() is ZeroCapConfig and spec.description
+    decoder = spec.create(load_language_model("tiny-random-lm"), tiny_encoder, beam_size=2)
+    assert isinstance(decoder, ZeroCapDecoder) and decoder.config.beam_size == 2
+    with pytest.raises(CaptionError, match="unknown zerocap option"):
+        spec.make_options(beams=3)
+    with pytest.raises(CaptionError, match="unknown caption decoder 'zerocapp'; did you mean 'zerocap'"):
+        DECODERS.get("zerocapp")

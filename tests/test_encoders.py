@@ -155,3 +155,17 @@ def test_one_l2_normalise_helper():
     rows = np.array([[3.0, 4.0], [0.0, 0.0]])
     np.testing.assert_allclose(l2_normalise(rows), [[0.6, 0.8], [0.0, 0.0]])
     assert l2_normalise(rows).dtype == np.float32 and normalise is l2_normalise
+
+
+def test_importing_the_encoders_package_does_not_import_torch():
+    """Names, the registry and model identities are known without torch; backends load on first use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, clipmath.encoders as e, clipmath.encoders.identity, clipmath.encoders.lazy;"
+        "assert e.ENCODERS.names() and e.EmbeddingSpace;"
+        "print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "False"

@@ -226,6 +226,28 @@ def test_official_example_matches_circo_evaluation_script(circo_official_val):
         assert metrics[key] == pytest.approx(value, abs=1e-9), key
 
 
+def test_official_example_holding_a_reference_is_scored_with_a_note(circo_official_val):
+    """#11: query 189 of CIRCO's example lists its reference among exactly 50 ids. The protocol drops it (with a
+    note) and scores the 49 left, as they stand, instead of asking for a deeper ranking."""
+    dataset, example = circo_official_val
+    assert dataset.exclude_reference and len(example["189"]) == 50
+    ranking = CIRRanking.from_ranked_ids(dataset, example)
+    assert len(ranking.ranked_ids[[q.query_id for q in dataset.queries].index("189")]) == 49
+    result = cir_metrics(dataset, ranking)
+    assert result.notes == [
+        "query 189: its reference image 550727 was ranked at position 12; removed (the benchmark excludes it), "
+        "49 ids scored"
+    ]
+    # no ground truth of query 189 follows its reference, so removing it changes no metric: the official numbers
+    as_submitted = dataclasses.replace(dataset, exclude_reference=False)
+    official = cir_metrics(as_submitted, CIRRanking.from_ranked_ids(as_submitted, example))
+    assert result.metrics == pytest.approx(official.metrics, abs=1e-12) and official.notes == []
+    assert result.metrics["mAP@50"] == pytest.approx(0.6020391550163254, abs=1e-9)
+    short = {**example, "189": example["189"][:30]}  # a list that really is too short still is
+    with pytest.raises(ValueError, match="ranking .* holds 29 ids .* fewer than the 49 that @50 needs; rank deeper"):
+        cir_metrics(dataset, CIRRanking.from_ranked_ids(dataset, short))
+
+
 def test_official_example_validates_only_when_reference_allowed(circo_official_val, tmp_path):
     dataset, example = circo_official_val
     path = tmp_path / "submission_val.json"

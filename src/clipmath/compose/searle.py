@@ -1,4 +1,4 @@
-"""SEARLE: composed retrieval by textual inversion (``--method searle`` and ``--method oti``).
+"""SEARLE: composed retrieval by textual inversion (methods ``searle`` and ``oti``).
 
 The reference image becomes a pseudo-word ``$`` in the text encoder's token-embedding space, and the query is the
 text feature of ``"a photo of $ that {caption}"``. Two ways to get the pseudo-word:

@@ -107,6 +107,20 @@ class CIRDataset(ImageCollection):
 
 
 # ---- helpers shared by the loaders ---------------------------------------------------------------------------
+def build_cir_dataset(
+    *, benchmark: str, name: str, split: str, root: Path, queries: list[CIRQuery], image_paths: dict[str, Path],
+    listing: Path, exclude_reference: bool, check_images: bool, target_role: str = "target",
+) -> CIRDataset:  # fmt: skip
+    """A loader's last step: every query's reference and target ids must be images of ``listing`` (the gallery,
+    in ``image_paths`` order), then the dataset, its image files stat'ed if ``check_images``."""
+    check_known_ids(((q.query_id, "reference", q.reference_id) for q in queries), image_paths, listing)
+    check_known_ids(((q.query_id, target_role, t) for q in queries for t in q.target_ids), image_paths, listing)
+    dataset = CIRDataset(benchmark, name, split, root, queries, list(image_paths), image_paths, exclude_reference)
+    if check_images:
+        dataset.check_images()
+    return dataset
+
+
 def require_file(root: Path, relative: str, benchmark: str, layout: str) -> Path:
     """``root / relative`` if it is a file, else a one-line :class:`DatasetError` naming it and the layout."""
     path = root / relative

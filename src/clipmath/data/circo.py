@@ -28,7 +28,7 @@ from pathlib import Path
 from clipmath.data.base import (
     CIRDataset,
     CIRQuery,
-    check_known_ids,
+    build_cir_dataset,
     expect_type,
     field_of,
     read_json,
@@ -91,18 +91,7 @@ def load_circo(root: str | Path, split: str = "val", check_images: bool = True) 
             )
         )
 
-    check_known_ids(((q.query_id, "reference", q.reference_id) for q in queries), image_paths, info_path)
-    check_known_ids(((q.query_id, "ground-truth", t) for q in queries for t in q.target_ids), image_paths, info_path)
-    dataset = CIRDataset(
-        benchmark="circo",
-        name="circo",
-        split=split,
-        root=root,
-        queries=queries,
-        gallery_ids=list(image_paths),
-        image_paths=image_paths,
-        exclude_reference=True,
-    )
-    if check_images:
-        dataset.check_images()
-    return dataset
+    return build_cir_dataset(
+        benchmark="circo", name="circo", split=split, root=root, queries=queries, image_paths=image_paths,
+        listing=info_path, exclude_reference=True, check_images=check_images, target_role="ground-truth",
+    )  # fmt: skip

@@ -25,6 +25,7 @@ from pathlib import Path
 from clipmath.data.base import (
     CIRDataset,
     CIRQuery,
+    build_cir_dataset,
     check_known_ids,
     expect_type,
     field_of,
@@ -87,19 +88,8 @@ def load_cirr(root: str | Path, split: str = "val", check_images: bool = True) -
             )
         )
 
-    check_known_ids(((q.query_id, "reference", q.reference_id) for q in queries), image_paths, split_path)
-    check_known_ids(((q.query_id, "target", t) for q in queries for t in q.target_ids), image_paths, split_path)
     check_known_ids(((q.query_id, "img_set", m) for q in queries for m in q.subset_ids or ()), image_paths, split_path)
-    dataset = CIRDataset(
-        benchmark="cirr",
-        name="cirr",
-        split=split,
-        root=root,
-        queries=queries,
-        gallery_ids=list(image_paths),
-        image_paths=image_paths,
-        exclude_reference=True,
-    )
-    if check_images:
-        dataset.check_images()
-    return dataset
+    return build_cir_dataset(
+        benchmark="cirr", name="cirr", split=split, root=root, queries=queries, image_paths=image_paths,
+        listing=split_path, exclude_reference=True, check_images=check_images,
+    )  # fmt: skip

@@ -27,7 +27,7 @@ from pathlib import Path
 from clipmath.data.base import (
     CIRDataset,
     CIRQuery,
-    check_known_ids,
+    build_cir_dataset,
     expect_type,
     field_of,
     read_json,
@@ -91,23 +91,11 @@ def load_fashioniq(root: str | Path, category: str, split: str = "val", check_im
             )
         )
 
-    known = set(gallery_ids)
-    check_known_ids(((q.query_id, "reference", q.reference_id) for q in queries), known, split_path)
-    check_known_ids(((q.query_id, "target", t) for q in queries for t in q.target_ids), known, split_path)
     image_paths = {image_id: images_dir / f"{image_id}.jpg" for image_id in gallery_ids}
-    dataset = CIRDataset(
-        benchmark="fashioniq",
-        name=f"fashioniq-{category}",
-        split=split,
-        root=root,
-        queries=queries,
-        gallery_ids=gallery_ids,
-        image_paths=image_paths,
-        exclude_reference=False,
-    )
-    if check_images:
-        dataset.check_images()
-    return dataset
+    return build_cir_dataset(
+        benchmark="fashioniq", name=f"fashioniq-{category}", split=split, root=root, queries=queries,
+        image_paths=image_paths, listing=split_path, exclude_reference=False, check_images=check_images,
+    )  # fmt: skip
 
 
 def load_fashioniq_all(root: str | Path, split: str = "val", check_images: bool = True) -> dict[str, CIRDataset]:

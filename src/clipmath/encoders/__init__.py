@@ -16,19 +16,34 @@ Names understood by :func:`load_encoder`:
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+from typing import TYPE_CHECKING, Any
 
-from clipmath.encoders.base import PLACEHOLDER, Encoder, EncoderInfo, TokenOverrides
-from clipmath.encoders.builtin_encoders import OFFLINE_NAME, TINY_NAME
 from clipmath.encoders.compat import EmbeddingSpace, check_same_space
-from clipmath.encoders.hf_clip import DEFAULT_CLIP, HFClipEncoder
-from clipmath.encoders.specs import DTYPE_CHOICES, ENCODERS, EncoderSpec, LoadOptions, register_encoder
+from clipmath.encoders.identity import OFFLINE_NAME, TINY_NAME, EncoderInfo
+from clipmath.encoders.specs import ENCODERS, EncoderSpec, LoadOptions, register_encoder
 from clipmath.encoders.transforms import PREPROCESSING_CHOICES, ImageTransform, target_pad
 from clipmath.errors import ModelLoadError
 from clipmath.vectors import l2_normalise
 
+if TYPE_CHECKING:
+    from clipmath.encoders.base import PLACEHOLDER, Encoder, TokenOverrides
+    from clipmath.encoders.hf_clip import DEFAULT_CLIP, HFClipEncoder
+    from clipmath.encoders.precision import DTYPE_CHOICES
+
 AUTO = "auto"
+#: Names exported lazily, so that importing this package (or its torch-free modules such as ``identity``) does
+#: not import torch; the model backends load on first use.
+_LAZY = {
+    "PLACEHOLDER": "clipmath.encoders.base",
+    "Encoder": "clipmath.encoders.base",
+    "TokenOverrides": "clipmath.encoders.base",
+    "DEFAULT_CLIP": "clipmath.encoders.hf_clip",
+    "HFClipEncoder": "clipmath.encoders.hf_clip",
+    "DTYPE_CHOICES": "clipmath.encoders.precision",
+}
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +73,21 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'clipmath.encoders' has no attribute {name!r}")
+
+
 def resolve_model_name(name: str | None = None) -> str:
     """Turn ``None``/``auto`` into a concrete name: ``$CLIPMATH_MODEL``, a cached CLIP, or the offline model."""
     name = name or os.environ.get("CLIPMATH_MODEL") or AUTO
     if name != AUTO:
         return name
+    from clipmath.encoders.hf_clip import DEFAULT_CLIP
+
     if _clip_in_local_cache(DEFAULT_CLIP):
         return DEFAULT_CLIP
     log.info("no CLIP checkpoint in the local Hugging Face cache; using %s", OFFLINE_NAME)
@@ -105,7 +130,7 @@ def _check_device(device: str) -> str:
     import torch
 
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelLoadError(f"device {device!r} requested but no CUDA GPU is available; use --device cpu")
+        raise ModelLoadError(f"device {device!r} requested but no CUDA GPU is available: use the cpu device")
     if device not in ("cpu", "mps") and not device.startswith("cuda"):
         raise ModelLoadError(f"unknown device {device!r}: use cpu, cuda or cuda:N")
     return device

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from clipmath.encoders.base import Encoder
-from clipmath.encoders.offline import OFFLINE_NAME
+from typing import TYPE_CHECKING
+
+from clipmath.encoders.identity import OFFLINE_NAME, TINY_NAME
 from clipmath.encoders.specs import EncoderSpec, LoadOptions, register_encoder
-from clipmath.encoders.tiny import TINY_NAME
 from clipmath.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from clipmath.encoders.base import Encoder
 
 
 def load_offline(arg: str | None, options: LoadOptions) -> Encoder:

@@ -8,9 +8,13 @@ and gets the same wording (naming models and fields, never a front end's flag).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from clipmath.encoders.base import Encoder, EncoderInfo
+from clipmath.encoders.identity import EncoderInfo
 from clipmath.errors import ClipmathError, ModelLoadError
+
+if TYPE_CHECKING:
+    from clipmath.encoders.base import Encoder
 
 __all__ = ["EmbeddingSpace", "check_same_space"]
 
@@ -26,9 +30,9 @@ class EmbeddingSpace:
     @classmethod
     def of(cls, encoder: Encoder | EncoderInfo, preprocessing: str | None = None) -> EmbeddingSpace:
         """The space of ``encoder`` (its own preprocessing unless ``preprocessing`` is given or it is an info)."""
-        if isinstance(encoder, Encoder):
-            return cls(encoder.info.model_id, preprocessing or encoder.transform.key, encoder.info.dim)
-        return cls(encoder.model_id, preprocessing, encoder.dim)
+        if isinstance(encoder, EncoderInfo):
+            return cls(encoder.model_id, preprocessing, encoder.dim)
+        return cls(encoder.info.model_id, preprocessing or encoder.transform.key, encoder.info.dim)
 
 
 def check_same_space(

@@ -18,27 +18,30 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from clipmath.encoders.base import Encoder
-from clipmath.encoders.precision import DTYPE_CHOICES, dtype_name
 from clipmath.encoders.transforms import ImageTransform
 from clipmath.errors import ModelLoadError
 from clipmath.registry import Registry, import_ref
 
-__all__ = ["DTYPE_CHOICES", "ENCODERS", "EncoderSpec", "LoadOptions", "register_encoder"]
+if TYPE_CHECKING:
+    from clipmath.encoders.base import Encoder
+
+__all__ = ["ENCODERS", "EncoderSpec", "LoadOptions", "register_encoder"]
 
 
 @dataclass(frozen=True)
 class LoadOptions:
     """How to load any encoder: where it runs, how images are prepared, in which precision (one of
-    :data:`DTYPE_CHOICES`, see :mod:`clipmath.encoders.precision`; aliases such as ``fp16`` are made canonical)."""
+    ``DTYPE_CHOICES``, see :mod:`clipmath.encoders.precision`; aliases such as ``fp16`` are made canonical)."""
 
     device: str = "cpu"
     transform: ImageTransform = ImageTransform()
     dtype: str = "auto"
 
     def __post_init__(self) -> None:
+        from clipmath.encoders.precision import dtype_name  # imports torch: only when a model is loaded
+
         object.__setattr__(self, "dtype", dtype_name(self.dtype))
 
 

@@ -24,13 +24,13 @@ Metrics reported (percentages, names as in the papers' tables):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from clipmath.data.base import CIRDataset
 from clipmath.errors import DatasetError
-from clipmath.eval.ranking import ScoreSource, as_score_source, rank_rows
+from clipmath.eval.ranking import ScoreSource, rank_rows, score_source_for
 from clipmath.eval.retrieval_metrics import check_depth, mean_average_precision_at_k, recall_at_k
 
 #: Ranking depth that every official metric and submission file needs.
@@ -48,6 +48,8 @@ class CIRRanking:
 
     ``subset_ranked_ids``: CIRR only, the query's ``img_set`` members other than the reference, all ranked.
     ``available``: per query, how many gallery images it could rank (to tell a short list from a complete one).
+    ``removed``: per query, how many ids of a ranking made elsewhere were dropped (its reference image), which
+    lowers the depth its metrics demand by as many; ``notes`` says which queries that concerned.
     """
 
     dataset_name: str
@@ -56,6 +58,14 @@ class CIRRanking:
     ranked_ids: list[list[str]]
     subset_ranked_ids: list[list[str]] | None
     available: list[int]
+    removed: list[int] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def required_depth(self, k: int) -> list[int]:
+        """Per query, how many ids a metric @``k`` needs: ``min(k, available)``, less the ids removed from a
+        ranking made elsewhere (a server's full-depth list that held the reference is scored as it stands)."""
+        removed = self.removed or [0] * len(self.available)
+        return [max(0, min(k, a) - r) for a, r in zip(self.available, removed)]
 
     @classmethod
     def from_ranked_ids(
@@ -66,8 +76,10 @@ class CIRRanking:
     ) -> CIRRanking:
         """A ranking made elsewhere: per query (a list in query order, or a dict by query id), ranked gallery ids.
 
-        Where the benchmark excludes the reference it is dropped from the given lists. Ids must belong to the
-        gallery and must not repeat (``ValueError`` otherwise).
+        Where the benchmark excludes the reference it is dropped from the given lists, with a note, and the list
+        is scored as it stands (as CIRCO's own script scores its example file, whose query 189 lists the
+        reference): a list of exactly the needed depth that held the reference is not "too short". Ids must
+        belong to the gallery and must not repeat (``ValueError`` otherwise).
         """
         ranked = _per_query(dataset, ranked_ids, "ranked_ids")
         subsets = None if subset_ranked_ids is None else _per_query(dataset, subset_ranked_ids, "subset_ranked_ids")
@@ -87,13 +99,23 @@ class CIRRanking:
                 return lists
             return [[i for i in ids if i != q.reference_id] for ids, q in zip(lists, dataset.queries)]
 
+        kept = drop_reference(ranked, False)
+        removed = [len(given) - len(left) for given, left in zip(ranked, kept)]
+        notes = [
+            f"query {q.query_id}: its reference image {q.reference_id} was ranked at position "
+            f"{given.index(q.reference_id) + 1}; removed (the benchmark excludes it), {len(left)} ids scored"
+            for q, given, left, count in zip(dataset.queries, ranked, kept, removed)
+            if count
+        ]
         return cls(
             dataset_name=dataset.name,
             split=dataset.split,
             query_ids=[q.query_id for q in dataset.queries],
-            ranked_ids=drop_reference(ranked, False),
+            ranked_ids=kept,
             subset_ranked_ids=None if subsets is None else drop_reference(subsets, True),
             available=_available(dataset),
+            removed=removed,
+            notes=notes,
         )
 
 
@@ -130,13 +152,7 @@ def rank_cir(
     ``scores``: a ``(len(dataset.queries), len(dataset.gallery_ids))`` array, or a :class:`ScoreSource` (e.g.
     :class:`EmbeddingScores`) in the same query and gallery order.
     """
-    source = as_score_source(scores)
-    expected = (len(dataset.queries), len(dataset.gallery_ids))
-    if (source.num_queries, source.num_gallery) != expected:
-        raise ValueError(
-            f"scores cover {source.num_queries} queries x {source.num_gallery} gallery images; "
-            f"{dataset.name} {dataset.split} has {expected[0]} x {expected[1]}"
-        )
+    source = score_source_for(scores, dataset, f"{dataset.name} {dataset.split}")
     row = dataset.gallery_row
     exclude = (
         [[row[q.reference_id]] if q.reference_id in row else [] for q in dataset.queries]
@@ -174,6 +190,7 @@ class EvalResult:
     split: str
     num_queries: int
     metrics: dict[str, float]
+    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """One line: ``cirr val (4181 queries): R@1 24.00  R@5 ...``."""
@@ -198,7 +215,7 @@ def cir_metrics(dataset: CIRDataset, ranking: CIRRanking) -> EvalResult:
     ks = RECALL_KS.get(benchmark, DEFAULT_RECALL_KS)
     metrics: dict[str, float] = {}
     if benchmark == "circo":
-        check_depth(ranking.ranked_ids, max(MAP_KS + ks), ranking.available)
+        check_depth(ranking.ranked_ids, max(MAP_KS + ks), required=ranking.required_depth(max(MAP_KS + ks)))
         for k, value in mean_average_precision_at_k(ranking.ranked_ids, targets, MAP_KS).items():
             metrics[f"mAP@{k}"] = value
         main_target = [(q.extra.get("target_img_id", q.target_ids[0]),) for q in dataset.queries]
@@ -206,7 +223,7 @@ def cir_metrics(dataset: CIRDataset, ranking: CIRRanking) -> EvalResult:
             metrics[f"R@{k}"] = value
         metrics.update(_per_aspect_map10(dataset, ranking))
     else:
-        check_depth(ranking.ranked_ids, max(ks), ranking.available)
+        check_depth(ranking.ranked_ids, max(ks), required=ranking.required_depth(max(ks)))
         for k, value in recall_at_k(ranking.ranked_ids, targets, ks).items():
             metrics[f"R@{k}"] = value
     if benchmark == "cirr":
@@ -215,7 +232,7 @@ def cir_metrics(dataset: CIRDataset, ranking: CIRRanking) -> EvalResult:
         for k, value in recall_at_k(ranking.subset_ranked_ids, targets, SUBSET_KS).items():
             metrics[f"R_subset@{k}"] = value
         metrics["Avg"] = (metrics["R@5"] + metrics["R_subset@1"]) / 2.0
-    return EvalResult(benchmark, dataset.name, dataset.split, len(dataset.queries), metrics)
+    return EvalResult(benchmark, dataset.name, dataset.split, len(dataset.queries), metrics, list(ranking.notes))
 
 
 def _per_aspect_map10(dataset: CIRDataset, ranking: CIRRanking) -> dict[str, float]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from tqdm import tqdm
@@ -210,6 +210,19 @@ class EmbeddingScores:
     def scores_at(self, query: int, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
         return np.asarray(self.gallery[rows], dtype=np.float32) @ self.queries[query]
+
+
+def score_source_for(scores: ScoreSource | np.ndarray, dataset: Any, what: str) -> ScoreSource:
+    """:func:`as_score_source`, checked to cover every query of ``dataset`` against its whole gallery (``what``
+    names the dataset in the error)."""
+    source = as_score_source(scores)
+    expected = (len(dataset.queries), len(dataset.gallery_ids))
+    if (source.num_queries, source.num_gallery) != expected:
+        raise ValueError(
+            f"scores cover {source.num_queries} queries x {source.num_gallery} gallery images; "
+            f"{what} has {expected[0]} x {expected[1]}"
+        )
+    return source
 
 
 def as_score_source(scores: ScoreSource | np.ndarray) -> ScoreSource:

@@ -22,14 +22,22 @@ from collections.abc import Collection, Iterable, Sequence
 import numpy as np
 
 
-def check_depth(ranked: Sequence[Sequence[str]], k: int, available: Sequence[int] | None = None) -> None:
+def check_depth(
+    ranked: Sequence[Sequence[str]],
+    k: int,
+    available: Sequence[int] | None = None,
+    required: Sequence[int] | None = None,
+) -> None:
     """Raise ``ValueError`` if some ranking is shorter than ``k`` while more images could have been ranked.
 
     ``available``: per query, how many images it could rank (gallery size minus exclusions); ``None`` demands a
-    depth of ``k`` from every list.
+    depth of ``k`` from every list. ``required``: per query, the depth to demand instead (overrides both).
     """
     for position, ids in enumerate(ranked):
-        limit = k if available is None else min(k, available[position])
+        if required is not None:
+            limit = required[position]
+        else:
+            limit = k if available is None else min(k, available[position])
         if len(ids) < limit:
             raise ValueError(
                 f"ranking {position} holds {len(ids)} ids (excluded images removed), fewer than the "

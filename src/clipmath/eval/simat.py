@@ -40,7 +40,7 @@ import numpy as np
 
 from clipmath.data.simat import FIELDS, SimatDataset, SimatQuery
 from clipmath.errors import DatasetError
-from clipmath.eval.ranking import ScoreSource, as_score_source
+from clipmath.eval.ranking import ScoreSource, score_source_for
 
 #: SIMAT's decision threshold on OSCAR matching scores.
 OSCAR_THRESHOLD = 0.5
@@ -134,13 +134,7 @@ class SimatResult:
 
 def retrieve_simat(dataset: SimatDataset, scores: ScoreSource | np.ndarray, progress: bool = False) -> list[str]:
     """Per query, the best gallery id other than the query's source image (SIMAT's retrieval step)."""
-    source = as_score_source(scores)
-    expected = (len(dataset.queries), len(dataset.gallery_ids))
-    if (source.num_queries, source.num_gallery) != expected:
-        raise ValueError(
-            f"scores cover {source.num_queries} queries x {source.num_gallery} images; "
-            f"SIMAT {dataset.split} has {expected[0]} x {expected[1]}"
-        )
+    source = score_source_for(scores, dataset, f"SIMAT {dataset.split}")
     row = dataset.gallery_row
     results = source.top_k(1, [[row[q.source_id]] for q in dataset.queries], progress)
     return [dataset.gallery_ids[r] for r in results.rows[:, 0].tolist()]

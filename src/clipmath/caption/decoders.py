@@ -1,0 +1,215 @@
+"""What every caption decoder shares: the :class:`Caption` result, the target vector, text scoring, progress, and
+the decoder registry :data:`DECODERS`.
+
+    from clipmath.caption import DECODERS
+    spec = DECODERS.get("magic")                        # or "zerocap"
+    decoder = spec.create(lm, encoder, beam_width=8)    # options: fields of spec.options_class()
+    best = decoder.caption(target_vector)[0]            # any (D,) vector of the encoder's space
+    print(best.full_text, best.clip_score, best.seconds)
+
+A decoder is any object with ``caption(target, config=None, progress=False) -> list[Caption]`` (best first).
+``progress`` is ``True`` (a tqdm bar per token), ``False``, or a callback ``(tokens_done, max_tokens)`` called after
+every token, for front ends that draw their own progress.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from clipmath.encoders.base import Encoder
+from clipmath.errors import CaptionError
+from clipmath.registry import Registry, import_ref
+
+ProgressCallback = Callable[[int, int], None]
+Progress = bool | ProgressCallback
+
+
+@dataclass(frozen=True)
+class Caption:
+    """One caption with its scores.
+
+    ``clip_score`` is the cosine between the target and the encoder's embedding of ``text`` (the caption without
+    the prompt, as ZeroCap ranks its beams); ``lm_score`` is the mean log-probability per token under the
+    decoder's distribution. ``continuation`` is the decoded text exactly as it follows the prompt. ``seconds`` is
+    the wall time the decoder spent on this target (all beams together).
+    """
+
+    text: str
+    prompt: str
+    clip_score: float
+    lm_score: float
+    continuation: str = ""
+    tokens: tuple[int, ...] = field(default=(), repr=False)
+    seconds: float = field(default=0.0, compare=False)
+
+    @property
+    def full_text(self) -> str:
+        """Prompt and caption as one sentence ("Image of a cat on a sofa.")."""
+        return (self.prompt + (self.continuation or " " + self.text)).strip()
+
+
+class CaptionDecoder(Protocol):
+    """What :meth:`DecoderSpec.create` returns."""
+
+    def caption(
+        self, target_embedding: np.ndarray | torch.Tensor, config: Any = None, progress: Progress = False
+    ) -> list[Caption]: ...
+
+
+@dataclass(frozen=True)
+class DecoderSpec:
+    """A caption decoder: its name, what it does, and lazy references to its class and its options dataclass."""
+
+    name: str
+    description: str
+    factory: str  # "module:Class", called as Class(lm, encoder, options)
+    options: str  # "module:OptionsDataclass"
+
+    def options_class(self) -> type:
+        return import_ref(self.options)
+
+    def make_options(self, base: Any = None, **overrides: object) -> Any:
+        """The options dataclass with its defaults (or ``base``), single fields replaced; unknown ones raise."""
+        cls = self.options_class()
+        base = base if base is not None else cls()
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise CaptionError(f"unknown {self.name} option(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(base, **overrides) if overrides else base
+
+    def create(self, lm: Any, encoder: Encoder, options: Any = None, **overrides: object) -> CaptionDecoder:
+        """A decoder for ``lm`` and ``encoder`` with these options."""
+        return import_ref(self.factory)(lm, encoder, self.make_options(options, **overrides))
+
+
+DECODERS: Registry[DecoderSpec] = Registry("caption decoder", error=CaptionError)
+DECODERS.register(
+    "zerocap",
+    DecoderSpec(
+        "zerocap",
+        "ZeroCap: beam search, the LM's context shifted by gradient steps toward the target (slow, the paper's)",
+        "clipmath.caption.zerocap:ZeroCapDecoder",
+        "clipmath.caption.zerocap:ZeroCapConfig",
+    ),
+)
+
+
+# ---- shared pieces of decoding ----------------------------------------------------------------------------------
+def target_tensor(target_embedding: np.ndarray | torch.Tensor, encoder: Encoder, device: torch.device) -> torch.Tensor:
+    """The target as a unit float32 vector on ``device`` (the LM's: every score is combined with LM outputs)."""
+    if isinstance(target_embedding, torch.Tensor):
+        target_embedding = target_embedding.detach().float().cpu().numpy()
+    vector = torch.as_tensor(np.asarray(target_embedding, dtype=np.float32)).flatten()
+    if vector.numel() != encoder.dim:
+        raise CaptionError(
+            f"target embedding has {vector.numel()} values but {encoder.info.model_id} embeds in "
+            f"{encoder.dim}-d: embed the target with the same model"
+        )
+    norm = vector.norm()
+    if not torch.isfinite(norm) or norm == 0:
+        raise CaptionError("target embedding is zero or not finite")
+    return (vector / norm).to(device)
+
+
+class TextEmbeddings:
+    """The encoder's normalised embeddings of texts, memoised (decoders re-score mostly the same texts).
+
+    Misses are encoded in one call, shortest first in batches of ``batch_size`` (less padding). On CUDA the text
+    encoder may run in half precision (``half=True``); embeddings come back as float32 either way. The memo holds
+    at most ``capacity`` texts (least recently used dropped first).
+    """
+
+    def __init__(self, encoder: Encoder, batch_size: int = 256, capacity: int = 200_000, half: bool = False) -> None:
+        self.encoder = encoder
+        self.batch_size = batch_size
+        self.capacity = capacity
+        self.half = half
+        self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.encoded = 0  # texts run through the encoder so far
+
+    def clear(self) -> None:
+        self._memo.clear()
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        """``(len(texts), D)`` float32, one row per text."""
+        memo = self._memo
+        missing = list(dict.fromkeys(t for t in texts if t not in memo))
+        if missing:
+            feats = self._encode_sorted(missing)
+            memo.update(zip(missing, feats))
+            self.encoded += len(missing)
+        rows = np.empty((len(texts), self.encoder.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            rows[i] = memo[text]
+        if len(memo) > self.capacity:
+            for _ in range(len(memo) - self.capacity):
+                memo.popitem(last=False)
+        return rows
+
+    def _encode_sorted(self, texts: list[str]) -> np.ndarray:
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        ordered = [texts[i] for i in order]
+        out = np.empty((len(texts), self.encoder.dim), dtype=np.float32)
+        with _half_precision(self.encoder, self.half):
+            feats = self.encoder.encode_texts(ordered, batch_size=self.batch_size)
+        out[order] = feats
+        return out
+
+
+class _half_precision:
+    """Within the block, the encoder's text tower runs in float16 (CUDA only; a no-op elsewhere)."""
+
+    def __init__(self, encoder: Encoder, enabled: bool) -> None:
+        self.enabled = enabled and getattr(encoder, "device", torch.device("cpu")).type == "cuda"
+
+    def __enter__(self) -> None:
+        if self.enabled:
+            self._autocast = torch.autocast("cuda", dtype=torch.float16)
+            self._autocast.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self._autocast.__exit__(*exc)
+
+
+class TokenProgress:
+    """Per-token progress: a tqdm bar (``progress=True``), a callback, or nothing."""
+
+    def __init__(self, progress: Progress, total: int, desc: str) -> None:
+        self.total = total
+        self.done = 0
+        self._callback = progress if callable(progress) else None
+        self._bar = None
+        if progress is True:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc=desc, unit="token")
+
+    def step(self) -> None:
+        self.done += 1
+        if self._bar is not None:
+            self._bar.update(1)
+        if self._callback is not None:
+            self._callback(self.done, self.total)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def __enter__(self) -> TokenProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def decoder_names() -> list[str]:
+    """Registered decoder names (for option choices)."""
+    return DECODERS.names()
