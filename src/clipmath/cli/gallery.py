@@ -177,25 +177,19 @@ def methods(as_json: JsonOpt = False) -> None:
     emit(listing, as_json, lambda: [f"{name:>14}  {description}" for name, description in listing.items()])
 
 
-def _listing(module: str, registry: str, fallback: tuple[str, ...]) -> list[dict]:
-    """Entries of a model registry (``clipmath.encoders.ENCODERS``…) as rows; names only where it does not exist."""
-    import importlib
-
-    imported = importlib.import_module(module)
-    named = getattr(imported, registry, None)
-    if named is None:  # before the registry lands: the names the loader knows
-        return [{"name": getattr(imported, constant), "description": "", "pretrained": None} for constant in fallback]
+def _listing(registry) -> list[dict]:
+    """Entries of a model registry (ENCODERS, LANGUAGE_MODELS) as rows: name, description, pretrained, aliases."""
     aliases: dict[str, list[str]] = {}
-    for alias, name in named.aliases().items():
+    for alias, name in registry.aliases().items():
         aliases.setdefault(name, []).append(alias)
     return [
         {
-            "name": name + (f":{spec.arg_name.upper()}" if getattr(spec, "arg_name", None) else ""),
-            "description": getattr(spec, "description", ""),
-            "pretrained": getattr(spec, "pretrained", None),
+            "name": name + (f":{spec.arg_name.upper()}" if spec.arg_name else ""),
+            "description": spec.description,
+            "pretrained": spec.pretrained,
             "aliases": aliases.get(name, []),
         }
-        for name, spec in named.items()
+        for name, spec in registry.items()
     ]
 
 
@@ -210,19 +204,17 @@ _MODELS_EXAMPLES = """Examples:
 @app.command(epilog=_MODELS_EXAMPLES)
 def models(as_json: JsonOpt = False) -> None:
     """List the named encoders (--model) and language models (--lm); a hub name or a local folder also works."""
-    listing = {
-        "encoders": _listing("clipmath.encoders", "ENCODERS", ("OFFLINE_NAME", "TINY_NAME", "DEFAULT_CLIP")),
-        "language_models": _listing(
-            "clipmath.caption", "LANGUAGE_MODELS", ("SMOLLM2_NAME", "TINY_LM_NAME", "DEFAULT_LM")
-        ),
-    }
+    from clipmath.caption import LANGUAGE_MODELS
+    from clipmath.encoders import ENCODERS
+
+    listing = {"encoders": _listing(ENCODERS), "language_models": _listing(LANGUAGE_MODELS)}
 
     def render():
         for kind, option in (("encoders", "--model"), ("language_models", "--lm")):
             rows = [
                 (
                     entry["name"],
-                    {True: "yes", False: "random", None: "?"}[entry["pretrained"]],
+                    "yes" if entry["pretrained"] else "random weights",
                     ", ".join(entry.get("aliases", [])),
                     entry["description"],
                 )
@@ -230,6 +222,8 @@ def models(as_json: JsonOpt = False) -> None:
             ]
             title = f"{kind.replace('_', ' ')} ({option})"
             columns = ("name", "pretrained", "aliases", "description")
-            yield table(columns, rows, title=title, left=("name", "aliases", "description"))
+            yield table(columns, rows, title=title, left=columns)
+        yield "Any other --model is a Hugging Face CLIP name (openai/clip-vit-base-patch32) or a local model folder;"
+        yield "any other --lm a Hugging Face causal LM or a local folder."
 
     emit(listing, as_json, render)

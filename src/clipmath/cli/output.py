@@ -67,24 +67,28 @@ def table(
     title: str | None = None,
     caption: str | None = None,
     left: Sequence[str] = ("id", "method", "name", "path"),
+    wrap: Sequence[str] = ("description",),
 ) -> Table:
-    """A rich table whose title, caption and cells are shown literally (never parsed as markup)."""
+    """A rich table whose title, caption and cells are shown literally (never parsed as markup); only the ``wrap``
+    columns may wrap, the others always print whole."""
     shown = Table(
         title=escape(title) if title else None,
         caption=escape(caption) if caption else None,
         title_justify="left",
     )
     for column in columns:
-        shown.add_column(escape(column), justify="left" if column in left else "right", no_wrap=True)
+        justify = "left" if column in left else "right"
+        shown.add_column(escape(column), justify=justify, no_wrap=column not in wrap, overflow="fold")
     for row in rows:
         shown.add_row(*[escape(str(cell)) for cell in row])
     return shown
 
 
 def print_table(shown: Table) -> None:
-    """Print a table at its full width, even on a narrow terminal or a pipe (never cut a metric name short)."""
+    """Print a table without cutting a cell short, even on a narrow terminal or a pipe (widens the console if the
+    unwrappable columns need it)."""
     narrow = out.width
-    out.width = max(narrow, out.measure(shown).maximum)
+    out.width = max(narrow, out.measure(shown, options=out.options.update_width(100_000)).minimum)
     try:
         out.print(shown)
     finally:
