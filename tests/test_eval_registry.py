@@ -77,6 +77,12 @@ def test_domain_rules_are_spec_facts_worded_by_field():
         cirr.check_options(variant="dress")
 
 
+@pytest.mark.parametrize("lam", [float("nan"), float("inf"), -float("inf")])
+def test_config_refuses_non_finite_lambdas(lam):
+    with pytest.raises(ClipmathError, match="'lams'.* must be a finite number"):
+        EvalConfig(lams=(1.0, lam))
+
+
 def test_fashioniq_categories_load_by_name_or_option(tmp_path):
     root = build_fashioniq(tmp_path / "FashionIQ")
     assert [d.name for d in load_benchmark("fashioniq-toptee", root, check_images=False)] == ["fashioniq-toptee"]
@@ -150,6 +156,27 @@ def test_a_registered_toy_benchmark_evaluates_like_a_builtin(tiny_encoder, toy_b
         write_submissions(report, tmp_path / "out.json")
     with pytest.raises(BenchmarkError, match="'lams' .* apply to SIMAT only, not Toy"):
         evaluate(datasets, tiny_encoder, ["image"], tmp_path / "cache", EvalConfig(lams=(2.0,), progress=False))
+
+
+def test_the_toy_benchmark_runs_from_the_command_line(toy_benchmark, toy_root, tmp_path):
+    """``clipmath eval --dataset toy``: the CLI finds the registered spec (defaults, rules) by name."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from clipmath.cli import app
+
+    args = ["eval", "--dataset", "toy", "--path", str(toy_root), "--cache", str(tmp_path / "c"),
+            "--model", "tiny-random-clip", "--quiet"]  # fmt: skip
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["benchmark"], report["split"]) == ("toy", "val")
+    assert [r["method"] for r in report["results"]] == ["image"]  # the spec's default method
+    assert list(report["results"][0]["metrics"]) == ["R@1", "R@5", "R@10", "R@50"]
+    refused = CliRunner().invoke(app, [*args, "--submission", str(tmp_path / "s.json")])
+    assert isinstance(refused.exception, SubmissionError)  # `main()` prints it as a one-line error, status 2
+    assert "only CIRR and CIRCO have a test server" in str(refused.exception)
 
 
 # ---- a benchmark scored by its own protocol (the shape of a difference-captioning benchmark) -----------------

@@ -10,6 +10,11 @@ mapping ids to items; each item has ``prediction`` (a string) and ``references``
 strings)::
 
     [{"image_name": "a.jpg", "prediction": "a cat on a sofa.", "captions": ["A cat sleeps.", "..."]}, ...]
+
+or, as every difference-captioning repository writes them, COCO-format predictions ``[{"image_id": ..., "caption":
+...}]`` scored against a COCO-format reference file (``{"images": [...], "annotations": [{"image_id", "caption"}]}``,
+:func:`read_coco_caption_items`); as pycocoevalcap's ``COCOEvalCap`` does, the predicted ids are scored, and each must
+have references. Ids compare as strings (``256`` and ``"256"`` are one image).
 """
 
 from __future__ import annotations
@@ -107,10 +112,84 @@ def read_caption_file(path: str | Path) -> list[CaptionItem]:
     return [_parse_item(path, key, value) for key, value in entries]
 
 
-def score_caption_file(path: str | Path, meteor: bool = True) -> CaptionScores:
-    """COCO caption metrics of a predictions-with-references file (what ``clipmath eval-captions`` reports)."""
-    items = read_caption_file(path)
+def score_caption_file(
+    path: str | Path, meteor: bool = True, references: str | Path | None = None
+) -> CaptionScores:
+    """COCO caption metrics of a predictions file (what ``clipmath eval-captions`` reports).
+
+    Without ``references`` the file holds predictions with their references; with a COCO-format ``references`` file
+    it holds COCO-format predictions.
+    """
+    items = read_caption_file(path) if references is None else read_coco_caption_items(path, references)
     return caption_metrics([it.prediction for it in items], [list(it.references) for it in items], meteor=meteor)
+
+
+def read_coco_references(path: str | Path) -> dict[str, list[str]]:
+    """Image id (as a string) -> reference captions, from a COCO-format caption annotation file."""
+    data = _load_json(Path(path), "reference file")
+    annotations = data.get("annotations") if isinstance(data, dict) else None
+    if not isinstance(annotations, list):
+        raise CaptionError(f"{path} is not a COCO-format reference file: it needs an 'annotations' list")
+    references: dict[str, list[str]] = {}
+    for i, annotation in enumerate(annotations):
+        if not isinstance(annotation, dict) or "image_id" not in annotation or "caption" not in annotation:
+            raise CaptionError(f"{path}: annotation {i} needs 'image_id' and 'caption'")
+        references.setdefault(str(annotation["image_id"]), []).append(str(annotation["caption"]))
+    if not references:
+        raise CaptionError(f"{path} holds no annotations")
+    return references
+
+
+def read_coco_predictions(path: str | Path) -> dict[str, str]:
+    """Image id (as a string) -> predicted caption, from ``[{"image_id": ..., "caption": ...}, ...]``."""
+    data = _load_json(Path(path), "predictions file")
+    if not isinstance(data, list) or not data:
+        raise CaptionError(f"{path}: COCO-format predictions are a non-empty list of {{image_id, caption}} objects")
+    predictions: dict[str, str] = {}
+    for i, item in enumerate(data):
+        if not isinstance(item, dict) or "image_id" not in item or not isinstance(item.get("caption"), str):
+            raise CaptionError(f"{path}: item {i} needs 'image_id' and a 'caption' string")
+        key = str(item["image_id"])
+        if key in predictions:
+            raise CaptionError(f"{path}: image {key} has more than one prediction")
+        predictions[key] = item["caption"]
+    return predictions
+
+
+def read_coco_caption_items(predictions: str | Path, references: str | Path) -> list[CaptionItem]:
+    """Pair COCO-format predictions with their references (every predicted id must have references)."""
+    refs = read_coco_references(references)
+    preds = read_coco_predictions(predictions)
+    missing = [key for key in preds if key not in refs]
+    if missing:
+        raise CaptionError(
+            f"{len(missing)} predicted image id(s) have no references in {references} (first: {missing[0]!r})"
+        )
+    return [CaptionItem(key, text, tuple(refs[key])) for key, text in preds.items()]
+
+
+def write_coco_files(
+    items: Sequence[CaptionItem], predictions: str | Path, references: str | Path
+) -> tuple[Path, Path]:
+    """Write items as COCO-format predictions and references (the files difference-captioning code exchanges)."""
+    predictions, references = Path(predictions), Path(references)
+    predictions.write_text(json.dumps([{"image_id": it.key, "caption": it.prediction} for it in items]))
+    annotations = [
+        {"image_id": it.key, "caption": ref, "id": n}
+        for n, (it, ref) in enumerate((it, ref) for it in items for ref in it.references)
+    ]
+    images = [{"id": it.key, "filename": it.key} for it in items]
+    references.write_text(json.dumps({"type": "captions", "images": images, "annotations": annotations}))
+    return predictions, references
+
+
+def _load_json(path: Path, what: str) -> object:
+    if not path.is_file():
+        raise CaptionError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CaptionError(f"{path} is not valid JSON: {exc}") from None
 
 
 # ---- internals --------------------------------------------------------------------------------------------
@@ -128,6 +207,8 @@ def _parse_item(path: Path, key: str, value: object) -> CaptionItem:
         raise CaptionError(f"{where} is not an object with 'prediction' and 'references' (or 'captions')")
     prediction = value.get("prediction")
     if not isinstance(prediction, str):
+        if "caption" in value and "image_id" in value:
+            raise CaptionError(f"{path} holds COCO-format predictions: score them with a COCO-format reference file")
         raise CaptionError(f"{where} has no 'prediction' string")
     refs = next((value[k] for k in REFERENCE_KEYS if k in value), None)
     if refs is None:

@@ -100,18 +100,16 @@ def eval_command(
 
     Gallery features are cached per model, split and preprocessing, so later runs encode nothing.
     """
-    from clipmath.compose import learned_methods
-    from clipmath.compose.values import check_weight
     from clipmath.eval import EvalConfig, evaluate, find_benchmark, load_benchmark, resolve_methods, write_submissions
 
-    lams = [check_weight(value) for value in option_values(ctx, lam, "--lam", float, "numbers") or []]
+    lams = option_values(ctx, lam, "--lam", float, "numbers") or []  # EvalConfig checks each value
     spec, _ = find_benchmark(dataset)
     benchmark = spec.name
     if method and methods:
         raise ClipmathError("give --method or --methods, not both")
     selection = [m.strip() for m in methods.split(",") if m.strip()] if methods else list(method or [])
     selection = selection or [spec.default_method]
-    checkpoints = method_paths(checkpoint, learned_methods(), selection)
+    checkpoints = method_paths(checkpoint, spec.get_protocol().method_names()[1], selection)
     chosen, skipped = resolve_methods(selection, checkpoints, spec)
     if oracle not in ("labels", "oscar"):
         raise ClipmathError(f"--oracle is labels or oscar, not {oracle!r}")

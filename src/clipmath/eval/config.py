@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,5 +38,8 @@ class EvalConfig:
             raise ClipmathError(f"caption_orders is 'both' or 'one', not {self.caption_orders!r}")
         if not self.lams:
             raise ClipmathError("give at least one λ value")
+        bad = [lam for lam in self.lams if not math.isfinite(lam)]
+        if bad:
+            raise ClipmathError(f"every λ value ('lams') must be a finite number, not {bad[0]!r}")
         if self.limit is not None and self.limit < 1:
             raise ClipmathError("limit must be at least 1")

@@ -1,0 +1,219 @@
+"""Describe what changed between two images: a trained CLIP4IDC captioner, or zero-shot with no training.
+
+Python API::
+
+    from clipmath.caption.difference import caption_difference, difference_vector
+
+    caption_difference("before.png", "after.png", checkpoint="idc-caption/")      # trained (CLIP4IDC stage 2)
+    caption_difference("before.png", "after.png", encoder=enc, lm=lm)             # zero-shot (ZeroCap on after − before)
+    query = difference_vector(enc, "before.png", "after.png", reference=vec)      # search: changed like this pair
+
+* **Trained** (:class:`TrainedDifferenceCaptioner`): the checkpoint of ``clipmath train idc --stage caption``; the
+  pair encoder reads both images, the decoder writes the caption with beam search.
+* **Zero-shot** (:func:`zero_shot_difference`): the ZeroCap decoder steered towards ``w_after·e(after) −
+  w_before·e(before)`` (normalised image embeddings), continuing ``prompt``. It needs a language model and says what the
+  direction points to ("a red cube"); it is no match for a trained captioner on a dataset's own phrasing.
+* **Search by difference** (:func:`difference_vector`): the unit vector ``after − before`` (optionally added to a
+  reference embedding with weight ``lam``): hand it to :func:`clipmath.search.make_index` ``.search`` to find images
+  that changed the same way, or that look like the reference changed like the pair.
+
+Bad input gets a one-line :class:`~clipmath.errors.CaptionError`: an unreadable or corrupt image, a checkpoint of
+another kind or encoder. An "after" image of another size than "before" is resized to the "before" size (both are then
+preprocessed as the encoder does); identical images are answered "no change" without running a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageChops
+
+from clipmath.caption.difference_model import DifferenceCaptioner, build_captioner, decode_tokens
+from clipmath.compose.checkpoint import load_checkpoint
+from clipmath.encoders.base import Encoder
+from clipmath.encoders.pair import make_pair_encoder
+from clipmath.errors import CaptionError, ClipmathError
+
+CAPTION_KIND = "idc-caption"
+DEFAULT_PROMPT = "Now there is a"
+NO_CHANGE = "no change"
+ImageInput = str | Path | Image.Image
+
+
+@dataclass(frozen=True)
+class DifferenceCaption:
+    """A difference caption; ``mode`` is ``trained``, ``zero-shot`` or ``identical``; ``model`` says which ran."""
+
+    text: str
+    mode: str
+    model: str
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def open_pair(before: ImageInput, after: ImageInput) -> tuple[Image.Image, Image.Image]:
+    """Decode both images (RGB); an "after" of another size is resized to the "before" size."""
+    first, second = _open(before, "before"), _open(after, "after")
+    if second.size != first.size:
+        second = second.resize(first.size, Image.Resampling.BICUBIC)
+    return first, second
+
+
+def identical(before: Image.Image, after: Image.Image) -> bool:
+    return before.size == after.size and ImageChops.difference(before, after).getbbox() is None
+
+
+class TrainedDifferenceCaptioner:
+    """A trained CLIP4IDC captioner (a ``clipmath train idc --stage caption`` checkpoint) on its encoder."""
+
+    def __init__(self, encoder: Encoder, model: DifferenceCaptioner, beam_size: int = 3, label: str = "") -> None:
+        self.encoder = encoder
+        self.model = model.eval()
+        self.beam_size = beam_size
+        self.label = label or f"CLIP4IDC captioner on {encoder.info.label()}"
+
+    @classmethod
+    def load(cls, checkpoint: str | Path, encoder: Encoder | None = None, device: str = "cpu") -> TrainedDifferenceCaptioner:
+        """Load a checkpoint; ``encoder`` defaults to the model it was trained on (by its id)."""
+        loaded = load_checkpoint(checkpoint)
+        if loaded.kind != CAPTION_KIND:
+            raise CaptionError(
+                f"{checkpoint} is a '{loaded.kind}' checkpoint, not a difference captioner ('{CAPTION_KIND}', "
+                "made by `clipmath train idc --stage caption`)"
+            )
+        if encoder is None:
+            from clipmath.encoders import load_encoder
+
+            encoder = load_encoder(loaded.model_id, device=device)
+        try:
+            loaded.check_encoder(encoder)
+        except ClipmathError as exc:
+            raise CaptionError(str(exc)) from None
+        config = loaded.config
+        model = build_captioner(
+            make_pair_encoder(encoder),
+            encoder,
+            layers=int(config.get("decoder_layers", 3)),
+            heads=config.get("decoder_heads"),
+            max_tokens=int(config.get("max_words", 32)),
+            dropout=float(config.get("dropout", 0.1)),
+        )
+        try:
+            model.load_state_dict(loaded.tensors)
+        except RuntimeError as exc:
+            raise CaptionError(f"{checkpoint} does not fit this model: {str(exc).splitlines()[0]}") from None
+        return cls(encoder, model, int(config.get("beam_size", 3)))
+
+    @torch.no_grad()
+    def describe(
+        self, befores: Sequence[Image.Image], afters: Sequence[Image.Image], beam_size: int | None = None
+    ) -> list[str]:
+        """Captions of pairs of decoded images (one per pair)."""
+        if len(befores) != len(afters):
+            raise CaptionError(f"{len(befores)} 'before' images but {len(afters)} 'after' images")
+        if not befores:
+            return []
+        before = self.encoder.load_images(list(befores)).float()
+        after = self.encoder.load_images(list(afters)).float()
+        ids = self.model.generate(before, after, beam_size=beam_size or self.beam_size)
+        return [decode_tokens(self.encoder.tokenizer, row) for row in ids]
+
+    def caption(self, before: ImageInput, after: ImageInput) -> DifferenceCaption:
+        first, second = open_pair(before, after)
+        return DifferenceCaption(self.describe([first], [second])[0], "trained", self.label)
+
+
+def difference_vector(
+    encoder: Encoder,
+    before: ImageInput,
+    after: ImageInput,
+    weights: tuple[float, float] = (1.0, 1.0),
+    reference: np.ndarray | None = None,
+    lam: float = 1.0,
+) -> np.ndarray:
+    """Unit vector ``w_after·e(after) − w_before·e(before)``; with ``reference``, unit ``reference + lam·that``."""
+    first, second = open_pair(before, after)
+    if identical(first, second):
+        raise CaptionError("the two images are identical: there is no difference to follow")
+    vectors = encoder.encode_images([first, second])
+    w_before, w_after = weights
+    direction = w_after * vectors[1] - w_before * vectors[0]
+    norm = float(np.linalg.norm(direction))
+    if not np.isfinite(norm) or norm < 1e-8:
+        raise CaptionError("the two images embed to the same vector: there is no difference to follow")
+    direction = direction / norm
+    if reference is not None:
+        reference = np.asarray(reference, dtype=np.float32).reshape(-1)
+        if reference.shape[0] != direction.shape[0]:
+            raise CaptionError(f"the reference vector is {reference.shape[0]}-d; the model embeds in {direction.shape[0]}-d")
+        direction = reference / max(float(np.linalg.norm(reference)), 1e-12) + lam * direction
+        direction = direction / max(float(np.linalg.norm(direction)), 1e-12)
+    return direction.astype(np.float32)
+
+
+def zero_shot_difference(
+    before: ImageInput,
+    after: ImageInput,
+    encoder: Encoder,
+    lm,
+    weights: tuple[float, float] = (1.0, 1.0),
+    prompt: str = DEFAULT_PROMPT,
+    **decoder_options: object,
+) -> DifferenceCaption:
+    """ZeroCap's decoder on the embedding difference (no training); ``decoder_options`` go to ZeroCap."""
+    from clipmath.caption.zerocap import caption
+
+    label = f"zero-shot ZeroCap ({getattr(lm, 'name', 'LM')}) on {encoder.info.label()}"
+    first, second = open_pair(before, after)
+    if identical(first, second):
+        return DifferenceCaption(NO_CHANGE, "identical", label)
+    try:
+        target = difference_vector(encoder, first, second, weights)
+    except CaptionError:
+        return DifferenceCaption(NO_CHANGE, "identical", label)
+    best = caption(target, lm, encoder, cond_text=prompt, **decoder_options)[0]
+    return DifferenceCaption(best.full_text, "zero-shot", label)
+
+
+def caption_difference(
+    before: ImageInput,
+    after: ImageInput,
+    checkpoint: str | Path | TrainedDifferenceCaptioner | None = None,
+    encoder: Encoder | None = None,
+    lm=None,
+    **options: object,
+) -> DifferenceCaption:
+    """One difference caption: the trained captioner when ``checkpoint`` is given, zero-shot otherwise.
+
+    This is what ``clipmath diff-caption`` and the server's ``/api/caption/difference`` call. Zero-shot needs
+    ``encoder`` and ``lm`` (a :class:`~clipmath.caption.LanguageModel`); ``options`` go to :func:`zero_shot_difference`.
+    """
+    if checkpoint is not None:
+        captioner = (
+            checkpoint
+            if isinstance(checkpoint, TrainedDifferenceCaptioner)
+            else TrainedDifferenceCaptioner.load(checkpoint, encoder)
+        )
+        return captioner.caption(before, after)
+    if encoder is None or lm is None:
+        raise CaptionError("zero-shot difference captions need an encoder and a language model (or give a checkpoint)")
+    return zero_shot_difference(before, after, encoder, lm, **options)
+
+
+def _open(image: ImageInput, which: str) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    from clipmath.store.images import ImageDecodeError, decode_image
+
+    path = Path(image)
+    try:
+        return decode_image(path)
+    except FileNotFoundError:
+        raise CaptionError(f"the '{which}' image was not found: {path}") from None
+    except ImageDecodeError as exc:
+        raise CaptionError(f"cannot read the '{which}' image {path}: {exc}") from None
