@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import math
 import multiprocessing
+import os
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -36,6 +37,8 @@ ImageSource = str | Path | bytes | Image.Image
 
 #: Images per worker task: big enough to amortise inter-process overhead, small enough to keep workers busy.
 TASK_SIZE = 8
+#: How much lower the workers' scheduling priority is than the process running the model.
+WORKER_NICENESS = 5
 #: Draft decoding keeps at least this many times the pixels the resize needs.
 DRAFT_MARGIN = 2.0
 
@@ -174,8 +177,17 @@ def _pool(workers: int) -> ProcessPoolExecutor:
         if pool is None:
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            pool = _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=context)
+            pool = _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=context, initializer=_lower_priority)
         return pool
+
+
+def _lower_priority() -> None:
+    """Workers yield the CPU to the model's threads: decoding fills the gaps instead of stalling every
+    synchronised torch thread it preempts."""
+    try:
+        os.nice(WORKER_NICENESS)
+    except OSError:  # pragma: no cover - not allowed here: run at the same priority
+        pass
 
 
 @atexit.register
