@@ -77,6 +77,20 @@ def test_domain_rules_are_spec_facts_worded_by_field():
         cirr.check_options(variant="dress")
 
 
+def test_monitor_names_the_key_flat_metrics_gives():
+    from types import SimpleNamespace as Named
+
+    from clipmath.eval.validation import monitor_metric
+
+    fashioniq, simat, cirr = (BENCHMARKS.get(n) for n in ("fashioniq", "simat", "cirr"))
+    categories = [Named(name=f"fashioniq-{c}") for c in ("dress", "shirt", "toptee")]
+    assert monitor_metric(fashioniq, categories, QUIET) == "average/R@10"
+    assert monitor_metric(fashioniq, categories[:1], QUIET) == "dress/R@10"
+    assert monitor_metric(simat, [Named(name="simat")], EvalConfig(lams=(2.0, 1.0))) == "λ=2/score"
+    assert monitor_metric(simat, [Named(name="simat")], QUIET) == "score"
+    assert monitor_metric(cirr, [Named(name="cirr-extra")], QUIET) == "extra/Avg"
+
+
 @pytest.mark.parametrize("lam", [float("nan"), float("inf"), -float("inf")])
 def test_config_refuses_non_finite_lambdas(lam):
     with pytest.raises(ClipmathError, match="'lams'.* must be a finite number"):

@@ -131,25 +131,25 @@ def _require_regular(info: os.stat_result, path: Path) -> None:
 def _decode_stream(
     stream: BinaryIO, max_pixels: int, formats: tuple[str, ...], draft: tuple[int, int] | None
 ) -> DecodedImage:
+    image = None
     try:
         with warnings.catch_warnings():
             # Pillow's own bomb warning is replaced by the explicit limit below (its hard error still applies).
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(stream, formats=formats) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise ImageDecodeError(
-                        f"too many pixels ({width}x{height} > {max_pixels:,}): decompression bomb?", "too_large"
-                    )
-                image_format = image.format or ""
-                image.seek(0)
-                if draft is not None and image_format == "JPEG":
-                    image.draft("RGB", draft)
-                image.load()
-                oriented = _oriented(image)
-                if oriented.size != image.size:
-                    width, height = height, width
-                return DecodedImage(oriented.convert("RGB"), width, height, image_format)
+            image = Image.open(stream, formats=formats)
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageDecodeError(f"too many pixels ({width}x{height} > {max_pixels:,}): decompression bomb?", "too_large")
+        image_format = image.format or ""
+        image.seek(0)
+        if draft is not None and image_format == "JPEG":
+            image.draft("RGB", draft)
+        image.load()
+        if _orient_in_place(image):
+            width, height = height, width
+        # no copy when the decoded pixels are already RGB (a large upload is held once, not twice)
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        return DecodedImage(rgb, width, height, image_format)
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:
@@ -163,12 +163,34 @@ def _decode_stream(
         if "truncated" in reason or isinstance(exc, EOFError):
             reason = "truncated image"
         raise ImageDecodeError(f"cannot decode: {reason}", "corrupt") from None
+    finally:
+        if image is not None and image.mode != "RGB":
+            image.close()  # its RGB copy is what the caller gets
 
 
-def _oriented(image: Image.Image) -> Image.Image:
-    """The image turned upright by its EXIF orientation; unchanged if it has none or the EXIF data is damaged."""
+def image_size(data: bytes, formats: tuple[str, ...] = IMAGE_FORMATS) -> tuple[int, int]:
+    """Width and height from the header of an image's bytes, decoding no pixels (e.g. to budget memory first)."""
+    if not data:
+        raise ImageDecodeError("empty file (0 bytes)", "empty")
     try:
-        return ImageOps.exif_transpose(image) or image
-    except Exception:  # noqa: BLE001 - a damaged EXIF block must not make a good image unusable
-        return image
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=formats) as image:
+                return image.size
+    except UnidentifiedImageError:
+        raise ImageDecodeError(f"not an image in a supported format ({', '.join(formats)})", "format") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"decompression bomb refused: {exc}", "too_large") from None
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, struct_error) as exc:
+        raise ImageDecodeError(f"cannot decode: {exc or type(exc).__name__}", "corrupt") from None
 
+
+def _orient_in_place(image: Image.Image) -> bool:
+    """Turn ``image`` upright by its EXIF orientation; True if width and height swapped. A damaged EXIF block
+    leaves the image as it is (it must not make a good image unusable)."""
+    before = image.size
+    try:
+        ImageOps.exif_transpose(image, in_place=True)
+    except Exception:  # noqa: BLE001
+        return False
+    return image.size != before

@@ -18,7 +18,6 @@ from clipmath.cli.options import (
     PreprocessingOpt,
     QuietOpt,
     ThreadsOpt,
-    finite,
     method_paths,
     option_values,
 )
@@ -91,7 +90,7 @@ def eval_command(
     model: ModelOpt = "auto",
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "auto",
-    preprocessing: PreprocessingOpt = "clip",
+    preprocessing: PreprocessingOpt = None,
     batch_size: EncodeBatchOpt = 64,
     threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
@@ -103,7 +102,7 @@ def eval_command(
     """
     from clipmath.eval import EvalConfig, evaluate, find_benchmark, load_benchmark, resolve_methods, write_submissions
 
-    lams = [finite(value, "--lam") for value in option_values(ctx, lam, "--lam", float, "numbers") or []]
+    lams = option_values(ctx, lam, "--lam", float, "numbers") or []  # EvalConfig checks each value
     spec, _ = find_benchmark(dataset)
     benchmark = spec.name
     if method and methods:

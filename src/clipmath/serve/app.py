@@ -6,41 +6,51 @@
     >>> run_server(app, ServeConfig())          # or: clipmath serve gallery.store
 
 Safety: binds to 127.0.0.1 unless told otherwise, and then only with a token, checked on every ``/api`` call;
-request bodies, uploads and image pixels are bounded; only committed gallery items inside the store's image folder
-are ever served; user mistakes get a 4xx with a one-line ``detail``, and an unexpected failure a bare 500.
+cross-site requests to ``/api`` are refused (``Origin``/``Sec-Fetch-Site``); request bodies, uploads and image
+pixels are bounded (and the pixels decoded at once, across uploads); only committed gallery items inside the
+store's image folder are ever served; one failing request never fails another batched with it; user mistakes get a 4xx with a one-line ``detail``, and an unexpected failure a bare 500.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
-import logging
-import socket
-import threading
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import quote
+from urllib.parse import quote, unquote_to_bytes
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.middleware.trustedhost import TrustedHostMiddleware
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from clipmath.compose import available_methods, learned_methods, zero_shot_methods
-from clipmath.errors import ClipmathError
+from clipmath.compose import infer_method, learned_methods
+from clipmath.errors import ComposeError
 from clipmath.imageio import MAX_PIXELS
 from clipmath.retrieval import Retriever
 from clipmath.serve.captioning import Captioner
-from clipmath.serve.engine import ImageKey, QueryEngine, SearchSpec, UploadRecord, infer_method
+from clipmath.serve.config import TOKEN_ENV, ServeConfig, is_loopback
+from clipmath.serve.engine import ImageKey, QueryEngine, SearchSpec, UploadRecord, upload_id_of
 from clipmath.serve.errors import RequestError
+from clipmath.serve.http import (
+    TOKEN_COOKIE,
+    BackgroundServer,
+    BodyLimit,
+    PageHeaders,
+    SafeJSONResponse,
+    SameOrigin,
+    check_port_free,
+    install_error_handlers,
+    run_server,
+    token_of,
+    version,
+)
 from clipmath.serve.images import ThumbnailCache, decode_upload
 from clipmath.serve.schemas import (
     MAX_K,
@@ -57,86 +67,42 @@ from clipmath.serve.schemas import (
     StoreInfo,
     UploadResponse,
 )
+from clipmath.serve.uploads import PixelBudget, upload_pixels
 
-log = logging.getLogger(__name__)
+__all__ = ["BackgroundServer", "ServeConfig", "TOKEN_ENV", "check_port_free", "create_app", "is_loopback", "run_server"]
 
 STATIC_DIR = Path(__file__).parent / "static"
-TOKEN_COOKIE = "clipmath_token"
-TOKEN_ENV = "CLIPMATH_TOKEN"
 #: Multipart framing allowed on top of ``max_upload_bytes`` in one request body.
 BODY_OVERHEAD = 64 * 1024
-_PAGE_CSP = (
-    "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-)
 
 
-@dataclass
-class ServeConfig:
-    """How the server runs. ``index`` is the search index kind ``clipmath serve`` opens the retriever with."""
+class _AnyPath(Convertor):
+    """A path parameter that may hold any character, newlines included (file names may)."""
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    token: str | None = None
-    max_upload_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = MAX_PIXELS
-    default_k: int = 12
-    max_k: int = 100
-    index: str = "exact"
-    thumbnail_size: int = 256
-    thumbnail_cache_bytes: int = 64 * 1024 * 1024
-    max_batch: int = 32
-    upload_slots: int = 128
-    #: Host headers accepted; None = loopback names when bound to loopback (stops DNS rebinding), else any.
-    allowed_hosts: tuple[str, ...] | None = None
-    #: Trained weights of learned compose methods, by method name; only these learned methods are offered.
-    checkpoints: dict[str, str] = field(default_factory=dict)
+    regex = "(?s:.*)"
 
-    @property
-    def loopback(self) -> bool:
-        return is_loopback(self.host)
+    def convert(self, value: str) -> str:
+        return value
 
-    def check(self) -> None:
-        """Refuse unsafe or impossible settings with a one-line :class:`ClipmathError`."""
-        if not self.loopback and not self.token:
-            raise ClipmathError(
-                f"binding to {self.host} exposes the server beyond this machine: set a token with --token "
-                f"or the {TOKEN_ENV} environment variable (or bind to 127.0.0.1)"
-            )
-        if self.token is not None and len(self.token) < 8:
-            raise ClipmathError("the token is too short: use at least 8 characters (16+ random ones recommended)")
-        if not 1 <= self.default_k <= self.max_k <= MAX_K:
-            raise ClipmathError(f"need 1 <= default k ({self.default_k}) <= max k ({self.max_k}) <= {MAX_K}")
-        if self.max_upload_bytes < 1 or self.max_pixels < 1:
-            raise ClipmathError("upload byte and pixel limits must be positive")
-        unknown = sorted(set(self.checkpoints) - set(learned_methods()))
-        if unknown:
-            raise ClipmathError(
-                f"checkpoints given for {', '.join(unknown)}, which are not learned methods "
-                f"(learned: {', '.join(learned_methods()) or 'none'})"
-            )
-
-    def methods(self) -> dict[str, str]:
-        """The compose methods this server offers: zero-shot ones, and learned ones given a checkpoint."""
-        return {
-            name: description.replace(" [needs --checkpoint]", "")
-            for name, description in available_methods().items()
-            if name in zero_shot_methods() or name in self.checkpoints
-        }
-
-    def trusted_hosts(self) -> list[str]:
-        if self.allowed_hosts is not None:
-            return list(self.allowed_hosts)
-        return ["127.0.0.1", "localhost", "[::1]", "::1"] if self.loopback else ["*"]
+    def to_string(self, value: str) -> str:
+        return value
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+register_url_convertor("anypath", _AnyPath())
+
+
+def item_url(kind: str, item_id: str) -> str:
+    """``/api/<kind>/<id>`` with the id's file-system bytes percent-encoded (any name, even not UTF-8)."""
+    return f"/api/{kind}/{quote(os.fsencode(item_id), safe='/')}"
+
+
+def _item_id(request: Request, kind: str, parsed: str) -> str:
+    """The gallery id in ``/api/<kind>/<id>``, decoded from the raw path so that bytes that are not UTF-8 survive."""
+    raw = request.scope.get("raw_path")
+    prefix = f"/api/{kind}/".encode()
+    if raw and raw.startswith(prefix):
+        return unquote_to_bytes(raw[len(prefix) :]).decode("utf-8", "surrogateescape")
+    return parsed
 
 
 def create_app(retriever: Retriever, config: ServeConfig | None = None, captioner: Captioner | None = None) -> FastAPI:
@@ -157,6 +123,7 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
     methods = config.methods()
     engine.start()
     thumbnails = ThumbnailCache(config.thumbnail_cache_bytes, MAX_PIXELS)  # the index limit: every indexed file
+    budget = PixelBudget(config.upload_pixel_budget, config.upload_wait_seconds)
     label = retriever.encoder.info.label()
 
     @asynccontextmanager
@@ -166,52 +133,50 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
         engine.stop()
 
     app = FastAPI(
+        default_response_class=SafeJSONResponse,
         title="clipmath",
         summary="Composed image retrieval over a clipmath gallery store: image + text arithmetic in CLIP space.",
-        version=_version(),
+        version=version(),
         lifespan=lifespan,
         responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}},
     )
     app.state.engine = engine
     app.state.config = config
     app.state.thumbnails = thumbnails
-    _install_error_handlers(app)
+    app.state.upload_budget = budget
+    install_error_handlers(app)
 
     def require_token(request: Request) -> None:
         if not config.token:
             return
-        given = _token_of(request)
+        given = token_of(request)
         if given is None or not hmac.compare_digest(given.encode(), config.token.encode()):
             raise RequestError(401, "missing or wrong token: send the header 'Authorization: Bearer TOKEN'")
 
     api = APIRouter(prefix="/api", dependencies=[Depends(require_token)])
 
     def hit_model(rank: int, item_id: str, score: float, path: Path) -> Hit:
-        quoted = quote(item_id, safe="/")
         return Hit(
             rank=rank,
             id=item_id,
             score=score,
             path=str(path),
-            thumbnail_url=f"/api/thumbnail/{quoted}",
-            image_url=f"/api/image/{quoted}",
+            thumbnail_url=item_url("thumbnail", item_id),
+            image_url=item_url("image", item_id),
         )
 
     async def run_search(request: SearchRequest, reference: ImageKey | None) -> SearchResponse:
         started = time.perf_counter()
-        spec = SearchSpec(
-            method="",
-            k=request.k or config.default_k,
-            reference=reference,
-            text=request.text,
-            source=request.source,
-            target=request.target,
-            lam=request.lam,
-            expression=request.expression,
-        )
+        fields = request.model_dump(include={"text", "source", "target", "lam", "expression"})
+        spec = SearchSpec(method="", k=request.k or config.default_k, reference=reference, **fields)
         if spec.k > config.max_k:
             raise RequestError(422, f"k = {spec.k} is above this server's limit of {config.max_k}")
-        spec.method = request.method or infer_method(spec)
+        try:
+            spec.method = request.method or infer_method(
+                reference=reference, text=spec.text, source=spec.source, target=spec.target, expression=spec.expression
+            )
+        except ComposeError as exc:
+            raise RequestError(400, str(exc)) from None
         if spec.method not in methods:
             hint = (
                 " (a learned method: start the server with --checkpoint METHOD=PATH)"
@@ -234,8 +199,15 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
         data = await file.read(config.max_upload_bytes + 1)
         if len(data) > config.max_upload_bytes:
             raise RequestError(413, f"upload is larger than this server's limit of {config.max_upload_bytes:,} bytes")
-        image = await run_in_threadpool(decode_upload, data, config.max_pixels)
-        return await asyncio.wrap_future(engine.encode_upload(data, image))
+        known = engine.uploads.get(upload_id_of(data))
+        if known is not None:
+            return known
+        async with budget.hold(upload_pixels(data, config.max_pixels)):  # decoded pixels in flight are bounded
+            image = await run_in_threadpool(decode_upload, data, config.max_pixels)
+            try:
+                return await asyncio.wrap_future(engine.encode_upload(data, image))
+            finally:
+                del image
 
     @api.get("/health", response_model=Health, summary="Liveness, model and store size")
     def health() -> Health:
@@ -279,7 +251,7 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
         return ItemsPage(
             total=len(ids),
             offset=offset,
-            items=[Item(id=item_id, thumbnail_url=f"/api/thumbnail/{quote(item_id, safe='/')}") for item_id in page],
+            items=[Item(id=item_id, thumbnail_url=item_url("thumbnail", item_id)) for item_id in page],
         )
 
     @api.post(
@@ -308,7 +280,7 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
         text: Annotated[str | None, Form(max_length=500)] = None,
         source: Annotated[str | None, Form(max_length=200)] = None,
         target: Annotated[str | None, Form(max_length=200)] = None,
-        lam: Annotated[float, Form(ge=-10, le=10)] = 1.0,
+        lam: Annotated[float, Form(ge=-10, le=10, allow_inf_nan=False)] = 1.0,
         method: Annotated[str | None, Form(max_length=64)] = None,
         k: Annotated[int | None, Form(ge=1, le=MAX_K)] = None,
     ) -> SearchResponse:
@@ -319,23 +291,26 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
         return await run_search(request, ImageKey(upload_id=record.upload_id))
 
     @api.get(
-        "/thumbnail/{item_id:path}",
+        "/thumbnail/{item_id:anypath}",
         response_class=Response,
         summary="JPEG thumbnail of a gallery image",
         responses={200: {"content": {"image/jpeg": {}}}, 403: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
     )
-    def thumbnail(item_id: str, size: Annotated[int | None, Query(ge=16, le=1024)] = None) -> Response:
-        path = engine.gallery_file(item_id)
+    def thumbnail(
+        request: Request, item_id: str, size: Annotated[int | None, Query(ge=16, le=1024)] = None
+    ) -> Response:
+        path = engine.gallery_file(_item_id(request, "thumbnail", item_id))
         data = thumbnails.get(path, size or config.thumbnail_size)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
 
     @api.get(
-        "/image/{item_id:path}",
+        "/image/{item_id:anypath}",
         response_class=FileResponse,
         summary="The original file of a gallery image",
         responses={403: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
     )
-    def image(item_id: str) -> FileResponse:
+    def image(request: Request, item_id: str) -> FileResponse:
+        item_id = _item_id(request, "image", item_id)
         path = engine.gallery_file(item_id)
         if not path.is_file():
             raise RequestError(404, f"the file of '{item_id}' is gone from the store's folder")
@@ -368,169 +343,8 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
         return FileResponse(STATIC_DIR / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.add_middleware(_PageHeaders)
-    app.add_middleware(_BodyLimit, max_bytes=config.max_upload_bytes + BODY_OVERHEAD)
+    app.add_middleware(PageHeaders)
+    app.add_middleware(BodyLimit, max_bytes=config.max_upload_bytes + BODY_OVERHEAD)
+    app.add_middleware(SameOrigin)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=config.trusted_hosts())
     return app
-
-
-def run_server(app: FastAPI, config: ServeConfig) -> None:
-    """Serve ``app`` with uvicorn on ``config.host:config.port`` until interrupted."""
-    import uvicorn
-
-    config.check()
-    check_port_free(config.host, config.port)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning", server_header=False)
-
-
-class BackgroundServer:
-    """Run ``app`` with uvicorn on a background thread (tests, notebooks, benchmarks); port 0 picks a free one.
-
-    >>> with BackgroundServer(app) as server:
-    ...     httpx.get(server.url + "api/health")
-    """
-
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
-        import uvicorn
-
-        self._server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=port, log_level="warning", server_header=False)
-        )
-        self._thread = threading.Thread(target=self._server.run, name="clipmath-serve-http", daemon=True)
-        self.host = host
-        self.port = port
-
-    def __enter__(self) -> BackgroundServer:
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise ClipmathError(f"the server did not start on {self.host}:{self.port}")
-            time.sleep(0.02)
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
-        return self
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}/"
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=30)
-
-
-# ---- helpers ------------------------------------------------------------------------------------------
-def _token_of(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return request.headers.get("x-clipmath-token") or request.cookies.get(TOKEN_COOKIE)
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestError)
-    async def request_error(_: Request, exc: RequestError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
-
-    @app.exception_handler(ClipmathError)
-    async def user_error(_: Request, exc: ClipmathError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=400)
-
-    @app.exception_handler(Exception)
-    async def internal_error(_: Request, exc: Exception) -> JSONResponse:
-        log.error("internal error: %r", exc)
-        return JSONResponse({"detail": "internal server error (details are in the server's log)"}, status_code=500)
-
-
-def check_port_free(host: str, port: int) -> None:
-    """Raise a one-line :class:`ClipmathError` if ``host:port`` cannot be listened on."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host.strip("[]"), port))
-        except OSError as exc:
-            raise ClipmathError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (try another --port)") from None
-
-
-def _version() -> str:
-    from clipmath import __version__
-
-    return __version__
-
-
-class _BodyTooLarge(StarletteHTTPException):
-    """Raised from ``receive``; an HTTP exception, so FastAPI's body parsing passes it on as a 413."""
-
-
-class _BodyLimit:
-    """Answer 413 to request bodies over ``max_bytes``: by Content-Length up front, else while streaming."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(scope, receive, send)
-            return
-        received = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _BodyTooLarge(413, self._message())
-            return message
-
-        async def tracked_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracked_send)
-        except _BodyTooLarge:
-            if not started:
-                await self._refuse(scope, receive, send)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await JSONResponse({"detail": self._message()}, status_code=413)(scope, receive, send)
-
-    def _message(self) -> str:
-        return f"request body is larger than this server's limit of {self.max_bytes:,} bytes"
-
-
-class _PageHeaders:
-    """Security headers for every response, and a strict Content-Security-Policy for the web page."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = scope.get("path", "")
-        is_page = path == "/" or path.startswith("/static/")
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers.append((b"x-content-type-options", b"nosniff"))
-                headers.append((b"referrer-policy", b"no-referrer"))
-                if is_page:
-                    headers.append((b"content-security-policy", _PAGE_CSP.encode()))
-                    headers.append((b"x-frame-options", b"DENY"))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)

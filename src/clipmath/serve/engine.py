@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
-from clipmath.compose import CompositionQuery, Term, parse_expression
+from clipmath.compose import CompositionQuery, build_query, method_spec
 from clipmath.errors import ClipmathError
 from clipmath.retrieval import Retriever
 from clipmath.search import SearchHit
@@ -60,7 +60,11 @@ class ImageKey:
 
 @dataclass
 class SearchSpec:
-    """One search as the client asked for it (method already inferred and validated)."""
+    """One search as the client asked for it (method already inferred and validated): the job's payload.
+
+    The query fields are the plain fields of :func:`clipmath.compose.build_query`; images are named by
+    :class:`ImageKey` (the reference) or by string inside the expression (a gallery id or ``upload:<id>``).
+    """
 
     method: str
     k: int
@@ -86,23 +90,6 @@ class UploadRecord:
     image: Image.Image  # downscaled copy, for captioners
     width: int
     height: int
-
-
-def infer_method(spec: SearchSpec) -> str:
-    """The method a request means when it names none (same rules as ``clipmath search``)."""
-    if spec.expression:
-        return "expr"
-    if spec.source is not None or spec.target is not None:
-        return "delta"
-    if spec.reference is not None and spec.text:
-        return "sum"
-    if spec.reference is not None:
-        return "image"
-    if spec.text:
-        return "text"
-    raise RequestError(
-        400, "give a query: a reference image and/or text, a reference with from/to words, or an expression"
-    )
 
 
 def upload_id_of(data: bytes) -> str:
@@ -293,57 +280,72 @@ class QueryEngine:
                 return
 
     def _run_batch(self, batch: list[_Job]) -> None:
+        """Run one batch. Whatever fails in one job fails that job alone: a group that raises is re-run one job
+        at a time, so a malformed request never takes the innocent requests batched with it down."""
         self.batches += 1
         try:
             with self._refresh_lock:  # no reload between the check and the searches: one state per batch
-                self._refresh_locked()
+                self._guard(batch, self._refresh_locked)
                 searches: dict[str, list[_Job]] = {}
                 for job in batch:
-                    if job.kind == "search":
+                    if job.kind == "search" and not job.future.done():
                         searches.setdefault(job.payload.method, []).append(job)
                 for method, jobs in searches.items():
                     self._search_group(method, jobs)
             encodes = [job for job in batch if job.kind == "encode"]
             if encodes:
-                self._encode_group(encodes)
+                self._in_groups(encodes, self._encode_group)
             for job in batch:
                 if job.kind in ("caption", "difference"):
                     self._guard([job], lambda j=job: self._run_caption(j))
-        except Exception as exc:  # noqa: BLE001 - a bug must fail the waiting requests, never the worker
+        except BaseException as exc:  # noqa: BLE001 - a bug here must fail the waiting requests, never the worker
             log.exception("query batch failed")
             for job in batch:
                 if not job.future.done():
-                    job.future.set_exception(exc)
+                    job.future.set_exception(exc if isinstance(exc, Exception) else RuntimeError("worker stopped"))
         finally:
             self.jobs_done += len(batch)
 
-    def _guard(self, jobs: Sequence[_Job], action: Callable[[], None]) -> None:
+    def _guard(self, jobs: Sequence[_Job], action: Callable[[], object]) -> bool:
+        """Run ``action``; on an exception, fail every job of ``jobs`` not yet answered with it. True if it ran."""
         try:
             action()
+            return True
         except Exception as exc:  # noqa: BLE001 - delivered to the request, which maps it to a status
             if not isinstance(exc, ClipmathError):
                 log.exception("query failed")
             for job in jobs:
                 if not job.future.done():
                     job.future.set_exception(exc)
+            return False
+
+    def _in_groups(self, jobs: list[_Job], run: Callable[[list[_Job]], None]) -> None:
+        """``run(jobs)`` together; if that raises, again one job at a time so only the faulty job fails."""
+        try:
+            run(jobs)
+        except Exception:  # noqa: BLE001 - found out below, job by job
+            pending = [job for job in jobs if not job.future.done()]
+            if len(jobs) == 1:
+                self._guard(pending, lambda: run(pending))
+                return
+            for job in pending:
+                self._guard([job], lambda j=job: run([j]))
 
     def _search_group(self, method: str, jobs: list[_Job]) -> None:
         prepared: list[tuple[_Job, CompositionQuery]] = []
         for job in jobs:
             try:
                 prepared.append((job, self._query_for(job.payload)))
-            except ClipmathError as exc:
+            except Exception as exc:  # noqa: BLE001 - this request's own fault (or a bug it alone hit)
+                if not isinstance(exc, ClipmathError):
+                    log.exception("query failed")
                 job.future.set_exception(exc)
-        if not prepared:
-            return
-        try:
-            self._search_prepared(method, prepared)
-        except ClipmathError as exc:
-            if len(prepared) == 1:
-                prepared[0][0].future.set_exception(exc)
-                return
-            for single in prepared:  # find whose query was at fault: run them one by one
-                self._guard([single[0]], lambda s=single: self._search_prepared(method, [s]))
+        if prepared:
+            queries = dict((id(job), query) for job, query in prepared)
+            self._in_groups(
+                [job for job, _ in prepared],
+                lambda group: self._search_prepared(method, [(job, queries[id(job)]) for job in group]),
+            )
 
     def _search_prepared(self, method: str, prepared: list[tuple[_Job, CompositionQuery]]) -> None:
         k = max(job.payload.k for job, _ in prepared)
@@ -356,8 +358,7 @@ class QueryEngine:
             job.future.set_result(SearchOutcome(hits, [snapshot.path_of(h.id) for h in hits], len(snapshot)))
 
     def _query_for(self, spec: SearchSpec) -> CompositionQuery:
-        composer = self.retriever.composer(spec.method, self.checkpoints.get(spec.method))
-        needs = set(composer.needs)
+        needs = set(method_spec(spec.method).needs)
         method = spec.method
         if "reference" in needs and spec.reference is None:
             raise RequestError(400, f"method '{method}' needs a reference image (gallery_id or upload_id)")
@@ -367,30 +368,23 @@ class QueryEngine:
             raise RequestError(400, f"method '{method}' needs both 'from' and 'to' words (source, target)")
         if "terms" in needs and not spec.expression:
             raise RequestError(400, f"method '{method}' needs an expression")
-        reference = self._vector_of(spec.reference) if spec.reference is not None else None
-        terms = self._expression_terms(spec.expression) if spec.expression else []
-        return CompositionQuery(
+        reference = None if spec.reference is None else self._vector_of(spec.reference)
+        return build_query(
             reference=reference,
+            reference_id=spec.reference.gallery_id if spec.reference is not None else None,
             text=spec.text,
             source=spec.source,
             target=spec.target,
             lam=spec.lam,
-            terms=terms,
-            reference_id=spec.reference.gallery_id if spec.reference is not None else None,
+            expression=spec.expression,
+            resolve_image=self._resolve_operand,
         )
 
-    def _expression_terms(self, expression: str) -> list[Term]:
-        terms = parse_expression(expression)
-        for term in terms:
-            if term.image is not None:
-                name = str(term.image)
-                key = (
-                    ImageKey(upload_id=name[len(UPLOAD_PREFIX) :])
-                    if name.startswith(UPLOAD_PREFIX)
-                    else ImageKey(gallery_id=name)
-                )
-                term.image = self._vector_of(key)
-        return terms
+    def _resolve_operand(self, name: str) -> tuple[np.ndarray, str | None]:
+        """An expression's image operand: ``upload:<id>`` or a gallery id (excluded from the results)."""
+        if name.startswith(UPLOAD_PREFIX):
+            return self._vector_of(ImageKey(upload_id=name[len(UPLOAD_PREFIX) :])), None
+        return self._vector_of(ImageKey(gallery_id=name)), name
 
     def _vector_of(self, key: ImageKey) -> np.ndarray:
         if key.upload_id is not None:
@@ -408,17 +402,15 @@ class QueryEngine:
         return record
 
     def _encode_group(self, jobs: list[_Job]) -> None:
-        def run() -> None:
-            images = [job.payload[1] for job in jobs]
-            vectors = self.retriever.encoder.encode_images(images, batch_size=len(images))
-            for job, image, vector in zip(jobs, images, vectors):
-                kept = image.copy()
-                kept.thumbnail((KEPT_UPLOAD_SIDE, KEPT_UPLOAD_SIDE))
-                record = UploadRecord(job.payload[0], np.asarray(vector, dtype=np.float32), kept, *image.size)
-                self.uploads.put(record)
-                job.future.set_result(record)
-
-        self._guard(jobs, run)
+        images = [job.payload[1] for job in jobs]
+        vectors = self.retriever.encoder.encode_images(images, batch_size=len(images))
+        for job, image, vector in zip(jobs, images, vectors):
+            kept = image  # for captioners: a small copy, never a full-size one
+            if max(image.size) > KEPT_UPLOAD_SIDE:
+                kept = ImageOps.contain(image, (KEPT_UPLOAD_SIDE, KEPT_UPLOAD_SIDE))
+            record = UploadRecord(job.payload[0], np.asarray(vector, dtype=np.float32), kept, *image.size)
+            self.uploads.put(record)
+            job.future.set_result(record)
 
     # ---- captions ---------------------------------------------------------------------------------
     def _run_caption(self, job: _Job) -> None:

@@ -23,10 +23,10 @@ def decode_upload(data: bytes, max_pixels: int) -> Image.Image:
     try:
         return decode_image(data, max_pixels=max_pixels)
     except ImageDecodeError as exc:
-        raise _request_error(exc, "the uploaded image") from None
+        raise image_request_error(exc, "the uploaded image") from None
 
 
-def _request_error(exc: ImageDecodeError, what: str) -> RequestError:
+def image_request_error(exc: ImageDecodeError, what: str) -> RequestError:
     if exc.kind == "format":
         return RequestError(415, f"{what} is not an image in a supported format ({', '.join(IMAGE_FORMATS)})")
     if exc.kind == "empty":

@@ -42,7 +42,7 @@ class SearchRequest(BaseModel):
     target: str | None = Field(
         None, max_length=200, description="'to' word of a SIMAT delta (method delta).", examples=["dog"]
     )
-    lam: float = Field(1.0, ge=-10, le=10, description="Strength λ of the delta.")
+    lam: float = Field(1.0, ge=-10, le=10, allow_inf_nan=False, description="Strength λ of the delta.")
     expression: str | None = Field(
         None,
         max_length=2000,
