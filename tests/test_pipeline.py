@@ -72,6 +72,8 @@ def test_workers_equal_in_process_bit_for_bit(photos, tmp_path):
     single = list(ImagePipeline(spec, workers=0).batches(sources, batch_size=4))
     parallel = list(ImagePipeline(spec, workers=2, task_size=3).batches(sources, batch_size=4))
     assert [b.indices for b in single] == [b.indices for b in parallel]
+    assert [b.sizes for b in single] == [b.sizes for b in parallel]
+    assert parallel[0].sizes[0] == Image.open(photos[0]).size  # the stored image's size, not the draft's
     assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(single, parallel))
     failed = [f for b in parallel for f in b.failed]
     assert [index for index, _ in failed] == [9, 10]

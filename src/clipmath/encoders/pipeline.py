@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from clipmath.encoders.runtime import available_cores
-from clipmath.imageio import MAX_PIXELS, ImageDecodeError, decode_image
+from clipmath.imageio import MAX_PIXELS, DecodedImage, ImageDecodeError, decode
 
 #: An image to encode: a file path, the file's bytes, or a decoded PIL image.
 ImageSource = str | Path | bytes | Image.Image
@@ -137,15 +137,22 @@ def prepare_pixels(image: Image.Image, spec: PixelSpec) -> np.ndarray:
 def decode_for_model(source: str | Path | bytes, spec: PixelSpec, max_pixels: int, draft: bool) -> Image.Image:
     """Decode a file (or its bytes) with :mod:`clipmath.imageio`, in JPEG draft mode reduced no further than
     :data:`DRAFT_MARGIN` times the short side the resize needs. Raises as :func:`clipmath.imageio.decode`."""
+    return _decode(source, spec, max_pixels, draft).image
+
+
+def _decode(source: str | Path | bytes, spec: PixelSpec, max_pixels: int, draft: bool) -> DecodedImage:
     side = math.ceil(spec.short_side * DRAFT_MARGIN)
-    return decode_image(source, max_pixels=max_pixels, draft=(side, side) if draft else None)
+    return decode(source, max_pixels=max_pixels, draft=(side, side) if draft else None)
 
 
 def load_pixels(source: ImageSource, spec: PixelSpec, max_pixels: int = MAX_PIXELS, draft: bool = True):
-    """Decode (unless already an image) and prepare one source: ``(H, W, 3)`` uint8, or the reason it failed."""
+    """Decode (unless already an image) and prepare one source: ``((H, W, 3) uint8 crop, (width, height) of the
+    image as stored, EXIF orientation applied)``, or the reason it failed (an :class:`ImageDecodeError`)."""
     try:
-        image = source if isinstance(source, Image.Image) else decode_for_model(source, spec, max_pixels, draft)
-        return prepare_pixels(image, spec)
+        if isinstance(source, Image.Image):
+            return prepare_pixels(source, spec), source.size
+        decoded = _decode(source, spec, max_pixels, draft)
+        return prepare_pixels(decoded.image, spec), (decoded.width, decoded.height)
     except FileNotFoundError:
         return ImageDecodeError("file not found")
     except ImageDecodeError as exc:
@@ -159,11 +166,13 @@ def _load_task(sources: Sequence[ImageSource], spec: PixelSpec, max_pixels: int,
 # ---- many images ---------------------------------------------------------------------------------------------
 @dataclass
 class PixelBatch:
-    """Prepared crops ``(n, H, W, 3)`` uint8 of the sources at ``indices``; ``failed`` holds ``(index, reason)``."""
+    """Prepared crops ``(n, H, W, 3)`` uint8 of the sources at ``indices`` and their images' ``(width, height)``;
+    ``failed`` holds ``(index, reason)``."""
 
     pixels: np.ndarray
     indices: list[int]
     failed: list[tuple[int, str]] = field(default_factory=list)
+    sizes: list[tuple[int, int]] = field(default_factory=list)
 
 
 _POOLS: dict[int, ProcessPoolExecutor] = {}
@@ -267,16 +276,17 @@ class ImagePipeline:
 
 
 def _assemble(start: int, results: list, spec: PixelSpec) -> PixelBatch:
-    arrays, indices, failed = [], [], []
+    arrays, indices, sizes, failed = [], [], [], []
     for offset, result in enumerate(results):
-        if isinstance(result, np.ndarray):
-            arrays.append(result)
+        if isinstance(result, tuple):
+            arrays.append(result[0])
+            sizes.append(result[1])
             indices.append(start + offset)
         else:
             failed.append((start + offset, str(result)))
     height, width = spec.crop
     pixels = np.stack(arrays) if arrays else np.zeros((0, height, width, 3), dtype=np.uint8)
-    return PixelBatch(pixels, indices, failed)
+    return PixelBatch(pixels, indices, failed, sizes)
 
 
 def normalise(pixels: np.ndarray, spec: PixelSpec, device, dtype):
