@@ -82,6 +82,9 @@ def test_info_json(store):
         (["index", "{tmp}", "--store", "{tmp}/s3", "--model", "{tmp}"], "not a saved CLIP model folder"),
         (["index", "{tmp}", "--store", "{tmp}/s3", "--model", "no-such/model"], "could not load CLIP"),
         (["index", "{tmp}", "--store", "{tmp}/s3", "--model", "tiny-random-clip", "--device", "cuda"], "no CUDA"),
+        (["search", "--store", "{store}", "--text", "x", "--dtype", "float16"], "float16 is not supported on the CPU"),
+        (["index", "{tmp}", "--store", "{tmp}/s4", "--model", "tiny-random-clip", "--dtype", "double"], "--dtype is one"),
+        (["index", "{tmp}", "--store", "{tmp}/s4", "--preprocessing", "squash"], "--preprocessing is one of"),
     ],
 )
 def test_user_errors_are_one_line_with_status_2(store, tmp_path, monkeypatch, capsys, args, message):
