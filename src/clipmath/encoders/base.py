@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +23,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from clipmath.encoders.identity import EncoderInfo
-from clipmath.encoders.pipeline import ImagePipeline, ImageSource, PixelSpec, normalise, prepare_pixels
+from clipmath.encoders.pipeline import ImagePipeline, ImageSource, PixelBatch, PixelSpec, normalise, prepare_pixels
 from clipmath.encoders.runtime import ThreadBudget, cuda_errors
 from clipmath.encoders.transforms import ImageTransform, apply_pad
 from clipmath.imageio import MAX_PIXELS, ImageDecodeError, decode_image
@@ -164,11 +164,19 @@ class Encoder(ABC):
         spec = self.pipeline_spec()
         if spec is None:
             return self._encode_files_slowly(sources, batch_size, progress, max_pixels)
-        workers = self.__dict__.get("_workers") if workers is None else workers
-        pipeline = ImagePipeline(spec, workers, max_pixels=max_pixels, draft=draft)
+        pipeline = ImagePipeline(spec, self.default_workers(workers), max_pixels=max_pixels, draft=draft)
+        return self.encode_batches(pipeline.batches(sources, batch_size), len(sources), progress)
+
+    def default_workers(self, workers: int | None = None) -> int | None:
+        """``workers`` if given, else the ``--threads`` count if one was set, else ``None`` (all cores)."""
+        return self.__dict__.get("_workers") if workers is None else workers
+
+    @torch.no_grad()
+    def encode_batches(self, batches: Iterable[PixelBatch], total: int, progress: bool = False) -> EncodedFiles:
+        """Run the model over prepared pixel batches (as :class:`ImagePipeline` yields them) of ``total`` sources."""
         chunks, indices, failed, sizes = [], [], [], []
-        with tqdm(total=len(sources), desc="encoding images", unit="img", disable=not progress) as bar:
-            for batch in pipeline.batches(sources, batch_size):
+        with tqdm(total=total, desc="encoding images", unit="img", disable=not progress) as bar:
+            for batch in batches:
                 if len(batch.indices):
                     chunks.append(self._encode_pixels(self.pixels_from_uint8(batch.pixels)))
                 indices.extend(batch.indices)

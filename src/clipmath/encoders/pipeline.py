@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from clipmath.encoders.runtime import available_cores
 from clipmath.imageio import MAX_PIXELS, DecodedImage, ImageDecodeError, decode
 
 #: An image to encode: a file path, the file's bytes, or a decoded PIL image.
@@ -62,6 +61,44 @@ class PixelSpec:
         return PixelSpec(
             self.short_side, self.crop, self.mean, self.std, self.rounding, self.resample, pad_ratio, self.rescale
         )
+
+
+#: EfficientNet-Lite0's reference preprocessing: short side to 256 (bicubic, rounded), centre crop 224, [-1, 1].
+LITE_PIXELS = PixelSpec(256, (224, 224), (0.5,) * 3, (0.5,) * 3, rounding="round")
+#: transformers' CLIPImageProcessor defaults, for a preprocessor_config.json that leaves settings out.
+_CLIP_DEFAULTS = {
+    "do_resize": True,
+    "size": {"shortest_edge": 224},
+    "resample": 3,
+    "do_center_crop": True,
+    "crop_size": {"height": 224, "width": 224},
+    "do_rescale": True,
+    "rescale_factor": 1 / 255,
+    "do_normalize": True,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "do_convert_rgb": True,
+}
+
+
+def clip_spec_from_file(path: Path) -> PixelSpec | None:
+    """:func:`clip_spec` of a saved ``preprocessor_config.json``, without transformers (``None``: not a plain
+    CLIP image processor)."""
+    import json
+    from types import SimpleNamespace
+
+    try:
+        config = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict) or "CLIPImageProcessor" not in str(config.get("image_processor_type", "")):
+        return None
+    size, crop = config.get("size"), config.get("crop_size")
+    if isinstance(size, int):
+        config["size"] = {"shortest_edge": size}
+    if isinstance(crop, int):
+        config["crop_size"] = {"height": crop, "width": crop}
+    return clip_spec(SimpleNamespace(**{**_CLIP_DEFAULTS, **config}))
 
 
 def clip_spec(processor) -> PixelSpec | None:
@@ -208,6 +245,14 @@ def shutdown_pools() -> None:
         _POOLS.clear()
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def resolve_workers(workers: int | None) -> int:
     """``None`` → all cores; ``0`` → in the calling process."""
     if workers is None:
@@ -233,6 +278,11 @@ class ImagePipeline:
         self.max_pixels = max_pixels
         self.draft = draft
         self.task_size = max(1, task_size)
+
+    def start(self) -> None:
+        """Start the worker processes now (before any thread is started: forking is only safe then)."""
+        if self.workers:
+            _pool(self.workers).submit(int).result()
 
     def batches(self, sources: Sequence[ImageSource], batch_size: int) -> Iterator[PixelBatch]:
         """Batches of up to ``batch_size`` sources, in order; failures are reported, not raised."""
