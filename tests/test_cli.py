@@ -82,6 +82,9 @@ def test_info_json(store):
         (["index", "{tmp}", "--store", "{tmp}/s3", "--model", "{tmp}"], "not a saved CLIP model folder"),
         (["index", "{tmp}", "--store", "{tmp}/s3", "--model", "no-such/model"], "could not load CLIP"),
         (["index", "{tmp}", "--store", "{tmp}/s3", "--model", "tiny-random-clip", "--device", "cuda"], "no CUDA"),
+        (["search", "--store", "{store}", "--text", "x", "--dtype", "float16"], "float16 is not supported on the CPU"),
+        (["index", "{tmp}", "--store", "{tmp}/s4", "--model", "tiny-random-clip", "--dtype", "double"], "--dtype is one"),
+        (["index", "{tmp}", "--store", "{tmp}/s4", "--preprocessing", "squash"], "--preprocessing is one of"),
     ],
 )
 def test_user_errors_are_one_line_with_status_2(store, tmp_path, monkeypatch, capsys, args, message):
@@ -96,6 +99,103 @@ def test_user_errors_are_one_line_with_status_2(store, tmp_path, monkeypatch, ca
     assert "Traceback" not in captured.err and captured.err.count("error:") == 1
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--image", "img_0000.jpg", "--from", "a", "--to", "b", "--lam", "nan"], "lam"),
+        (["--image", "img_0000.jpg", "--from", "a", "--to", "b", "--lam", "inf"], "lam"),
+        (["--image", "img_0000.jpg", "--from", "a", "--to", "b", "--lam", "-inf"], "lam"),
+        (["--image", "img_0000.jpg", "--from", "a", "--to", "b", "--lam", "1e30"], "lam"),
+        (["--expr", '+img_0000.jpg +"bad \\x escape"'], "escape"),
+        (["--expr", '+img_0000.jpg +"bad \\u12"'], "escape"),
+    ],
+)
+def test_hostile_values_are_one_line_errors(store, monkeypatch, capsys, args, message):
+    """#11: values a shell can carry (nan, inf, huge λ, a broken escape in a quoted text) never give a traceback
+    or a silent empty result."""
+    monkeypatch.setattr("sys.argv", ["clipmath", "search", "--store", str(store), *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2, captured.out
+    lines = captured.err.splitlines()
+    assert lines[-1].startswith("error: ") and message in lines[-1].lower()
+    assert "Traceback" not in captured.err and captured.err.count("error:") == 1
+
+
+def test_k_beyond_the_gallery_gives_every_image(store):
+    payload = search_json(store, "--text", "a dog", "--k", "1000000000")
+    assert len(payload["results"]) == 12 and [r["rank"] for r in payload["results"]] == list(range(1, 13))
+
+
+def test_paths_with_rich_markup_print_literally(tmp_path):
+    """A result id like '[bold]x.png' or 'a[1].png' is text, not rich markup (#11)."""
+    from tests.conftest import write_images
+
+    folder = tmp_path / "odd"
+    write_images(folder, 3)
+    names = ["[bold]x.png", "a[1].png", "[on red]z.jpg"]
+    for path, name in zip(sorted(folder.iterdir()), names):
+        path.rename(folder / (name[:-3] + path.suffix[1:]))
+    names = sorted(path.name for path in folder.iterdir())
+    store = tmp_path / "odd-store"
+    result = runner.invoke(app, ["index", str(folder), "--store", str(store), "--model", "tiny-random-clip"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["search", "--store", str(store), "--text", "x", "-k", "3"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for name in names:
+        assert name in result.stdout
+
+
+def test_models_lists_encoders_and_language_models():
+    result = runner.invoke(app, ["models", "--json"])
+    assert result.exit_code == 0, result.output
+    listing = json.loads(result.stdout)
+    encoders = {entry["name"].split(":")[0] for entry in listing["encoders"]}
+    lms = {entry["name"].split(":")[0] for entry in listing["language_models"]}
+    assert {"tiny-random-clip", "offline-imagenet-minilm"} <= encoders and "tiny-random-lm" in lms
+    shown = runner.invoke(app, ["models"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and "tiny-random-clip" in shown.stdout and "--lm" in shown.stdout
+
+
+def test_help_of_every_command_has_an_example():
+    import typer
+
+    group = typer.main.get_command(app)
+    names = [(name,) for name in group.list_commands(None) if name != "train"]
+    names += [("train", name) for name in group.get_command(None, "train").list_commands(None)]
+    for path in names:
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0 and "Example" in result.stdout, path
+        examples = " ".join(result.stdout.split("Example", 1)[1].split())
+        assert "clipmath " + " ".join(path) in examples, path
+
+
+def test_python_dash_m_runs_the_cli():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "clipmath", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "index" in result.stdout and "train" in result.stdout
+
+
 def test_methods_lists_zero_shot_methods():
     result = runner.invoke(app, ["methods", "--json"])
     assert {"image", "text", "sum", "delta", "expr"} <= set(json.loads(result.stdout))
+
+
+def test_core_errors_are_worded_with_flags():
+    from clipmath.cli.output import error_line
+    from clipmath.errors import ClipmathError, ComposeError
+
+    missing = ComposeError("the 'target' text is missing")
+    assert error_line(missing) == "error: the --to text is missing"
+    assert error_line(ClipmathError("unknown method 'text'\n(see `clipmath methods`)")) == (
+        "error: unknown method 'text' (see `clipmath methods`)"
+    )
+    worded = ComposeError("the 'text' is empty")
+    worded.field = "text"  # type: ignore[attr-defined]
+    assert error_line(worded) == "error: the --text is empty"
+    assert error_line(ClipmathError("a submission needs every query: 'limit' must not be set")).endswith(
+        "--limit must not be set"
+    )

@@ -271,3 +271,16 @@ def test_invalid_escapes_are_compose_errors(expression):
 def test_escapes_in_quoted_texts():
     terms = parse_expression(r'''+"say \"cheese\"" +'it\'s' +"tab\there" +"\x41\u00e9\\" +"café \q"''')
     assert [t.text for t in terms] == ['say "cheese"', "it's", "tab\there", "Aé\\", "café \\q"]
+
+
+def test_listing_methods_and_building_queries_import_no_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, clipmath.compose as c;"
+        "assert 'combiner' in c.available_methods() and c.build_query(expression='+a.jpg -\"b\"').terms;"
+        "print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "False"

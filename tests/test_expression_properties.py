@@ -83,3 +83,38 @@ def test_lam_is_a_sane_float_or_a_compose_error(lam):
         assert exc.field == "lam"
         return
     assert isinstance(query.lam, float) and math.isfinite(query.lam) and abs(query.lam) <= MAX_WEIGHT
+
+
+JSON_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=12))
+
+
+@BOUNDED
+@given(
+    reference=st.one_of(st.none(), st.text(max_size=12)),
+    text=st.one_of(st.none(), st.text(max_size=20)),
+    source=st.one_of(st.none(), st.text(max_size=8)),
+    target=st.one_of(st.none(), st.text(max_size=8)),
+    lam=JSON_SCALARS,
+    expression=st.one_of(st.none(), EXPRESSIONS),
+)
+def test_any_plain_fields_build_a_clean_query_or_a_compose_error(reference, text, source, target, lam, expression):
+    from clipmath.compose import METHODS, build_query, infer_method
+
+    try:
+        method = infer_method(reference=reference, text=text, source=source, target=target, expression=expression)
+        assert method in METHODS
+    except ComposeError:
+        pass
+    try:
+        query = build_query(
+            reference=reference, text=text, source=source, target=target, lam=lam, expression=expression
+        )
+    except ComposeError as exc:
+        assert exc.field in (None, "lam", "expression", "weight")
+        str(exc).encode("utf-8")  # printable and serialisable, even when the input was not
+        return
+    assert math.isfinite(query.lam) and abs(query.lam) <= MAX_WEIGHT
+    for value in (query.text, query.source, query.target):
+        assert value is None or isinstance(value.encode("utf-8"), bytes)
+    if query.terms:
+        check_terms(query.terms)

@@ -94,3 +94,20 @@ def test_operands_given_as_vectors_are_excluded_by_their_ids(tmp_path, image_fol
     assert not {"img_0001.png", "img_0002.jpg", "img_0004.jpg"} & set(found) and len(found) == 9
     keep = open_retriever(store, tiny_encoder, exclude_reference=False)
     assert len(keep.search([query], method="expr", k=12)[0]) == 12
+
+
+def test_image_names_no_file_system_accepts_are_compose_errors(tmp_path, image_folder, tiny_encoder):
+    import pytest
+
+    from clipmath.errors import ComposeError
+
+    store = tmp_path / "s"
+    index_folder(store, image_folder, tiny_encoder, progress=False)
+    retriever = open_retriever(store, tiny_encoder)
+    for name in ("a\x00.jpg", "x" * 5000 + ".jpg", "bad\udcff.jpg", "\ud800"):
+        as_reference = (CompositionQuery(reference=name), "image")
+        as_operand = (CompositionQuery(terms=parse_expression(f"+img_0001.png -{name}")), "expr")
+        for query, method in (as_reference, as_operand):
+            with pytest.raises(ComposeError) as info:
+                retriever.search([query], method=method, k=3)
+            str(info.value).encode("utf-8")  # the message itself is printable and serialisable

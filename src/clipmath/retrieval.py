@@ -51,15 +51,22 @@ class Retriever:
 
     @classmethod
     def open(
-        cls, store: str | Path, model: str | None = None, device: str = "cpu", config: RetrieverConfig | None = None
+        cls,
+        store: str | Path,
+        model: str | None = None,
+        device: str = "cpu",
+        config: RetrieverConfig | None = None,
+        dtype: str = "auto",
     ) -> Retriever:
-        """Open a store with the model it was built with (or ``model``, which must be the same one)."""
+        """Open a store with the model it was built with (or ``model``, which must be the same one), in ``dtype``."""
         gallery = Gallery.open(store)
         name = model or gallery.model_id
         if name.startswith("local:") and model is None:
             raise StoreError(f"{store} was built with a local model folder ({name}): give that folder as the model")
         transform = ImageTransform.from_key(gallery.meta["preprocessing"])
-        encoder = load_encoder(name, device=device, preprocessing=transform.mode, target_ratio=transform.target_ratio)
+        encoder = load_encoder(
+            name, device=device, preprocessing=transform.mode, target_ratio=transform.target_ratio, dtype=dtype
+        )
         return cls(gallery, encoder, config)
 
     # ---- state --------------------------------------------------------------------------------------
@@ -142,7 +149,7 @@ class Retriever:
         snapshot = self.snapshot
 
         def resolve(image: object) -> object:
-            if not isinstance(image, (str, Path)) or Path(image).exists():
+            if not isinstance(image, (str, Path)) or _exists(image):
                 return image
             row = snapshot.row_of(Path(image).as_posix())
             return image if row is None else np.asarray(snapshot.vectors[row])
@@ -168,16 +175,24 @@ class Retriever:
             return None
         snapshot = self.snapshot
         name = Path(image).as_posix()
-        if snapshot.row_of(name) is not None and not Path(image).exists():
+        if snapshot.row_of(name) is not None and not _exists(image):
             return name
         try:
             name = Path(image).resolve().relative_to(snapshot.root.resolve()).as_posix()
-        except ValueError:
+        except (ValueError, OSError):  # outside the gallery, or not a usable path (NUL byte, too long, a loop)
             return None
         return name if snapshot.row_of(name) is not None else None
 
     def path_of(self, item_id: str) -> Path:
         return self.snapshot.path_of(item_id)
+
+
+def _exists(path: str | Path) -> bool:
+    """Whether ``path`` names an existing file; names no file system accepts (a NUL byte, too long) do not."""
+    try:
+        return Path(path).exists()
+    except (ValueError, OSError):
+        return False
 
 
 def _safe(kind: str) -> str:

@@ -18,7 +18,7 @@ from typing import Any, Optional
 import typer
 from typer.core import TyperGroup
 
-from clipmath.cli import caption, eval, gallery, serve
+from clipmath.cli import caption, check, eval, gallery, serve
 from clipmath.cli.output import err, error_line
 from clipmath.errors import ClipmathError
 from clipmath.registry import import_ref
@@ -51,7 +51,7 @@ app.add_typer(gallery.app)
 app.add_typer(eval.app)
 app.add_typer(serve.app)
 app.add_typer(caption.app)
-app.add_typer(import_ref("clipmath.cli.check:app"))
+app.add_typer(check.app)
 
 
 def main() -> None:

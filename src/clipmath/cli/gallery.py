@@ -19,7 +19,6 @@ from clipmath.cli.options import (
     StoreArg,
     StoreOpt,
     ThreadsOpt,
-    finite,
 )
 from clipmath.cli.output import emit, key_values, table
 from clipmath.cli.runtime import load_model, set_threads
@@ -42,7 +41,7 @@ def index(
     model: ModelOpt = "auto",
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "auto",
-    preprocessing: PreprocessingOpt = "clip",
+    preprocessing: PreprocessingOpt = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per encoder batch.")] = 32,
     commit_every: Annotated[int, typer.Option(min=1, help="Images per atomic commit.")] = 256,
     max_pixels: Annotated[
@@ -88,20 +87,6 @@ def index(
 
 
 # ---- search -------------------------------------------------------------------------------------------------
-def _infer_method(image: Optional[str], text: Optional[str], source: Optional[str], expr: Optional[str]) -> str:
-    if expr:
-        return "expr"
-    if source is not None:
-        return "delta"
-    if image and text:
-        return "sum"
-    if image:
-        return "image"
-    if text:
-        return "text"
-    raise ClipmathError("give a query: --image and/or --text, --image with --from/--to, or --expr")
-
-
 _SEARCH_EXAMPLES = """Examples:
 
   clipmath search -s photos.store --image dog.jpg --text "on a beach"
@@ -130,24 +115,22 @@ def search(
     include_reference: Annotated[bool, typer.Option(help="Allow the reference image itself in the results.")] = False,
     model: ModelOpt = None,
     device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "auto",
     threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Search a store with a composed query (image + text, image + from/to delta, or an expression)."""
-    from clipmath.compose import CompositionQuery, parse_expression
+    from clipmath.compose import build_query, infer_method
     from clipmath.retrieval import Retriever, RetrieverConfig
 
     if (source is None) != (target is None):
         raise ClipmathError("--from and --to go together")
-    lam = finite(lam, "--lam")
-    method = method or _infer_method(image, text, source, expr)
-    query = CompositionQuery(
-        reference=image, text=text, source=source, target=target, lam=lam, terms=parse_expression(expr) if expr else []
-    )
+    fields = {"reference": image, "text": text, "source": source, "target": target, "expression": expr}
+    method = method or infer_method(**fields)
+    query = build_query(**fields, lam=lam)
     set_threads(threads)
     config = RetrieverConfig(index=index_kind, exclude_reference=not include_reference)
-    retriever = Retriever.open(store, model=model, device=device, config=config)
-    k = max(1, min(k, len(retriever.snapshot)))  # more results than images is every image
+    retriever = Retriever.open(store, model=model, device=device, config=config, dtype=dtype)
     hits = retriever.search([query], method=method, k=k, checkpoint=checkpoint)[0]
     label = retriever.encoder.info.label()
     payload = {
@@ -192,3 +175,55 @@ def methods(as_json: JsonOpt = False) -> None:
 
     listing = available_methods()
     emit(listing, as_json, lambda: [f"{name:>14}  {description}" for name, description in listing.items()])
+
+
+def _listing(registry) -> list[dict]:
+    """Entries of a model registry (ENCODERS, LANGUAGE_MODELS) as rows: name, description, pretrained, aliases."""
+    aliases: dict[str, list[str]] = {}
+    for alias, name in registry.aliases().items():
+        aliases.setdefault(name, []).append(alias)
+    return [
+        {
+            "name": name + (f":{spec.arg_name.upper()}" if spec.arg_name else ""),
+            "description": spec.description,
+            "pretrained": spec.pretrained,
+            "aliases": aliases.get(name, []),
+        }
+        for name, spec in registry.items()
+    ]
+
+
+_MODELS_EXAMPLES = """Examples:
+
+  clipmath models
+
+  clipmath models --json
+"""
+
+
+@app.command(epilog=_MODELS_EXAMPLES)
+def models(as_json: JsonOpt = False) -> None:
+    """List the named encoders (--model) and language models (--lm); a hub name or a local folder also works."""
+    from clipmath.caption import LANGUAGE_MODELS
+    from clipmath.encoders import ENCODERS
+
+    listing = {"encoders": _listing(ENCODERS), "language_models": _listing(LANGUAGE_MODELS)}
+
+    def render():
+        for kind, option in (("encoders", "--model"), ("language_models", "--lm")):
+            rows = [
+                (
+                    entry["name"],
+                    "yes" if entry["pretrained"] else "random weights",
+                    ", ".join(entry.get("aliases", [])),
+                    entry["description"],
+                )
+                for entry in listing[kind]
+            ]
+            title = f"{kind.replace('_', ' ')} ({option})"
+            columns = ("name", "pretrained", "aliases", "description")
+            yield table(columns, rows, title=title, left=columns)
+        yield "Any other --model is a Hugging Face CLIP name (openai/clip-vit-base-patch32) or a local model folder;"
+        yield "any other --lm a Hugging Face causal LM or a local folder."
+
+    emit(listing, as_json, render)

@@ -1,13 +1,12 @@
 """Options shared by several commands, declared once as ``Annotated`` aliases, and the parsers they need.
 
 A command writes ``model: ModelOpt = "auto"``; the flag, its short form and its help live here. Options whose
-values need checking (``--preprocessing``, ``--dtype``, ``--index``) are checked by a click callback, so every
-command refuses a bad value with the same one-line message.
+values have a fixed set of choices (``--preprocessing``, ``--dtype``) are checked by a click callback against the
+encoders package's own lists, so every command refuses a bad value with the same one-line message.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, Callable, Optional, TypeVar
 
@@ -17,14 +16,18 @@ from clipmath.errors import ClipmathError
 
 T = TypeVar("T")
 
-PREPROCESSING_CHOICES = ("clip", "targetpad")  # clipmath.encoders.transforms (not imported: it pulls in torch)
-DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
 
+def _choice(option: str, choices: str) -> Callable[[Optional[str]], Optional[str]]:
+    """A click callback refusing values outside ``clipmath.encoders.<choices>`` (imported only when checking)."""
 
-def _choice(option: str, choices: tuple[str, ...]) -> Callable[[Optional[str]], Optional[str]]:
     def check(value: Optional[str]) -> Optional[str]:
-        if value is not None and value not in choices:
-            raise ClipmathError(f"{option} is one of {', '.join(choices)}, not {value!r}")
+        if value is None:
+            return value
+        import clipmath.encoders
+
+        allowed = getattr(clipmath.encoders, choices)
+        if value not in allowed:
+            raise ClipmathError(f"{option} is one of {', '.join(allowed)}, not {value!r}")
         return value
 
     return check
@@ -46,7 +49,7 @@ DtypeOpt = Annotated[
     str,
     typer.Option(
         "--dtype",
-        callback=_choice("--dtype", DTYPE_CHOICES),
+        callback=_choice("--dtype", "DTYPE_CHOICES"),
         help="Precision: auto (half on CUDA, float32 on the CPU), float32, float16 or bfloat16; "
         "training keeps float32 weights and uses it for mixed precision.",
     ),
@@ -56,12 +59,12 @@ ThreadsOpt = Annotated[
     typer.Option(min=1, help="CPU threads for torch (default: torch's choice; 1 is often fastest for small batches)."),
 ]
 PreprocessingOpt = Annotated[
-    str,
+    Optional[str],
     typer.Option(
         "--preprocessing",
-        callback=_choice("--preprocessing", PREPROCESSING_CHOICES),
+        callback=_choice("--preprocessing", "PREPROCESSING_CHOICES"),
         help="clip (resize + centre crop) or targetpad (pad to square first, as CLIP4Cir/SEARLE); "
-        "a gallery and its queries must use the same.",
+        "a gallery and its queries must use the same (default: the model's own, else clip).",
     ),
 ]
 EncodeBatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images and texts per encoder batch.")]
@@ -103,13 +106,6 @@ def option_values(
     except ValueError:
         raise ClipmathError(f"unexpected arguments: {' '.join(extra)} ({option} takes {unit})") from None
     return (list(values or []) + more) or None
-
-
-def finite(value: float, option: str) -> float:
-    """``value`` unless it is nan or ±inf (click's float parser accepts both)."""
-    if not math.isfinite(value):
-        raise ClipmathError(f"{option} must be a finite number, not {value}")
-    return value
 
 
 def method_paths(entries: Optional[list[str]], learned: list[str], selected: Optional[list[str]] = None) -> dict:

@@ -23,19 +23,23 @@ err = Console(stderr=True, soft_wrap=True)
 
 Shown = Union[str, Table]
 
-#: How this CLI names the fields that core errors mention ("the 'target' text is missing" -> --to).
+#: How this CLI names the fields that core errors quote ("the 'target' text is missing" -> "the --to text ...").
 FIELD_FLAGS = {
     "reference": "--image",
     "text": "--text",
     "source": "--from",
     "target": "--to",
     "lam": "--lam",
+    "lams": "--lam",
     "terms": "--expr",
     "expression": "--expr",
     "checkpoint": "--checkpoint",
     "k": "--k",
-    "method": "--method",
+    "limit": "--limit",
+    "submission": "--submission",
 }
+#: field names that are also values (a method is called 'text'): reworded only when the error says it is the field.
+_AMBIGUOUS = {"text", "k"}
 
 
 def emit(payload: Any, as_json: bool, render: Callable[[], Iterable[Shown]]) -> None:
@@ -63,24 +67,28 @@ def table(
     title: str | None = None,
     caption: str | None = None,
     left: Sequence[str] = ("id", "method", "name", "path"),
+    wrap: Sequence[str] = ("description",),
 ) -> Table:
-    """A rich table whose title, caption and cells are shown literally (never parsed as markup)."""
+    """A rich table whose title, caption and cells are shown literally (never parsed as markup); only the ``wrap``
+    columns may wrap, the others always print whole."""
     shown = Table(
         title=escape(title) if title else None,
         caption=escape(caption) if caption else None,
         title_justify="left",
     )
     for column in columns:
-        shown.add_column(escape(column), justify="left" if column in left else "right", no_wrap=True)
+        justify = "left" if column in left else "right"
+        shown.add_column(escape(column), justify=justify, no_wrap=column not in wrap, overflow="fold")
     for row in rows:
         shown.add_row(*[escape(str(cell)) for cell in row])
     return shown
 
 
 def print_table(shown: Table) -> None:
-    """Print a table at its full width, even on a narrow terminal or a pipe (never cut a metric name short)."""
+    """Print a table without cutting a cell short, even on a narrow terminal or a pipe (widens the console if the
+    unwrappable columns need it)."""
     narrow = out.width
-    out.width = max(narrow, out.measure(shown).maximum)
+    out.width = max(narrow, out.measure(shown, options=out.options.update_width(100_000)).minimum)
     try:
         out.print(shown)
     finally:
@@ -95,9 +103,10 @@ def key_values(rows: Iterable[tuple[str, object]]) -> list[str]:
 
 
 def error_line(exc: ClipmathError) -> str:
-    """The one line printed for a user error: the message, with a core field name worded as this CLI's flag."""
+    """The one line printed for a user error, with the core's quoted field names worded as this CLI's flags."""
     message = " ".join(str(exc).split())
     field = getattr(exc, "field", None)
-    if isinstance(field, str) and field in FIELD_FLAGS:
-        message = message.replace(f"'{field}'", FIELD_FLAGS[field])
+    for name, flag in FIELD_FLAGS.items():
+        if name not in _AMBIGUOUS or name == field:
+            message = message.replace(f"'{name}'", flag)
     return f"error: {message}"

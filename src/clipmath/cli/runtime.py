@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Optional
 
 from clipmath.cli.output import status
-from clipmath.errors import ClipmathError
 
 
 def set_threads(threads: Optional[int]) -> None:
@@ -17,25 +15,11 @@ def set_threads(threads: Optional[int]) -> None:
         torch.set_num_threads(threads)
 
 
-def encoder_precision(load: Any, dtype: str, device: str) -> dict[str, Any]:
-    """The keyword ``load`` (``load_encoder``) takes for ``--dtype``: ``dtype=`` where it has one, else ``fp16=``."""
-    if dtype == "auto" and not device.startswith("cuda"):
-        dtype = "float32"
-    parameters = inspect.signature(load).parameters
-    if "dtype" in parameters:
-        return {"dtype": dtype}
-    if dtype == "auto":
-        dtype = "float16"
-    if dtype == "bfloat16":
-        raise ClipmathError("--dtype bfloat16 is not supported by this encoder loader yet: use float16 or float32")
-    return {"fp16": True} if dtype == "float16" and "fp16" in parameters else {}
-
-
 def load_model(
     model: Optional[str],
     device: str = "cpu",
-    preprocessing: str = "clip",
-    dtype: str = "float32",
+    preprocessing: Optional[str] = None,
+    dtype: str = "auto",
     threads: Optional[int] = None,
     as_json: bool = False,
 ) -> Any:
@@ -43,7 +27,6 @@ def load_model(
     from clipmath.encoders import load_encoder
 
     set_threads(threads)
-    precision = encoder_precision(load_encoder, dtype, device)
-    encoder = load_encoder(model, device=device, preprocessing=preprocessing, **precision)
+    encoder = load_encoder(model, device=device, preprocessing=preprocessing, dtype=dtype)
     status(f"model: {encoder.info.label()}", as_json)
     return encoder

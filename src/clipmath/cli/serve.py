@@ -11,6 +11,7 @@ from rich.markup import escape
 from clipmath.cli.options import (
     CheckpointsOpt,
     DeviceOpt,
+    DtypeOpt,
     IndexKindOpt,
     ModelOpt,
     ThreadsOpt,
@@ -47,6 +48,7 @@ def serve(
     ] = None,
     model: ModelOpt = None,
     device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "auto",
     index_kind: IndexKindOpt = "exact",
     k: Annotated[int, typer.Option("--k", "-k", min=1, help="Default number of results.")] = 12,
     max_k: Annotated[int, typer.Option(min=1, max=1000, help="Largest k a request may ask for.")] = 100,
@@ -83,7 +85,7 @@ def serve(
     config.check()
     check_port_free(host, port)  # before the model loads
     set_threads(threads)
-    retriever = Retriever.open(store, model=model, device=device, config=RetrieverConfig(index=index_kind))
+    retriever = Retriever.open(store, model, device, RetrieverConfig(index=index_kind), dtype=dtype)
     web_app = create_app(retriever, config, captioner=zerocap_captioner(caption_lm, retriever.encoder, device))
     shown_host = f"[{host}]" if ":" in host else host
     address = f"http://{shown_host}:{port}/" + (f"#token={token}" if token else "")

@@ -209,7 +209,7 @@ SHARED: dict[str, tuple[Any, Any]] = {
     "model": (ModelOpt, "auto"),
     "device": (DeviceOpt, FROM_CONFIG),
     "dtype": (DtypeOpt, "auto"),
-    "preprocessing": (PreprocessingOpt, "clip"),
+    "preprocessing": (PreprocessingOpt, None),
     "cache": (
         Annotated[
             Optional[Path],

@@ -11,15 +11,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 from PIL import Image
 
 from clipmath.compose.values import check_weight, clean_text
-from clipmath.encoders.base import Encoder
 from clipmath.errors import ComposeError
 from clipmath.vectors import l2_normalise
+
+if TYPE_CHECKING:
+    from clipmath.encoders.base import Encoder
 
 #: An image given as a PIL image, a file path, or an already computed embedding ``(D,)``.
 ImageInput = Union[Image.Image, str, Path, np.ndarray]
@@ -172,12 +174,15 @@ def open_image(path: str | Path) -> Image.Image:
     """Open an image file for a query, with a one-line error for a missing or undecodable file."""
     from clipmath.imageio import ImageDecodeError, decode_image
 
+    shown = clean_text(str(path))  # a file name may hold bytes that are not UTF-8: never echo them raw
     try:
         return decode_image(Path(path))
     except FileNotFoundError:
-        raise ComposeError(f"image not found: {path}") from None
+        raise ComposeError(f"image not found: {shown}") from None
     except ImageDecodeError as exc:
-        raise ComposeError(f"cannot read image {path}: {exc}") from None
+        raise ComposeError(f"cannot read image {shown}: {exc}") from None
+    except (ValueError, OSError) as exc:  # a NUL byte in the name, a name too long for the file system...
+        raise ComposeError(f"not a usable image path: {shown!r} ({exc})") from None
 
 
 #: Row-wise L2 normalisation (zero rows stay zero); the one helper lives in :mod:`clipmath.vectors`.

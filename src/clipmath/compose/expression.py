@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,8 +29,10 @@ from clipmath.compose.base import (
     normalise,
 )
 from clipmath.compose.values import check_weight, clean_text
-from clipmath.encoders.base import Encoder
 from clipmath.errors import ComposeError
+
+if TYPE_CHECKING:
+    from clipmath.encoders.base import Encoder
 
 _TERM = re.compile(
     r"""\s*(?P<sign>[+-])?\s*

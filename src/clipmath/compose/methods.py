@@ -4,8 +4,6 @@ A spec carries a method's facts (what query fields it needs, whether it is learn
 ``clipmath train`` command make its weights) and a lazy factory, so listing methods imports no method code.
 Adding a method is one file holding its :class:`~clipmath.compose.base.Composer` plus one registration::
 
-    from clipmath.compose import METHODS, MethodSpec
-
     from clipmath.compose import MethodSpec, register_method
 
     register_method(MethodSpec(
@@ -20,12 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clipmath.compose.base import Composer
-from clipmath.encoders.base import Encoder
 from clipmath.errors import ComposeError
 from clipmath.registry import Registry, import_ref
+
+if TYPE_CHECKING:
+    from clipmath.encoders.base import Encoder
 
 __all__ = [
     "METHODS",

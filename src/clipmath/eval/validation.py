@@ -18,12 +18,15 @@ from clipmath.eval.runner import _as_list, score_method
 def monitor_metric(spec: BenchmarkSpec, datasets: Sequence[Any], config: EvalConfig) -> str:
     """The headline metric's key in :meth:`EvalReport.flat_metrics` for this run.
 
-    ``spec.monitor`` names it for the whole benchmark (``average/R@10``); one variant alone is prefixed with its
-    short name instead (``dress/R@10``), and several λ values put the first λ in front (``λ=1/score``).
+    ``spec.monitor`` names it for the whole benchmark (``average/R@10``); a dataset validated alone is keyed by its
+    short name instead where it is not named like the benchmark (``dress/R@10``), and several λ values put the
+    first λ in front (``λ=1/score``).
     """
     monitor = spec.monitor
-    if len(datasets) == 1 and "/" in monitor:
-        monitor = f"{datasets[0].name.removeprefix(spec.name + '-')}/{monitor.split('/', 1)[1]}"
+    if len(datasets) == 1:
+        metric = monitor.rsplit("/", 1)[-1]
+        name = datasets[0].name
+        monitor = metric if name == spec.name else f"{name.removeprefix(spec.name + '-')}/{metric}"
     if spec.takes_lam and len(config.lams) > 1:
         monitor = f"λ={config.lams[0]:g}/{monitor}"
     return monitor
