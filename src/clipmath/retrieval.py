@@ -51,15 +51,22 @@ class Retriever:
 
     @classmethod
     def open(
-        cls, store: str | Path, model: str | None = None, device: str = "cpu", config: RetrieverConfig | None = None
+        cls,
+        store: str | Path,
+        model: str | None = None,
+        device: str = "cpu",
+        config: RetrieverConfig | None = None,
+        dtype: str = "auto",
     ) -> Retriever:
-        """Open a store with the model it was built with (or ``model``, which must be the same one)."""
+        """Open a store with the model it was built with (or ``model``, which must be the same one), in ``dtype``."""
         gallery = Gallery.open(store)
         name = model or gallery.model_id
         if name.startswith("local:") and model is None:
             raise StoreError(f"{store} was built with a local model folder ({name}): give that folder as the model")
         transform = ImageTransform.from_key(gallery.meta["preprocessing"])
-        encoder = load_encoder(name, device=device, preprocessing=transform.mode, target_ratio=transform.target_ratio)
+        encoder = load_encoder(
+            name, device=device, preprocessing=transform.mode, target_ratio=transform.target_ratio, dtype=dtype
+        )
         return cls(gallery, encoder, config)
 
     # ---- state --------------------------------------------------------------------------------------

@@ -115,6 +115,7 @@ def search(
     include_reference: Annotated[bool, typer.Option(help="Allow the reference image itself in the results.")] = False,
     model: ModelOpt = None,
     device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "auto",
     threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -129,8 +130,7 @@ def search(
     query = build_query(**fields, lam=lam)
     set_threads(threads)
     config = RetrieverConfig(index=index_kind, exclude_reference=not include_reference)
-    retriever = Retriever.open(store, model=model, device=device, config=config)
-    k = max(1, min(k, len(retriever.snapshot)))  # more results than images is every image
+    retriever = Retriever.open(store, model=model, device=device, config=config, dtype=dtype)
     hits = retriever.search([query], method=method, k=k, checkpoint=checkpoint)[0]
     label = retriever.encoder.info.label()
     payload = {
