@@ -381,6 +381,8 @@ def incomplete_cirr(roots, tmp_path_factory):
         (["--dataset", "cirr", "--path", "{cirr}", "--lam", "2"], "SIMAT only"),
         (["--dataset", "cirr", "--path", "{cirr}", "--preprocessing", "squash"], "--preprocessing is one of"),
         (["--dataset", "simat", "--path", "{simat}", "--oracle", "oscar"], "oscar_similarity_matrix.pt not found"),
+        (["--dataset", "simat", "--path", "{simat}", "--oracle", "human"], "use labels, oscar"),
+        (["--dataset", "cirr", "--path", "{cirr}", "--oracle", "oscar"], "'oracle' applies to SIMAT only"),
         (["--dataset", "fashioniq", "--path", "{cirr}", "--submission", "x.json"], "only CIRR and CIRCO"),
         (["--dataset", "cirr", "--path", "{cirr}", "--method", "nope"], "unknown method"),
     ],

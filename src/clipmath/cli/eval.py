@@ -39,6 +39,13 @@ _EXAMPLES = """Examples:
 """
 
 
+def _oracle_help() -> str:
+    from clipmath.eval.benchmarks import BENCHMARKS
+
+    judged = "; ".join(f"{s.name}: {' or '.join(s.oracles)}" for s in BENCHMARKS.list() if s.oracles)
+    return f"The judge, where a benchmark has several (first is the default): {judged or 'none registered'}."
+
+
 @app.command("eval", context_settings=MULTI_VALUE, epilog=_EXAMPLES)
 def eval_command(
     ctx: typer.Context,
@@ -65,13 +72,7 @@ def eval_command(
     lam: Annotated[
         Optional[list[float]], typer.Option("--lam", help="SIMAT: λ values, e.g. --lam 1 2 (default 1).")
     ] = None,
-    oracle: Annotated[
-        str,
-        typer.Option(
-            help="SIMAT judge: labels (ground-truth triplets) or oscar (PATH/simat_db/oscar_similarity_matrix.pt, "
-            "the paper's rule)."
-        ),
-    ] = "labels",
+    oracle: Annotated[Optional[str], typer.Option(help=_oracle_help())] = None,
     caption_orders: Annotated[
         str,
         typer.Option(help="FashionIQ: both (average both caption orders, as SEARLE) or one (as CLIP4Cir)."),
@@ -111,8 +112,6 @@ def eval_command(
     selection = selection or [spec.default_method]
     checkpoints = method_paths(checkpoint, spec.get_protocol().method_names()[1], selection)
     chosen, skipped = resolve_methods(selection, checkpoints, spec)
-    if oracle not in ("labels", "oscar"):
-        raise ClipmathError(f"--oracle is labels or oscar, not {oracle!r}")
     spec.check_options(lams=lams, submission=submission is not None, limit=limit)  # the benchmark's own rules
     datasets = load_benchmark(dataset, path, split, category)
     chosen_split = datasets[0].split
@@ -120,11 +119,7 @@ def eval_command(
         raise ClipmathError(
             f"{benchmark} {chosen_split} has no ground truth: pass --submission OUT.json to write the server file"
         )
-    judge = None
-    if benchmark == "simat" and oracle == "oscar":
-        from clipmath.eval.simat import CaptionScoreOracle
-
-        judge = CaptionScoreOracle.from_file(path / "simat_db" / "oscar_similarity_matrix.pt")
+    judge = spec.make_oracle(oracle, path)
     config = EvalConfig(
         lams=tuple(lams or (1.0,)),
         limit=limit,
