@@ -1,4 +1,8 @@
-"""``clipmath serve``: a store over HTTP (JSON API + web page), optionally with ZeroCap captions."""
+"""``clipmath serve``: a store over HTTP (JSON API + web page), optionally with ZeroCap captions.
+
+Option defaults are :class:`~clipmath.serve.config.ServeConfig`'s. This module imports the serve extra (FastAPI), so
+the CLI loads it only when ``serve`` runs or help is shown (see ``LAZY_COMMANDS`` in :mod:`clipmath.cli`).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from rich.markup import escape
 
 from clipmath.cli.options import (
     CheckpointsOpt,
+    config_default,
     DeviceOpt,
     DtypeOpt,
     IndexKindOpt,
@@ -19,9 +24,10 @@ from clipmath.cli.options import (
 )
 from clipmath.cli.output import err
 from clipmath.cli.runtime import set_threads
-from clipmath.errors import ClipmathError
+from clipmath.serve.config import TOKEN_ENV, ServeConfig
 
 app = typer.Typer()
+_MIB = 1024 * 1024
 
 _EXAMPLES = """Examples:
 
@@ -36,12 +42,14 @@ _EXAMPLES = """Examples:
 @app.command(epilog=_EXAMPLES)
 def serve(
     store: Annotated[Path, typer.Argument(help="Store folder to serve.")],
-    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs a token.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; anything but loopback needs a token.")
+    ] = config_default(ServeConfig, "host"),
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = config_default(ServeConfig, "port"),
     token: Annotated[
         Optional[str],
         typer.Option(
-            envvar="CLIPMATH_TOKEN",
+            envvar=TOKEN_ENV,
             show_envvar=True,
             help="Token every API call must carry (Authorization: Bearer).",
         ),
@@ -50,10 +58,18 @@ def serve(
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "auto",
     index_kind: IndexKindOpt = "exact",
-    k: Annotated[int, typer.Option("--k", "-k", min=1, help="Default number of results.")] = 12,
-    max_k: Annotated[int, typer.Option(min=1, max=1000, help="Largest k a request may ask for.")] = 100,
-    max_upload_mb: Annotated[float, typer.Option(min=0.01, help="Largest accepted upload, in MB.")] = 20.0,
-    max_pixels: Annotated[int, typer.Option(min=1, help="Largest accepted image (width × height).")] = 50_000_000,
+    k: Annotated[
+        int, typer.Option("--k", "-k", min=1, help="Default number of results.")
+    ] = config_default(ServeConfig, "default_k"),
+    max_k: Annotated[
+        int, typer.Option(min=1, help="Largest k a request may ask for.")
+    ] = config_default(ServeConfig, "max_k"),
+    max_upload_mb: Annotated[
+        float, typer.Option(min=0.01, help="Largest accepted upload, in MiB.")
+    ] = config_default(ServeConfig, "max_upload_bytes") / _MIB,
+    max_pixels: Annotated[
+        int, typer.Option(min=1, help="Largest accepted upload image (width × height).")
+    ] = config_default(ServeConfig, "max_pixels"),
     checkpoint: CheckpointsOpt = None,
     caption_lm: Annotated[
         Optional[str],
@@ -62,12 +78,7 @@ def serve(
     threads: ThreadsOpt = None,
 ) -> None:
     """Serve a store over HTTP: a JSON API (documented at /docs) and a web page for composed search."""
-    try:
-        from clipmath.serve import ServeConfig, check_port_free, create_app, run_server
-    except ImportError as exc:
-        raise ClipmathError(
-            f"serving needs the serve extra ({exc.name} is missing): pip install 'clipmath[serve]'"
-        ) from None
+    from clipmath.serve import check_port_free, create_app, run_server
     from clipmath.compose import learned_methods
     from clipmath.retrieval import Retriever, RetrieverConfig
 
@@ -75,7 +86,7 @@ def serve(
         host=host,
         port=port,
         token=token or None,
-        max_upload_bytes=int(max_upload_mb * 1e6),
+        max_upload_bytes=int(max_upload_mb * _MIB),
         max_pixels=max_pixels,
         default_k=min(k, max_k),
         max_k=max_k,
