@@ -59,7 +59,7 @@ def index(
         raise ClipmathError(f"image folder not found: {folder}")
     if (store / "manifest.sqlite").exists() and model in (None, "auto"):
         model = Gallery.open(store).model_id  # keep using the store's model
-    encoder = load_model(model, device, preprocessing, dtype, threads, as_json)
+    encoder = load_model(model, device, preprocessing, dtype, threads, as_json, lazy=True)
     config = IndexConfig(
         batch_size=batch_size,
         commit_every=commit_every,
