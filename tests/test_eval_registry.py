@@ -227,6 +227,8 @@ def test_the_toy_benchmark_runs_from_the_command_line(toy_benchmark, toy_root, t
     refused = CliRunner().invoke(app, [*args, "--submission", str(tmp_path / "s.json")])
     assert isinstance(refused.exception, SubmissionError)  # `main()` prints it as a one-line error, status 2
     assert "only CIRR and CIRCO have a test server" in str(refused.exception)
+    listed = json.loads(CliRunner().invoke(app, ["benchmarks", "--json"]).stdout)
+    assert listed[-1] == toy_benchmark.summary() and (listed[-1]["name"], listed[-1]["monitor"]) == ("toy", "R@1")
 
 
 # ---- a benchmark scored by its own protocol (the shape of a difference-captioning benchmark) -----------------

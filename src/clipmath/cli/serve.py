@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.markup import escape
 
 from clipmath.cli.options import (
     CheckpointsOpt,
@@ -22,7 +21,7 @@ from clipmath.cli.options import (
     ThreadsOpt,
     method_paths,
 )
-from clipmath.cli.output import err
+from clipmath.cli.output import status
 from clipmath.cli.runtime import set_threads
 from clipmath.serve.config import TOKEN_ENV, ServeConfig
 
@@ -100,11 +99,8 @@ def serve(
     web_app = create_app(retriever, config, captioner=zerocap_captioner(caption_lm, retriever.encoder, device))
     shown_host = f"[{host}]" if ":" in host else host
     address = f"http://{shown_host}:{port}/" + (f"#token={token}" if token else "")
-    err.print(f"model: {escape(retriever.encoder.info.label())}")
-    err.print(
-        f"serving {len(retriever.snapshot)} images from {escape(str(store))} at {escape(address)} "
-        f"(API docs: /docs); Ctrl-C stops"
-    )
+    status(f"model: {retriever.encoder.info.label()}")
+    status(f"serving {len(retriever.snapshot)} images from {store} at {address} (API docs: /docs); Ctrl-C stops")
     run_server(web_app, config)
 
 

@@ -162,6 +162,24 @@ class BenchmarkSpec:
             raise BenchmarkError(f"unknown {self.title} oracle {name!r}: use {', '.join(self.oracles)}")
         return _resolve(self.oracles[name])(Path(root))
 
+    def summary(self) -> dict[str, Any]:
+        """The facts a listing shows (``clipmath benchmarks``), JSON-ready."""
+        return {
+            "name": self.name,
+            "title": self.title,
+            "description": self.description,
+            "splits": list(self.splits),
+            "default_split": self.default_split,
+            "validation_split": self.default_for_validation(),
+            "default_method": self.default_method,
+            "monitor": self.monitor,
+            "query_fields": list(self.query_fields),
+            "variants": list(self.variants),
+            "takes_lam": self.takes_lam,
+            "oracles": list(self.oracles),
+            "submission_server": self.submission.server if self.submission else None,
+        }
+
     def _variant_problem(self, variant: str) -> str:
         if not self.variants:
             return f"{self.title} has no {self.variant_name}s"
