@@ -325,6 +325,7 @@ def test_benchmarks_lists_the_registry_as_table_or_json():
         assert all(entry[fact] in shown.stdout for fact in ("name", "title", "monitor", "description"))
     helped = " ".join(runner.invoke(app, ["eval", "--help"]).stdout.replace("│", " ").split())
     assert "Benchmark: fashioniq, cirr, circo, simat" in helped
+    assert "default: val on fashioniq, val on cirr, val on circo, test on simat" in helped
 
 
 def test_simat_lambdas_and_limit(roots, shared_cache):

@@ -59,12 +59,14 @@ def eval_command(
     split: Annotated[
         Optional[str],
         typer.Option(
-            help="Split: val (FashionIQ, CIRR, CIRCO; default), test1 (CIRR), test (CIRCO), dev|test (SIMAT)."
+            help="Split (default: "
+            + ", ".join(f"{s.default_split} on {s.name}" for s in BENCHMARKS.list())
+            + "; `clipmath benchmarks` lists each one's splits)."
         ),
     ] = None,
     method: Annotated[
         Optional[list[str]],
-        typer.Option("--method", help="Compose method (repeatable); default sum, or delta on SIMAT."),
+        typer.Option("--method", help="Compose method (repeatable); default: the benchmark's own (`clipmath benchmarks`)."),
     ] = None,
     methods: Annotated[
         Optional[str],
