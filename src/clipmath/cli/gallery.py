@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from clipmath.cli import scale
 from clipmath.cli.options import (
     DeviceOpt,
     DtypeOpt,
@@ -50,6 +51,12 @@ def index(
     prune: Annotated[bool, typer.Option(help="Forget files that are gone from the folder, and compact.")] = False,
     follow_symlinks: Annotated[bool, typer.Option(help="Index files symlinks lead to outside the folder.")] = False,
     threads: ThreadsOpt = None,
+    engine: scale.EngineOpt = "local",
+    address: scale.AddressOpt = None,
+    workers: scale.WorkersOpt = 2,
+    gpus_per_worker: scale.GpusOpt = 0.0,
+    files: scale.FilesOpt = None,
+    store_dtype: scale.StoreDtypeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Index (or update) a folder of images into a store: incremental, resumable, crash-safe."""
@@ -59,15 +66,21 @@ def index(
         raise ClipmathError(f"image folder not found: {folder}")
     if (store / "manifest.sqlite").exists() and model in (None, "auto"):
         model = Gallery.open(store).model_id  # keep using the store's model
-    encoder = load_model(model, device, preprocessing, dtype, threads, as_json)
     config = IndexConfig(
+        dtype=store_dtype,
         batch_size=batch_size,
         commit_every=commit_every,
         max_pixels=max_pixels,
         prune=prune,
         follow_symlinks=follow_symlinks,
     )
-    report = index_folder(store, folder, encoder, config, progress=not as_json)
+    if scale.check_engine(engine) == "ray":
+        ray_options = scale.RayCommand(model, device, dtype, preprocessing, address, workers, gpus_per_worker)
+        report, encoder = scale.run_ray_index(folder, store, config, files, ray_options, as_json)
+    else:
+        encoder = load_model(model, device, preprocessing, dtype, threads, as_json)
+        listed = scale.read_listed(files, folder)
+        report = index_folder(store, folder, encoder, config, files=listed, progress=not as_json)
     if prune and report.pruned:
         with Gallery.open_for_writing(store, encoder.info, encoder.transform.key, folder) as gallery:
             gallery.compact()
@@ -112,6 +125,7 @@ def search(
     checkpoint: Annotated[Optional[str], typer.Option(help="Trained weights for learned methods.")] = None,
     k: KOpt = 10,
     index_kind: IndexKindOpt = "exact",
+    recall: scale.RecallOpt = None,
     include_reference: Annotated[bool, typer.Option(help="Allow the reference image itself in the results.")] = False,
     model: ModelOpt = None,
     device: DeviceOpt = "cpu",
@@ -129,9 +143,12 @@ def search(
     method = method or infer_method(**fields)
     query = build_query(**fields, lam=lam)
     set_threads(threads)
-    config = RetrieverConfig(index=index_kind, exclude_reference=not include_reference)
+    config = RetrieverConfig(
+        index=index_kind, faiss=scale.index_params(device, recall), exclude_reference=not include_reference
+    )
     retriever = Retriever.open(store, model=model, device=device, config=config, dtype=dtype)
     hits = retriever.search([query], method=method, k=k, checkpoint=checkpoint)[0]
+    scale.report_tuning(retriever.index, as_json)
     label = retriever.encoder.info.label()
     payload = {
         "model": label,

@@ -129,7 +129,12 @@ class FaissIndex(VectorIndex):
     ) -> FaissIndex:
         import faiss
 
-        return cls(faiss.read_index(str(path)), kind, params, vectors)
+        index = cls(faiss.read_index(str(path)), kind, params, vectors)
+        if index.params.recall is not None and vectors is not None and index.tunable:
+            from clipmath.search.tuning import tune_recall
+
+            tune_recall(index, vectors, index.params.recall, sample=index.params.tune_queries, seed=index.params.seed)
+        return index
 
     def save(self, path: str | Path) -> None:
         import faiss
