@@ -189,7 +189,12 @@ def test_python_dash_m_runs_the_cli():
 
 def test_methods_lists_zero_shot_methods():
     result = runner.invoke(app, ["methods", "--json"])
-    assert {"image", "text", "sum", "delta", "expr"} <= set(json.loads(result.stdout))
+    listing = json.loads(result.stdout)
+    assert {"image", "text", "sum", "delta", "expr"} <= set(listing)
+    assert set(listing["delta"]["needs"]) >= {"reference", "source", "target"} and not listing["delta"]["learned"]
+    assert listing["combiner"]["learned"] and listing["combiner"]["train_command"] == "combiner"
+    shown = runner.invoke(app, ["methods"]).stdout
+    assert "--image --from --to" in shown and "train combiner" in shown
 
 
 def test_core_errors_are_worded_with_flags():

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from clipmath.cli import scale
 from clipmath.cli.options import (
     DeviceOpt,
     DtypeOpt,
@@ -20,10 +21,10 @@ from clipmath.cli.options import (
     StoreOpt,
     ThreadsOpt,
 )
-from clipmath.cli import scale
-from clipmath.cli.output import emit, key_values, table
+from clipmath.cli.output import FIELD_FLAGS, emit, key_values, table
 from clipmath.cli.runtime import load_model, set_threads
 from clipmath.errors import ClipmathError
+from clipmath.imageio import MAX_PIXELS
 
 app = typer.Typer()
 
@@ -47,7 +48,7 @@ def index(
     commit_every: Annotated[int, typer.Option(min=1, help="Images per atomic commit.")] = 256,
     max_pixels: Annotated[
         int, typer.Option(min=1, help="Refuse images with more pixels (decompression bombs).")
-    ] = 89_478_485,
+    ] = MAX_PIXELS,
     prune: Annotated[bool, typer.Option(help="Forget files that are gone from the folder, and compact.")] = False,
     follow_symlinks: Annotated[bool, typer.Option(help="Index files symlinks lead to outside the folder.")] = False,
     threads: ThreadsOpt = None,
@@ -187,11 +188,30 @@ def info(store: StoreArg, as_json: JsonOpt = False) -> None:
 
 @app.command(epilog="Example:\n\n  clipmath methods --json")
 def methods(as_json: JsonOpt = False) -> None:
-    """List the compose methods."""
-    from clipmath.compose import available_methods
+    """List the compose methods: what each needs from a query, and which `clipmath train` command makes the
+    checkpoint of a learned one."""
+    from clipmath.compose import METHODS
 
-    listing = available_methods()
-    emit(listing, as_json, lambda: [f"{name:>14}  {description}" for name, description in listing.items()])
+    listing = {
+        name: {
+            "description": spec.description,
+            "needs": list(spec.needs),
+            "learned": spec.learned,
+            "train_command": spec.train_command,
+        }
+        for name, spec in METHODS.items()
+    }
+    rows = [
+        (
+            name,
+            " ".join(FIELD_FLAGS.get(need, need) for need in entry["needs"]),
+            f"train {entry['train_command']}" if entry["learned"] else "-",
+            entry["description"],
+        )
+        for name, entry in listing.items()
+    ]
+    columns = ("name", "query options", "checkpoint from", "description")
+    emit(listing, as_json, lambda: [table(columns, rows, title="compose methods (--method)", left=columns)])
 
 
 def _listing(registry) -> list[dict]:
