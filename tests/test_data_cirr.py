@@ -4,9 +4,9 @@ import shutil
 import numpy as np
 import pytest
 
-from clipmath.data import load_cir_benchmark, load_cirr
+from clipmath.data import load_cirr
 from clipmath.errors import DatasetError
-from clipmath.eval import EmbeddingScores, evaluate_cir
+from clipmath.eval import EmbeddingScores, evaluate_cir, load_benchmark
 from tests.benchmark_folders import ANNOTATIONS, build_cirr
 
 
@@ -38,7 +38,7 @@ def test_real_samples_load_unchanged(cirr_root, split):
 
 def test_test_alias_and_benchmark_loader(cirr_root):
     assert load_cirr(cirr_root, "test").split == "test1"
-    [dataset] = load_cir_benchmark("cirr", cirr_root)
+    [dataset] = load_benchmark("cirr", cirr_root)
     assert dataset.split == "val"
 
 

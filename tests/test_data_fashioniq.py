@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from clipmath.data import FASHIONIQ_CATEGORIES, join_captions, load_cir_benchmark, load_fashioniq, load_fashioniq_all
+from clipmath.data import FASHIONIQ_CATEGORIES, join_captions, load_fashioniq, load_fashioniq_all
 from clipmath.errors import DatasetError
-from clipmath.eval import EmbeddingScores, evaluate_cir, fashioniq_average, rank_cir
+from clipmath.eval import EmbeddingScores, evaluate_cir, fashioniq_average, load_benchmark, rank_cir
 from tests.benchmark_folders import ANNOTATIONS, build_fashioniq, pixel_features
 
 
@@ -71,14 +71,14 @@ def test_target_queries_score_full_recall(fiq_root):
 
 
 def test_benchmark_loader_loads_three_categories(fiq_root):
-    assert [d.name for d in load_cir_benchmark("fashioniq", fiq_root)] == [
+    assert [d.name for d in load_benchmark("fashioniq", fiq_root)] == [
         "fashioniq-dress",
         "fashioniq-shirt",
         "fashioniq-toptee",
     ]
-    assert [d.name for d in load_cir_benchmark("fashioniq-shirt", fiq_root)] == ["fashioniq-shirt"]
+    assert [d.name for d in load_benchmark("fashioniq-shirt", fiq_root)] == ["fashioniq-shirt"]
     with pytest.raises(DatasetError, match="unknown benchmark"):
-        load_cir_benchmark("fashion", fiq_root)
+        load_benchmark("fashion", fiq_root)
 
 
 def test_missing_files_and_bad_arguments(tmp_path):

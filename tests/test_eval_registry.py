@@ -7,14 +7,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import clipmath
+import clipmath.data
 from clipmath.compose import get_composer
-from clipmath.data import CIRDataset, CIRQuery, ImageCollection, load_cir_benchmark
+from clipmath.data import CIRDataset, CIRQuery, ImageCollection
 from clipmath.errors import ClipmathError, DatasetError, SubmissionError
 from clipmath.eval import (
     BENCHMARKS,
@@ -77,6 +82,25 @@ def test_domain_rules_are_spec_facts_worded_by_field():
         cirr.check_options(variant="dress")
 
 
+def test_oracles_are_spec_facts_chosen_by_name(tmp_path):
+    from dataclasses import replace
+
+    from clipmath.eval.simat import GroundTruthLabelOracle
+
+    cirr, simat = BENCHMARKS.get("cirr"), BENCHMARKS.get("simat")
+    assert list(simat.oracles) == ["labels", "oscar"] and not cirr.oracles
+    assert simat.make_oracle(None, tmp_path) is None and cirr.make_oracle(None, tmp_path) is None
+    assert isinstance(simat.make_oracle("labels", tmp_path), GroundTruthLabelOracle)
+    with pytest.raises(DatasetError, match="oscar_similarity_matrix.pt not found"):
+        simat.make_oracle("oscar", tmp_path)
+    with pytest.raises(BenchmarkError, match="an 'oracle' applies to SIMAT only, not CIRR"):
+        cirr.make_oracle("labels", tmp_path)
+    with pytest.raises(BenchmarkError, match="unknown SIMAT oracle 'human': use labels, oscar"):
+        simat.make_oracle("human", tmp_path)
+    own = replace(cirr, oracles={"folder": lambda root: ("judge of", root)})  # a factory gets the benchmark folder
+    assert own.make_oracle("folder", tmp_path) == ("judge of", tmp_path)
+
+
 def test_monitor_names_the_key_flat_metrics_gives():
     from types import SimpleNamespace as Named
 
@@ -103,13 +127,25 @@ def test_fashioniq_categories_load_by_name_or_option(tmp_path):
     assert [d.name for d in load_benchmark("fashioniq", root, category="dress", check_images=False)] == [
         "fashioniq-dress"
     ]
-    assert [d.name for d in load_cir_benchmark("fashioniq", root)] == [
+    assert [d.name for d in load_benchmark("fashioniq", root)] == [
         "fashioniq-dress", "fashioniq-shirt", "fashioniq-toptee"
     ]  # fmt: skip
     with pytest.raises(BenchmarkError, match="disagree"):
         load_benchmark("fashioniq-dress", root, category="shirt")
     with pytest.raises(BenchmarkError, match="category applies to FashionIQ only"):
         load_benchmark("cirr", root, category="dress")
+
+
+def test_the_loaders_import_nothing_above_them():
+    """``clipmath.data`` sits below ``clipmath.eval``: loading a benchmark folder never imports the registry."""
+    code = (
+        "import sys, clipmath.data, clipmath.data.circo, clipmath.data.cirr, clipmath.data.fashioniq, "
+        "clipmath.data.simat; print(sorted(m for m in sys.modules if m.startswith('clipmath.eval')))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(clipmath.__file__).parents[1])}
+    shown = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == "[]"
+    assert not hasattr(clipmath.data, "load_cir_benchmark")
 
 
 def test_resolve_methods_is_worded_without_flags():
@@ -191,6 +227,8 @@ def test_the_toy_benchmark_runs_from_the_command_line(toy_benchmark, toy_root, t
     refused = CliRunner().invoke(app, [*args, "--submission", str(tmp_path / "s.json")])
     assert isinstance(refused.exception, SubmissionError)  # `main()` prints it as a one-line error, status 2
     assert "only CIRR and CIRCO have a test server" in str(refused.exception)
+    listed = json.loads(CliRunner().invoke(app, ["benchmarks", "--json"]).stdout)
+    assert listed[-1] == toy_benchmark.summary() and (listed[-1]["name"], listed[-1]["monitor"]) == ("toy", "R@1")
 
 
 # ---- a benchmark scored by its own protocol (the shape of a difference-captioning benchmark) -----------------

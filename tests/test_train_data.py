@@ -103,6 +103,8 @@ def test_feature_cache_reuses_disk_and_notices_changed_files(tmp_path, tiny_enco
     texts = first.texts(["a", "b"])
     calls = []
     monkeypatch.setattr(tiny_encoder, "encode_images", lambda *a, **k: calls.append(a) or np.zeros((1, 32)))
+    real_encode_files = tiny_encoder.encode_files
+    monkeypatch.setattr(tiny_encoder, "encode_files", lambda *a, **k: calls.append(a) or real_encode_files(*a, **k))
     monkeypatch.setattr(tiny_encoder, "encode_texts", lambda *a, **k: calls.append(a))
     second = FeatureCache(tiny_encoder, tmp_path / "cache", progress=False)
     assert np.array_equal(second.images(paths).numpy(), vectors.numpy())

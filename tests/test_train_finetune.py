@@ -73,3 +73,17 @@ def test_finetune_resumes_and_can_train_one_tower(tmp_path, shapes):
         assert torch.equal(image_after_text_only[name], value)  # the image tower was not trained
     with pytest.raises(TrainingError, match="--towers"):
         FinetuneTask(base, FinetuneConfig(towers="neither"), triplets)
+
+
+def test_pixels_come_from_the_worker_pipeline_equal_to_load_images_and_bounded(shapes, monkeypatch):
+    from clipmath.compose.base import open_image
+    from clipmath.train import clip4cir
+
+    encoder = load_encoder("tiny-random-clip")
+    task = FinetuneTask(encoder, FinetuneConfig(), shapes.triplets(range(2)))
+    rows = torch.tensor([3, 0, 3, 5])
+    expected = encoder.load_images([open_image(task.images[int(r)]) for r in rows])
+    assert torch.equal(task.pixels(rows), expected)
+    monkeypatch.setattr(clip4cir, "CROP_CACHE_SIZE", 2)
+    task.pixels(torch.tensor([1, 2, 4]))
+    assert len(task._crops) == 2 and list(task._crops) == [2, 4]  # least recently used first out

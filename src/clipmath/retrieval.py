@@ -51,15 +51,22 @@ class Retriever:
 
     @classmethod
     def open(
-        cls, store: str | Path, model: str | None = None, device: str = "cpu", config: RetrieverConfig | None = None
+        cls,
+        store: str | Path,
+        model: str | None = None,
+        device: str = "cpu",
+        config: RetrieverConfig | None = None,
+        dtype: str = "auto",
     ) -> Retriever:
-        """Open a store with the model it was built with (or ``model``, which must be the same one)."""
+        """Open a store with the model it was built with (or ``model``, which must be the same one), in ``dtype``."""
         gallery = Gallery.open(store)
         name = model or gallery.model_id
         if name.startswith("local:") and model is None:
             raise StoreError(f"{store} was built with a local model folder ({name}): give that folder as the model")
         transform = ImageTransform.from_key(gallery.meta["preprocessing"])
-        encoder = load_encoder(name, device=device, preprocessing=transform.mode, target_ratio=transform.target_ratio)
+        encoder = load_encoder(
+            name, device=device, preprocessing=transform.mode, target_ratio=transform.target_ratio, dtype=dtype
+        )
         return cls(gallery, encoder, config)
 
     # ---- state --------------------------------------------------------------------------------------
@@ -81,12 +88,12 @@ class Retriever:
     def _open_index(self, snapshot: GallerySnapshot) -> VectorIndex:
         kind = self.config.index
         if kind == "exact" or len(snapshot) == 0:
-            return make_index(snapshot.vectors, "exact")
+            return make_index(snapshot.vectors, "exact", self.config.faiss)
         cache = self.gallery.path / f"faiss-{_safe(kind)}.index"
         stamp = self.gallery.path / f"faiss-{_safe(kind)}.json"
         fingerprint = snapshot.state
         if cache.exists() and stamp.exists() and json.loads(stamp.read_text()).get("ids") == fingerprint:
-            return FaissIndex.load(cache, kind, self.config.faiss)
+            return FaissIndex.load(cache, kind, self.config.faiss, snapshot.vectors)
         index = make_index(snapshot.vectors, kind, self.config.faiss)
         try:
             index.save(cache)  # type: ignore[attr-defined]

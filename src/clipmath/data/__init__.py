@@ -14,26 +14,12 @@ raises :class:`clipmath.errors.DatasetError` naming the missing file.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from clipmath.data.base import CIRDataset, CIRQuery, ImageCollection
 from clipmath.data.circo import load_circo
 from clipmath.data.cirr import load_cirr
 from clipmath.data.fashioniq import CATEGORIES as FASHIONIQ_CATEGORIES
 from clipmath.data.fashioniq import join_captions, load_fashioniq, load_fashioniq_all
 from clipmath.data.simat import SimatDataset, SimatQuery, SimatTriplet, load_simat
-
-
-def load_cir_benchmark(
-    benchmark: str, root: str | Path, split: str | None = None, check_images: bool = True
-) -> list[CIRDataset]:
-    """Former entry point, kept for callers: :func:`clipmath.eval.load_benchmark` (the benchmark registry).
-
-    ``benchmark`` may also name one FashionIQ category (``fashioniq-dress``).
-    """
-    from clipmath.eval.benchmarks import load_benchmark  # the registry sits above the loaders
-
-    return load_benchmark(benchmark, root, split, check_images=check_images)
 
 
 __all__ = [
@@ -45,7 +31,6 @@ __all__ = [
     "SimatQuery",
     "SimatTriplet",
     "join_captions",
-    "load_cir_benchmark",
     "load_circo",
     "load_cirr",
     "load_fashioniq",

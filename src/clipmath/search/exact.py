@@ -157,7 +157,8 @@ class ExactIndex(VectorIndex):
             return query_t.float() @ block.float().T  # many queries: one conversion of the block pays for all
         if block.dtype == torch.float16 and block.device.type == "cpu":
             # torch's half GEMV (float32 accumulation) reads the block at memory speed; its half GEMM does not
-            return torch.stack([block @ q for q in query_t.to(torch.float16)])
+            half = query_t.to(torch.float16)
+            return (block @ half[0])[None] if len(half) == 1 else torch.stack([block @ q for q in half])
         return query_t.to(block.dtype) @ block.T
 
     def _search_batch(self, queries: np.ndarray, k: int, exclude: Exclusions) -> tuple[list, list]:

@@ -49,7 +49,15 @@ from clipmath.store.manifest import (
     take_lock,
     vector_dtype,
     write_meta,
+    VECTOR_DTYPES,
 )
+
+
+def check_dtype(dtype: str) -> str:
+    """``dtype`` if a store can hold it (one of :data:`VECTOR_DTYPES`), else a one-line StoreError."""
+    if dtype not in VECTOR_DTYPES:
+        raise StoreError(f"vector dtype {dtype!r} is not one a store holds (use {' or '.join(VECTOR_DTYPES)})")
+    return dtype
 
 if TYPE_CHECKING:
     from clipmath.encoders.base import EncoderInfo
@@ -88,8 +96,13 @@ class Gallery:
             raise
 
     @classmethod
-    def open_for_writing(cls, path: str | Path, encoder: EncoderInfo, preprocessing: str, root: str | Path) -> Gallery:
-        """Create the store or reopen it to add vectors; refuses another model, preprocessing or image root."""
+    def open_for_writing(
+        cls, path: str | Path, encoder: EncoderInfo, preprocessing: str, root: str | Path, dtype: str | None = None
+    ) -> Gallery:
+        """Create the store or reopen it to add vectors; refuses another model, preprocessing or image root.
+
+        ``dtype`` (``float32`` or ``float16``) is the vector precision of a new store; reopening keeps the store's own
+        (an explicit different ``dtype`` is refused)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         lock_fd = take_lock(path / LOCK)
@@ -101,12 +114,15 @@ class Gallery:
                 if is_new_store(conn, path):
                     conn.executescript(SCHEMA)
                     with conn:
-                        write_meta(conn, new_meta(encoder.model_id, encoder.backend, encoder.dim, preprocessing, root_text))
+                        meta = new_meta(encoder.model_id, encoder.backend, encoder.dim, preprocessing, root_text)
+                        write_meta(conn, {**meta, "vector_dtype": check_dtype(dtype or "float32")})
                 else:
                     read_meta(conn, path)  # a damaged store is refused, never re-initialised over its data
                     conn.executescript(SCHEMA)  # adds tables of newer versions (chunks)
             gallery = cls(path, conn, lock_fd)
             gallery._check_compatible(encoder, preprocessing, root_text)
+            if dtype is not None and check_dtype(dtype) != str(gallery.dtype):
+                raise StoreError(f"{path} stores {gallery.dtype} vectors, not {dtype} (the precision is set at creation)")
             gallery._truncate_uncommitted()
             return gallery
         except BaseException:

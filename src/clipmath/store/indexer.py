@@ -49,6 +49,8 @@ class IndexConfig:
     decode_workers: int = 2
     #: Index files (and walk folders) that symlinks lead to outside the indexed folder; off: skip and report them.
     follow_symlinks: bool = False
+    #: Vector precision of a new store ("float32" or "float16"); None keeps an existing store's (float32 if new).
+    dtype: str | None = None
 
 
 @dataclass
@@ -118,7 +120,7 @@ def index_folder(
         raise StoreError(f"image folder not found: {root}")
     started = time.monotonic()
     report = IndexReport(model=encoder.info.label())
-    with Gallery.open_for_writing(store, encoder.info, encoder.transform.key, root) as gallery:
+    with Gallery.open_for_writing(store, encoder.info, encoder.transform.key, root, config.dtype) as gallery:
         ids = list(files) if files is not None else list_images(root, Path(store), config.follow_symlinks)
         report.scanned = len(ids)
         known = gallery.items()

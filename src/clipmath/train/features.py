@@ -42,17 +42,14 @@ class FeatureCache:
         table = self._tables["images"]
         todo = sorted({(k, str(p)) for k, p in zip(keys, paths) if k not in table})
         if todo:
-            from clipmath.compose.base import open_image
-            from clipmath.errors import ComposeError
-
-            for start in range(0, len(todo), 512):  # decode in chunks: never hold every image in memory
-                chunk = todo[start : start + 512]
-                try:
-                    pictures = [open_image(p) for _, p in chunk]
-                except ComposeError as exc:
-                    raise DatasetError(str(exc)) from None
-                vectors = self.encoder.encode_images(pictures, batch_size=self.batch_size, progress=self.progress)
-                table.update({k: v for (k, _), v in zip(chunk, vectors)})
+            # decoded and prepared in worker processes while the model runs (bounded memory, see encoders.pipeline)
+            encoded = self.encoder.encode_files(
+                [path for _, path in todo], batch_size=self.batch_size, progress=self.progress
+            )
+            if encoded.failed:
+                index, reason = encoded.failed[0]
+                raise DatasetError(f"cannot read image {todo[index][1]}: {reason}")
+            table.update({todo[i][0]: vector for i, vector in zip(encoded.indices, encoded.vectors)})
             self._save("images")
         return _stack([table[k] for k in keys], self.encoder.dim)
 
