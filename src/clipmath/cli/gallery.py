@@ -24,6 +24,7 @@ from clipmath.cli.options import (
 from clipmath.cli.output import FIELD_FLAGS, emit, key_values, table
 from clipmath.cli.runtime import load_model, set_threads
 from clipmath.errors import ClipmathError
+from clipmath.imageio import MAX_PIXELS
 
 app = typer.Typer()
 
@@ -47,7 +48,7 @@ def index(
     commit_every: Annotated[int, typer.Option(min=1, help="Images per atomic commit.")] = 256,
     max_pixels: Annotated[
         int, typer.Option(min=1, help="Refuse images with more pixels (decompression bombs).")
-    ] = 89_478_485,
+    ] = MAX_PIXELS,
     prune: Annotated[bool, typer.Option(help="Forget files that are gone from the folder, and compact.")] = False,
     follow_symlinks: Annotated[bool, typer.Option(help="Index files symlinks lead to outside the folder.")] = False,
     threads: ThreadsOpt = None,
