@@ -148,3 +148,22 @@ def test_threads_setting_sizes_the_worker_pool(monkeypatch, photos):
     finally:
         torch.set_num_threads(before)
     assert seen == [None, 1, 0]  # None: all cores; --threads N: N workers; an explicit count wins
+
+
+def _die(*_args):
+    import os
+
+    os._exit(1)
+
+
+def test_a_dead_worker_is_a_one_line_error_and_the_next_run_works(photos, monkeypatch):
+    from clipmath.encoders import pipeline
+    from clipmath.errors import ClipmathError
+
+    spec = pipeline.LITE_PIXELS
+    monkeypatch.setattr(pipeline, "_load_task", _die)
+    with pytest.raises(ClipmathError, match="worker process died"):
+        list(ImagePipeline(spec, workers=2, task_size=2).batches(photos[:6], 4))
+    monkeypatch.undo()
+    batches = list(ImagePipeline(spec, workers=2, task_size=2).batches(photos[:6], 4))
+    assert sum(len(b.indices) for b in batches) == 6

@@ -79,7 +79,7 @@ def index(
         ray_options = scale.RayCommand(model, device, dtype, preprocessing, address, workers, gpus_per_worker)
         report, encoder = scale.run_ray_index(folder, store, config, files, ray_options, as_json)
     else:
-        encoder = load_model(model, device, preprocessing, dtype, threads, as_json)
+        encoder = load_model(model, device, preprocessing, dtype, threads, as_json, lazy=True)
         listed = scale.read_listed(files, folder)
         report = index_folder(store, folder, encoder, config, files=listed, progress=not as_json)
     if prune and report.pruned:

@@ -23,12 +23,14 @@ import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from clipmath.errors import ClipmathError
 from clipmath.imageio import MAX_PIXELS, DecodedImage, ImageDecodeError, decode
 
 #: An image to encode: a file path, the file's bytes, or a decoded PIL image.
@@ -236,6 +238,13 @@ def _lower_priority() -> None:
         pass
 
 
+def _forget_pool(workers: int) -> None:
+    with _POOLS_LOCK:
+        pool = _POOLS.pop(workers, None)
+    if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 @atexit.register
 def shutdown_pools() -> None:
     """Stop the shared worker processes (also run at exit)."""
@@ -314,7 +323,14 @@ class ImagePipeline:
             submit_more()
             while pending:
                 _, future = pending.popleft()
-                results.extend(future.result())
+                try:
+                    results.extend(future.result())
+                except BrokenProcessPool:
+                    _forget_pool(self.workers)
+                    raise ClipmathError(
+                        "an image worker process died (out of memory, or a decoder crashed on a file); "
+                        "run again, or with workers=0 to find the file"
+                    ) from None
                 submit_more()
                 while len(results) >= batch_size or (results and not pending):
                     taken, results = results[:batch_size], results[batch_size:]
