@@ -318,3 +318,5 @@ def train_phi(
     factory = phi_task_factory(encoder, oti, vocabulary)
     validate = validator(encoder, ctx.params, "phi")
     run_training(factory, config, ctx.params, seeds, validate, encoder)
+
+from clipmath.cli import caption_lm as _caption_lm  # noqa: E402,F401 - registers `train caption-lm` (caption helper)
