@@ -18,7 +18,7 @@ from typing import Any, Optional
 import typer
 from typer.core import TyperGroup
 
-from clipmath.cli import caption, check, eval, gallery, scale
+from clipmath.cli import caption, check, eval, gallery, idc, scale
 from clipmath.cli.output import err, error_line
 from clipmath.errors import ClipmathError
 from clipmath.registry import import_ref
@@ -68,6 +68,7 @@ app.add_typer(eval.app)
 app.add_typer(caption.app)
 app.add_typer(check.app)
 app.add_typer(scale.app)
+app.add_typer(idc.app)
 
 
 def main() -> None:
