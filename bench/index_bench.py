@@ -93,7 +93,7 @@ def main() -> None:
         print(f"made {len(paths)} photos in {time.perf_counter() - started:.1f} s under {work}", flush=True)
 
         from clipmath.encoders import load_encoder
-        from clipmath.encoders.runtime import available_cores
+        from clipmath.encoders.pipeline import available_cores
 
         encoder = load_encoder(args.model)
         print(f"model: {encoder.info.label()}; cores: {available_cores()}", flush=True)

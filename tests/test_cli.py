@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from clipmath.cli import app, main
+from clipmath.errors import ClipmathError
 
 runner = CliRunner()
+#: a subprocess imports this checkout's clipmath, not an installed one
+SRC = str(Path(__file__).parents[1] / "src")
+SRC_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.getenv("PYTHONPATH", "")])}
 
 
 @pytest.fixture
@@ -83,7 +89,7 @@ def test_info_json(store):
         (["index", "{tmp}", "--store", "{tmp}/s3", "--model", "no-such/model"], "could not load CLIP"),
         (["index", "{tmp}", "--store", "{tmp}/s3", "--model", "tiny-random-clip", "--device", "cuda"], "no CUDA"),
         (["search", "--store", "{store}", "--text", "x", "--dtype", "float16"], "float16 is not supported on the CPU"),
-        (["index", "{tmp}", "--store", "{tmp}/s4", "--model", "tiny-random-clip", "--dtype", "double"], "--dtype is one"),
+        (["index", "{tmp}", "--store", "{tmp}/s4", "--dtype", "double"], "--dtype is one"),
         (["index", "{tmp}", "--store", "{tmp}/s4", "--preprocessing", "squash"], "--preprocessing is one of"),
     ],
 )
@@ -175,13 +181,20 @@ def test_python_dash_m_runs_the_cli():
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "clipmath", "--help"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "clipmath", "--help"], capture_output=True, text=True, timeout=120, env=SRC_ENV
+    )
     assert result.returncode == 0 and "index" in result.stdout and "train" in result.stdout
 
 
 def test_methods_lists_zero_shot_methods():
     result = runner.invoke(app, ["methods", "--json"])
-    assert {"image", "text", "sum", "delta", "expr"} <= set(json.loads(result.stdout))
+    listing = json.loads(result.stdout)
+    assert {"image", "text", "sum", "delta", "expr"} <= set(listing)
+    assert set(listing["delta"]["needs"]) >= {"reference", "source", "target"} and not listing["delta"]["learned"]
+    assert listing["combiner"]["learned"] and listing["combiner"]["train_command"] == "combiner"
+    shown = runner.invoke(app, ["methods"]).stdout
+    assert "--image --from --to" in shown and "train combiner" in shown
 
 
 def test_core_errors_are_worded_with_flags():
@@ -199,3 +212,21 @@ def test_core_errors_are_worded_with_flags():
     assert error_line(ClipmathError("a submission needs every query: 'limit' must not be set")).endswith(
         "--limit must not be set"
     )
+
+
+def test_importing_the_cli_imports_no_torch_or_fastapi():
+    """`clipmath info` and `--help` start fast: heavy command modules load only when they run."""
+    import subprocess
+    import sys
+
+    code = "import sys, clipmath.cli; print(sorted(m for m in ('torch', 'fastapi') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=SRC_ENV)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr
+
+
+def test_a_lazy_command_whose_extra_is_missing_says_what_to_install(monkeypatch):
+    from clipmath import cli
+
+    monkeypatch.setitem(cli.LAZY_COMMANDS, "serve", "clipmath.cli.no_such_module:app")
+    result = runner.invoke(app, ["serve"])
+    assert isinstance(result.exception, ClipmathError) and "pip install 'clipmath[serve]'" in str(result.exception)

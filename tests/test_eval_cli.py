@@ -310,6 +310,24 @@ def test_fashioniq_category_and_caption_order_options(roots, shared_cache):
     assert one["caption_orders"] == "one" and one["encoded_images"] == 0
 
 
+def test_benchmarks_lists_the_registry_as_table_or_json():
+    from clipmath.eval import BENCHMARKS
+
+    listed = json.loads(runner.invoke(app, ["benchmarks", "--json"]).stdout)
+    assert [entry["name"] for entry in listed] == BENCHMARKS.names() == ["fashioniq", "cirr", "circo", "simat"]
+    simat, cirr = listed[3], listed[1]
+    assert (simat["default_method"], simat["monitor"], simat["default_split"]) == ("delta", "score", "test")
+    assert simat["oracles"] == ["labels", "oscar"] and simat["submission_server"] is None and simat["takes_lam"]
+    assert cirr["submission_server"] == "https://cirr.cecs.anu.edu.au/" and cirr["splits"] == ["val", "test1", "train"]
+    shown = runner.invoke(app, ["benchmarks"])
+    assert shown.exit_code == 0, shown.output
+    for entry in listed:
+        assert all(entry[fact] in shown.stdout for fact in ("name", "title", "monitor", "description"))
+    helped = " ".join(runner.invoke(app, ["eval", "--help"]).stdout.replace("│", " ").split())
+    assert "Benchmark: fashioniq, cirr, circo, simat" in helped
+    assert "default: val on fashioniq, val on cirr, val on circo, test on simat" in helped
+
+
 def test_simat_lambdas_and_limit(roots, shared_cache):
     report = invoke_json("--dataset", "simat", "--path", str(roots["simat"]), "--lam", "1", "2", "--limit", "10",
                          "--methods", "delta,image", "--cache", str(shared_cache))  # fmt: skip
@@ -381,6 +399,8 @@ def incomplete_cirr(roots, tmp_path_factory):
         (["--dataset", "cirr", "--path", "{cirr}", "--lam", "2"], "SIMAT only"),
         (["--dataset", "cirr", "--path", "{cirr}", "--preprocessing", "squash"], "--preprocessing is one of"),
         (["--dataset", "simat", "--path", "{simat}", "--oracle", "oscar"], "oscar_similarity_matrix.pt not found"),
+        (["--dataset", "simat", "--path", "{simat}", "--oracle", "human"], "use labels, oscar"),
+        (["--dataset", "cirr", "--path", "{cirr}", "--oracle", "oscar"], "'oracle' applies to SIMAT only"),
         (["--dataset", "fashioniq", "--path", "{cirr}", "--submission", "x.json"], "only CIRR and CIRCO"),
         (["--dataset", "cirr", "--path", "{cirr}", "--method", "nope"], "unknown method"),
     ],

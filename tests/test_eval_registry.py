@@ -82,6 +82,25 @@ def test_domain_rules_are_spec_facts_worded_by_field():
         cirr.check_options(variant="dress")
 
 
+def test_oracles_are_spec_facts_chosen_by_name(tmp_path):
+    from dataclasses import replace
+
+    from clipmath.eval.simat import GroundTruthLabelOracle
+
+    cirr, simat = BENCHMARKS.get("cirr"), BENCHMARKS.get("simat")
+    assert list(simat.oracles) == ["labels", "oscar"] and not cirr.oracles
+    assert simat.make_oracle(None, tmp_path) is None and cirr.make_oracle(None, tmp_path) is None
+    assert isinstance(simat.make_oracle("labels", tmp_path), GroundTruthLabelOracle)
+    with pytest.raises(DatasetError, match="oscar_similarity_matrix.pt not found"):
+        simat.make_oracle("oscar", tmp_path)
+    with pytest.raises(BenchmarkError, match="an 'oracle' applies to SIMAT only, not CIRR"):
+        cirr.make_oracle("labels", tmp_path)
+    with pytest.raises(BenchmarkError, match="unknown SIMAT oracle 'human': use labels, oscar"):
+        simat.make_oracle("human", tmp_path)
+    own = replace(cirr, oracles={"folder": lambda root: ("judge of", root)})  # a factory gets the benchmark folder
+    assert own.make_oracle("folder", tmp_path) == ("judge of", tmp_path)
+
+
 def test_monitor_names_the_key_flat_metrics_gives():
     from types import SimpleNamespace as Named
 
@@ -208,6 +227,8 @@ def test_the_toy_benchmark_runs_from_the_command_line(toy_benchmark, toy_root, t
     refused = CliRunner().invoke(app, [*args, "--submission", str(tmp_path / "s.json")])
     assert isinstance(refused.exception, SubmissionError)  # `main()` prints it as a one-line error, status 2
     assert "only CIRR and CIRCO have a test server" in str(refused.exception)
+    listed = json.loads(CliRunner().invoke(app, ["benchmarks", "--json"]).stdout)
+    assert listed[-1] == toy_benchmark.summary() and (listed[-1]["name"], listed[-1]["monitor"]) == ("toy", "R@1")
 
 
 # ---- a benchmark scored by its own protocol (the shape of a difference-captioning benchmark) -----------------

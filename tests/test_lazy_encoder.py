@@ -59,3 +59,23 @@ def test_unknowable_identity_loads_and_encoding_works(tmp_path):
     stand_in = lazy.LazyEncoder("tiny-random-clip")
     vectors = stand_in.encode_texts(["a cat", "a dog"])
     assert vectors.shape == (2, 32) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+
+
+def test_first_encode_prepares_images_while_the_model_loads(tmp_path, monkeypatch):
+    from clipmath.encoders import load_encoder
+
+    names = write_images(tmp_path / "imgs", 20, size=(90, 60))
+    paths = [tmp_path / "imgs" / n for n in names]
+    expected = load_encoder("tiny-random-clip", preprocessing="targetpad").encode_files(paths, batch_size=8)
+    stand_in = lazy.LazyEncoder("tiny-random-clip", preprocessing="targetpad")
+    encoded = stand_in.encode_files(paths, batch_size=8, workers=2)
+    assert stand_in.loads == 1
+    assert encoded.indices == expected.indices and encoded.sizes == expected.sizes == [(90, 60)] * 20
+    assert np.array_equal(encoded.vectors, expected.vectors)
+    import clipmath.encoders.identity as identity
+    from clipmath.encoders.pipeline import LITE_PIXELS
+
+    monkeypatch.setattr(identity, "peek_pixel_spec", lambda name: LITE_PIXELS)  # a wrong announcement
+    misled = lazy.LazyEncoder("tiny-random-clip", preprocessing="targetpad")
+    again = misled.encode_files(paths, batch_size=8, workers=2)
+    assert np.array_equal(again.vectors, expected.vectors)  # prepared again the model's way

@@ -72,6 +72,8 @@ def test_workers_equal_in_process_bit_for_bit(photos, tmp_path):
     single = list(ImagePipeline(spec, workers=0).batches(sources, batch_size=4))
     parallel = list(ImagePipeline(spec, workers=2, task_size=3).batches(sources, batch_size=4))
     assert [b.indices for b in single] == [b.indices for b in parallel]
+    assert [b.sizes for b in single] == [b.sizes for b in parallel]
+    assert parallel[0].sizes[0] == Image.open(photos[0]).size  # the stored image's size, not the draft's
     assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(single, parallel))
     failed = [f for b in parallel for f in b.failed]
     assert [index for index, _ in failed] == [9, 10]
@@ -121,3 +123,47 @@ def test_pixel_limit_and_exif_orientation(tmp_path, photos):
     rotated = tmp_path / "rotated.jpg"
     image.save(rotated, exif=exif.tobytes())
     assert decode_for_model(rotated, spec, 10**9, draft=False).size == (image.height, image.width)
+
+
+def test_threads_setting_sizes_the_worker_pool(monkeypatch, photos):
+    from clipmath.encoders import base
+    from clipmath.encoders.hf_clip import HFClipEncoder
+    from clipmath.encoders.tiny import tiny_clip_folder
+
+    encoder = HFClipEncoder.load(str(tiny_clip_folder()))
+    seen = []
+    real = base.ImagePipeline
+
+    def spy(spec, workers=None, **kwargs):
+        seen.append(workers)
+        return real(spec, workers, **kwargs)
+
+    monkeypatch.setattr(base, "ImagePipeline", spy)
+    before = torch.get_num_threads()
+    try:
+        encoder.encode_files(photos[:2])
+        encoder.set_threads(1)
+        encoder.encode_files(photos[:2])
+        encoder.encode_files(photos[:2], workers=0)
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [None, 1, 0]  # None: all cores; --threads N: N workers; an explicit count wins
+
+
+def _die(*_args):
+    import os
+
+    os._exit(1)
+
+
+def test_a_dead_worker_is_a_one_line_error_and_the_next_run_works(photos, monkeypatch):
+    from clipmath.encoders import pipeline
+    from clipmath.errors import ClipmathError
+
+    spec = pipeline.LITE_PIXELS
+    monkeypatch.setattr(pipeline, "_load_task", _die)
+    with pytest.raises(ClipmathError, match="worker process died"):
+        list(ImagePipeline(spec, workers=2, task_size=2).batches(photos[:6], 4))
+    monkeypatch.undo()
+    batches = list(ImagePipeline(spec, workers=2, task_size=2).batches(photos[:6], 4))
+    assert sum(len(b.indices) for b in batches) == 6

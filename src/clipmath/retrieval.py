@@ -88,12 +88,12 @@ class Retriever:
     def _open_index(self, snapshot: GallerySnapshot) -> VectorIndex:
         kind = self.config.index
         if kind == "exact" or len(snapshot) == 0:
-            return make_index(snapshot.vectors, "exact")
+            return make_index(snapshot.vectors, "exact", self.config.faiss)
         cache = self.gallery.path / f"faiss-{_safe(kind)}.index"
         stamp = self.gallery.path / f"faiss-{_safe(kind)}.json"
         fingerprint = snapshot.state
         if cache.exists() and stamp.exists() and json.loads(stamp.read_text()).get("ids") == fingerprint:
-            return FaissIndex.load(cache, kind, self.config.faiss)
+            return FaissIndex.load(cache, kind, self.config.faiss, snapshot.vectors)
         index = make_index(snapshot.vectors, kind, self.config.faiss)
         try:
             index.save(cache)  # type: ignore[attr-defined]

@@ -2,8 +2,8 @@
 
 To add commands: write ``clipmath/cli/<area>.py`` with ``app = typer.Typer()`` and its commands (shared options from
 :mod:`clipmath.cli.options`, output through :func:`clipmath.cli.output.emit`), then add one line below. A sub-app
-named in ``LAZY_GROUPS`` is imported only when its commands run (or help is shown), so ``clipmath info`` never pays
-for importing torch.
+named in ``LAZY_COMMANDS`` is imported only when it runs (or help is shown), so ``clipmath info`` never pays for
+importing torch or FastAPI.
 
 User mistakes (missing files, bad expressions, incompatible stores, unknown models) print one ``error:`` line and
 exit with status 2; nothing prints a traceback unless ``CLIPMATH_DEBUG=1``.
@@ -18,25 +18,41 @@ from typing import Any, Optional
 import typer
 from typer.core import TyperGroup
 
-from clipmath.cli import caption, check, eval, gallery, serve
+from clipmath.cli import caption, check, eval, gallery, idc, scale
 from clipmath.cli.output import err, error_line
 from clipmath.errors import ClipmathError
 from clipmath.registry import import_ref
 
-#: command groups imported on first use: name -> "module:typer app"
-LAZY_GROUPS = {"train": "clipmath.cli.train:app"}
+#: commands (or groups) imported on first use: name -> "module:typer app". Their modules may import heavy or
+#: optional packages (torch through the train configs, FastAPI for serve).
+LAZY_COMMANDS = {"serve": "clipmath.cli.serve:app", "train": "clipmath.cli.train:app"}
 
 
 class _Commands(TyperGroup):
-    """The top-level command group, loading :data:`LAZY_GROUPS` when they are asked for."""
+    """The top-level command group, loading :data:`LAZY_COMMANDS` when they are asked for."""
 
     def list_commands(self, ctx: Any) -> list[str]:
-        return [*super().list_commands(ctx), *(name for name in LAZY_GROUPS if name not in self.commands)]
+        return [*super().list_commands(ctx), *(name for name in LAZY_COMMANDS if name not in self.commands)]
 
     def get_command(self, ctx: Any, cmd_name: str) -> Optional[Any]:
-        if cmd_name in LAZY_GROUPS and cmd_name not in self.commands:
-            self.add_command(typer.main.get_command(import_ref(LAZY_GROUPS[cmd_name])), cmd_name)
+        if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
+            self.add_command(_load(cmd_name), cmd_name)
         return super().get_command(ctx, cmd_name)
+
+
+def _load(name: str) -> Any:
+    """The click command of a lazy entry; one that says which extra to install if its imports are missing."""
+    try:
+        return typer.main.get_command(import_ref(LAZY_COMMANDS[name]))
+    except ImportError as exc:
+        missing = exc.name
+
+        def unavailable() -> None:
+            raise ClipmathError(f"`clipmath {name}` needs {missing}: pip install 'clipmath[{name}]'")
+
+        stub = typer.Typer(add_completion=False)
+        stub.command(help=f"(not installed: needs {missing})")(unavailable)
+        return typer.main.get_command(stub)
 
 
 app = typer.Typer(
@@ -49,9 +65,10 @@ app = typer.Typer(
 )
 app.add_typer(gallery.app)
 app.add_typer(eval.app)
-app.add_typer(serve.app)
 app.add_typer(caption.app)
 app.add_typer(check.app)
+app.add_typer(scale.app)
+app.add_typer(idc.app)
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""``clipmath eval``: compose methods on FashionIQ, CIRR, CIRCO or SIMAT, with the benchmarks' official metrics."""
+"""``clipmath eval``: compose methods on a registered benchmark, with its official metrics; ``clipmath benchmarks``
+lists the registry (:data:`clipmath.eval.BENCHMARKS`)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ from clipmath.cli.options import (
     method_paths,
     option_values,
 )
-from clipmath.cli.output import emit, table
+from clipmath.cli.output import emit, key_values, table
 from clipmath.cli.runtime import load_model
 from clipmath.errors import ClipmathError
+from clipmath.eval.benchmarks import BENCHMARKS
 
 app = typer.Typer()
 
@@ -39,20 +41,34 @@ _EXAMPLES = """Examples:
 """
 
 
+def _oracle_help() -> str:
+    judged = "; ".join(f"{s.name}: {' or '.join(s.oracles)}" for s in BENCHMARKS.list() if s.oracles)
+    return f"The judge, where a benchmark has several (first is the default): {judged or 'none registered'}."
+
+
 @app.command("eval", context_settings=MULTI_VALUE, epilog=_EXAMPLES)
 def eval_command(
     ctx: typer.Context,
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Benchmark: fashioniq, cirr, circo or simat.")],
+    dataset: Annotated[
+        str,
+        typer.Option(
+            "--dataset", "-d", help=f"Benchmark: {', '.join(BENCHMARKS.names())} (`clipmath benchmarks` lists them)."
+        ),
+    ],
     path: Annotated[Path, typer.Option("--path", "-p", help="The benchmark folder, in its official layout.")],
     split: Annotated[
         Optional[str],
         typer.Option(
-            help="Split: val (FashionIQ, CIRR, CIRCO; default), test1 (CIRR), test (CIRCO), dev|test (SIMAT)."
+            help="Split (default: "
+            + ", ".join(f"{s.default_split} on {s.name}" for s in BENCHMARKS.list())
+            + "; `clipmath benchmarks` lists each one's splits)."
         ),
     ] = None,
     method: Annotated[
         Optional[list[str]],
-        typer.Option("--method", help="Compose method (repeatable); default sum, or delta on SIMAT."),
+        typer.Option(
+            "--method", help="Compose method (repeatable); default: the benchmark's own (`clipmath benchmarks`)."
+        ),
     ] = None,
     methods: Annotated[
         Optional[str],
@@ -65,13 +81,7 @@ def eval_command(
     lam: Annotated[
         Optional[list[float]], typer.Option("--lam", help="SIMAT: λ values, e.g. --lam 1 2 (default 1).")
     ] = None,
-    oracle: Annotated[
-        str,
-        typer.Option(
-            help="SIMAT judge: labels (ground-truth triplets) or oscar (PATH/simat_db/oscar_similarity_matrix.pt, "
-            "the paper's rule)."
-        ),
-    ] = "labels",
+    oracle: Annotated[Optional[str], typer.Option(help=_oracle_help())] = None,
     caption_orders: Annotated[
         str,
         typer.Option(help="FashionIQ: both (average both caption orders, as SEARLE) or one (as CLIP4Cir)."),
@@ -96,7 +106,7 @@ def eval_command(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Evaluate compose methods on FashionIQ, CIRR, CIRCO or SIMAT: a table of the official metrics.
+    """Evaluate compose methods on a benchmark (see `clipmath benchmarks`): a table of the official metrics.
 
     Gallery features are cached per model, split and preprocessing, so later runs encode nothing.
     """
@@ -111,8 +121,6 @@ def eval_command(
     selection = selection or [spec.default_method]
     checkpoints = method_paths(checkpoint, spec.get_protocol().method_names()[1], selection)
     chosen, skipped = resolve_methods(selection, checkpoints, spec)
-    if oracle not in ("labels", "oscar"):
-        raise ClipmathError(f"--oracle is labels or oscar, not {oracle!r}")
     spec.check_options(lams=lams, submission=submission is not None, limit=limit)  # the benchmark's own rules
     datasets = load_benchmark(dataset, path, split, category)
     chosen_split = datasets[0].split
@@ -120,11 +128,7 @@ def eval_command(
         raise ClipmathError(
             f"{benchmark} {chosen_split} has no ground truth: pass --submission OUT.json to write the server file"
         )
-    judge = None
-    if benchmark == "simat" and oracle == "oscar":
-        from clipmath.eval.simat import CaptionScoreOracle
-
-        judge = CaptionScoreOracle.from_file(path / "simat_db" / "oscar_similarity_matrix.pt")
+    judge = spec.make_oracle(oracle, path)
     config = EvalConfig(
         lams=tuple(lams or (1.0,)),
         limit=limit,
@@ -155,3 +159,28 @@ def eval_command(
         )
 
     emit(payload, as_json, render)
+
+
+@app.command(epilog="Examples:\n\n  clipmath benchmarks\n\n  clipmath benchmarks --json")
+def benchmarks(as_json: JsonOpt = False) -> None:
+    """List the benchmarks `clipmath eval --dataset` takes: splits, default method, monitor metric, test server."""
+    listing = [spec.summary() for spec in BENCHMARKS.list()]
+
+    def render():
+        columns = ("name", "title", "splits", "default method", "monitor", "submission server")
+        rows = [
+            (
+                entry["name"],
+                entry["title"],
+                ", ".join(f"{s}*" if s == entry["default_split"] else s for s in entry["splits"]),
+                entry["default_method"],
+                entry["monitor"],
+                entry["submission_server"] or "-",
+            )
+            for entry in listing
+        ]
+        yield table(columns, rows, title="benchmarks (--dataset)", left=columns, wrap=("submission server",))
+        yield from key_values((entry["name"], entry["description"]) for entry in listing)
+        yield "* the default split. Each loads from its official folder layout: see docs/benchmarks.md."
+
+    emit(listing, as_json, render)

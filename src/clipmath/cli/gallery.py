@@ -8,9 +8,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from clipmath.cli import scale
 from clipmath.cli.options import (
     DeviceOpt,
     DtypeOpt,
+    EncodeBatchOpt,
     IndexKindOpt,
     JsonOpt,
     KOpt,
@@ -20,9 +22,10 @@ from clipmath.cli.options import (
     StoreOpt,
     ThreadsOpt,
 )
-from clipmath.cli.output import emit, key_values, table
+from clipmath.cli.output import FIELD_FLAGS, emit, key_values, table
 from clipmath.cli.runtime import load_model, set_threads
 from clipmath.errors import ClipmathError
+from clipmath.imageio import MAX_PIXELS
 
 app = typer.Typer()
 
@@ -42,14 +45,20 @@ def index(
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "auto",
     preprocessing: PreprocessingOpt = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per encoder batch.")] = 32,
+    batch_size: EncodeBatchOpt = 32,
     commit_every: Annotated[int, typer.Option(min=1, help="Images per atomic commit.")] = 256,
     max_pixels: Annotated[
         int, typer.Option(min=1, help="Refuse images with more pixels (decompression bombs).")
-    ] = 89_478_485,
+    ] = MAX_PIXELS,
     prune: Annotated[bool, typer.Option(help="Forget files that are gone from the folder, and compact.")] = False,
     follow_symlinks: Annotated[bool, typer.Option(help="Index files symlinks lead to outside the folder.")] = False,
     threads: ThreadsOpt = None,
+    engine: scale.EngineOpt = "local",
+    address: scale.AddressOpt = None,
+    workers: scale.WorkersOpt = 2,
+    gpus_per_worker: scale.GpusOpt = 0.0,
+    files: scale.FilesOpt = None,
+    store_dtype: scale.StoreDtypeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Index (or update) a folder of images into a store: incremental, resumable, crash-safe."""
@@ -59,15 +68,21 @@ def index(
         raise ClipmathError(f"image folder not found: {folder}")
     if (store / "manifest.sqlite").exists() and model in (None, "auto"):
         model = Gallery.open(store).model_id  # keep using the store's model
-    encoder = load_model(model, device, preprocessing, dtype, threads, as_json)
     config = IndexConfig(
+        dtype=store_dtype,
         batch_size=batch_size,
         commit_every=commit_every,
         max_pixels=max_pixels,
         prune=prune,
         follow_symlinks=follow_symlinks,
     )
-    report = index_folder(store, folder, encoder, config, progress=not as_json)
+    if scale.check_engine(engine) == "ray":
+        ray_options = scale.RayCommand(model, device, dtype, preprocessing, address, workers, gpus_per_worker)
+        report, encoder = scale.run_ray_index(folder, store, config, files, ray_options, as_json)
+    else:
+        encoder = load_model(model, device, preprocessing, dtype, threads, as_json, lazy=True)
+        listed = scale.read_listed(files, folder)
+        report = index_folder(store, folder, encoder, config, files=listed, progress=not as_json)
     if prune and report.pruned:
         with Gallery.open_for_writing(store, encoder.info, encoder.transform.key, folder) as gallery:
             gallery.compact()
@@ -112,6 +127,7 @@ def search(
     checkpoint: Annotated[Optional[str], typer.Option(help="Trained weights for learned methods.")] = None,
     k: KOpt = 10,
     index_kind: IndexKindOpt = "exact",
+    recall: scale.RecallOpt = None,
     include_reference: Annotated[bool, typer.Option(help="Allow the reference image itself in the results.")] = False,
     model: ModelOpt = None,
     device: DeviceOpt = "cpu",
@@ -129,9 +145,12 @@ def search(
     method = method or infer_method(**fields)
     query = build_query(**fields, lam=lam)
     set_threads(threads)
-    config = RetrieverConfig(index=index_kind, exclude_reference=not include_reference)
+    config = RetrieverConfig(
+        index=index_kind, faiss=scale.index_params(device, recall), exclude_reference=not include_reference
+    )
     retriever = Retriever.open(store, model=model, device=device, config=config, dtype=dtype)
     hits = retriever.search([query], method=method, k=k, checkpoint=checkpoint)[0]
+    scale.report_tuning(retriever.index, as_json)
     label = retriever.encoder.info.label()
     payload = {
         "model": label,
@@ -170,11 +189,30 @@ def info(store: StoreArg, as_json: JsonOpt = False) -> None:
 
 @app.command(epilog="Example:\n\n  clipmath methods --json")
 def methods(as_json: JsonOpt = False) -> None:
-    """List the compose methods."""
-    from clipmath.compose import available_methods
+    """List the compose methods: what each needs from a query, and which `clipmath train` command makes the
+    checkpoint of a learned one."""
+    from clipmath.compose import METHODS
 
-    listing = available_methods()
-    emit(listing, as_json, lambda: [f"{name:>14}  {description}" for name, description in listing.items()])
+    listing = {
+        name: {
+            "description": spec.description,
+            "needs": list(spec.needs),
+            "learned": spec.learned,
+            "train_command": spec.train_command,
+        }
+        for name, spec in METHODS.items()
+    }
+    rows = [
+        (
+            name,
+            " ".join(FIELD_FLAGS.get(need, need) for need in entry["needs"]),
+            f"train {entry['train_command']}" if entry["learned"] else "-",
+            entry["description"],
+        )
+        for name, entry in listing.items()
+    ]
+    columns = ("name", "query options", "checkpoint from", "description")
+    emit(listing, as_json, lambda: [table(columns, rows, title="compose methods (--method)", left=columns)])
 
 
 def _listing(registry) -> list[dict]:

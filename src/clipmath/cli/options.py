@@ -7,14 +7,27 @@ encoders package's own lists, so every command refuses a bad value with the same
 
 from __future__ import annotations
 
+from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Annotated, Callable, Optional, TypeVar
+from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
 
 from clipmath.errors import ClipmathError
 
 T = TypeVar("T")
+
+
+def config_default(config_class: type, name: str) -> Any:
+    """The default of field ``name`` of a config dataclass (what an option shows and uses when not given)."""
+    for field in fields(config_class):
+        if field.name == name:
+            if field.default is not MISSING:
+                return field.default
+            if field.default_factory is not MISSING:
+                return field.default_factory()
+            break
+    raise KeyError(f"{config_class.__name__} has no default for {name!r}")
 
 
 def _choice(option: str, choices: str) -> Callable[[Optional[str]], Optional[str]]:
@@ -75,7 +88,7 @@ StoreArg = Annotated[Path, typer.Argument(help="Store folder.")]
 IndexKindOpt = Annotated[
     str, typer.Option("--index", help="Vector index: exact, flat, hnsw, ivfpq or a FAISS factory string.")
 ]
-KOpt = Annotated[int, typer.Option("--k", "-k", min=1, help="Number of results.")]
+KOpt = Annotated[int, typer.Option("--k", "-k", min=1, help="Number of results (serve: a request's default).")]
 CheckpointsOpt = Annotated[
     Optional[list[str]],
     typer.Option(

@@ -85,10 +85,11 @@ def table(
 
 
 def print_table(shown: Table) -> None:
-    """Print a table without cutting a cell short, even on a narrow terminal or a pipe (widens the console if the
-    unwrappable columns need it)."""
+    """Print a table without cutting a cell short: on a terminal only the wrappable columns wrap (the console
+    widens if the others need it); into a pipe or a file every row stays on one line."""
     narrow = out.width
-    out.width = max(narrow, out.measure(shown, options=out.options.update_width(100_000)).minimum)
+    needed = out.measure(shown, options=out.options.update_width(100_000))
+    out.width = max(narrow, needed.minimum if out.is_terminal else needed.maximum)
     try:
         out.print(shown)
     finally:

@@ -22,11 +22,19 @@ def load_model(
     dtype: str = "auto",
     threads: Optional[int] = None,
     as_json: bool = False,
+    lazy: bool = False,
 ) -> Any:
-    """The encoder a command runs, with a ``model: …`` line on stderr (so output always says which model ran)."""
+    """The encoder a command runs, with a ``model: …`` line on stderr (so output always says which model ran).
+    ``lazy``: a stand-in that loads the model on first use (no load, no torch import, when nothing is encoded)."""
     from clipmath.encoders import load_encoder
+    from clipmath.encoders.lazy import LazyEncoder
 
-    set_threads(threads)
-    encoder = load_encoder(model, device=device, preprocessing=preprocessing, dtype=dtype)
+    if lazy:
+        encoder = LazyEncoder(model, device, preprocessing, dtype=dtype, threads=threads)
+    else:
+        set_threads(threads)
+        encoder = load_encoder(model, device=device, preprocessing=preprocessing, dtype=dtype)
+        if threads and hasattr(encoder, "set_threads"):
+            encoder.set_threads(threads)  # also in the other threads that call it, and as many image workers
     status(f"model: {encoder.info.label()}", as_json)
     return encoder

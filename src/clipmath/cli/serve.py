@@ -1,27 +1,33 @@
-"""``clipmath serve``: a store over HTTP (JSON API + web page), optionally with ZeroCap captions."""
+"""``clipmath serve``: a store over HTTP (JSON API + web page), optionally with ZeroCap captions.
+
+Option defaults are :class:`~clipmath.serve.config.ServeConfig`'s. This module imports the serve extra (FastAPI), so
+the CLI loads it only when ``serve`` runs or help is shown (see ``LAZY_COMMANDS`` in :mod:`clipmath.cli`).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.markup import escape
 
 from clipmath.cli.options import (
     CheckpointsOpt,
+    config_default,
     DeviceOpt,
     DtypeOpt,
     IndexKindOpt,
+    KOpt,
     ModelOpt,
+    StoreArg,
     ThreadsOpt,
     method_paths,
 )
-from clipmath.cli.output import err
+from clipmath.cli.output import status
 from clipmath.cli.runtime import set_threads
-from clipmath.errors import ClipmathError
+from clipmath.serve.config import TOKEN_ENV, ServeConfig
 
 app = typer.Typer()
+_MIB = 1024 * 1024
 
 _EXAMPLES = """Examples:
 
@@ -35,13 +41,15 @@ _EXAMPLES = """Examples:
 
 @app.command(epilog=_EXAMPLES)
 def serve(
-    store: Annotated[Path, typer.Argument(help="Store folder to serve.")],
-    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs a token.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    store: StoreArg,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; anything but loopback needs a token.")
+    ] = config_default(ServeConfig, "host"),
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = config_default(ServeConfig, "port"),
     token: Annotated[
         Optional[str],
         typer.Option(
-            envvar="CLIPMATH_TOKEN",
+            envvar=TOKEN_ENV,
             show_envvar=True,
             help="Token every API call must carry (Authorization: Bearer).",
         ),
@@ -50,10 +58,16 @@ def serve(
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "auto",
     index_kind: IndexKindOpt = "exact",
-    k: Annotated[int, typer.Option("--k", "-k", min=1, help="Default number of results.")] = 12,
-    max_k: Annotated[int, typer.Option(min=1, max=1000, help="Largest k a request may ask for.")] = 100,
-    max_upload_mb: Annotated[float, typer.Option(min=0.01, help="Largest accepted upload, in MB.")] = 20.0,
-    max_pixels: Annotated[int, typer.Option(min=1, help="Largest accepted image (width × height).")] = 50_000_000,
+    k: KOpt = config_default(ServeConfig, "default_k"),
+    max_k: Annotated[
+        int, typer.Option(min=1, help="Largest k a request may ask for.")
+    ] = config_default(ServeConfig, "max_k"),
+    max_upload_mb: Annotated[
+        float, typer.Option(min=0.01, help="Largest accepted upload, in MiB.")
+    ] = config_default(ServeConfig, "max_upload_bytes") / _MIB,
+    max_pixels: Annotated[
+        int, typer.Option(min=1, help="Largest accepted upload image (width × height).")
+    ] = config_default(ServeConfig, "max_pixels"),
     checkpoint: CheckpointsOpt = None,
     caption_lm: Annotated[
         Optional[str],
@@ -62,12 +76,7 @@ def serve(
     threads: ThreadsOpt = None,
 ) -> None:
     """Serve a store over HTTP: a JSON API (documented at /docs) and a web page for composed search."""
-    try:
-        from clipmath.serve import ServeConfig, check_port_free, create_app, run_server
-    except ImportError as exc:
-        raise ClipmathError(
-            f"serving needs the serve extra ({exc.name} is missing): pip install 'clipmath[serve]'"
-        ) from None
+    from clipmath.serve import check_port_free, create_app, run_server
     from clipmath.compose import learned_methods
     from clipmath.retrieval import Retriever, RetrieverConfig
 
@@ -75,7 +84,7 @@ def serve(
         host=host,
         port=port,
         token=token or None,
-        max_upload_bytes=int(max_upload_mb * 1e6),
+        max_upload_bytes=int(max_upload_mb * _MIB),
         max_pixels=max_pixels,
         default_k=min(k, max_k),
         max_k=max_k,
@@ -89,11 +98,8 @@ def serve(
     web_app = create_app(retriever, config, captioner=zerocap_captioner(caption_lm, retriever.encoder, device))
     shown_host = f"[{host}]" if ":" in host else host
     address = f"http://{shown_host}:{port}/" + (f"#token={token}" if token else "")
-    err.print(f"model: {escape(retriever.encoder.info.label())}")
-    err.print(
-        f"serving {len(retriever.snapshot)} images from {escape(str(store))} at {escape(address)} "
-        f"(API docs: /docs); Ctrl-C stops"
-    )
+    status(f"model: {retriever.encoder.info.label()}")
+    status(f"serving {len(retriever.snapshot)} images from {store} at {address} (API docs: /docs); Ctrl-C stops")
     run_server(web_app, config)
 
 

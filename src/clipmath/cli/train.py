@@ -1,7 +1,7 @@
 """``clipmath train adapter|finetune|combiner|oti|phi``: one command per learned compose method.
 
 Shared options and the option → config mapping live in :mod:`clipmath.cli.training`; defaults come from the
-config dataclasses (``default(CombinerConfig, "epochs")``), never restated here.
+config dataclasses (``config_default(CombinerConfig, "epochs")``), never restated here.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from clipmath.cli.options import MULTI_VALUE
+from clipmath.cli.options import MULTI_VALUE, config_default
 from clipmath.cli.output import emit
 from clipmath.cli.training import (
     LOOP,
@@ -28,7 +28,6 @@ from clipmath.cli.training import (
     TripletsOpt,
     benchmark_validator,
     build_config,
-    default,
     run_training,
     seed_list,
     train_command,
@@ -36,6 +35,7 @@ from clipmath.cli.training import (
     triplet_validator,
     validator,
 )
+from clipmath.cli.idc import register_train as register_idc_training
 from clipmath.errors import ClipmathError
 from clipmath.train.config import AdapterConfig, CombinerConfig, FinetuneConfig, OtiConfig, PhiConfig
 
@@ -80,7 +80,9 @@ def train_adapter(
         typer.Option(help="COCO captions instead: a root holding annotations/captions_<split>.json, or that file."),
     ] = None,
     coco_split: Annotated[Optional[str], typer.Option(help="COCO split, e.g. train2017.")] = None,
-    tau: Annotated[float, typer.Option(min=1e-4, help="Contrastive temperature τ.")] = default(AdapterConfig, "tau"),
+    tau: Annotated[
+        float, typer.Option(min=1e-4, help="Contrastive temperature τ.")
+    ] = config_default(AdapterConfig, "tau"),
     val_captions: Annotated[
         Optional[Path],
         typer.Option(help="Held-out captions file (JSON or TSV): caption→image Recall@K after every epoch."),
@@ -126,11 +128,11 @@ def train_finetune(
     images: ImagesRootOpt = None,
     towers: Annotated[
         str, typer.Option(help="Which towers to fine-tune: both, image or text.")
-    ] = default(FinetuneConfig, "towers"),
+    ] = config_default(FinetuneConfig, "towers"),
     gradient_checkpointing: Annotated[
         bool, typer.Option(help="Recompute activations in the backward pass (less memory, slower).")
-    ] = default(FinetuneConfig, "gradient_checkpointing"),
-    logit_scale: LogitScaleOpt = default(FinetuneConfig, "logit_scale"),
+    ] = config_default(FinetuneConfig, "gradient_checkpointing"),
+    logit_scale: LogitScaleOpt = config_default(FinetuneConfig, "logit_scale"),
 ) -> None:
     from clipmath.train.clip4cir import FinetuneTask
     from clipmath.train.data import read_triplets
@@ -166,10 +168,10 @@ def train_combiner(
     images: ImagesRootOpt = None,
     projection_dim: Annotated[
         Optional[int], typer.Option(min=1, help="Width of the two input projections (default 4 × the embedding size).")
-    ] = default(CombinerConfig, "projection_dim"),
-    hidden_dim: HiddenDimOpt = default(CombinerConfig, "hidden_dim"),
-    dropout: DropoutOpt = default(CombinerConfig, "dropout"),
-    logit_scale: LogitScaleOpt = default(CombinerConfig, "logit_scale"),
+    ] = config_default(CombinerConfig, "projection_dim"),
+    hidden_dim: HiddenDimOpt = config_default(CombinerConfig, "hidden_dim"),
+    dropout: DropoutOpt = config_default(CombinerConfig, "dropout"),
+    logit_scale: LogitScaleOpt = config_default(CombinerConfig, "logit_scale"),
 ) -> None:
     from clipmath.train.clip4cir import combiner_task_factory
     from clipmath.train.data import read_triplets
@@ -211,18 +213,20 @@ def train_oti(
             "--images", help="Folder of images to invert (searched recursively), e.g. a benchmark's reference images."
         ),
     ],
-    steps: Annotated[int, typer.Option(min=1, help="Optimisation steps per image.")] = default(OtiConfig, "steps"),
+    steps: Annotated[
+        int, typer.Option(min=1, help="Optimisation steps per image.")
+    ] = config_default(OtiConfig, "steps"),
     batch_size: Annotated[
         int, typer.Option(min=1, help="Images inverted together.")
-    ] = default(OtiConfig, "batch_size"),
+    ] = config_default(OtiConfig, "batch_size"),
     ema_decay: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Decay of the exponential moving average of the token (the result).")
-    ] = default(OtiConfig, "ema_decay"),
+    ] = config_default(OtiConfig, "ema_decay"),
     lambda_cos: Annotated[
         float, typer.Option(min=0.0, help="Weight of the image–prompt cosine loss.")
-    ] = default(OtiConfig, "lambda_cos"),
-    lambda_reg: LambdaRegOpt = default(OtiConfig, "lambda_reg"),
-    top_k: TopKOpt = default(OtiConfig, "top_k"),
+    ] = config_default(OtiConfig, "lambda_cos"),
+    lambda_reg: LambdaRegOpt = config_default(OtiConfig, "lambda_reg"),
+    top_k: TopKOpt = config_default(OtiConfig, "top_k"),
     concepts: Annotated[
         Optional[Path],
         typer.Option(
@@ -232,11 +236,11 @@ def train_oti(
     ] = None,
     template: Annotated[
         str, typer.Option(help="Prompt whose feature must match the image's.")
-    ] = default(OtiConfig, "template"),
-    prompt: PromptOpt = default(OtiConfig, "prompt"),
+    ] = config_default(OtiConfig, "template"),
+    prompt: PromptOpt = config_default(OtiConfig, "prompt"),
     save_every: Annotated[
         int, typer.Option(min=1, help="Batches between checkpoint writes.")
-    ] = default(OtiConfig, "save_every"),
+    ] = config_default(OtiConfig, "save_every"),
 ) -> None:
     from clipmath.compose.searle import ConceptVocabulary
     from clipmath.train.data import image_files
@@ -296,17 +300,17 @@ def train_phi(
     concepts: Annotated[
         Optional[Path], typer.Option(help="Concept vocabulary for the regulariser (default: the one the OTI run used).")
     ] = None,
-    hidden_dim: HiddenDimOpt = default(PhiConfig, "hidden_dim"),
-    dropout: DropoutOpt = default(PhiConfig, "dropout"),
+    hidden_dim: HiddenDimOpt = config_default(PhiConfig, "hidden_dim"),
+    dropout: DropoutOpt = config_default(PhiConfig, "dropout"),
     lambda_distil: Annotated[
         float, typer.Option(min=0.0, help="Weight of the distillation loss.")
-    ] = default(PhiConfig, "lambda_distil"),
-    lambda_reg: LambdaRegOpt = default(PhiConfig, "lambda_reg"),
+    ] = config_default(PhiConfig, "lambda_distil"),
+    lambda_reg: LambdaRegOpt = config_default(PhiConfig, "lambda_reg"),
     temperature: Annotated[
         float, typer.Option(min=1e-4, help="Temperature of the distillation loss.")
-    ] = default(PhiConfig, "temperature"),
-    top_k: TopKOpt = default(PhiConfig, "top_k"),
-    prompt: PromptOpt = default(PhiConfig, "prompt"),
+    ] = config_default(PhiConfig, "temperature"),
+    top_k: TopKOpt = config_default(PhiConfig, "top_k"),
+    prompt: PromptOpt = config_default(PhiConfig, "prompt"),
 ) -> None:
     from clipmath.compose.searle import ConceptVocabulary
     from clipmath.train.searle import phi_task_factory
@@ -318,5 +322,8 @@ def train_phi(
     factory = phi_task_factory(encoder, oti, vocabulary)
     validate = validator(encoder, ctx.params, "phi")
     run_training(factory, config, ctx.params, seeds, validate, encoder)
+
+
+register_idc_training(app)  # clipmath train idc (clipmath.cli.idc)
 
 from clipmath.cli import caption_lm as _caption_lm  # noqa: E402,F401 - registers `train caption-lm` (caption helper)

@@ -1,16 +1,16 @@
 """What the five ``clipmath train`` commands share: their common options, the option → config mapping, the
 encoder, the validators and the run-and-report loop.
 
-Option defaults come from the config dataclasses in :mod:`clipmath.train.config` (:func:`default`), so a default is
-written once. :data:`CONFIG_OPTIONS` says, per command, which options fill which config fields (same names); a test
-checks that every config field has an option and every listed option a field.
+Option defaults come from the config dataclasses in :mod:`clipmath.train.config` (``config_default``), so a
+default is written once. :data:`CONFIG_OPTIONS` says, per command, which options fill which config fields (same
+names); a test checks that every config field has an option and every listed option a field.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -24,24 +24,13 @@ from clipmath.cli.options import (
     PreprocessingOpt,
     QuietOpt,
     ThreadsOpt,
+    config_default,
     option_values,
 )
 from clipmath.cli.output import emit
 from clipmath.cli.runtime import load_model
 from clipmath.errors import ClipmathError
 from clipmath.train.config import AdapterConfig, CombinerConfig, FinetuneConfig, OtiConfig, PhiConfig
-
-
-def default(config_class: type, name: str) -> Any:
-    """The default of field ``name`` of a config dataclass (what an option shows and uses when not given)."""
-    for field in fields(config_class):
-        if field.name == name:
-            if field.default is not MISSING:
-                return field.default
-            if field.default_factory is not MISSING:
-                return field.default_factory()
-            break
-    raise KeyError(f"{config_class.__name__} has no default for {name!r}")
 
 
 _LOOP = ("epochs", "batch_size", "lr", "weight_decay", "seed", "device", "dtype", "amp", "max_steps", "grad_clip",
@@ -247,7 +236,8 @@ def train_command(app: typer.Typer, name: str, shared: tuple[str, ...], help: st
     config_class = CONFIG_OPTIONS[name][0]
     config_fields = {field.name for field in fields(config_class)}
     defaults = {
-        option: default(config_class, option) if option in config_fields else SHARED[option][1] for option in shared
+        option: config_default(config_class, option) if option in config_fields else SHARED[option][1]
+        for option in shared
     }
     if any(value is FROM_CONFIG for value in defaults.values()):
         raise TypeError(f"train {name}: no config default for {[k for k, v in defaults.items() if v is FROM_CONFIG]}")

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from clipmath.encoders.identity import EncoderInfo
-from clipmath.encoders.pipeline import ImagePipeline, ImageSource, PixelSpec, normalise, prepare_pixels
+from clipmath.encoders.pipeline import ImagePipeline, ImageSource, PixelBatch, PixelSpec, normalise, prepare_pixels
 from clipmath.encoders.runtime import ThreadBudget, cuda_errors
 from clipmath.encoders.transforms import ImageTransform, apply_pad
 from clipmath.imageio import MAX_PIXELS, ImageDecodeError, decode_image
@@ -33,12 +33,13 @@ PLACEHOLDER = "$"
 
 @dataclass
 class EncodedFiles:
-    """Embeddings of the sources that could be read (``vectors[i]`` is source ``indices[i]``) and the reasons
-    the others could not (``failed``: ``(index, reason)``)."""
+    """Embeddings of the sources that could be read (``vectors[i]`` is source ``indices[i]``, whose image is
+    ``sizes[i]`` = ``(width, height)``) and the reasons the others could not (``failed``: ``(index, reason)``)."""
 
     vectors: np.ndarray
     indices: list[int]
     failed: list[tuple[int, str]]
+    sizes: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -163,17 +164,26 @@ class Encoder(ABC):
         spec = self.pipeline_spec()
         if spec is None:
             return self._encode_files_slowly(sources, batch_size, progress, max_pixels)
-        workers = self.__dict__.get("_workers") if workers is None else workers
-        pipeline = ImagePipeline(spec, workers, max_pixels=max_pixels, draft=draft)
-        chunks, indices, failed = [], [], []
-        with tqdm(total=len(sources), desc="encoding images", unit="img", disable=not progress) as bar:
-            for batch in pipeline.batches(sources, batch_size):
+        pipeline = ImagePipeline(spec, self.default_workers(workers), max_pixels=max_pixels, draft=draft)
+        return self.encode_batches(pipeline.batches(sources, batch_size), len(sources), progress)
+
+    def default_workers(self, workers: int | None = None) -> int | None:
+        """``workers`` if given, else the ``--threads`` count if one was set, else ``None`` (all cores)."""
+        return self.__dict__.get("_workers") if workers is None else workers
+
+    @torch.no_grad()
+    def encode_batches(self, batches: Iterable[PixelBatch], total: int, progress: bool = False) -> EncodedFiles:
+        """Run the model over prepared pixel batches (as :class:`ImagePipeline` yields them) of ``total`` sources."""
+        chunks, indices, failed, sizes = [], [], [], []
+        with tqdm(total=total, desc="encoding images", unit="img", disable=not progress) as bar:
+            for batch in batches:
                 if len(batch.indices):
                     chunks.append(self._encode_pixels(self.pixels_from_uint8(batch.pixels)))
                 indices.extend(batch.indices)
                 failed.extend(batch.failed)
+                sizes.extend(batch.sizes)
                 bar.update(len(batch.indices) + len(batch.failed))
-        return EncodedFiles(_stack(chunks, self.dim), indices, failed)
+        return EncodedFiles(_stack(chunks, self.dim), indices, failed, sizes)
 
     def _encode_files_slowly(
         self, sources: Sequence[ImageSource], batch_size: int, progress: bool, max_pixels: int
@@ -188,7 +198,7 @@ class Encoder(ABC):
             images.append(image)
             indices.append(index)
         chunks = [self._encode_pixels(self.load_images(b)) for b in _batches(images, batch_size, progress, "encoding")]
-        return EncodedFiles(_stack(chunks, self.dim), indices, failed)
+        return EncodedFiles(_stack(chunks, self.dim), indices, failed, [image.size for image in images])
 
     def _encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
         self.threads.apply()

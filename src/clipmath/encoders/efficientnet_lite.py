@@ -19,18 +19,16 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from clipmath.encoders.pipeline import PixelSpec
+from clipmath.encoders.pipeline import LITE_PIXELS
 
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
 NUM_CLASSES = 1000
-RESIZE_SHORT_SIDE = 256
-CROP_SIZE = 224
-
-#: The preprocessing below as a fast-pipeline spec (scale to [-1, 1] = normalise with mean 0.5, std 0.5).
-LITE_PIXELS = PixelSpec(RESIZE_SHORT_SIDE, (CROP_SIZE, CROP_SIZE), (0.5,) * 3, (0.5,) * 3, rounding="round")
+#: The preprocessing (:func:`preprocess_lite`) as a fast-pipeline spec, defined with the pipeline.
+RESIZE_SHORT_SIDE = LITE_PIXELS.short_side
+CROP_SIZE = LITE_PIXELS.crop[0]
 
 
 @dataclass(frozen=True)

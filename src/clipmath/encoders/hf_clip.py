@@ -14,7 +14,7 @@ from clipmath.encoders.base import Encoder, EncoderInfo, TokenOverrides
 from clipmath.encoders.identity import RANDOM_MARKER, folder_model_id, is_marked_random
 from clipmath.encoders.pipeline import PixelSpec, clip_spec, prepare_pixels
 from clipmath.encoders.precision import inference_dtype
-from clipmath.encoders.runtime import move_model
+from clipmath.encoders.runtime import ThreadBudget, move_model
 from clipmath.encoders.transforms import ImageTransform
 from clipmath.errors import ModelLoadError
 
@@ -44,6 +44,7 @@ class HFClipEncoder(Encoder):
     ) -> None:
         self.device = torch.device(device)
         self.dtype = inference_dtype("auto" if fp16 else dtype, self.device)
+        self._threads = ThreadBudget()  # the loading thread's torch threads, applied in every calling thread
         self.model = move_model(model, self.device, self.dtype).eval()
         self.tokenizer = tokenizer
         self.image_processor = image_processor

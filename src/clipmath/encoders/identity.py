@@ -83,23 +83,40 @@ def clip_folder_info(folder: Path, model_id: str | None = None) -> EncoderInfo |
 def peek_info(name: str | None) -> EncoderInfo | None:
     """The :class:`EncoderInfo` that loading ``name`` gives, without loading it; ``None`` when it cannot be known
     for sure (``auto``, a fine-tuned folder with its own settings, an uncached hub model, a registered plug-in)."""
-    if not name or name == "auto":
-        return None
     if name == OFFLINE_NAME:
         return _offline_info()
+    folder, model_id = _clip_folder(name)
+    return clip_folder_info(folder, model_id) if folder is not None else None
+
+
+def peek_pixel_spec(name: str | None):
+    """The model's :class:`~clipmath.encoders.pipeline.PixelSpec` (no padding), without loading it, or ``None``."""
+    from clipmath.encoders import pipeline
+
+    if name == OFFLINE_NAME:
+        return pipeline.LITE_PIXELS
+    folder, _ = _clip_folder(name)
+    return pipeline.clip_spec_from_file(folder / "preprocessor_config.json") if folder is not None else None
+
+
+def _clip_folder(name: str | None) -> tuple[Path | None, str | None]:
+    """The folder holding the saved CLIP ``name`` loads from, and the model id it loads with (``None``: the
+    folder's fingerprint), when both are certain without loading."""
+    if not name or name == "auto":
+        return None, None
     if name == TINY_NAME or name.startswith(TINY_NAME + ":"):
         from clipmath.paths import cache_dir
 
         seed = name.split(":", 1)[1] if ":" in name else "0"
         folder = cache_dir() / "models" / f"{TINY_NAME}-seed{seed}"
-        return clip_folder_info(folder, model_id=name) if (folder / "config.json").exists() else None
+        return (folder, name) if (folder / "config.json").exists() else (None, None)
     folder = Path(name).expanduser()
     if folder.is_dir():
-        return None if (folder / CLIPMATH_MARKER).exists() else clip_folder_info(folder)
+        return (None, None) if (folder / CLIPMATH_MARKER).exists() else (folder, None)
     if name.count("/") == 1:
         config = _cached_hub_file(name, "config.json")
-        return clip_folder_info(config.parent, model_id=name) if config else None
-    return None
+        return (config.parent, name) if config else (None, None)
+    return None, None
 
 
 def _offline_info() -> EncoderInfo | None:

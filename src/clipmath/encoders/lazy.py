@@ -9,12 +9,19 @@ without loading (``auto``, a fine-tuned folder with its own settings, a plug-in)
 
 from __future__ import annotations
 
+import itertools
 import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from clipmath.encoders.identity import EncoderInfo, peek_info
 from clipmath.encoders.transforms import ImageTransform
 from clipmath.errors import ModelLoadError
+
+
+#: Prepared crops buffered while the model loads (uint8: about 150 kB each at 224 px).
+PREFETCH_IMAGES = 512
 
 
 class LazyEncoder:
@@ -75,6 +82,46 @@ class LazyEncoder:
         if self.threads_wanted:
             encoder.set_threads(self.threads_wanted)
         return encoder
+
+    def encode_files(
+        self,
+        sources: Sequence[Any],
+        batch_size: int = 32,
+        workers: int | None = None,
+        progress: bool = False,
+        max_pixels: int | None = None,
+        draft: bool = True,
+    ) -> Any:
+        """:meth:`Encoder.encode_files`; on the first call the worker processes decode and prepare images while
+        the model loads in a thread (up to :data:`PREFETCH_IMAGES` crops are buffered meanwhile)."""
+        from clipmath.encoders.identity import peek_pixel_spec
+        from clipmath.encoders.pipeline import ImagePipeline
+        from clipmath.imageio import MAX_PIXELS
+
+        max_pixels = max_pixels or MAX_PIXELS
+        spec = None
+        if not self.loaded and self._info is not None and self._transform is not None and len(sources):
+            spec = peek_pixel_spec(self.name)
+        if spec is None:
+            return self.load().encode_files(sources, batch_size, workers, progress, max_pixels, draft)
+        pad = self._transform.target_ratio if self._transform.mode == "targetpad" else None
+        spec = spec.with_pad(pad)
+        pipeline = ImagePipeline(spec, workers if workers is not None else self.threads_wanted, max_pixels, draft)
+        pipeline.start()
+        with ThreadPoolExecutor(1, thread_name_prefix="clipmath-model-load") as loader:
+            loading = loader.submit(self.load)
+            batches = pipeline.batches(sources, batch_size)
+            buffered: list[Any] = []
+            for batch in batches:
+                buffered.append(batch)
+                waiting = sum(len(b.indices) + len(b.failed) for b in buffered)
+                if loading.done() or waiting >= PREFETCH_IMAGES:
+                    break
+            encoder = loading.result()
+        if encoder.pipeline_spec() != spec:  # announced wrongly: prepare the images again, the model's way
+            batches.close()
+            return encoder.encode_files(sources, batch_size, workers, progress, max_pixels, draft)
+        return encoder.encode_batches(itertools.chain(buffered, batches), len(sources), progress)
 
     def __getattr__(self, attribute: str) -> Any:
         if attribute.startswith("_"):

@@ -31,7 +31,7 @@ from clipmath.encoders.efficientnet_lite import LITE_PIXELS, EfficientNetLite, l
 from clipmath.encoders.identity import OFFLINE_DESCRIPTION, OFFLINE_NAME, OFFLINE_PROMPT, OFFLINE_TEXT_PACKAGE
 from clipmath.encoders.pipeline import PixelSpec, prepare_pixels
 from clipmath.encoders.precision import inference_dtype
-from clipmath.encoders.runtime import move_model
+from clipmath.encoders.runtime import ThreadBudget, move_model
 from clipmath.encoders.transforms import ImageTransform
 from clipmath.errors import ModelLoadError
 
@@ -85,6 +85,7 @@ class OfflineImageNetMiniLM(Encoder):
     ) -> None:
         self.device = torch.device(device)
         self.dtype = inference_dtype(dtype, self.device)
+        self._threads = ThreadBudget()  # the loading thread's torch threads, applied in every calling thread
         self.transform = transform or ImageTransform()
         self.tokenizer = tokenizer
         self.text_model = move_model(text_model, self.device, self.dtype).eval()

@@ -23,14 +23,15 @@ import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from clipmath.encoders.runtime import available_cores
-from clipmath.imageio import MAX_PIXELS, ImageDecodeError, decode_image
+from clipmath.errors import ClipmathError
+from clipmath.imageio import MAX_PIXELS, DecodedImage, ImageDecodeError, decode
 
 #: An image to encode: a file path, the file's bytes, or a decoded PIL image.
 ImageSource = str | Path | bytes | Image.Image
@@ -62,6 +63,44 @@ class PixelSpec:
         return PixelSpec(
             self.short_side, self.crop, self.mean, self.std, self.rounding, self.resample, pad_ratio, self.rescale
         )
+
+
+#: EfficientNet-Lite0's reference preprocessing: short side to 256 (bicubic, rounded), centre crop 224, [-1, 1].
+LITE_PIXELS = PixelSpec(256, (224, 224), (0.5,) * 3, (0.5,) * 3, rounding="round")
+#: transformers' CLIPImageProcessor defaults, for a preprocessor_config.json that leaves settings out.
+_CLIP_DEFAULTS = {
+    "do_resize": True,
+    "size": {"shortest_edge": 224},
+    "resample": 3,
+    "do_center_crop": True,
+    "crop_size": {"height": 224, "width": 224},
+    "do_rescale": True,
+    "rescale_factor": 1 / 255,
+    "do_normalize": True,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "do_convert_rgb": True,
+}
+
+
+def clip_spec_from_file(path: Path) -> PixelSpec | None:
+    """:func:`clip_spec` of a saved ``preprocessor_config.json``, without transformers (``None``: not a plain
+    CLIP image processor)."""
+    import json
+    from types import SimpleNamespace
+
+    try:
+        config = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict) or "CLIPImageProcessor" not in str(config.get("image_processor_type", "")):
+        return None
+    size, crop = config.get("size"), config.get("crop_size")
+    if isinstance(size, int):
+        config["size"] = {"shortest_edge": size}
+    if isinstance(crop, int):
+        config["crop_size"] = {"height": crop, "width": crop}
+    return clip_spec(SimpleNamespace(**{**_CLIP_DEFAULTS, **config}))
 
 
 def clip_spec(processor) -> PixelSpec | None:
@@ -137,15 +176,22 @@ def prepare_pixels(image: Image.Image, spec: PixelSpec) -> np.ndarray:
 def decode_for_model(source: str | Path | bytes, spec: PixelSpec, max_pixels: int, draft: bool) -> Image.Image:
     """Decode a file (or its bytes) with :mod:`clipmath.imageio`, in JPEG draft mode reduced no further than
     :data:`DRAFT_MARGIN` times the short side the resize needs. Raises as :func:`clipmath.imageio.decode`."""
+    return _decode(source, spec, max_pixels, draft).image
+
+
+def _decode(source: str | Path | bytes, spec: PixelSpec, max_pixels: int, draft: bool) -> DecodedImage:
     side = math.ceil(spec.short_side * DRAFT_MARGIN)
-    return decode_image(source, max_pixels=max_pixels, draft=(side, side) if draft else None)
+    return decode(source, max_pixels=max_pixels, draft=(side, side) if draft else None)
 
 
 def load_pixels(source: ImageSource, spec: PixelSpec, max_pixels: int = MAX_PIXELS, draft: bool = True):
-    """Decode (unless already an image) and prepare one source: ``(H, W, 3)`` uint8, or the reason it failed."""
+    """Decode (unless already an image) and prepare one source: ``((H, W, 3) uint8 crop, (width, height) of the
+    image as stored, EXIF orientation applied)``, or the reason it failed (an :class:`ImageDecodeError`)."""
     try:
-        image = source if isinstance(source, Image.Image) else decode_for_model(source, spec, max_pixels, draft)
-        return prepare_pixels(image, spec)
+        if isinstance(source, Image.Image):
+            return prepare_pixels(source, spec), source.size
+        decoded = _decode(source, spec, max_pixels, draft)
+        return prepare_pixels(decoded.image, spec), (decoded.width, decoded.height)
     except FileNotFoundError:
         return ImageDecodeError("file not found")
     except ImageDecodeError as exc:
@@ -159,11 +205,13 @@ def _load_task(sources: Sequence[ImageSource], spec: PixelSpec, max_pixels: int,
 # ---- many images ---------------------------------------------------------------------------------------------
 @dataclass
 class PixelBatch:
-    """Prepared crops ``(n, H, W, 3)`` uint8 of the sources at ``indices``; ``failed`` holds ``(index, reason)``."""
+    """Prepared crops ``(n, H, W, 3)`` uint8 of the sources at ``indices`` and their images' ``(width, height)``;
+    ``failed`` holds ``(index, reason)``."""
 
     pixels: np.ndarray
     indices: list[int]
     failed: list[tuple[int, str]] = field(default_factory=list)
+    sizes: list[tuple[int, int]] = field(default_factory=list)
 
 
 _POOLS: dict[int, ProcessPoolExecutor] = {}
@@ -190,6 +238,13 @@ def _lower_priority() -> None:
         pass
 
 
+def _forget_pool(workers: int) -> None:
+    with _POOLS_LOCK:
+        pool = _POOLS.pop(workers, None)
+    if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 @atexit.register
 def shutdown_pools() -> None:
     """Stop the shared worker processes (also run at exit)."""
@@ -197,6 +252,14 @@ def shutdown_pools() -> None:
         for pool in _POOLS.values():
             pool.shutdown(wait=True, cancel_futures=True)
         _POOLS.clear()
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def resolve_workers(workers: int | None) -> int:
@@ -224,6 +287,11 @@ class ImagePipeline:
         self.max_pixels = max_pixels
         self.draft = draft
         self.task_size = max(1, task_size)
+
+    def start(self) -> None:
+        """Start the worker processes now (before any thread is started: forking is only safe then)."""
+        if self.workers:
+            _pool(self.workers).submit(int).result()
 
     def batches(self, sources: Sequence[ImageSource], batch_size: int) -> Iterator[PixelBatch]:
         """Batches of up to ``batch_size`` sources, in order; failures are reported, not raised."""
@@ -255,7 +323,14 @@ class ImagePipeline:
             submit_more()
             while pending:
                 _, future = pending.popleft()
-                results.extend(future.result())
+                try:
+                    results.extend(future.result())
+                except BrokenProcessPool:
+                    _forget_pool(self.workers)
+                    raise ClipmathError(
+                        "an image worker process died (out of memory, or a decoder crashed on a file); "
+                        "run again, or with workers=0 to find the file"
+                    ) from None
                 submit_more()
                 while len(results) >= batch_size or (results and not pending):
                     taken, results = results[:batch_size], results[batch_size:]
@@ -267,16 +342,17 @@ class ImagePipeline:
 
 
 def _assemble(start: int, results: list, spec: PixelSpec) -> PixelBatch:
-    arrays, indices, failed = [], [], []
+    arrays, indices, sizes, failed = [], [], [], []
     for offset, result in enumerate(results):
-        if isinstance(result, np.ndarray):
-            arrays.append(result)
+        if isinstance(result, tuple):
+            arrays.append(result[0])
+            sizes.append(result[1])
             indices.append(start + offset)
         else:
             failed.append((start + offset, str(result)))
     height, width = spec.crop
     pixels = np.stack(arrays) if arrays else np.zeros((0, height, width, 3), dtype=np.uint8)
-    return PixelBatch(pixels, indices, failed)
+    return PixelBatch(pixels, indices, failed, sizes)
 
 
 def normalise(pixels: np.ndarray, spec: PixelSpec, device, dtype):

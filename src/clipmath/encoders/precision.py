@@ -10,12 +10,14 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from clipmath.errors import ModelLoadError
 
+if TYPE_CHECKING:  # torch is imported when a dtype is resolved, not with the choices (option checks stay light)
+    import torch
+
 DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16", "float": "float32"}
 
 
@@ -23,8 +25,8 @@ def dtype_name(dtype: str | torch.dtype | None) -> str:
     """The canonical name of a dtype setting (``None`` → ``auto``); unknown names raise :class:`ModelLoadError`."""
     if dtype is None:
         return "auto"
-    if isinstance(dtype, torch.dtype):
-        for name, value in _DTYPES.items():
+    if not isinstance(dtype, str):
+        for name, value in _dtypes().items():
             if value == dtype:
                 return name
         raise ModelLoadError(f"dtype {dtype} is not supported: use one of {', '.join(DTYPE_CHOICES)}")
@@ -34,19 +36,29 @@ def dtype_name(dtype: str | torch.dtype | None) -> str:
     return name
 
 
+def _dtypes() -> dict[str, torch.dtype]:
+    import torch
+
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
 def inference_dtype(dtype: str | torch.dtype | None, device: str | torch.device) -> torch.dtype:
     """The dtype an encoder runs in on ``device``."""
+    import torch
+
     device = torch.device(device)
     name = dtype_name(dtype)
     if name == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     if name == "float16" and device.type == "cpu":
         raise ModelLoadError("float16 is not supported on the CPU: use bfloat16 (or float32) there")
-    return _DTYPES[name]
+    return _dtypes()[name]
 
 
 def autocast_dtype(dtype: str | torch.dtype | None, device: str | torch.device) -> torch.dtype | None:
     """The mixed-precision dtype for training on ``device``, or ``None`` for plain float32."""
+    import torch
+
     device = torch.device(device)
     name = dtype_name(dtype)
     if name == "auto":
@@ -57,4 +69,4 @@ def autocast_dtype(dtype: str | torch.dtype | None, device: str | torch.device) 
         return None
     if name == "float16" and device.type == "cpu":
         raise ModelLoadError("float16 mixed precision is not supported on the CPU: use bfloat16 (or float32)")
-    return _DTYPES[name]
+    return _dtypes()[name]

@@ -74,6 +74,9 @@ class BenchmarkSpec:
     its queries provide (``reference``, ``text``, ``source``, ``target``...); ``takes_lam``: whether λ sweeps
     apply. ``variants``: sub-benchmarks loadable alone (FashionIQ's categories: ``fashioniq-dress`` or
     ``fashioniq:dress``), named ``variant_name`` in messages. ``submission``: the test-server format, if any.
+    ``oracles``: the judges a front end may choose by name (``{name: factory(root) -> judge}``, each a callable or
+    a lazy ``"module:function"`` given the benchmark folder; the first is the default), for benchmarks whose score
+    depends on one (SIMAT: ``labels`` or ``oscar``).
     ``loader(root, split, variant, check_images) -> [datasets]`` and ``protocol`` (a
     :class:`~clipmath.eval.protocol.BenchmarkProtocol`, or a class of one) may be lazy ``"module:attr"`` strings.
     """
@@ -94,6 +97,7 @@ class BenchmarkSpec:
     variants: tuple[str, ...] = ()
     variant_name: str = "category"
     submission: SubmissionFormat | None = None
+    oracles: dict[str, str | Callable[[Path], Any]] = field(default_factory=dict)
 
     # -- loading ---------------------------------------------------------------------------------------------------
     def load(
@@ -145,6 +149,36 @@ class BenchmarkSpec:
                 raise BenchmarkError(f"a {self.variant_name} applies to {having} only, not {self.title}")
             if variant not in self.variants:
                 raise BenchmarkError(self._variant_problem(variant))
+
+    def make_oracle(self, name: str | None, root: str | Path) -> Any:
+        """The judge called ``name``, built from the benchmark folder ``root``; ``None`` (the default judge) for
+        ``None``. Raises :class:`BenchmarkError` naming the field for a name this benchmark does not have."""
+        if name is None:
+            return None
+        if not self.oracles:
+            having = " and ".join(s.title for s in BENCHMARKS.list() if s.oracles) or "no benchmark"
+            raise BenchmarkError(f"an 'oracle' applies to {having} only, not {self.title}")
+        if name not in self.oracles:
+            raise BenchmarkError(f"unknown {self.title} oracle {name!r}: use {', '.join(self.oracles)}")
+        return _resolve(self.oracles[name])(Path(root))
+
+    def summary(self) -> dict[str, Any]:
+        """The facts a listing shows (``clipmath benchmarks``), JSON-ready."""
+        return {
+            "name": self.name,
+            "title": self.title,
+            "description": self.description,
+            "splits": list(self.splits),
+            "default_split": self.default_split,
+            "validation_split": self.default_for_validation(),
+            "default_method": self.default_method,
+            "monitor": self.monitor,
+            "query_fields": list(self.query_fields),
+            "variants": list(self.variants),
+            "takes_lam": self.takes_lam,
+            "oracles": list(self.oracles),
+            "submission_server": self.submission.server if self.submission else None,
+        }
 
     def _variant_problem(self, variant: str) -> str:
         if not self.variants:
@@ -268,6 +302,7 @@ def _register_builtins() -> None:
         splits=simat.DOMAINS, default_split="test", validation_split="dev", default_method="delta",
         monitor="score", query_fields=("reference", "source", "target"), loader=f"{here}:_load_simat",
         protocol="clipmath.eval.scoring:SimatProtocol", takes_lam=True,
+        oracles={"labels": "clipmath.eval.simat:label_oracle", "oscar": "clipmath.eval.simat:oscar_oracle"},
     ))  # fmt: skip
 
 

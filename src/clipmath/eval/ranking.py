@@ -22,13 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 from tqdm import tqdm
 
-from clipmath.search import SearchResults, VectorIndex
-from clipmath.search.base import pad_results
+if TYPE_CHECKING:  # clipmath.search imports torch; the registry and metrics must stay light to import
+    from clipmath.search import SearchResults, VectorIndex
 
 #: Per query, gallery rows to leave out of its ranking (``None``: none anywhere).
 Exclusions = Sequence[Sequence[int]] | None
@@ -126,6 +126,8 @@ def _chunk_rows(num_gallery: int, chunk: int) -> int:
 
 
 def _rank_blocks(num_queries: int, chunk: int, block_of, k: int, exclude: Exclusions, progress: bool) -> SearchResults:
+    from clipmath.search.base import pad_results
+
     rows_out: list[np.ndarray] = []
     scores_out: list[np.ndarray] = []
     for start in tqdm(range(0, num_queries, chunk), desc="ranking", unit="block", disable=not progress):

@@ -44,6 +44,8 @@ from clipmath.eval.ranking import ScoreSource, score_source_for
 
 #: SIMAT's decision threshold on OSCAR matching scores.
 OSCAR_THRESHOLD = 0.5
+#: Where a SIMAT folder holds the released OSCAR matrix.
+OSCAR_MATRIX = Path("simat_db") / "oscar_similarity_matrix.pt"
 
 
 @runtime_checkable
@@ -173,3 +175,13 @@ def evaluate_simat(
 ) -> SimatResult:
     """:func:`retrieve_simat` then :func:`simat_score`."""
     return simat_score(dataset, retrieve_simat(dataset, scores, progress), oracle)
+
+
+def label_oracle(root: Path) -> GroundTruthLabelOracle:
+    """The ``labels`` judge of the SIMAT spec (nothing to read from the folder)."""
+    return GroundTruthLabelOracle()
+
+
+def oscar_oracle(root: Path) -> CaptionScoreOracle:
+    """The ``oscar`` judge of the SIMAT spec: the paper's rule on the folder's released OSCAR matrix."""
+    return CaptionScoreOracle.from_file(Path(root) / OSCAR_MATRIX)

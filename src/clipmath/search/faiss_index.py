@@ -74,6 +74,17 @@ def set_threads(threads: int) -> None:
         faiss.omp_set_num_threads(int(threads))
 
 
+def _single_threaded(call):
+    import faiss
+
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        return call()
+    finally:
+        faiss.omp_set_num_threads(threads)
+
+
 class FaissIndex(VectorIndex):
     """Inner-product FAISS index over a gallery's vectors; row numbers are the gallery's rows.
 
@@ -118,7 +129,12 @@ class FaissIndex(VectorIndex):
     ) -> FaissIndex:
         import faiss
 
-        return cls(faiss.read_index(str(path)), kind, params, vectors)
+        index = cls(faiss.read_index(str(path)), kind, params, vectors)
+        if index.params.recall is not None and vectors is not None and index.tunable:
+            from clipmath.search.tuning import tune_recall
+
+            tune_recall(index, vectors, index.params.recall, sample=index.params.tune_queries, seed=index.params.seed)
+        return index
 
     def save(self, path: str | Path) -> None:
         import faiss
@@ -150,7 +166,10 @@ class FaissIndex(VectorIndex):
         fetch = min(self.ntotal, (k + extra) * (self.params.refine_factor if rerank else 1))
         if fetch == 0:
             return pad_results([np.empty(0)] * len(queries), [np.empty(0, np.int64)] * len(queries), k)
-        scores, rows = self.index.search(queries, fetch)
+        if len(queries) == 1:  # one query: OpenMP start-up costs more than it saves (and thrashes a busy machine)
+            scores, rows = _single_threaded(lambda: self.index.search(queries, fetch))
+        else:
+            scores, rows = self.index.search(queries, fetch)
         out_scores, out_rows = [], []
         for qi in range(len(queries)):
             found = rows[qi][rows[qi] >= 0]

@@ -114,7 +114,6 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
         retriever,
         max_batch=config.max_batch,
         upload_slots=config.upload_slots,
-        max_pixels=config.max_pixels,
         captioner=captioner,
         checkpoints=config.checkpoints,
     )

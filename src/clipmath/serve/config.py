@@ -26,7 +26,7 @@ class ServeConfig:
     #: Pixels of uploads decoded at once, all requests together; beyond it an upload waits (then 503).
     upload_pixel_budget: int = MAX_PIXELS
     #: Seconds an upload may wait for room in the pixel budget before it is answered 503.
-    upload_wait_seconds: float = 30.0
+    upload_wait_seconds: float = 60.0
     default_k: int = 12
     max_k: int = 100
     index: str = "exact"

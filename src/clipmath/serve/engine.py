@@ -34,7 +34,7 @@ from clipmath.search import SearchHit
 from clipmath.serve.captioning import Captioner, CaptionSubject
 from clipmath.serve.errors import RequestError
 from clipmath.serve.images import contained_path
-from clipmath.imageio import MAX_PIXELS, ImageDecodeError, decode_image
+from clipmath.imageio import ImageDecodeError, decode_image
 from clipmath.store import GallerySnapshot, StoreInfo
 from clipmath.store.gallery import MANIFEST
 
@@ -161,14 +161,12 @@ class QueryEngine:
         retriever: Retriever,
         max_batch: int = 32,
         upload_slots: int = 128,
-        max_pixels: int = MAX_PIXELS,
         captioner: Captioner | None = None,
         checkpoints: dict[str, str] | None = None,
     ) -> None:
         self.retriever = retriever
         self.checkpoints = dict(checkpoints or {})
         self.max_batch = max_batch
-        self.max_pixels = max_pixels
         self.captioner = captioner
         self.uploads = UploadCache(upload_slots)
         self.batches = 0

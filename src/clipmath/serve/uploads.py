@@ -27,7 +27,7 @@ _POLL_SECONDS = 0.02
 class PixelBudget:
     """Thread-safe count of pixels reserved by uploads being decoded or embedded, bounded by ``limit``."""
 
-    def __init__(self, limit: int, wait_seconds: float = 30.0) -> None:
+    def __init__(self, limit: int, wait_seconds: float = 60.0) -> None:
         self.limit = limit
         self.wait_seconds = wait_seconds
         self.in_flight = 0

@@ -5,7 +5,8 @@ common folder of the shards' roots and every id is re-rooted there (``a/x.jpg`` 
 so ids from different roots never collide and the result equals indexing that folder in one run. Content seen twice
 (the same SHA-256, in one shard or across shards) gets one vector row shared by its ids, as the indexer does; an id
 present in two shards with different content keeps the newer file (mtime). Each chunk is one atomic commit, so an
-interrupted merge re-run finishes the job; merging into an existing store adds what it lacks.
+interrupted merge re-run finishes the job; merging into an existing store adds what it lacks. A new merged store
+has the first shard's vector precision unless ``dtype`` says otherwise.
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ def merge_stores(
         first = opened[0]
         facts = _StoreFacts(first.model_id, first.meta["backend"], first.dim)
         report = MergeReport(into=into, shards=len(opened), root=root)
+        if dtype is None and not (into / "manifest.sqlite").exists():
+            dtype = str(first.dtype)  # a new merged store keeps the shards' precision
         with Gallery.open_for_writing(into, facts, first.meta["preprocessing"], root, dtype) as out:  # type: ignore[arg-type]
             known = out.items()
             by_hash = out.rows_by_hash()

@@ -1,0 +1,252 @@
+"""Distributed indexing on Ray Data: files are read, hashed, decoded and embedded by a pool of actors (each loads the
+model once; one GPU each where asked), and the driver commits the results into the store under the indexer's rules.
+
+The driver decides what needs work exactly as :func:`clipmath.store.index_folder` does (unchanged size and mtime:
+skipped without reading; special files and escaping symlinks: reported), then streams the changed files through
+``ray.data``. An actor reads each file once: its SHA-256, and unless the store already holds that content, its
+decoded pixels and embedding. The driver commits every ``commit_every`` results atomically: same content as before
+-> mtime updated; content stored under another id -> its vector row reused; new content -> appended; undecodable ->
+reported as a bad file. A driver killed at any point leaves the last commit; a re-run finishes the job and gives the
+same ids and vectors as an uninterrupted run. Every node must see the image root and the driver the store (a shared
+file system: see docs/scaling.md).
+
+Ray is an optional extra: ``pip install 'clipmath[distributed]'``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from clipmath.errors import ClipmathError, StoreError
+from clipmath.imageio import ImageDecodeError, decode, open_regular_file
+from clipmath.store.gallery import Gallery, ItemRecord
+from clipmath.store.indexer import IndexConfig, IndexReport, _changed_files, list_images
+
+if TYPE_CHECKING:
+    from clipmath.encoders.base import Encoder
+
+#: builds the encoder on each actor (must pickle: e.g. ``functools.partial(load_encoder, "openai/clip-vit-base-patch32")``)
+EncoderFactory = Callable[[], "Encoder"]
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide: ``address`` of a running cluster (None: start a local one), actors, GPUs per actor."""
+
+    address: str | None = None
+    workers: int = 2
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+
+
+def require_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise ClipmathError("the Ray engine needs Ray: pip install 'clipmath[distributed]'") from None
+    return ray
+
+
+def read_file_list(path: str | Path, root: str | Path) -> list[str]:
+    """Ids (paths relative to ``root``) listed in a .txt (one per line), .csv or .parquet file (column ``path``,
+    else the first column). Absolute entries must lie under ``root``."""
+    path, root = Path(path), Path(root).resolve()
+    if not path.is_file():
+        raise ClipmathError(f"file list not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        column = "path" if "path" in table.column_names else table.column_names[0]
+        entries = [str(v) for v in table.column(column).to_pylist()]
+    elif suffix == ".csv":
+        with open(path, newline="") as fh:
+            rows = list(csv.reader(fh))
+        header = rows[0] if rows else []
+        column = header.index("path") if "path" in header else 0
+        entries = [row[column] for row in rows[1 if "path" in header else 0 :] if row]
+    else:
+        entries = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    ids = []
+    for entry in entries:
+        entry_path = Path(entry)
+        if entry_path.is_absolute():
+            try:
+                entry = entry_path.resolve().relative_to(root).as_posix()
+            except ValueError:
+                raise ClipmathError(f"{entry} (in {path}) is not under the image folder {root}") from None
+        ids.append(entry)
+    return sorted(dict.fromkeys(ids))
+
+
+class EmbedActor:
+    """A Ray Data actor: loads the model once, then per batch of file rows returns hashes, sizes and embeddings."""
+
+    def __init__(self, factory: EncoderFactory, known_hashes: frozenset[str], max_pixels: int, batch_size: int):
+        self.encoder = factory()
+        self.known_hashes = known_hashes
+        self.max_pixels = max_pixels
+        self.batch_size = batch_size
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        count = len(batch["id"])
+        digests, errors = [""] * count, [""] * count
+        widths, heights = np.zeros(count, np.int64), np.zeros(count, np.int64)
+        images, image_rows = [], []
+        for i, path in enumerate(batch["path"]):
+            try:
+                with open_regular_file(Path(str(path))) as fh:
+                    data = fh.read()
+            except ImageDecodeError as exc:
+                errors[i] = str(exc)
+                continue
+            except FileNotFoundError:
+                errors[i] = "file disappeared during indexing"
+                continue
+            except OSError as exc:
+                errors[i] = "permission denied" if isinstance(exc, PermissionError) else f"unreadable: {exc}"
+                continue
+            digests[i] = hashlib.sha256(data).hexdigest()
+            if digests[i] in self.known_hashes:
+                continue  # the driver reuses the stored vector or just updates the mtime
+            try:
+                decoded = decode(data, max_pixels=self.max_pixels)
+            except ImageDecodeError as exc:
+                errors[i] = str(exc)
+                continue
+            widths[i], heights[i] = decoded.width, decoded.height
+            images.append(decoded.image)
+            image_rows.append(i)
+        dim = self.encoder.info.dim
+        vectors = np.zeros((count, dim), np.float32)
+        has_vector = np.zeros(count, bool)
+        if images:
+            vectors[image_rows] = self.encoder.encode_images(images, batch_size=self.batch_size)
+            has_vector[image_rows] = True
+        return {
+            "id": batch["id"],
+            "size": batch["size"],
+            "mtime_ns": batch["mtime_ns"],
+            "sha256": np.array(digests, dtype=object),
+            "error": np.array(errors, dtype=object),
+            "width": widths,
+            "height": heights,
+            "has_vector": has_vector,
+            "vector": vectors,
+        }
+
+
+def index_with_ray(
+    store: str | Path,
+    root: str | Path,
+    factory: EncoderFactory,
+    config: IndexConfig | None = None,
+    files: Sequence[str] | None = None,
+    options: RayOptions | None = None,
+    encoder: Encoder | None = None,
+    progress: bool = True,
+) -> IndexReport:
+    """Bring ``store`` up to date with the images under ``root`` (or ``files``) on a Ray cluster.
+
+    ``encoder`` (optional) is a driver-side instance of the factory's model, used only for its identity (model id,
+    dimension, preprocessing); without it the driver builds one with ``factory``.
+    """
+    ray = require_ray()
+    config, options = config or IndexConfig(), options or RayOptions()
+    root = Path(root)
+    if not root.is_dir():
+        raise StoreError(f"image folder not found: {root}")
+    started = time.monotonic()
+    encoder = encoder or factory()
+    report = IndexReport(model=encoder.info.label())
+    if not ray.is_initialized():
+        ray.init(address=options.address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    with Gallery.open_for_writing(store, encoder.info, encoder.transform.key, root, config.dtype) as gallery:
+        ids = list(files) if files is not None else list_images(root, Path(store), config.follow_symlinks)
+        report.scanned = len(ids)
+        known = gallery.items()
+        candidates, skipped = _changed_files(root, ids, known, config.follow_symlinks, report)
+        if skipped:
+            gallery.commit(bad=skipped)
+        report.bad.extend((item[0], item[1]) for item in skipped)
+        if files is None:
+            gallery.forget_bad_files(keep=ids)
+        gone = sorted(set(known) - set(ids)) if files is None else []
+        if candidates:
+            dataset = _embedded_dataset(ray, candidates, gallery, factory, config, options)
+            with tqdm(total=len(candidates), desc="indexing (ray)", unit="img", disable=not progress) as bar:
+                for batch in dataset.iter_batches(batch_size=config.commit_every, batch_format="numpy"):
+                    _commit_batch(gallery, batch, known, report)
+                    bar.update(len(batch["id"]))
+        if config.prune and gone:
+            report.pruned = gallery.remove(gone)
+        else:
+            report.missing = len(gone)
+        report.total = gallery.info().count
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _embedded_dataset(ray, candidates, gallery: Gallery, factory, config: IndexConfig, options: RayOptions):
+    rows = [{"id": c.id, "path": str(c.path), "size": c.size, "mtime_ns": c.mtime_ns} for c in candidates]
+    blocks = max(1, min(len(rows), options.workers * 4))
+    dataset = ray.data.from_items(rows, override_num_blocks=blocks)
+    return dataset.map_batches(
+        EmbedActor,
+        fn_constructor_kwargs={
+            "factory": factory,
+            "known_hashes": frozenset(gallery.rows_by_hash()),
+            "max_pixels": config.max_pixels,
+            "batch_size": config.batch_size,
+        },
+        batch_size=config.batch_size,
+        batch_format="numpy",
+        concurrency=options.workers,
+        num_gpus=options.gpus_per_worker,
+        num_cpus=options.cpus_per_worker,
+    )
+
+
+def _commit_batch(gallery: Gallery, batch: dict[str, np.ndarray], known: dict, report: IndexReport) -> None:
+    """Apply the indexer's rules to one batch of actor results and commit it atomically."""
+    by_hash = gallery.rows_by_hash()
+    next_row = int(gallery.meta["vector_rows"])
+    records, vectors, reused, touched, bad = [], [], [], [], []
+    pending: dict[str, tuple[int, int]] = {}  # content first seen in this batch -> its image size
+    for i, item_id in enumerate(batch["id"].tolist()):
+        size, mtime, digest = int(batch["size"][i]), int(batch["mtime_ns"][i]), str(batch["sha256"][i])
+        if batch["error"][i]:
+            bad.append((item_id, str(batch["error"][i]), size, mtime))
+            continue
+        stored = known.get(item_id)
+        if stored is not None and stored[0] == digest:
+            touched.append((item_id, mtime))
+            report.unchanged += 1
+        elif digest in by_hash:
+            record = None if digest in pending else gallery.record_by_hash(digest)
+            dims = pending.get(digest) or ((record.width, record.height) if record else (None, None))
+            reused.append((ItemRecord(item_id, digest, size, mtime, *dims), by_hash[digest]))
+            report.reused += 1
+        elif batch["has_vector"][i]:
+            by_hash[digest] = next_row + len(records)
+            pending[digest] = (int(batch["width"][i]), int(batch["height"][i]))
+            records.append(ItemRecord(item_id, digest, size, mtime, *pending[digest]))
+            vectors.append(batch["vector"][i])
+        else:  # content the actor was told is stored, gone from the store since: retried by the next run
+            bad.append((item_id, "content changed in the store during indexing; run again", None, None))
+    gallery.commit(records, np.stack(vectors) if records else None, reused, bad)
+    if touched:
+        gallery.touch(touched)
+    report.added += len(records)
+    report.bad.extend((b[0], b[1]) for b in bad)

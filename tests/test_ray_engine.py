@@ -1,0 +1,87 @@
+"""Distributed indexing on a real local Ray cluster (2 workers, no dashboard): equal to the local indexer, and a
+driver killed with SIGKILL mid-run then re-run gives the same store. Skipped when Ray is not installed."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from clipmath.store import Gallery, IndexConfig, index_folder
+from tests.conftest import GALLERY, REPO
+from tests.test_scale_store import assert_same_store
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray cluster of 2 CPUs; its workers import this checkout's clipmath."""
+    previous = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), str(REPO), previous]))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+        if previous is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = previous
+
+
+def tiny_factory():
+    from clipmath.encoders import load_encoder
+
+    return functools.partial(load_encoder, "tiny-random-clip")
+
+
+def test_ray_index_equals_the_local_indexer(tmp_path, ray_cluster, tiny_encoder):
+    from clipmath.store.ray_engine import RayOptions, index_with_ray
+
+    config = IndexConfig(batch_size=4, commit_every=8)
+    report = index_with_ray(
+        tmp_path / "ray.store", GALLERY, tiny_factory(), config, options=RayOptions(workers=2), progress=False
+    )
+    local = index_folder(tmp_path / "local.store", GALLERY, tiny_encoder, config, progress=False)
+    assert report.total == local.total > 20 and report.added + report.reused == local.added + local.reused
+    assert sorted(report.bad) == sorted(local.bad)
+    assert_same_store(tmp_path / "ray.store", tmp_path / "local.store")
+    again = index_with_ray(tmp_path / "ray.store", GALLERY, tiny_factory(), config, progress=False)
+    assert again.added == 0 and again.unchanged == local.total
+
+
+def test_driver_killed_mid_run_then_rerun_equals_a_clean_run(tmp_path, ray_cluster, tiny_encoder):
+    from clipmath.store.ray_engine import RayOptions, index_with_ray
+
+    store = tmp_path / "ray.store"
+    driver = (
+        "import functools; from clipmath.encoders import load_encoder; from clipmath.store import IndexConfig\n"
+        "from clipmath.store.ray_engine import RayOptions, index_with_ray\n"
+        f"index_with_ray({str(store)!r}, {str(GALLERY)!r}, functools.partial(load_encoder, 'tiny-random-clip'), "
+        f"IndexConfig(batch_size=1, commit_every=1), options=RayOptions(address={ray_cluster!r}), progress=False)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", driver], env=os.environ.copy())
+    committed = 0
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None and committed == 0:
+        time.sleep(0.2)
+        if (store / "manifest.sqlite").exists():
+            try:
+                with Gallery.open(store) as gallery:
+                    committed = gallery.info().count
+            except Exception:  # the store is being created
+                committed = 0
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    total = len([p for p in GALLERY.rglob("*") if p.is_file()])
+    assert 0 < committed < total, committed  # killed mid-run, after at least one commit
+    index_with_ray(store, GALLERY, tiny_factory(), IndexConfig(batch_size=4), options=RayOptions(), progress=False)
+    index_folder(tmp_path / "clean.store", GALLERY, tiny_encoder, IndexConfig(batch_size=4), progress=False)
+    assert_same_store(store, tmp_path / "clean.store")
