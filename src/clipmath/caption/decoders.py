@@ -241,6 +241,35 @@ class TokenProgress:
         self.close()
 
 
+class GuidedDecoder:
+    """What the decoders share: the LM, the encoder, default options, vocabulary tables and the text memo.
+
+    Subclasses set ``options_class`` and implement ``caption``; decoding runs on the LM's device.
+    """
+
+    options_class: type
+
+    def __init__(self, lm: Any, encoder: Encoder, config: Any = None) -> None:
+        self.lm = lm
+        self.encoder = encoder
+        self.config = config if config is not None else self.options_class()
+        self.vocab = Vocabulary(lm)
+        # Kept across captions: a text's embedding depends on the encoder only (a bounded memo).
+        self._texts = TextEmbeddings(encoder, half=self.config.half_precision_text)
+
+    @property
+    def device(self) -> torch.device:
+        """Where decoding runs: the LM's device (the target and every score are moved there)."""
+        return self.lm.device
+
+    def prompt_ids(self, cond_text: str) -> list[int]:
+        """Token ids of the LM's context prefix and the prompt; raises if there are none."""
+        ids = self.lm.encode(self.lm.context_prefix + cond_text)
+        if not ids:
+            raise CaptionError("empty prompt: give a prompt, or use an LM with a start token")
+        return ids
+
+
 _NUMERAL = re.compile(r"\s*\d+\s*")
 
 

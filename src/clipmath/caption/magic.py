@@ -29,10 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from clipmath.caption.decoders import Caption, Progress, TextEmbeddings, TokenProgress, Vocabulary, target_tensor
-from clipmath.caption.language_models import LanguageModel
+from clipmath.caption.decoders import Caption, GuidedDecoder, Progress, TokenProgress, target_tensor
 from clipmath.caption.zerocap import KV, kv_tensors, make_cache
-from clipmath.encoders.base import Encoder
 from clipmath.errors import CaptionError
 
 
@@ -68,19 +66,11 @@ class _State:
     hidden: torch.Tensor  # (L, H)
 
 
-class MagicDecoder:
+class MagicDecoder(GuidedDecoder):
     """Caption target embeddings with one LM and one encoder, MAGIC's way; deterministic (no sampling)."""
 
-    def __init__(self, lm: LanguageModel, encoder: Encoder, config: MagicConfig | None = None) -> None:
-        self.lm = lm
-        self.encoder = encoder
-        self.config = config or MagicConfig()
-        self.vocab = Vocabulary(lm)
-        self._texts = TextEmbeddings(encoder, half=self.config.half_precision_text)
-
-    @property
-    def device(self) -> torch.device:
-        return self.lm.device
+    options_class = MagicConfig
+    config: MagicConfig
 
     def caption(
         self,
@@ -93,9 +83,7 @@ class MagicDecoder:
         started = time.perf_counter()
         target = target_tensor(target_embedding, self.encoder, self.device)
         self._texts.half = config.half_precision_text
-        prefix = self.lm.encode(self.lm.context_prefix + config.cond_text)
-        if not prefix:
-            raise CaptionError("empty prompt: give a prompt, or use an LM with a start token")
+        prefix = self.prompt_ids(config.cond_text)
         stops = set(self.vocab.stop_ids(config.end_token))
         banned = self.vocab.banned(self.device)
         prompt_text = self.lm.decode(prefix)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from clipmath.caption.decoders import Caption, Progress, TextEmbeddings, TokenProgress, Vocabulary, target_tensor
+from clipmath.caption.decoders import Caption, GuidedDecoder, Progress, TokenProgress, target_tensor
 from clipmath.caption.language_models import LanguageModel
 from clipmath.encoders.base import Encoder
 from clipmath.errors import CaptionError
@@ -102,21 +102,11 @@ _START_END_DIVISOR = 1.6  # ZeroCap discourages ending at the very first token
 _REPETITION_WINDOW = 4
 
 
-class ZeroCapDecoder:
+class ZeroCapDecoder(GuidedDecoder):
     """Caption target embeddings with one LM and one encoder; keeps per-vocabulary tables between calls."""
 
-    def __init__(self, lm: LanguageModel, encoder: Encoder, config: ZeroCapConfig | None = None) -> None:
-        self.lm = lm
-        self.encoder = encoder
-        self.config = config or ZeroCapConfig()
-        self.vocab = Vocabulary(lm)
-        # Kept across captions: a text's embedding depends on the encoder only (bounded memo, see TextEmbeddings).
-        self._texts = TextEmbeddings(encoder, half=self.config.half_precision_text)
-
-    @property
-    def device(self) -> torch.device:
-        """Where decoding runs: the LM's device (the target and every score are moved there)."""
-        return self.lm.device
+    options_class = ZeroCapConfig
+    config: ZeroCapConfig
 
     # ---- public ---------------------------------------------------------------------------------------------
     def caption(
@@ -134,9 +124,7 @@ class ZeroCapDecoder:
         target = target_tensor(target_embedding, self.encoder, self.device)
         torch.manual_seed(config.seed)
         self._texts.half = config.half_precision_text
-        prefix = self.lm.encode(self.lm.context_prefix + config.cond_text)
-        if not prefix:
-            raise CaptionError("empty prompt: give --cond_text, or use an LM with a start token")
+        prefix = self.prompt_ids(config.cond_text)
         with TokenProgress(progress, config.target_seq_length, "zerocap") as steps:
             gen_tokens, lengths, scores = self._beam_search(prefix, target, config, steps)
         captions = []
