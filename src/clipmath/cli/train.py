@@ -325,3 +325,5 @@ def train_phi(
 
 
 register_idc_training(app)  # clipmath train idc (clipmath.cli.idc)
+
+from clipmath.cli import caption_lm as _caption_lm  # noqa: E402,F401 - registers `train caption-lm` (caption helper)
