@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -110,3 +113,67 @@ def test_decoder_registry_builds_decoders_with_checked_options(tiny_encoder):
         spec.make_options(beams=3)
     with pytest.raises(CaptionError, match="unknown caption decoder 'zerocapp'; did you mean 'zerocap'"):
         DECODERS.get("zerocapp")
+
+
+# ---- LM adaptation to caption text (SimCTG) --------------------------------------------------------------------
+CORPUS = Path(__file__).resolve().parent.parent / "examples" / "caption-corpus" / "coco_captions.txt"
+
+
+def _sentences(count: int) -> list[str]:
+    return CORPUS.read_text().splitlines()[:count]
+
+
+def test_caption_lm_loss_falls_and_the_adapted_lm_reloads_bit_identical(tmp_path):
+    from clipmath.caption import language_model_spec
+    from clipmath.train.caption_lm import CaptionLMConfig, train_caption_lm
+
+    config = CaptionLMConfig(base="tiny-random-lm", epochs=1, batch_size=8, lr=3e-3, max_tokens=32, progress=False)
+    result = train_caption_lm(_sentences(240), tmp_path / "lm", config)
+    losses = result.losses
+    assert len(losses) == 30 and np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+    spec, _ = language_model_spec(str(tmp_path / "lm"))
+    assert "local folder" in spec.description
+    reloaded = load_language_model(str(tmp_path / "lm"))
+    assert reloaded.model_id == "tiny-random-lm+caption-lm" and not reloaded.pretrained
+    assert reloaded.context_prefix == result.lm.context_prefix
+    trained, again = result.lm.model.state_dict(), reloaded.model.state_dict()
+    assert trained.keys() == again.keys() and all(torch.equal(trained[k], again[k]) for k in trained)
+    info = json.loads((tmp_path / "lm" / language_models.LM_INFO_FILE).read_text())
+    assert info["base"] == "tiny-random-lm" and info["training"]["epochs_done"] == 1
+
+
+def test_caption_lm_resumes_where_it_stopped(tmp_path):
+    from clipmath.train.caption_lm import CaptionLMConfig, train_caption_lm
+
+    texts = _sentences(48)
+    config = CaptionLMConfig(base="tiny-random-lm", epochs=2, batch_size=16, lr=1e-3, max_tokens=24, progress=False)
+    straight = train_caption_lm(texts, tmp_path / "straight", config)
+    first = train_caption_lm(texts, tmp_path / "split", replace(config, epochs=1))
+    assert len(first.history) == 1
+    resumed = train_caption_lm(texts, tmp_path / "split", config)
+    assert resumed.resumed_from_epoch == 1 and len(resumed.history) == 2
+    a, b = straight.lm.model.state_dict(), resumed.lm.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_caption_corpus_holds_out_the_evaluated_coco_photos():
+    refs = json.loads((CORPUS.parent.parent / "captions.json").read_text())
+    held_out = {c for name, item in refs.items() if name.startswith("COCO_") for c in item["captions"]}
+    assert len(held_out) >= 22 * 5 - 5
+    corpus = set(CORPUS.read_text().splitlines())
+    assert len(corpus) > 24_000 and not {" ".join(c.split()) for c in held_out} & corpus
+
+
+def test_train_caption_lm_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from clipmath.cli import app
+
+    texts = tmp_path / "captions.txt"
+    texts.write_text("\n".join(_sentences(12)))
+    out = tmp_path / "adapted"
+    args = ["train", "caption-lm", "--texts", str(texts), "-o", str(out), "--lm", "tiny-random-lm"]
+    result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--batch-size", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["history"][0]["steps"] == 2
+    assert load_language_model(str(out)).model_id == "tiny-random-lm+caption-lm"

@@ -167,10 +167,13 @@ def test_models_lists_encoders_and_language_models():
 def test_help_of_every_command_has_an_example():
     import typer
 
-    group = typer.main.get_command(app)
-    names = [(name,) for name in group.list_commands(None) if name != "train"]
-    names += [("train", name) for name in group.get_command(None, "train").list_commands(None)]
-    for path in names:
+    def leaves(command, path=()):  # every command below the groups (train adapter, data make-change-set, ...)
+        if not hasattr(command, "list_commands"):  # a group lists commands
+            return [path]
+        return [leaf for name in command.list_commands(None) for leaf in leaves(command.get_command(None, name),
+                                                                                 (*path, name))]
+
+    for path in leaves(typer.main.get_command(app)):
         result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
         assert result.exit_code == 0 and "Example" in result.stdout, path
         examples = " ".join(result.stdout.split("Example", 1)[1].split())

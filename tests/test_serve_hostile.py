@@ -255,3 +255,16 @@ def test_stored_vectors_are_untouched_by_requests(served, client):
     before = np.array(served.snapshot.vectors)
     client.post("/api/search", json={"text": "x"})
     np.testing.assert_array_equal(before, np.asarray(served.snapshot.vectors))
+
+
+def test_a_file_name_that_is_not_utf8_works_as_a_reference(client):
+    odd = os.fsdecode(RAW_NAME)
+    # (inside an expression, compose replaces lone surrogates, so such a file is named by reference only)
+    for body in ({"reference": {"gallery_id": odd}, "k": 20}, {"reference": {"gallery_id": odd}, "text": "x"}):
+        raw = json.dumps(body).encode()  # the surrogate travels as a \\udce9 escape
+        response = client.post("/api/search", content=raw, headers={"content-type": "application/json"})
+        assert response.status_code == 200, response.text
+        ids = {hit["id"] for hit in response.json()["results"]}
+        assert ids and odd not in ids  # found, and excluded from its own results
+    too_long = client.post("/api/search", json={"reference": {"gallery_id": "x" * 1025}})
+    assert too_long.status_code == 422

@@ -172,3 +172,16 @@ def test_check_command_reports_and_repairs(store, tmp_path):
     fixed = runner.invoke(app, ["check", str(store), "--repair"])
     assert fixed.exit_code == 0 and "dropped 4 items" in fixed.output
     assert runner.invoke(app, ["check", str(store)]).exit_code == 0
+
+
+def test_a_float16_store_is_checked_and_repaired_the_same_way(tmp_path, image_folder, tiny_encoder):
+    store = tmp_path / "half"
+    index_folder(store, image_folder, tiny_encoder, IndexConfig(commit_every=6, dtype="float16"), progress=False)
+    assert Gallery.open(store).info().vector_dtype == "float16"
+    assert check(store).ok and check(store).verified_rows == 12
+    path = _vector_file(store)
+    with open(path, "r+b") as fh:
+        fh.seek(path.stat().st_size - 4)
+        fh.write(b"\x00\x7c\x00\x7c")  # two float16 infinities in the last row
+    assert check(store).consistent_rows == 6
+    assert repair(store).kept_items == 6 and check(store).ok

@@ -118,3 +118,21 @@ def test_skipped_count_agrees_between_run_and_store_across_runs(tmp_path, image_
     second = _index(store, image_folder, tiny_encoder)
     assert second.skipped == 1 == Gallery.open(store).info().bad_files
     assert [item for item, _ in Gallery.open(store).bad_files()] == ["dangling.png"]
+
+
+def test_follow_symlinks_flag_of_the_index_command(tmp_path, image_folder):
+    from typer.testing import CliRunner
+
+    from clipmath.cli import app
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    Image.new("RGB", (20, 20), "red").save(outside / "secret.png")
+    os.symlink(outside / "secret.png", image_folder / "leak.png")
+    runner = CliRunner()
+    common = ["index", str(image_folder), "--model", "tiny-random-clip", "--json"]
+    plain = runner.invoke(app, [*common, "--store", str(tmp_path / "a")])
+    assert plain.exit_code == 0 and "outside the indexed folder" in plain.output
+    assert "leak.png" not in Gallery.open(tmp_path / "a").snapshot().ids
+    followed = runner.invoke(app, [*common, "--store", str(tmp_path / "b"), "--follow-symlinks"])
+    assert followed.exit_code == 0 and "leak.png" in Gallery.open(tmp_path / "b").snapshot().ids

@@ -41,6 +41,7 @@ from clipmath.caption.metrics import (
     read_caption_file,
     score_caption_file,
 )
+from clipmath.caption.magic import MagicConfig, MagicDecoder
 from clipmath.caption.zerocap import PRESETS, ZeroCapConfig, ZeroCapDecoder, caption
 
 __all__ = [
@@ -59,6 +60,8 @@ __all__ = [
     "DecoderSpec",
     "LanguageModel",
     "LanguageModelSpec",
+    "MagicConfig",
+    "MagicDecoder",
     "TextEmbeddings",
     "ZeroCapConfig",
     "ZeroCapDecoder",

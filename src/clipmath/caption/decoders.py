@@ -15,6 +15,7 @@ every token, for front ends that draw their own progress.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -99,6 +100,16 @@ DECODERS.register(
         "clipmath.caption.zerocap:ZeroCapConfig",
     ),
 )
+DECODERS.register(
+    "magic",
+    DecoderSpec(
+        "magic",
+        "MAGIC: no gradients; each token picked among the LM's top k by confidence, a degeneration penalty and "
+        "similarity to the target (fast)",
+        "clipmath.caption.magic:MagicDecoder",
+        "clipmath.caption.magic:MagicConfig",
+    ),
+)
 
 
 # ---- shared pieces of decoding ----------------------------------------------------------------------------------
@@ -121,9 +132,10 @@ def target_tensor(target_embedding: np.ndarray | torch.Tensor, encoder: Encoder,
 class TextEmbeddings:
     """The encoder's normalised embeddings of texts, memoised (decoders re-score mostly the same texts).
 
-    Misses are encoded in one call, shortest first in batches of ``batch_size`` (less padding). On CUDA the text
-    encoder may run in half precision (``half=True``); embeddings come back as float32 either way. The memo holds
-    at most ``capacity`` texts (least recently used dropped first).
+    Texts that the encoder's tokenizer turns into the same tokens (CLIP and MiniLM lower-case: " Cat" and " cat")
+    are encoded once. Misses are encoded in one call, shortest first in batches of ``batch_size`` (less padding).
+    On CUDA the text encoder may run in half precision (``half=True``); embeddings are float32 either way. The memo
+    holds at most ``capacity`` texts (least recently added dropped first).
     """
 
     def __init__(self, encoder: Encoder, batch_size: int = 256, capacity: int = 200_000, half: bool = False) -> None:
@@ -132,29 +144,48 @@ class TextEmbeddings:
         self.capacity = capacity
         self.half = half
         self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._by_tokens: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
         self.encoded = 0  # texts run through the encoder so far
 
     def clear(self) -> None:
         self._memo.clear()
+        self._by_tokens.clear()
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         """``(len(texts), D)`` float32, one row per text."""
         memo = self._memo
         missing = list(dict.fromkeys(t for t in texts if t not in memo))
         if missing:
-            feats = self._encode_sorted(missing)
-            memo.update(zip(missing, feats))
-            self.encoded += len(missing)
+            self._fill(missing)
         rows = np.empty((len(texts), self.encoder.dim), dtype=np.float32)
         for i, text in enumerate(texts):
             rows[i] = memo[text]
-        if len(memo) > self.capacity:
-            for _ in range(len(memo) - self.capacity):
-                memo.popitem(last=False)
+        for table in (memo, self._by_tokens):
+            for _ in range(len(table) - self.capacity):
+                table.popitem(last=False)
         return rows
 
-    def _encode_sorted(self, texts: list[str]) -> np.ndarray:
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    def _fill(self, texts: list[str]) -> None:
+        keys = self._token_keys(texts)
+        new: dict[tuple[int, ...], str] = {}
+        for key, text in zip(keys, texts):
+            if key not in self._by_tokens:
+                new.setdefault(key, text)
+        if new:
+            feats = self._encode_sorted(list(new.values()), [len(key) for key in new])
+            self._by_tokens.update(zip(new, feats))
+            self.encoded += len(new)
+        self._memo.update((text, self._by_tokens[key]) for text, key in zip(texts, keys))
+
+    def _token_keys(self, texts: list[str]) -> list[tuple[int, ...]]:
+        """What the text tower sees of each text: its token ids (padding dropped)."""
+        tokens = self.encoder.tokenize(texts)
+        ids, mask = tokens["input_ids"].cpu(), tokens["attention_mask"].cpu().bool()
+        return [tuple(row[keep].tolist()) for row, keep in zip(ids, mask)]
+
+    def _encode_sorted(self, texts: list[str], lengths: list[int]) -> np.ndarray:
+        """Encode in batches of similar token counts (little padding); rows back in the given order."""
+        order = sorted(range(len(texts)), key=lambda i: lengths[i])
         ordered = [texts[i] for i in order]
         out = np.empty((len(texts), self.encoder.dim), dtype=np.float32)
         with _half_precision(self.encoder, self.half):
@@ -208,6 +239,84 @@ class TokenProgress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class GuidedDecoder:
+    """What the decoders share: the LM, the encoder, default options, vocabulary tables and the text memo.
+
+    Subclasses set ``options_class`` and implement ``caption``; decoding runs on the LM's device.
+    """
+
+    options_class: type
+
+    def __init__(self, lm: Any, encoder: Encoder, config: Any = None) -> None:
+        self.lm = lm
+        self.encoder = encoder
+        self.config = config if config is not None else self.options_class()
+        self.vocab = Vocabulary(lm)
+        # Kept across captions: a text's embedding depends on the encoder only (a bounded memo).
+        self._texts = TextEmbeddings(encoder, half=self.config.half_precision_text)
+
+    @property
+    def device(self) -> torch.device:
+        """Where decoding runs: the LM's device (the target and every score are moved there)."""
+        return self.lm.device
+
+    def prompt_ids(self, cond_text: str) -> list[int]:
+        """Token ids of the LM's context prefix and the prompt; raises if there are none."""
+        ids = self.lm.encode(self.lm.context_prefix + cond_text)
+        if not ids:
+            raise CaptionError("empty prompt: give a prompt, or use an LM with a start token")
+        return ids
+
+
+_NUMERAL = re.compile(r"\s*\d+\s*")
+
+
+class Vocabulary:
+    """Per-LM token tables the decoders share: each token's text, tokens never generated, numerals, end tokens."""
+
+    def __init__(self, lm: Any) -> None:
+        self.lm = lm
+        self._texts: list[str] | None = None
+        self._banned: torch.Tensor | None = None
+        self._numerals: torch.Tensor | None = None
+
+    @property
+    def texts(self) -> list[str]:
+        """Decoded text of every vocabulary id (how a candidate token extends the caption); specials are ''."""
+        if self._texts is None:
+            specials = set(self.lm.special_token_ids())
+            decode = self.lm.tokenizer.decode
+            self._texts = ["" if i in specials else decode([i]) for i in range(self.lm.vocab_size)]
+        return self._texts
+
+    def banned(self, device: torch.device) -> torch.Tensor:
+        """Tokens a one-line caption never contains: special markers (except end-of-text) and line breaks."""
+        if self._banned is None:
+            keep = set(self.lm.end_of_text_ids())
+            specials = [i for i in self.lm.special_token_ids() if i not in keep]
+            breaks = [i for i, text in enumerate(self.texts) if "\n" in text or "\r" in text]
+            self._banned = torch.tensor(sorted(set(specials) | set(breaks)), dtype=torch.long)
+        return self._banned.to(device)
+
+    def numerals(self, device: torch.device) -> torch.Tensor:
+        """Tokens that are numbers (ZeroCap discourages them)."""
+        if self._numerals is None:
+            ids = [i for i, text in enumerate(self.texts) if _NUMERAL.fullmatch(text)]
+            self._numerals = torch.tensor(ids, dtype=torch.long)
+        return self._numerals.to(device)
+
+    def end_ids(self, end_token: str) -> list[int]:
+        """The one token id of ``end_token``; raises if the LM splits it."""
+        ids = self.lm.encode(end_token)
+        if len(ids) != 1:
+            raise CaptionError(f"end token {end_token!r} is not a single token of {self.lm.model_id}")
+        return ids
+
+    def stop_ids(self, end_token: str) -> list[int]:
+        """Tokens that end a caption: ``end_token`` and the LM's end-of-text."""
+        return sorted(set(self.end_ids(end_token)) | set(self.lm.end_of_text_ids()))
 
 
 def decoder_names() -> list[str]:

@@ -10,7 +10,7 @@ Python API::
 
 * **Trained** (:class:`TrainedDifferenceCaptioner`): the checkpoint of ``clipmath train idc --stage caption``; the
   pair encoder reads both images, the decoder writes the caption with beam search.
-* **Zero-shot** (:func:`zero_shot_difference`): the ZeroCap decoder steered towards ``w_after·e(after) −
+* **Zero-shot** (:func:`zero_shot_difference`): a caption decoder (MAGIC or ZeroCap) steered towards ``w_after·e(after) −
   w_before·e(before)`` (normalised image embeddings), continuing ``prompt``. It needs a language model and says what the
   direction points to ("a red cube"); it is no match for a trained captioner on a dataset's own phrasing.
 * **Search by difference** (:func:`difference_vector`): the unit vector ``after − before`` (optionally added to a
@@ -24,6 +24,7 @@ preprocessed as the encoder does); identical images are answered "no change" wit
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -87,6 +88,10 @@ class TrainedDifferenceCaptioner:
                 "made by `clipmath train idc --stage caption`)"
             )
         if encoder is None:
+            if loaded.model_id.startswith("local:"):
+                raise CaptionError(
+                    f"{checkpoint} was trained on a model folder ({loaded.model_id}): give that folder as the 'model'"
+                )
             from clipmath.encoders import load_encoder
 
             encoder = load_encoder(loaded.model_id, device=device)
@@ -163,12 +168,19 @@ def zero_shot_difference(
     lm,
     weights: tuple[float, float] = (1.0, 1.0),
     prompt: str = DEFAULT_PROMPT,
+    decoder: str | None = None,
     **decoder_options: object,
 ) -> DifferenceCaption:
-    """ZeroCap's decoder on the embedding difference (no training); ``decoder_options`` go to ZeroCap."""
-    from clipmath.caption.zerocap import caption
+    """A caption decoder of :data:`clipmath.caption.DECODERS` on the embedding difference (no training).
 
-    label = f"zero-shot ZeroCap ({getattr(lm, 'name', 'LM')}) on {encoder.info.label()}"
+    ``decoder`` defaults to the fastest registered one (``magic`` when present, else ``zerocap``);
+    ``decoder_options`` are fields of its options dataclass.
+    """
+    from clipmath.caption.decoders import DECODERS
+
+    name = decoder or ("magic" if "magic" in DECODERS.names() else "zerocap")
+    spec = DECODERS.get(name)
+    label = f"zero-shot {name} ({_label(lm)}) on {encoder.info.label()}"
     first, second = open_pair(before, after)
     if identical(first, second):
         return DifferenceCaption(NO_CHANGE, "identical", label)
@@ -176,8 +188,16 @@ def zero_shot_difference(
         target = difference_vector(encoder, first, second, weights)
     except CaptionError:
         return DifferenceCaption(NO_CHANGE, "identical", label)
-    best = caption(target, lm, encoder, cond_text=prompt, **decoder_options)[0]
+    fields = {f.name for f in dataclasses.fields(spec.options_class())}
+    prompt_field = next((f for f in ("cond_text", "prompt") if f in fields), None)
+    options = {prompt_field: prompt, **decoder_options} if prompt_field else dict(decoder_options)
+    best = spec.create(lm, encoder, **options).caption(target)[0]
     return DifferenceCaption(best.full_text, "zero-shot", label)
+
+
+def _label(lm) -> str:
+    label = getattr(lm, "label", None)
+    return label() if callable(label) else str(getattr(lm, "name", "language model"))
 
 
 def caption_difference(

@@ -24,7 +24,6 @@ with any :class:`~clipmath.encoders.base.Encoder`.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -32,7 +31,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from clipmath.caption.decoders import Caption, Progress, TextEmbeddings, TokenProgress, target_tensor
+from clipmath.caption.decoders import Caption, GuidedDecoder, Progress, TokenProgress, target_tensor
 from clipmath.caption.language_models import LanguageModel
 from clipmath.encoders.base import Encoder
 from clipmath.errors import CaptionError
@@ -101,24 +100,13 @@ PRESETS: dict[str, ZeroCapConfig] = {
 
 _START_END_DIVISOR = 1.6  # ZeroCap discourages ending at the very first token
 _REPETITION_WINDOW = 4
-_NUMERAL = re.compile(r"\s*\d+\s*")
 
 
-class ZeroCapDecoder:
+class ZeroCapDecoder(GuidedDecoder):
     """Caption target embeddings with one LM and one encoder; keeps per-vocabulary tables between calls."""
 
-    def __init__(self, lm: LanguageModel, encoder: Encoder, config: ZeroCapConfig | None = None) -> None:
-        self.lm = lm
-        self.encoder = encoder
-        self.config = config or ZeroCapConfig()
-        self._token_texts: list[str] | None = None
-        # Kept across captions: a text's embedding depends on the encoder only (bounded memo, see TextEmbeddings).
-        self._texts = TextEmbeddings(encoder, half=self.config.half_precision_text)
-
-    @property
-    def device(self) -> torch.device:
-        """Where decoding runs: the LM's device (the target and every score are moved there)."""
-        return self.lm.device
+    options_class = ZeroCapConfig
+    config: ZeroCapConfig
 
     # ---- public ---------------------------------------------------------------------------------------------
     def caption(
@@ -136,9 +124,7 @@ class ZeroCapDecoder:
         target = target_tensor(target_embedding, self.encoder, self.device)
         torch.manual_seed(config.seed)
         self._texts.half = config.half_precision_text
-        prefix = self.lm.encode(self.lm.context_prefix + config.cond_text)
-        if not prefix:
-            raise CaptionError("empty prompt: give --cond_text, or use an LM with a start token")
+        prefix = self.prompt_ids(config.cond_text)
         with TokenProgress(progress, config.target_seq_length, "zerocap") as steps:
             gen_tokens, lengths, scores = self._beam_search(prefix, target, config, steps)
         captions = []
@@ -169,7 +155,7 @@ class ZeroCapDecoder:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Run beam search; returns generated tokens ``(B, T)``, lengths ``(B,)`` and summed log-probs ``(B,)``."""
         beam = config.beam_size
-        stop_ids = torch.tensor(sorted(set(self._end_ids(config)) | set(self.lm.end_of_text_ids())), device=self.device)
+        stop_ids = torch.tensor(self.vocab.stop_ids(config.end_token), device=self.device)
         pad_id = int(stop_ids[0])
         context = torch.tensor([prefix], device=self.device)
         gen = torch.zeros((1, 0), dtype=torch.long, device=self.device)
@@ -263,7 +249,7 @@ class ZeroCapDecoder:
         """Per beam: cross-entropy between softmax(cos(text, target)/T) over the top candidates and the LM."""
         top = min(config.candidates, log_probs.shape[1])
         top_ids = log_probs.detach().topk(top, dim=-1).indices
-        token_texts = self._vocab_texts()
+        token_texts = self.vocab.texts
         # every beam's candidates in one call: misses are encoded together, shortest first
         texts = [prefix + token_texts[i] for prefix, row in zip(prefixes, top_ids.tolist()) for i in row]
         feats = torch.from_numpy(self._texts(texts)).to(target.device).view(len(prefixes), top, -1)
@@ -283,49 +269,18 @@ class ZeroCapDecoder:
             for b, row in enumerate(context[:, -_REPETITION_WINDOW:].tolist()):
                 ids = torch.tensor(sorted(set(row)), device=logits.device)
                 logits[b, ids] = _scale(logits[b, ids], 1.0 / config.repetition_penalty)
-        end_ids = self._end_ids(config)
+        end_ids = self.vocab.end_ids(config.end_token)
         if step >= 1:
             logits[:, end_ids] = _scale(logits[:, end_ids], config.end_factor)
         if step == 0:
             logits[:, end_ids] = _scale(logits[:, end_ids], 1.0 / _START_END_DIVISOR)
-        numerals = self._numeral_ids()
+        numerals = self.vocab.numerals(self.device)
         if numerals.numel():
             logits[:, numerals] = _scale(logits[:, numerals], 1.0 / config.forbidden_factor)
-        banned = self._banned_ids()
+        banned = self.vocab.banned(self.device)
         if banned.numel():
             logits[:, banned] = -float("inf")
         return logits
-
-    def _end_ids(self, config: ZeroCapConfig) -> list[int]:
-        ids = self.lm.encode(config.end_token)
-        if len(ids) != 1:
-            raise CaptionError(f"end token {config.end_token!r} is not a single token of {self.lm.model_id}")
-        return ids
-
-    def _banned_ids(self) -> torch.Tensor:
-        """Tokens a one-line caption never contains: special markers (except end-of-text) and line breaks."""
-        if not hasattr(self, "_banned"):
-            keep = set(self.lm.end_of_text_ids())
-            specials = [i for i in self.lm.special_token_ids() if i not in keep]
-            breaks = [i for i, text in enumerate(self._vocab_texts()) if "\n" in text or "\r" in text]
-            self._banned = torch.tensor(sorted(set(specials) | set(breaks)), dtype=torch.long, device=self.device)
-        return self._banned
-
-    def _numeral_ids(self) -> torch.Tensor:
-        if not hasattr(self, "_numerals"):
-            ids = [i for i, text in enumerate(self._vocab_texts()) if _NUMERAL.fullmatch(text)]
-            self._numerals = torch.tensor(ids, dtype=torch.long, device=self.device)
-        return self._numerals
-
-    # ---- helpers --------------------------------------------------------------------------------------------
-    def _vocab_texts(self) -> list[str]:
-        """Decoded text of every vocabulary id (how a candidate token extends the caption)."""
-        if self._token_texts is None:
-            specials = set(self.lm.special_token_ids())
-            self._token_texts = [
-                "" if i in specials else self.lm.tokenizer.decode([i]) for i in range(self.lm.vocab_size)
-            ]
-        return self._token_texts
 
 
 def caption(

@@ -18,14 +18,20 @@ from typing import Any, Optional
 import typer
 from typer.core import TyperGroup
 
-from clipmath.cli import caption, check, eval, gallery, scale
+from clipmath.cli import caption, check, gallery, idc, scale
 from clipmath.cli.output import err, error_line
 from clipmath.errors import ClipmathError
 from clipmath.registry import import_ref
 
-#: commands (or groups) imported on first use: name -> "module:typer app". Their modules may import heavy or
-#: optional packages (torch through the train configs, FastAPI for serve).
-LAZY_COMMANDS = {"serve": "clipmath.cli.serve:app", "train": "clipmath.cli.train:app"}
+#: commands (or groups) imported on first use: name -> "module:typer app" (the app's command of that name, else the
+#: app itself). Their modules import heavy or optional packages: torch (train configs), FastAPI (serve), the
+#: benchmark registry (eval).
+LAZY_COMMANDS = {
+    "eval": "clipmath.cli.eval:app",
+    "benchmarks": "clipmath.cli.eval:app",
+    "serve": "clipmath.cli.serve:app",
+    "train": "clipmath.cli.train:app",
+}
 
 
 class _Commands(TyperGroup):
@@ -43,7 +49,7 @@ class _Commands(TyperGroup):
 def _load(name: str) -> Any:
     """The click command of a lazy entry; one that says which extra to install if its imports are missing."""
     try:
-        return typer.main.get_command(import_ref(LAZY_COMMANDS[name]))
+        command = typer.main.get_command(import_ref(LAZY_COMMANDS[name]))
     except ImportError as exc:
         missing = exc.name
 
@@ -53,6 +59,8 @@ def _load(name: str) -> Any:
         stub = typer.Typer(add_completion=False)
         stub.command(help=f"(not installed: needs {missing})")(unavailable)
         return typer.main.get_command(stub)
+    inner = getattr(command, "commands", {})
+    return inner.get(name, command)
 
 
 app = typer.Typer(
@@ -64,10 +72,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(gallery.app)
-app.add_typer(eval.app)
 app.add_typer(caption.app)
 app.add_typer(check.app)
 app.add_typer(scale.app)
+app.add_typer(idc.app)
 
 
 def main() -> None:

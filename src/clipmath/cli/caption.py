@@ -22,6 +22,8 @@ _EXAMPLES = """Examples:
   clipmath caption --expr '+woman.jpg +king.jpg -man.jpg' --preset arithmetic
 
   clipmath caption --image sign.jpg --preset ocr --lm smollm2-135m --json
+
+  clipmath caption --image photo.jpg --decoder magic        # gradient-free MAGIC decoding: seconds, not minutes
 """
 
 
@@ -51,6 +53,12 @@ def caption(
         Optional[bool], typer.Option(help="Recompute a clean context before every token (ZeroCap default: on).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed (decoding is deterministic under it).")] = 0,
+    decoder: Annotated[
+        str, typer.Option(help="zerocap (gradient steps per token, slow) or magic (gradient-free, fast).")
+    ] = "zerocap",
+    top_k: Annotated[Optional[int], typer.Option("--top-k", min=1, help="magic: LM candidates per token (45).")] = None,
+    alpha: Annotated[Optional[float], typer.Option(help="magic: degeneration penalty weight (0.1).")] = None,
+    beta: Annotated[Optional[float], typer.Option(help="magic: target similarity weight (2.0).")] = None,
     lm: Annotated[str, typer.Option("--lm", help="Language model: auto, smollm2-135m, gpt2, a folder.")] = "auto",
     model: ModelOpt = "auto",
     device: DeviceOpt = "cpu",
@@ -87,11 +95,21 @@ def caption(
     config = replace_fields(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
     language_model = load_language_model(lm, device=device)
     status(f"model: {encoder.info.label()} · language model: {language_model.label()}", as_json)
-    captions = run_caption(target, language_model, encoder, config, progress=not as_json)
+    if decoder == "zerocap":
+        captions = run_caption(target, language_model, encoder, config, progress=not as_json)
+    else:
+        from clipmath.caption import DECODERS
+
+        magic = {"cond_text": config.cond_text, "max_length": max_length, "k": top_k, "alpha": alpha, "beta": beta}
+        spec = DECODERS.get(decoder)
+        config = spec.make_options(**{k: v for k, v in magic.items() if v is not None})
+        captions = spec.create(language_model, encoder, config).caption(target, progress=not as_json)
     payload = {
         "model": encoder.info.label(),
         "language_model": language_model.label(),
+        "decoder": decoder,
         "config": asdict(config),
+        "seconds": captions[0].seconds,
         "captions": [{"text": c.full_text, "clip_score": c.clip_score, "lm_score": c.lm_score} for c in captions],
     }
     emit(payload, as_json, lambda: [f"{c.clip_score:.3f}  {c.full_text}" for c in captions])

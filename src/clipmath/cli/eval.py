@@ -66,7 +66,9 @@ def eval_command(
     ] = None,
     method: Annotated[
         Optional[list[str]],
-        typer.Option("--method", help="Compose method (repeatable); default: the benchmark's own (`clipmath benchmarks`)."),
+        typer.Option(
+            "--method", help="Compose method (repeatable); default: the benchmark's own (`clipmath benchmarks`)."
+        ),
     ] = None,
     methods: Annotated[
         Optional[str],

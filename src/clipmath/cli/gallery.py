@@ -12,6 +12,7 @@ from clipmath.cli import scale
 from clipmath.cli.options import (
     DeviceOpt,
     DtypeOpt,
+    EncodeBatchOpt,
     IndexKindOpt,
     JsonOpt,
     KOpt,
@@ -44,7 +45,7 @@ def index(
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "auto",
     preprocessing: PreprocessingOpt = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per encoder batch.")] = 32,
+    batch_size: EncodeBatchOpt = 32,
     commit_every: Annotated[int, typer.Option(min=1, help="Images per atomic commit.")] = 256,
     max_pixels: Annotated[
         int, typer.Option(min=1, help="Refuse images with more pixels (decompression bombs).")

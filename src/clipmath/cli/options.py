@@ -88,7 +88,7 @@ StoreArg = Annotated[Path, typer.Argument(help="Store folder.")]
 IndexKindOpt = Annotated[
     str, typer.Option("--index", help="Vector index: exact, flat, hnsw, ivfpq or a FAISS factory string.")
 ]
-KOpt = Annotated[int, typer.Option("--k", "-k", min=1, help="Number of results.")]
+KOpt = Annotated[int, typer.Option("--k", "-k", min=1, help="Number of results (serve: a request's default).")]
 CheckpointsOpt = Annotated[
     Optional[list[str]],
     typer.Option(

@@ -6,7 +6,6 @@ the CLI loads it only when ``serve`` runs or help is shown (see ``LAZY_COMMANDS`
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -17,7 +16,9 @@ from clipmath.cli.options import (
     DeviceOpt,
     DtypeOpt,
     IndexKindOpt,
+    KOpt,
     ModelOpt,
+    StoreArg,
     ThreadsOpt,
     method_paths,
 )
@@ -40,7 +41,7 @@ _EXAMPLES = """Examples:
 
 @app.command(epilog=_EXAMPLES)
 def serve(
-    store: Annotated[Path, typer.Argument(help="Store folder to serve.")],
+    store: StoreArg,
     host: Annotated[
         str, typer.Option(help="Address to bind; anything but loopback needs a token.")
     ] = config_default(ServeConfig, "host"),
@@ -57,9 +58,7 @@ def serve(
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "auto",
     index_kind: IndexKindOpt = "exact",
-    k: Annotated[
-        int, typer.Option("--k", "-k", min=1, help="Default number of results.")
-    ] = config_default(ServeConfig, "default_k"),
+    k: KOpt = config_default(ServeConfig, "default_k"),
     max_k: Annotated[
         int, typer.Option(min=1, help="Largest k a request may ask for.")
     ] = config_default(ServeConfig, "max_k"),

@@ -35,6 +35,7 @@ from clipmath.cli.training import (
     triplet_validator,
     validator,
 )
+from clipmath.cli.idc import register_train as register_idc_training
 from clipmath.errors import ClipmathError
 from clipmath.train.config import AdapterConfig, CombinerConfig, FinetuneConfig, OtiConfig, PhiConfig
 
@@ -321,3 +322,8 @@ def train_phi(
     factory = phi_task_factory(encoder, oti, vocabulary)
     validate = validator(encoder, ctx.params, "phi")
     run_training(factory, config, ctx.params, seeds, validate, encoder)
+
+
+register_idc_training(app)  # clipmath train idc (clipmath.cli.idc)
+
+from clipmath.cli import caption_lm as _caption_lm  # noqa: E402,F401 - registers `train caption-lm` (caption helper)

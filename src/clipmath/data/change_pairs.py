@@ -44,6 +44,16 @@ class ChangeDataset:
     def __len__(self) -> int:
         return len(self.pairs)
 
+    @property
+    def queries(self) -> list[ChangePair]:
+        """The pairs (what the evaluation harness counts as queries)."""
+        return self.pairs
+
+    @property
+    def benchmark(self) -> str:
+        """The registered benchmark name (``clipmath.eval.BENCHMARKS``)."""
+        return self.name
+
     def types(self) -> Counter:
         return Counter(p.change_type for p in self.pairs)
 

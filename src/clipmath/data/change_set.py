@@ -307,7 +307,11 @@ def build_change_set_clip(
     import torch
 
     torch.manual_seed(seed)
-    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=dim)).save_pretrained(folder)
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=dim))
+    with torch.no_grad():  # positions as loud as patch contents (CLIP's init makes them ~50x quieter): a random
+        # model can then tell which "before" patch matches which "after" patch from the start
+        model.vision_model.embeddings.position_embedding.weight.normal_(std=1.0)
+    model.save_pretrained(folder)
     CLIPImageProcessor(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     ).save_pretrained(folder)

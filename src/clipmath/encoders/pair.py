@@ -60,11 +60,13 @@ def clip_model_of(encoder: Encoder) -> nn.Module:
 class PairEncoder(nn.Module):
     """A CLIP model reading image pairs (see the module docstring); ``clip`` is shared with the encoder's model."""
 
-    def __init__(self, clip: nn.Module, segment_std: float = 0.02) -> None:
+    def __init__(self, clip: nn.Module, segment_std: float | None = None) -> None:
         super().__init__()
         self.clip = clip
         width = clip.config.vision_config.hidden_size
         self.segment = nn.Embedding(SEGMENTS, width)
+        if segment_std is None:  # on the scale of the model's own position embeddings
+            segment_std = float(clip.vision_model.embeddings.position_embedding.weight.detach().float().std())
         nn.init.normal_(self.segment.weight, std=segment_std)
 
     @property

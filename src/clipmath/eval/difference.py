@@ -93,3 +93,99 @@ def write_predictions(predictions: Mapping[str, str], pairs: Sequence[ChangePair
     folder.mkdir(parents=True, exist_ok=True)
     items = [CaptionItem(p.pair_id, predictions[p.pair_id], tuple(p.captions)) for p in pairs]
     return write_coco_files(items, folder / "predictions.json", folder / "references.json")
+
+
+# ---- `clipmath eval --dataset clevr-change|spot-the-diff` -----------------------------------------------------------
+class DifferenceCaptionProtocol:
+    """The benchmark protocol of the difference-captioning benchmarks (:mod:`clipmath.eval.protocol`): the method is a
+    trained captioner (``clip4idc`` with a checkpoint), the result rows hold caption metrics per group
+    (``overall/CIDEr``, ``change/CIDEr``, ``color/CIDEr`` ...). No gallery features are computed."""
+
+    LEARNED = ("clip4idc",)
+
+    def prepare(self, spec, datasets, encoder, cache_root, config):
+        from dataclasses import replace
+
+        from clipmath.eval.protocol import PreparedBenchmark
+
+        limit = getattr(config, "limit", None)
+        items = [replace(d, pairs=list(d.pairs[:limit])) if limit else d for d in datasets]
+        return PreparedBenchmark(spec.name, items[0].split, items, None, spec)
+
+    def method_names(self) -> tuple[list[str], list[str]]:
+        return [], list(self.LEARNED)
+
+    def load_method(self, name: str, encoder, checkpoint: str | None):
+        from clipmath.caption.difference import TrainedDifferenceCaptioner
+
+        if checkpoint is None:
+            raise CaptionError(f"method {name} needs a checkpoint (made by `clipmath train idc --stage caption`)")
+        return TrainedDifferenceCaptioner.load(checkpoint, encoder)
+
+    def missing_inputs(self, spec, method) -> str | None:
+        return None
+
+    def has_ground_truth(self, dataset) -> bool:
+        return bool(dataset.pairs) and all(p.captions for p in dataset.pairs)
+
+    def describe(self, spec, config) -> tuple[dict, list[str]]:
+        return {}, ["caption metrics in percent; groups scored separately (RobustChangeCaptioning's breakdown)"]
+
+    def score(self, prepared, method, run):
+        import time
+
+        from clipmath.caption.difference import open_pair
+        from clipmath.eval.protocol import MethodOutcome
+        from clipmath.eval.report import MethodScore
+
+        outcome = MethodOutcome()
+        for dataset in prepared.datasets:
+            started = time.perf_counter()
+
+            def describe(chunk, captioner=method):
+                opened = [open_pair(p.before, p.after) for p in chunk]
+                return captioner.describe([b for b, _ in opened], [a for _, a in opened])
+
+            predictions = caption_pairs(describe, dataset.pairs)
+            report = score_difference_captions(predictions, dataset.pairs, meteor=True)
+            metrics = {
+                f"{group}/{name}": value
+                for group, scores in report.groups.items()
+                for name, value in scores.percent().items()
+                if value is not None
+            }
+            outcome.rows.append(MethodScore(run.name, dataset.name, dataset.split, len(dataset.pairs), metrics,
+                                            None, run.checkpoint, time.perf_counter() - started))  # fmt: skip
+        return outcome
+
+
+def load_clevr_change_benchmark(root, split: str, variant, check_images: bool) -> list:
+    from clipmath.data.clevr_change import load_clevr_change
+
+    return [load_clevr_change(root, split, check_images=check_images)]
+
+
+def load_spot_the_diff_benchmark(root, split: str, variant, check_images: bool) -> list:
+    from clipmath.data.spot_the_diff import load_spot_the_diff
+
+    return [load_spot_the_diff(root, split, check_images=check_images)]
+
+
+def register_benchmarks(registry) -> None:
+    """Add ``clevr-change`` and ``spot-the-diff`` to a benchmark registry (:data:`clipmath.eval.BENCHMARKS`)."""
+    from clipmath.eval.benchmarks import BenchmarkSpec
+
+    here = "clipmath.eval.difference"
+    for name, title, description, loader in (
+        ("clevr-change", "CLEVR-Change", "image pairs with one semantic change or a distractor; caption metrics "
+         "overall, change / no-change and per change type", f"{here}:load_clevr_change_benchmark"),
+        ("spot-the-diff", "Spot-the-Diff", "street-camera image pairs and their difference sentences; caption "
+         "metrics", f"{here}:load_spot_the_diff_benchmark"),
+    ):  # fmt: skip
+        if name in registry:
+            continue
+        registry.register(name, BenchmarkSpec(
+            name=name, title=title, description=description, splits=("train", "val", "test"), default_split="test",
+            validation_split="val", default_method="clip4idc", monitor="overall/CIDEr", query_fields=("pair",),
+            loader=loader, protocol=f"{here}:DifferenceCaptionProtocol",
+        ))  # fmt: skip

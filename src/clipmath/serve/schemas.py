@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, model_validator
 
 from clipmath.serve.engine import ImageKey
 
 MAX_K = 1000
+
+
+def _file_name_text(max_length: int) -> object:
+    """A string that may hold lone surrogates: how a file name that is not valid UTF-8 reads in Python (and in
+    JSON, as ``\\udcXX`` escapes). Pydantic's own ``str`` refuses those, so gallery ids would be unusable."""
+
+    def check(value: object) -> str:
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        if not 1 <= len(value) <= max_length:
+            raise ValueError(f"must hold 1 to {max_length} characters")
+        return value
+
+    return Annotated[
+        str, PlainValidator(check), WithJsonSchema({"type": "string", "minLength": 1, "maxLength": max_length})
+    ]
+
+
+GalleryId = _file_name_text(1024)
+ExpressionText = _file_name_text(2000)
 
 
 class ImageRef(BaseModel):
@@ -14,7 +36,7 @@ class ImageRef(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    gallery_id: str | None = Field(None, min_length=1, max_length=1024, examples=["coco/COCO_val2014_000000060623.jpg"])
+    gallery_id: GalleryId | None = Field(None, examples=["coco/COCO_val2014_000000060623.jpg"])  # type: ignore[valid-type]
     upload_id: str | None = Field(None, pattern=r"^[0-9a-f]{32}$", description="From POST /api/uploads.")
 
     @model_validator(mode="after")
@@ -43,9 +65,8 @@ class SearchRequest(BaseModel):
         None, max_length=200, description="'to' word of a SIMAT delta (method delta).", examples=["dog"]
     )
     lam: float = Field(1.0, ge=-10, le=10, allow_inf_nan=False, description="Strength λ of the delta.")
-    expression: str | None = Field(
+    expression: ExpressionText | None = Field(  # type: ignore[valid-type]
         None,
-        max_length=2000,
         description="Method expr: weighted terms over gallery ids, upload:<id> and quoted texts, "
         "e.g. +arithmetic/woman2.jpg +arithmetic/king2.jpg -arithmetic/man2.jpg",
     )

@@ -1,0 +1,169 @@
+"""Caption decoders side by side, same run, same photos: speed, target score, COCO metrics (docs/captioning.md).
+
+    nice python bench/caption_bench.py                                   # 22 COCO photos, offline models
+    nice python bench/caption_bench.py --photos 6 --zerocap-photos 2 --adapted-lm runs/caption-lm
+    nice python bench/caption_bench.py --zerocap-settings default        # ZeroCap at its defaults (slow!)
+
+Rows:
+* ``magic`` at its defaults (k 45, α 0.1, β 2.0, 16 tokens) with the base LM, prompt "Image of a";
+* ``magic + adapted LM`` (``--adapted-lm``: a ``clipmath train caption-lm`` folder), no prompt (MAGIC's setting);
+* ``plain LM``: the same greedy decoding without guidance or penalty (α = β = 0), for the target score;
+* ``zerocap`` (this code) and ``zerocap before`` (``zerocap.py`` of commit 853c73d, read from git): the same
+  photos and settings, interleaved photo by photo, with the captions compared token for token;
+* the published MAGIC and ZeroCap captions of the COCO photos (GPT-2 + CLIP ViT-B/32, from MAGIC's release).
+
+The target score is the cosine between the photo's embedding and the caption text's (without the prompt) in the
+encoder's space. BLEU-4 / METEOR / ROUGE-L / CIDEr score the caption text against the photo's human captions
+(``examples/captions.json``) — on at most 22 photos: a small set, indicative only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, os.environ.get("CLIPMATH_SRC", str(REPO / "src")))
+
+from clipmath.caption import (  # noqa: E402
+    MagicConfig,
+    MagicDecoder,
+    ZeroCapConfig,
+    ZeroCapDecoder,
+    caption_metrics,
+    load_language_model,
+)
+from clipmath.encoders import load_encoder  # noqa: E402
+
+COCO = REPO / "examples" / "gallery" / "coco"
+REFERENCES = json.loads((REPO / "examples" / "captions.json").read_text())
+BEFORE_COMMIT = "853c73d"  # zerocap.py before the batched scorer
+ZEROCAP_SETTINGS = {
+    "small": ZeroCapConfig(beam_size=2, target_seq_length=6, num_iterations=3, candidates=64),
+    "medium": ZeroCapConfig(beam_size=3, target_seq_length=8, num_iterations=3, candidates=256),
+    "default": ZeroCapConfig(),
+}
+
+
+def load_before_decoder():
+    """``ZeroCapDecoder`` as it was at :data:`BEFORE_COMMIT` (its module read from git, imported standalone)."""
+    source = subprocess.run(
+        ["git", "-C", str(REPO), "show", f"{BEFORE_COMMIT}:src/clipmath/caption/zerocap.py"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    path = Path(tempfile.mkdtemp()) / "zerocap_before.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("zerocap_before", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.ZeroCapDecoder
+
+
+def run_decoder(decoder, target, config) -> dict:
+    started = time.perf_counter()
+    best = decoder.caption(target, config)[0]
+    return {"text": best.text, "tokens": list(best.tokens), "score": best.clip_score,
+            "seconds": time.perf_counter() - started}
+
+
+def metrics(texts: list[str], names: list[str], meteor: bool) -> dict:
+    refs = [REFERENCES[n]["captions"] for n in names]
+    return caption_metrics(texts, refs, meteor=meteor).percent()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=22, help="COCO photos for the MAGIC rows (of 22)")
+    parser.add_argument("--zerocap-photos", type=int, default=2, help="photos for the ZeroCap rows (slow)")
+    parser.add_argument("--zerocap-settings", choices=sorted(ZEROCAP_SETTINGS), default="small")
+    parser.add_argument("--adapted-lm", help="folder written by `clipmath train caption-lm`")
+    parser.add_argument("--lm", default="smollm2-135m")
+    parser.add_argument("--model", default="offline-imagenet-minilm")
+    parser.add_argument("--no-meteor", action="store_true")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "caption_bench.json")
+    args = parser.parse_args()
+
+    encoder = load_encoder(args.model)
+    lm = load_language_model(args.lm)
+    names = sorted(p.name for p in COCO.glob("*.jpg"))[: args.photos]
+    targets = encoder.encode_images([Image.open(COCO / n) for n in names])
+    print(f"encoder: {encoder.info.label()}\nLM: {lm.label()}\nphotos: {len(names)}", flush=True)
+    rows: dict[str, list[dict]] = {}
+
+    magic = MagicDecoder(lm, encoder)
+    magic.caption(targets[0], MagicConfig(max_length=2))  # warm-up: vocabulary tables, first-call costs
+    variants = {"magic": (magic, MagicConfig()), "plain LM": (magic, MagicConfig(alpha=0.0, beta=0.0))}
+    if args.adapted_lm:
+        adapted = load_language_model(args.adapted_lm)
+        variants["magic + adapted LM"] = (MagicDecoder(adapted, encoder), MagicConfig(cond_text=""))
+    for label, (decoder, config) in variants.items():
+        rows[label] = []
+        for name, target in zip(names, targets):
+            rows[label].append({"photo": name, **run_decoder(decoder, target, config)})
+            print(f"{label:20s} {name} {rows[label][-1]['seconds']:6.1f}s  {rows[label][-1]['text']}", flush=True)
+
+    zc_config = ZEROCAP_SETTINGS[args.zerocap_settings]
+    now, before = ZeroCapDecoder(lm, encoder), load_before_decoder()(lm, encoder)
+    rows["zerocap"], rows["zerocap before"] = [], []
+    for name, target in zip(names[: args.zerocap_photos], targets):
+        for label, decoder in (("zerocap before", before), ("zerocap", now)):
+            rows[label].append({"photo": name, **run_decoder(decoder, target, zc_config)})
+            print(f"{label:20s} {name} {rows[label][-1]['seconds']:6.1f}s  {rows[label][-1]['text']}", flush=True)
+
+    summary = {}
+    for label, items in rows.items():
+        if not items:
+            continue
+        photos = [i["photo"] for i in items]
+        summary[label] = {
+            "photos": len(items),
+            "seconds_per_caption": float(np.mean([i["seconds"] for i in items])),
+            "target_score": float(np.mean([i["score"] for i in items])),
+            "metrics": metrics([i["text"] for i in items], photos, not args.no_meteor),
+        }
+    for published in ("magic", "zerocap"):
+        texts = [REFERENCES[n][published] for n in names]
+        scores = encoder.encode_texts(texts) @ np.asarray(targets).T
+        summary[f"published {published}"] = {
+            "photos": len(names),
+            "target_score": float(np.mean(np.diag(scores))),
+            "metrics": metrics(texts, names, not args.no_meteor),
+        }
+    same = [a["tokens"] == b["tokens"] for a, b in zip(rows["zerocap"], rows["zerocap before"])]
+    report = {
+        "encoder": encoder.info.label(), "lm": lm.label(), "adapted_lm": args.adapted_lm,
+        "zerocap_settings": args.zerocap_settings, "zerocap_identical": same,
+        "summary": summary, "rows": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(markdown(report))
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        "| decoder | photos | s / caption | target score | BLEU-4 | METEOR | ROUGE-L | CIDEr |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for label, row in report["summary"].items():
+        m = row["metrics"]
+        seconds = f"{row['seconds_per_caption']:.1f}" if "seconds_per_caption" in row else ""
+        cells = [f"{m[k]:.1f}" if m.get(k) is not None else "–" for k in ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr")]
+        lines.append(f"| {label} | {row['photos']} | {seconds} | {row['target_score']:.3f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

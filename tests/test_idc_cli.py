@@ -1,0 +1,72 @@
+"""The difference-captioning front end: make-change-set, train idc (both stages), diff-caption, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from clipmath.cli import app, main
+from clipmath.data.change_set import build_change_set_clip
+
+runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _ok(args: list[str]) -> dict:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, (result.output, result.exception)
+    return json.loads(result.stdout)
+
+
+def test_make_train_and_caption_from_the_command_line(tmp_path: Path) -> None:
+    made = _ok(["data", "make-change-set", str(tmp_path / "cs"), "--pairs", "8", "--seed", "1", "--json"])
+    assert made["ids"] == 8 and sum(made["splits"].values()) == 8
+    model = str(build_change_set_clip(tmp_path / "clip", dim=32, layers=1))
+    common = ["--path", str(tmp_path / "cs"), "--model", model, "--epochs", "1", "--batch-size", "4",
+              "--coef-lr", "1", "--json"]
+    adapt = _ok(["train", "idc", "--stage", "adapt", "-o", str(tmp_path / "adapt"), *common])
+    assert "text->pair R@1" in adapt["runs"][0]["history"][-1]["metrics"]
+    caption = _ok(["train", "idc", "--stage", "caption", "-o", str(tmp_path / "cap"), "--init-from",
+                   str(tmp_path / "adapt"), *common])
+    assert "CIDEr" in caption["runs"][0]["history"][-1]["metrics"]
+    before = tmp_path / "cs" / "images" / "CLEVR_default_000000.png"
+    after = tmp_path / "cs" / "sc_images" / "CLEVR_semantic_000000.png"
+    result = runner.invoke(app, ["diff-caption", str(before), str(after), "--checkpoint", str(tmp_path / "cap")])
+    assert "model folder" in str(result.exception)  # a folder-trained checkpoint needs its folder named
+    described = _ok(["diff-caption", str(before), str(after), "--checkpoint", str(tmp_path / "cap"), "--model",
+                     model, "--json"])
+    assert described["mode"] == "trained" and isinstance(described["text"], str)
+    assert "RANDOM WEIGHTS" in described["model"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["diff-caption", "{tmp}/a.png", "{tmp}/corrupt.png", "--checkpoint", "{tmp}"], "idc-caption"),
+        (["diff-caption", "{tmp}/a.png", "{tmp}/nope.png", "--model", "tiny-random-clip", "--lm", "tiny-random-lm"],
+         "not found"),
+        (["diff-caption", "{tmp}/a.png", "{tmp}/corrupt.png", "--model", "tiny-random-clip", "--lm", "tiny-random-lm"],
+         "cannot read the 'after' image"),
+        (["train", "idc", "--stage", "fly", "-o", "{tmp}/o", "--path", "{tmp}"], "--stage"),
+        (["train", "idc", "--stage", "adapt", "-o", "{tmp}/o", "--path", "{tmp}", "--model", "tiny-random-clip"],
+         "change_captions.json is missing"),
+    ],
+)
+def test_user_errors_are_one_line(tmp_path, monkeypatch, capsys, args, message) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (16, 16), "red").save(tmp_path / "a.png")
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    (tmp_path / "clipmath.json").write_text(json.dumps({"format": 1, "kind": "adapter", "model_id": "x", "dim": 2,
+                                                        "preprocessing": "clip", "config": {}}))
+    monkeypatch.setattr("sys.argv", ["clipmath"] + [a.format(tmp=tmp_path) for a in args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2
+    last = captured.err.splitlines()[-1]
+    assert last.startswith("error: ") and message in last, captured.err
+    assert "Traceback" not in captured.err
