@@ -40,6 +40,11 @@ def test_make_train_and_caption_from_the_command_line(tmp_path: Path) -> None:
                      model, "--json"])
     assert described["mode"] == "trained" and isinstance(described["text"], str)
     assert "RANDOM WEIGHTS" in described["model"]
+    evaluated = _ok(["eval", "--dataset", "clevr-change", "--path", str(tmp_path / "cs"), "--split", "val",
+                     "--checkpoint", str(tmp_path / "cap"), "--model", model, "--json"])
+    (row,) = evaluated["results"]
+    assert row["method"] == "clip4idc" and row["queries"] == 2 * made["splits"]["val"]
+    assert {"overall/CIDEr", "change/CIDEr", "no-change/BLEU-4", "distractor/ROUGE-L"} <= set(row["metrics"])
 
 
 @pytest.mark.parametrize(
