@@ -90,3 +90,14 @@ def test_eval_captions_takes_coco_predictions_with_a_reference_file(tmp_path: Pa
                        "--json"])
     own_scores = _ok(["eval-captions", str(tmp_path / "own.json"), "--no-meteor", "--json"])
     assert coco_scores == own_scores and coco_scores["count"] == 30 and coco_scores["percent"]["CIDEr"] > 100
+
+
+def test_train_idc_over_seeds_reports_mean_and_std(tmp_path: Path) -> None:
+    _ok(["data", "make-change-set", str(tmp_path / "cs"), "--pairs", "6", "--json"])
+    model = str(build_change_set_clip(tmp_path / "clip", dim=32, layers=1))
+    report = _ok(["train", "idc", "--stage", "adapt", "-o", str(tmp_path / "runs"), "--path", str(tmp_path / "cs"),
+                  "--model", model, "--epochs", "1", "--batch-size", "4", "--seeds", "1", "2", "--json"])
+    assert [run["seed"] for run in report["runs"]] == [1, 2]
+    assert (tmp_path / "runs" / "seed-2" / "clipmath.json").is_file()
+    summary = report["summary"]
+    assert {"text->pair R@1", "loss"} <= set(summary) and summary["loss"]["n"] == 2 and summary["loss"]["std"] > 0
