@@ -223,10 +223,19 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     with _POOLS_LOCK:
         pool = _POOLS.get(workers)
         if pool is None:
-            methods = multiprocessing.get_all_start_methods()
-            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            pool = _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=context, initializer=_lower_priority)
+            pool = _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=_context(), initializer=_lower_priority)
         return pool
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """Workers start from a clean process (forkserver, or spawn where there is none), never by forking the caller:
+    a fork would inherit its open files and locks (a store's write lock held for as long as the workers live) and
+    its threads' state. The server process imports only this module's light dependencies (no torch)."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 def _lower_priority() -> None:
@@ -289,7 +298,7 @@ class ImagePipeline:
         self.task_size = max(1, task_size)
 
     def start(self) -> None:
-        """Start the worker processes now (before any thread is started: forking is only safe then)."""
+        """Start the worker processes now (so that they are ready when the first images are submitted)."""
         if self.workers:
             _pool(self.workers).submit(int).result()
 
