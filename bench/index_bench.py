@@ -82,6 +82,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=600)
     parser.add_argument("--model", default="offline-imagenet-minilm")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (and image workers) on both sides")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
 
@@ -96,7 +97,11 @@ def main() -> None:
         from clipmath.encoders.pipeline import available_cores
 
         encoder = load_encoder(args.model)
-        print(f"model: {encoder.info.label()}; cores: {available_cores()}", flush=True)
+        threads = ["--threads", str(args.threads)] if args.threads else []
+        encoder.set_threads(args.threads or None)
+        import torch
+
+        print(f"model: {encoder.info.label()}; cores: {available_cores()}; torch threads: {torch.get_num_threads()}")
         encoder.encode_images([__import__("PIL.Image").Image.new("RGB", (64, 64))] * 2)  # warm-up
 
         rows = []
@@ -104,7 +109,7 @@ def main() -> None:
         rows.append(("bare decode+encode loop (model loaded, 1 process)", bare, len(paths) / bare))
         store = work / "store"
         index_args = ["index", str(work / "photos"), "--store", str(store), "--model", args.model, "--json"]
-        index_args += ["--batch-size", str(args.batch_size)]
+        index_args += ["--batch-size", str(args.batch_size), *threads]
         whole = run_command(index_args, env)
         rows.append(("`clipmath index` whole command (fresh process)", whole, len(paths) / whole))
         again = run_command(index_args, env)
@@ -112,7 +117,7 @@ def main() -> None:
         info = run_command(["info", str(store), "--json"], env)
         rows.append(("`clipmath info` on the same store", info, None))
 
-        for workers, label in ((0, "0 (in-process)"), (None, f"{available_cores()} (all cores)")):
+        for workers, label in ((0, "0 (in-process)"), (available_cores(), f"{available_cores()} (all cores)")):
             started = time.perf_counter()
             encoder.encode_files(paths, batch_size=args.batch_size, workers=workers)
             seconds = time.perf_counter() - started

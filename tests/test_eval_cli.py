@@ -57,17 +57,19 @@ def pil(path: Path) -> Image.Image:
 
 
 class CountingImages:
-    """Wraps ``encoder.encode_images`` and counts the images it is given."""
+    """Wraps ``encoder.encode_images`` and ``encode_files`` (the indexer's) and counts the images they are given."""
 
     def __init__(self, encoder, monkeypatch) -> None:
         self.images = 0
-        original = encoder.encode_images
+        for name in ("encode_images", "encode_files"):
+            monkeypatch.setattr(encoder, name, self._counting(getattr(encoder, name)))
 
+    def _counting(self, original):
         def counting(images, *args, **kwargs):
             self.images += len(images)
             return original(images, *args, **kwargs)
 
-        monkeypatch.setattr(encoder, "encode_images", counting)
+        return counting
 
 
 class LookupComposer(Composer):

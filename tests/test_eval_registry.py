@@ -44,10 +44,12 @@ QUIET = EvalConfig(progress=False)
 
 # ---- built-in specs --------------------------------------------------------------------------------------------
 def test_builtin_specs_hold_the_facts_once():
-    assert BENCHMARKS.names() == ["fashioniq", "cirr", "circo", "simat"]
+    assert BENCHMARKS.names() == ["fashioniq", "cirr", "circo", "simat", "clevr-change", "spot-the-diff"]
     facts = {s.name: (s.default_split, s.default_method, s.monitor) for s in BENCHMARKS.list()}
     assert facts == {"fashioniq": ("val", "sum", "average/R@10"), "cirr": ("val", "sum", "Avg"),
-                     "circo": ("val", "sum", "mAP@10"), "simat": ("test", "delta", "score")}  # fmt: skip
+                     "circo": ("val", "sum", "mAP@10"), "simat": ("test", "delta", "score"),
+                     "clevr-change": ("test", "clip4idc", "overall/CIDEr"),
+                     "spot-the-diff": ("test", "clip4idc", "overall/CIDEr")}  # fmt: skip
     assert [s.name for s in BENCHMARKS.list() if s.submission] == ["cirr", "circo"]
     assert [s.name for s in BENCHMARKS.list() if s.takes_lam] == ["simat"]
     assert BENCHMARKS.get("simat").default_for_validation() == "dev"

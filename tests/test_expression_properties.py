@@ -28,7 +28,10 @@ def check_terms(terms: list[Term]) -> None:
     for term in terms:
         assert math.isfinite(term.weight) and abs(term.weight) <= MAX_WEIGHT
         assert (term.image is None) != (term.text is None)
-        (term.text if term.text is not None else str(term.image)).encode("utf-8")  # no lone surrogate survives
+        if term.text is not None:
+            term.text.encode("utf-8")  # no lone surrogate survives in a text
+        else:
+            str(term.image).encode("utf-8", "surrogateescape")  # a file name: only the surrogates of non-UTF-8 bytes
 
 
 @BOUNDED

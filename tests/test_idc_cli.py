@@ -40,6 +40,11 @@ def test_make_train_and_caption_from_the_command_line(tmp_path: Path) -> None:
                      model, "--json"])
     assert described["mode"] == "trained" and isinstance(described["text"], str)
     assert "RANDOM WEIGHTS" in described["model"]
+    evaluated = _ok(["eval", "--dataset", "clevr-change", "--path", str(tmp_path / "cs"), "--split", "val",
+                     "--checkpoint", str(tmp_path / "cap"), "--model", model, "--json"])
+    (row,) = evaluated["results"]
+    assert row["method"] == "clip4idc" and row["queries"] == 2 * made["splits"]["val"]
+    assert {"overall/CIDEr", "change/CIDEr", "no-change/BLEU-4", "distractor/ROUGE-L"} <= set(row["metrics"])
 
 
 @pytest.mark.parametrize(
@@ -70,3 +75,29 @@ def test_user_errors_are_one_line(tmp_path, monkeypatch, capsys, args, message) 
     last = captured.err.splitlines()[-1]
     assert last.startswith("error: ") and message in last, captured.err
     assert "Traceback" not in captured.err
+
+
+def test_eval_captions_takes_coco_predictions_with_a_reference_file(tmp_path: Path) -> None:
+    references = Path(__file__).parent / "data" / "idc" / "clip4idc-gt" / "spot_total_change_captions_reformat.json"
+    coco = json.loads(references.read_text())
+    refs: dict[str, list[str]] = {}
+    for annotation in coco["annotations"]:
+        refs.setdefault(annotation["image_id"], []).append(annotation["caption"])
+    ids = list(refs)[:30]
+    (tmp_path / "coco.json").write_text(json.dumps([{"image_id": i, "caption": refs[i][0]} for i in ids]))
+    (tmp_path / "own.json").write_text(json.dumps([{"prediction": refs[i][0], "references": refs[i]} for i in ids]))
+    coco_scores = _ok(["eval-captions", str(tmp_path / "coco.json"), "--references", str(references), "--no-meteor",
+                       "--json"])
+    own_scores = _ok(["eval-captions", str(tmp_path / "own.json"), "--no-meteor", "--json"])
+    assert coco_scores == own_scores and coco_scores["count"] == 30 and coco_scores["percent"]["CIDEr"] > 100
+
+
+def test_train_idc_over_seeds_reports_mean_and_std(tmp_path: Path) -> None:
+    _ok(["data", "make-change-set", str(tmp_path / "cs"), "--pairs", "6", "--json"])
+    model = str(build_change_set_clip(tmp_path / "clip", dim=32, layers=1))
+    report = _ok(["train", "idc", "--stage", "adapt", "-o", str(tmp_path / "runs"), "--path", str(tmp_path / "cs"),
+                  "--model", model, "--epochs", "1", "--batch-size", "4", "--seeds", "1", "2", "--json"])
+    assert [run["seed"] for run in report["runs"]] == [1, 2]
+    assert (tmp_path / "runs" / "seed-2" / "clipmath.json").is_file()
+    summary = report["summary"]
+    assert {"text->pair R@1", "loss"} <= set(summary) and summary["loss"]["n"] == 2 and summary["loss"]["std"] > 0

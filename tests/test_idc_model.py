@@ -106,6 +106,13 @@ def test_both_stages_train_resume_bit_identically_and_reload(word_encoder, pairs
     text = caption_difference(val[0].before, val[0].after, checkpoint=captioner)
     assert text.mode == "trained" and isinstance(text.text, str)
     assert text.text == whole.task.describe([val[0]])[0]
+    from types import SimpleNamespace
+
+    from clipmath.caption.difference import difference_fn
+
+    server_fn = difference_fn(tmp_path / "whole", word_encoder)  # what the server's captioner calls
+    subjects = [SimpleNamespace(image=Image.open(path).convert("RGB")) for path in (val[0].before, val[0].after)]
+    assert server_fn(*subjects) == text.text
 
     with pytest.raises(CaptionError, match="idc-adapt"):
         TrainedDifferenceCaptioner.load(tmp_path / "adapt", word_encoder)

@@ -79,3 +79,20 @@ def test_first_encode_prepares_images_while_the_model_loads(tmp_path, monkeypatc
     misled = lazy.LazyEncoder("tiny-random-clip", preprocessing="targetpad")
     again = misled.encode_files(paths, batch_size=8, workers=2)
     assert np.array_equal(again.vectors, expected.vectors)  # prepared again the model's way
+
+
+def test_index_goes_through_the_worker_pipeline(tmp_path):
+    from clipmath.encoders import load_encoder
+    from clipmath.store import Gallery, IndexConfig
+
+    folder = tmp_path / "photos"
+    names = write_images(folder, 10, size=(70, 50))
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    encoder = load_encoder("tiny-random-clip")
+    report = index_folder(tmp_path / "store", folder, encoder, IndexConfig(workers=2, batch_size=4), progress=False)
+    assert report.added == 10 and [item for item, _ in report.bad] == ["broken.jpg"]
+    gallery = Gallery.open(tmp_path / "store")
+    snapshot = gallery.snapshot()
+    expected = encoder.encode_files([folder / i for i in snapshot.ids], batch_size=4, workers=0)
+    np.testing.assert_allclose(snapshot.vectors, expected.vectors, atol=1e-6)
+    assert {(gallery.record(n).width, gallery.record(n).height) for n in names} == {(70, 50)}

@@ -259,8 +259,9 @@ def test_stored_vectors_are_untouched_by_requests(served, client):
 
 def test_a_file_name_that_is_not_utf8_works_as_a_reference(client):
     odd = os.fsdecode(RAW_NAME)
-    # (inside an expression, compose replaces lone surrogates, so such a file is named by reference only)
-    for body in ({"reference": {"gallery_id": odd}, "k": 20}, {"reference": {"gallery_id": odd}, "text": "x"}):
+    bodies = ({"reference": {"gallery_id": odd}, "k": 20}, {"reference": {"gallery_id": odd}, "text": "x"},
+              {"expression": f'+{odd} +"x"', "k": 20})  # an expression operand keeps the name's bytes too
+    for body in bodies:
         raw = json.dumps(body).encode()  # the surrogate travels as a \\udce9 escape
         response = client.post("/api/search", content=raw, headers={"content-type": "application/json"})
         assert response.status_code == 200, response.text

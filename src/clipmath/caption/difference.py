@@ -237,3 +237,21 @@ def _open(image: ImageInput, which: str) -> Image.Image:
         raise CaptionError(f"the '{which}' image was not found: {path}") from None
     except ImageDecodeError as exc:
         raise CaptionError(f"cannot read the '{which}' image {path}: {exc}") from None
+
+
+def difference_fn(
+    checkpoint: str | Path | None = None, encoder: Encoder | None = None, lm=None, **options: object
+):
+    """A ``(before, after) -> str`` function for the server's captioner (``FunctionCaptioner(difference_fn=...)``).
+
+    ``before``/``after`` are anything with an ``image`` (a PIL image, e.g. the server's caption subjects) or images
+    and paths themselves. A checkpoint is loaded once, here; without one the captions are zero-shot.
+    """
+    trained = TrainedDifferenceCaptioner.load(checkpoint, encoder) if checkpoint is not None else None
+
+    def describe(before: object, after: object) -> str:
+        first = getattr(before, "image", before)
+        second = getattr(after, "image", after)
+        return caption_difference(first, second, trained, encoder, lm, **options).text
+
+    return describe

@@ -115,16 +115,24 @@ def caption(
     emit(payload, as_json, lambda: [f"{c.clip_score:.3f}  {c.full_text}" for c in captions])
 
 
-@app.command("eval-captions", epilog="Example:\n\n  clipmath eval-captions predictions.json --no-meteor --json")
+@app.command(
+    "eval-captions",
+    epilog="Examples:\n\n  clipmath eval-captions predictions.json --no-meteor --json\n\n"
+    "  clipmath eval-captions results.json --references gt/spot_total_change_captions_reformat.json",
+)
 def eval_captions(
     predictions: Annotated[Path, typer.Argument(help="JSON of predictions with their references.")],
+    references: Annotated[
+        Optional[Path],
+        typer.Option(help='A COCO-format reference file: PREDICTIONS is then [{"image_id", "caption"}, ...].'),
+    ] = None,
     no_meteor: Annotated[bool, typer.Option("--no-meteor", help="Skip METEOR (needs Java).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Score captions with the COCO caption metrics (BLEU-1..4, METEOR, ROUGE-L, CIDEr; PTB tokenisation)."""
     from clipmath.caption import score_caption_file
 
-    scores = score_caption_file(predictions, meteor=not no_meteor)
+    scores = score_caption_file(predictions, meteor=not no_meteor, references=references)
     percent = scores.percent()
 
     def render():

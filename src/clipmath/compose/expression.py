@@ -56,7 +56,7 @@ def parse_expression(expression: str) -> list[Term]:
     if not isinstance(expression, str):
         raise ComposeError(f"an expression is a string, not {type(expression).__name__}", field="expression")
     terms: list[Term] = []
-    text = clean_text(expression).strip()
+    text = expression.strip()  # texts are cleaned term by term; image operands may be non-UTF-8 file names
     if not text:
         raise ComposeError("empty expression: give terms like  +king.jpg -man.jpg +woman.jpg", field="expression")
     position = 0
@@ -75,13 +75,23 @@ def parse_expression(expression: str) -> list[Term]:
                 raise ComposeError(f"empty text in expression at character {position}", field="expression")
             terms.append(Term(weight=weight, text=body))
         else:
-            terms.append(Term(weight=weight, image=operand))
+            terms.append(Term(weight=weight, image=_file_name(operand)))
         position = match.end()
         while position < len(text) and text[position].isspace():
             position += 1
     if all(t.weight == 0 for t in terms):
         raise ComposeError("every weight in the expression is zero", field="expression")
     return terms
+
+
+def _file_name(operand: str) -> str:
+    """An image operand as a file name: the surrogates that stand for non-UTF-8 bytes of a name (as Python decodes
+    file names) are kept, so such files can be operands; any other lone surrogate is replaced (no such file)."""
+    try:
+        operand.encode("utf-8", "surrogateescape")
+        return operand
+    except UnicodeEncodeError:
+        return clean_text(operand)
 
 
 def _weight(written: str | None, position: int) -> float:

@@ -143,7 +143,8 @@ class Encoder(ABC):
             for batch in _batches(images, batch_size, progress, "encoding images"):
                 chunks.append(self._encode_pixels(self.load_images(batch)))
             return _stack(chunks, self.dim)
-        encoded = self.encode_files(images, batch_size, workers=workers, progress=progress)
+        pipeline = ImagePipeline(self.pipeline_spec(), workers)
+        encoded = self.encode_batches(pipeline.batches(images, batch_size), len(images), progress)
         if encoded.failed:
             raise ValueError(f"image {encoded.failed[0][0]} could not be prepared: {encoded.failed[0][1]}")
         return encoded.vectors

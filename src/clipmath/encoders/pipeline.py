@@ -223,10 +223,34 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     with _POOLS_LOCK:
         pool = _POOLS.get(workers)
         if pool is None:
-            methods = multiprocessing.get_all_start_methods()
-            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            pool = _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=context, initializer=_lower_priority)
+            pool = _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=_context(), initializer=_worker_init)
         return pool
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """Fork where there is fork (fast, and a caller's script is not imported again), spawn elsewhere."""
+    return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+
+
+def _worker_init() -> None:
+    """Close the files a forked worker inherited (a store's write lock would otherwise stay held for as long as
+    the worker lives; pipes and sockets, the worker's own channels, stay) and lower its priority."""
+    import stat
+
+    try:
+        descriptors = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # pragma: no cover - no /proc: spawned workers inherit nothing anyway
+        descriptors = []
+    for fd in descriptors:
+        if fd < 3:
+            continue
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError:
+            continue
+        if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+            os.close(fd)
+    _lower_priority()
 
 
 def _lower_priority() -> None:

@@ -307,3 +307,12 @@ def _register_builtins() -> None:
 
 
 _register_builtins()
+
+
+def _register_difference_benchmarks() -> None:
+    from clipmath.eval.difference import register_benchmarks
+
+    register_benchmarks(BENCHMARKS)  # clevr-change, spot-the-diff (their protocol is in clipmath.eval.difference)
+
+
+_register_difference_benchmarks()

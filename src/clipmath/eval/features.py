@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from clipmath.encoders.base import Encoder
 from clipmath.errors import DatasetError
@@ -105,20 +104,14 @@ def gallery_features(
 def _encode_in_memory(
     datasets: Sequence[Any], encoder: Encoder, relative: dict, files: list[str], config: EvalConfig
 ) -> GalleryFeatures:
-    from clipmath.imageio import ImageDecodeError, decode_image
-
     root = Path(datasets[0].root)
-    chunks = []
     step = max(1, config.batch_size)
-    for start in tqdm(range(0, len(files), step), desc="encoding gallery", unit="batch", disable=not config.progress):
-        images = []
-        for name in files[start : start + step]:
-            try:
-                images.append(decode_image(root / name))
-            except (FileNotFoundError, ImageDecodeError) as exc:
-                raise DatasetError(f"gallery image {name} could not be read: {exc}") from None
-        chunks.append(encoder.encode_images(images, batch_size=step))
-    matrix = np.concatenate(chunks) if chunks else np.zeros((0, encoder.dim), dtype=np.float32)
+    # decoded and prepared in the encoder's worker processes while its model runs (clipmath.encoders.pipeline)
+    encoded = encoder.encode_files([root / name for name in files], batch_size=step, progress=config.progress)
+    if encoded.failed:
+        index, reason = encoded.failed[0]
+        raise DatasetError(f"gallery image {files[index]} could not be read: {reason}")
+    matrix = encoded.vectors
     row_of = {name: row for row, name in enumerate(files)}
     vectors = {d.name: matrix[[row_of[relative[d.name][i]] for i in d.gallery_ids]] for d in datasets}
     return GalleryFeatures(vectors, None, len(files), len(files))

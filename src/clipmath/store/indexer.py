@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from clipmath.errors import StoreError
@@ -51,6 +52,8 @@ class IndexConfig:
     follow_symlinks: bool = False
     #: Vector precision of a new store ("float32" or "float16"); None keeps an existing store's (float32 if new).
     dtype: str | None = None
+    #: Processes that decode and prepare new images for the encoder (None: all cores, or the encoder's --threads).
+    workers: int | None = None
 
 
 @dataclass
@@ -215,6 +218,42 @@ def _index_chunk(
             report.reused += 1
         else:
             to_decode.append((candidate, digest))
+    if hasattr(encoder, "encode_files"):
+        records, vectors = _encode_files(encoder, to_decode, config, bad)
+    else:  # an encoder of decoded images only: decode here
+        records, vectors = _encode_decoded(encoder, to_decode, config, pool, bad)
+    gallery.commit(records, vectors, reused, bad)
+    if touched:
+        gallery.touch(touched)
+    report.added += len(records)
+    report.bad.extend((b[0], b[1]) for b in bad)
+
+
+def _encode_files(
+    encoder: Encoder, to_decode: list[tuple[_Candidate, str]], config: IndexConfig, bad: list
+) -> tuple[list[ItemRecord], np.ndarray | None]:
+    """Decode, prepare and encode new files in the encoder's worker processes while its model runs."""
+    if not to_decode:
+        return [], None
+    encoded = encoder.encode_files(
+        [candidate.path for candidate, _ in to_decode],
+        batch_size=config.batch_size,
+        workers=config.workers,
+        max_pixels=config.max_pixels,
+    )
+    for index, reason in encoded.failed:
+        candidate = to_decode[index][0]
+        bad.append((candidate.id, reason, candidate.size, candidate.mtime_ns))
+    records = []
+    for index, (width, height) in zip(encoded.indices, encoded.sizes):
+        candidate, digest = to_decode[index]
+        records.append(ItemRecord(candidate.id, digest, candidate.size, candidate.mtime_ns, width, height))
+    return records, (encoded.vectors if records else None)
+
+
+def _encode_decoded(
+    encoder: Encoder, to_decode: list[tuple[_Candidate, str]], config: IndexConfig, pool: ThreadPoolExecutor, bad: list
+) -> tuple[list[ItemRecord], np.ndarray | None]:
     decoded = list(pool.map(lambda item: _decode(item[0], config.max_pixels), to_decode))
     records, images = [], []
     for (candidate, digest), image in zip(to_decode, decoded):
@@ -224,11 +263,7 @@ def _index_chunk(
         records.append(ItemRecord(candidate.id, digest, candidate.size, candidate.mtime_ns, image.width, image.height))
         images.append(image.image)
     vectors = encoder.encode_images(images, batch_size=config.batch_size) if images else None
-    gallery.commit(records, vectors, reused, bad)
-    if touched:
-        gallery.touch(touched)
-    report.added += len(records)
-    report.bad.extend((b[0], b[1]) for b in bad)
+    return records, vectors
 
 
 def _hash_file(candidate: _Candidate) -> str | ImageDecodeError:
