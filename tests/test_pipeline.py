@@ -167,3 +167,22 @@ def test_a_dead_worker_is_a_one_line_error_and_the_next_run_works(photos, monkey
     monkeypatch.undo()
     batches = list(ImagePipeline(spec, workers=2, task_size=2).batches(photos[:6], 4))
     assert sum(len(b.indices) for b in batches) == 6
+
+
+def test_workers_do_not_keep_a_lock_the_caller_held_when_they_started(tmp_path, photos):
+    import fcntl
+    import os
+
+    from clipmath.encoders import pipeline
+
+    lock = tmp_path / "lock"
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as a store being written holds its lock
+    pipeline.shutdown_pools()  # the next pipeline forks its workers now, while the lock is held
+    list(ImagePipeline(pipeline.LITE_PIXELS, workers=2, task_size=2).batches(photos[:4], 2))
+    os.close(fd)  # released here: no worker may still hold it
+    again = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(again, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(again)

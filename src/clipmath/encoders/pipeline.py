@@ -223,19 +223,34 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     with _POOLS_LOCK:
         pool = _POOLS.get(workers)
         if pool is None:
-            pool = _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=_context(), initializer=_lower_priority)
+            pool = _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=_context(), initializer=_worker_init)
         return pool
 
 
 def _context() -> multiprocessing.context.BaseContext:
-    """Workers start from a clean process (forkserver, or spawn where there is none), never by forking the caller:
-    a fork would inherit its open files and locks (a store's write lock held for as long as the workers live) and
-    its threads' state. The server process imports only this module's light dependencies (no torch)."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
-        return context
-    return multiprocessing.get_context("spawn")
+    """Fork where there is fork (fast, and a caller's script is not imported again), spawn elsewhere."""
+    return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+
+
+def _worker_init() -> None:
+    """Close the files a forked worker inherited (a store's write lock would otherwise stay held for as long as
+    the worker lives; pipes and sockets, the worker's own channels, stay) and lower its priority."""
+    import stat
+
+    try:
+        descriptors = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # pragma: no cover - no /proc: spawned workers inherit nothing anyway
+        descriptors = []
+    for fd in descriptors:
+        if fd < 3:
+            continue
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError:
+            continue
+        if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+            os.close(fd)
+    _lower_priority()
 
 
 def _lower_priority() -> None:
@@ -298,7 +313,7 @@ class ImagePipeline:
         self.task_size = max(1, task_size)
 
     def start(self) -> None:
-        """Start the worker processes now (so that they are ready when the first images are submitted)."""
+        """Start the worker processes now (before any thread is started: forking is only safe then)."""
         if self.workers:
             _pool(self.workers).submit(int).result()
 
