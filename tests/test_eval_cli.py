@@ -316,7 +316,8 @@ def test_benchmarks_lists_the_registry_as_table_or_json():
     from clipmath.eval import BENCHMARKS
 
     listed = json.loads(runner.invoke(app, ["benchmarks", "--json"]).stdout)
-    assert [entry["name"] for entry in listed] == BENCHMARKS.names() == ["fashioniq", "cirr", "circo", "simat"]
+    assert [entry["name"] for entry in listed] == BENCHMARKS.names()
+    assert BENCHMARKS.names() == ["fashioniq", "cirr", "circo", "simat", "clevr-change", "spot-the-diff"]
     simat, cirr = listed[3], listed[1]
     assert (simat["default_method"], simat["monitor"], simat["default_split"]) == ("delta", "score", "test")
     assert simat["oracles"] == ["labels", "oscar"] and simat["submission_server"] is None and simat["takes_lam"]
@@ -326,8 +327,8 @@ def test_benchmarks_lists_the_registry_as_table_or_json():
     for entry in listed:
         assert all(entry[fact] in shown.stdout for fact in ("name", "title", "monitor", "description"))
     helped = " ".join(runner.invoke(app, ["eval", "--help"]).stdout.replace("│", " ").split())
-    assert "Benchmark: fashioniq, cirr, circo, simat" in helped
-    assert "default: val on fashioniq, val on cirr, val on circo, test on simat" in helped
+    assert "Benchmark: fashioniq, cirr, circo, simat, clevr-change, spot-the-diff" in helped
+    assert "default: val on fashioniq, val on cirr, val on circo, test on simat, test on clevr-change" in helped
 
 
 def test_simat_lambdas_and_limit(roots, shared_cache):

@@ -564,7 +564,7 @@ def test_cli_refuses_a_busy_port_and_a_malformed_checkpoint(gallery):
 # ---- captions -----------------------------------------------------------------------------------------
 def test_caption_endpoints_answer_501_without_a_captioner(client):
     response = client.post("/api/caption", json={"image": {"gallery_id": "skimage/coffee.png"}})
-    assert response.status_code == 501 and "not available" in response.json()["detail"]
+    assert response.status_code == 501 and "not enabled" in response.json()["detail"]
     response = client.post(
         "/api/caption/difference",
         json={"before": {"gallery_id": "skimage/coffee.png"}, "after": {"gallery_id": "skimage/chelsea.png"}},

@@ -6,6 +6,7 @@ Needs the Debian packages ``chromium`` and ``chromium-driver`` and the ``seleniu
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from clipmath.serve import BackgroundServer, ServeConfig, create_app  # noqa: E402
+from clipmath.serve import BackgroundServer, FunctionCaptioner, ServeConfig, create_app  # noqa: E402
 from tests.serve_support import EXAMPLES, FIRST, build_store, open_retriever  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -165,3 +166,68 @@ def test_token_prompt_then_search(driver, retriever):
         assert not driver.find_element(By.ID, "auth").is_displayed()
         assert len(search(driver, "a rocket")) == 3
         wait_for(driver, thumbnails_loaded)  # <img> requests carry the token cookie
+
+
+def slot_of(driver, which: str) -> str:
+    return driver.find_element(By.ID, f"slot-{which}").get_attribute("data-reference")
+
+
+def test_compare_two_images_shows_the_difference_caption(driver, retriever):
+    release = threading.Event()
+
+    def difference(before, after) -> str:
+        release.wait(WAIT)  # held until the page has shown that it is busy
+        return f"{before.label} became {after.label}"
+
+    captioner = FunctionCaptioner("toy differences", difference_fn=difference)
+    with BackgroundServer(create_app(retriever, ServeConfig(default_k=3), captioner=captioner)) as server:
+        driver.get(server.url)
+        wait_for(driver, lambda d: "tiny-random-clip" in d.find_element(By.ID, "model").text)
+        assert not driver.find_element(By.ID, "compare-button").is_enabled()
+        assert driver.find_element(By.ID, "compare-output").text == ""  # on: no "off" note
+
+        # "before" from the gallery picker, "after" from a file
+        driver.find_element(By.CSS_SELECTOR, "#slot-before .slot-pick").click()
+        driver.find_element(By.ID, "picker-filter").send_keys("rocket")
+        wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#picker-grid .item")) == 1)
+        driver.find_element(By.CSS_SELECTOR, '#picker-grid .item[data-id="skimage/rocket.jpg"]').click()
+        assert slot_of(driver, "before") == "skimage/rocket.jpg"
+        assert reference_of(driver) == ""  # picking for a slot leaves the search reference alone
+        file_input = driver.find_element(By.CSS_SELECTOR, "#slot-after .slot-file")
+        driver.execute_script("arguments[0].hidden = false;", file_input)
+        file_input.send_keys(str(EXAMPLES / "skimage/coffee.png"))
+        wait_for(driver, lambda d: slot_of(d, "after") == "coffee.png")
+
+        driver.find_element(By.ID, "compare-button").click()
+        output = driver.find_element(By.ID, "compare-output")
+        wait_for(driver, lambda d: "busy" in output.get_attribute("class"))
+        assert "Describing" in output.text and not driver.find_element(By.ID, "compare-button").is_enabled()
+        release.set()
+        wait_for(driver, lambda d: "became" in output.text)
+        assert output.text.startswith("skimage/rocket.jpg became upload:") and "(toy differences)" in output.text
+        assert "busy" not in output.get_attribute("class")
+
+        # swapping sends the pair the other way round
+        driver.find_element(By.ID, "compare-swap").click()
+        assert slot_of(driver, "before") == "coffee.png"
+        driver.find_element(By.ID, "compare-button").click()
+        wait_for(driver, lambda d: output.text.endswith("became skimage/rocket.jpg (toy differences)"))
+
+
+def test_compare_without_a_difference_captioner_says_how_to_turn_it_on(driver, retriever):
+    with BackgroundServer(create_app(retriever, ServeConfig(default_k=3))) as server:
+        driver.get(server.url)
+        output = driver.find_element(By.ID, "compare-output")
+        wait_for(driver, lambda d: "--diff-checkpoint" in output.text)
+        for which, name in (("before", "skimage/chelsea.png"), ("after", "skimage/astronaut.png")):
+            driver.find_element(By.CSS_SELECTOR, f"#slot-{which} .slot-pick").click()
+            driver.find_element(By.ID, "picker-filter").clear()
+            driver.find_element(By.ID, "picker-filter").send_keys(name)
+            wait_for(driver, lambda d: [e.get_attribute("data-id") for e in
+                                        d.find_elements(By.CSS_SELECTOR, "#picker-grid .item")] == [name])
+            driver.find_element(By.CSS_SELECTOR, "#picker-grid .item").click()
+            assert slot_of(driver, which) == name
+        driver.execute_script("document.getElementById('compare-output').textContent = '';")
+        driver.find_element(By.ID, "compare-button").click()  # the server answers 501
+        wait_for(driver, lambda d: "difference captions are off" in output.text.lower())
+        assert "--caption-lm" in output.text and "error" not in output.get_attribute("class")

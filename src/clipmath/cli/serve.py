@@ -6,6 +6,7 @@ the CLI loads it only when ``serve`` runs or help is shown (see ``LAZY_COMMANDS`
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -36,6 +37,8 @@ _EXAMPLES = """Examples:
   CLIPMATH_TOKEN=secret clipmath serve photos.store --host 0.0.0.0 --port 8080 --index hnsw
 
   clipmath serve photos.store --checkpoint combiner=runs/combiner --caption-lm smollm2-135m
+
+  clipmath serve clevr.store --diff-checkpoint runs/idc-caption
 """
 
 
@@ -71,8 +74,21 @@ def serve(
     checkpoint: CheckpointsOpt = None,
     caption_lm: Annotated[
         Optional[str],
-        typer.Option(help="Enable the caption endpoint with this language model (auto, smollm2-135m, gpt2, a folder)."),
+        typer.Option(
+            help="Enable captions (and zero-shot difference captions) with this language model "
+            "(auto, smollm2-135m, gpt2, a folder)."
+        ),
     ] = None,
+    diff_checkpoint: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Difference captions from this trained CLIP4IDC captioner (`clipmath train idc --stage caption`; "
+            "trained on the store's model)."
+        ),
+    ] = None,
+    decoder: Annotated[
+        str, typer.Option(help="Caption decoder for --caption-lm: magic (fast) or zerocap (slower, often better).")
+    ] = "magic",
     threads: ThreadsOpt = None,
 ) -> None:
     """Serve a store over HTTP: a JSON API (documented at /docs) and a web page for composed search."""
@@ -95,25 +111,57 @@ def serve(
     check_port_free(host, port)  # before the model loads
     set_threads(threads)
     retriever = Retriever.open(store, model, device, RetrieverConfig(index=index_kind), dtype=dtype)
-    web_app = create_app(retriever, config, captioner=zerocap_captioner(caption_lm, retriever.encoder, device))
+    captioner = server_captioner(retriever.encoder, caption_lm, diff_checkpoint, decoder, device)
+    web_app = create_app(retriever, config, captioner=captioner)
     shown_host = f"[{host}]" if ":" in host else host
     address = f"http://{shown_host}:{port}/" + (f"#token={token}" if token else "")
     status(f"model: {retriever.encoder.info.label()}")
+    if captioner is not None:
+        status(f"captions: {captioner.captions_label or 'off'}; difference captions: {captioner.differences_label}")
     status(f"serving {len(retriever.snapshot)} images from {store} at {address} (API docs: /docs); Ctrl-C stops")
     run_server(web_app, config)
 
 
-def zerocap_captioner(lm_name: Optional[str], encoder: Any, device: str) -> Any:
-    """A server captioner running ZeroCap (run.py defaults) on each subject's embedding; None when not asked for."""
-    if not lm_name:
+_DECODER_NAMES = {"zerocap": "ZeroCap", "magic": "MAGIC"}
+
+
+def server_captioner(
+    encoder: Any, lm_name: Optional[str], diff_checkpoint: Optional[Path], decoder: str = "magic", device: str = "cpu"
+) -> Any:
+    """The server's captioner, or None when neither a language model nor a difference checkpoint is given.
+
+    Image captions: ``decoder`` (a :data:`clipmath.caption.DECODERS` entry) steered by the subject's embedding.
+    Difference captions: the trained CLIP4IDC checkpoint when given (it must be of ``encoder``), else zero-shot
+    with the same decoder on ``after − before``.
+    """
+    if not lm_name and diff_checkpoint is None:
         return None
-    from clipmath.caption import caption as run_caption
-    from clipmath.caption import load_language_model
+    from clipmath.caption.decoders import DECODERS
+    from clipmath.caption.difference import difference_fn
     from clipmath.serve.captioning import FunctionCaptioner
 
-    language_model = load_language_model(lm_name, device=device)
+    spec = DECODERS.get(decoder)  # an unknown name: one line, with the close matches
+    caption_fn = describe_difference = None
+    label = difference_label = ""
+    if lm_name:
+        from clipmath.caption import load_language_model
 
-    def caption_subjects(subjects: list) -> list[str]:
-        return [run_caption(subject.vector, language_model, encoder)[0].full_text for subject in subjects]
+        language_model = load_language_model(lm_name, device=device)
+        image_decoder = spec.create(language_model, encoder)
+        shown = _DECODER_NAMES.get(spec.name, spec.name)
+        label = f"{shown} · {language_model.label()}"
 
-    return FunctionCaptioner(f"ZeroCap · {language_model.label()}", caption_subjects)
+        def caption_fn(subjects: list) -> list[str]:
+            return [image_decoder.caption(subject.vector)[0].full_text for subject in subjects]
+
+        describe_difference = difference_fn(encoder=encoder, lm=language_model, decoder=spec.name)
+        difference_label = f"zero-shot {shown} · {language_model.label()}"
+    if diff_checkpoint is not None:
+        describe_difference = difference_fn(diff_checkpoint, encoder)
+        difference_label = f"CLIP4IDC {diff_checkpoint.name} on {encoder.info.label()}"
+    return FunctionCaptioner(label or difference_label, caption_fn, describe_difference, difference_label)
+
+
+def zerocap_captioner(lm_name: Optional[str], encoder: Any, device: str) -> Any:
+    """The server captioner with ZeroCap and no difference checkpoint (kept for callers of the earlier name)."""
+    return server_captioner(encoder, lm_name, None, "zerocap", device)

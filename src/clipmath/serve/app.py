@@ -34,7 +34,7 @@ from clipmath.compose import infer_method, learned_methods
 from clipmath.errors import ComposeError
 from clipmath.imageio import MAX_PIXELS
 from clipmath.retrieval import Retriever
-from clipmath.serve.captioning import Captioner
+from clipmath.serve.captioning import Captioner, captions_label, differences_label
 from clipmath.serve.config import TOKEN_ENV, ServeConfig, is_loopback
 from clipmath.serve.engine import ImageKey, QueryEngine, SearchSpec, UploadRecord, upload_id_of
 from clipmath.serve.errors import RequestError
@@ -231,7 +231,8 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
             max_k=config.max_k,
             max_upload_bytes=config.max_upload_bytes,
             max_pixels=config.max_pixels,
-            captioning=captioner.label if captioner else None,
+            captioning=captions_label(captioner),
+            difference_captioning=differences_label(captioner),
             token_required=bool(config.token),
         )
 
@@ -323,7 +324,7 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
     )
     async def caption(request: CaptionRequest) -> CaptionResponse:
         text = await asyncio.wrap_future(engine.caption(request.image.key()))
-        return CaptionResponse(caption=text, captioner=captioner.label if captioner else "")
+        return CaptionResponse(caption=text, captioner=captions_label(captioner) or "")
 
     @api.post(
         "/caption/difference",
@@ -333,7 +334,7 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
     )
     async def caption_difference(request: DifferenceRequest) -> CaptionResponse:
         text = await asyncio.wrap_future(engine.difference(request.before.key(), request.after.key()))
-        return CaptionResponse(caption=text, captioner=captioner.label if captioner else "")
+        return CaptionResponse(caption=text, captioner=differences_label(captioner) or "")
 
     app.include_router(api)
 

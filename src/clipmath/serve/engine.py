@@ -412,16 +412,17 @@ class QueryEngine:
 
     # ---- captions ---------------------------------------------------------------------------------
     def _run_caption(self, job: _Job) -> None:
+        what = "captions" if job.kind == "caption" else "difference captions"
         if self.captioner is None:
-            raise RequestError(501, "captioning is not available in this server")
-        if job.kind == "caption":
-            job.future.set_result(self.captioner.caption([self._subject(job.payload)])[0])
-        else:
-            before, after = job.payload
-            try:
+            raise RequestError(501, f"{what} are not enabled on this server")
+        try:
+            if job.kind == "caption":
+                job.future.set_result(self.captioner.caption([self._subject(job.payload)])[0])
+            else:
+                before, after = job.payload
                 job.future.set_result(self.captioner.difference(self._subject(before), self._subject(after)))
-            except NotImplementedError as exc:
-                raise RequestError(501, str(exc)) from None
+        except NotImplementedError:
+            raise RequestError(501, f"{what} are not enabled on this server") from None
 
     def _subject(self, key: ImageKey) -> CaptionSubject:
         if key.upload_id is not None:

@@ -121,6 +121,9 @@ class StoreInfo(BaseModel):
     max_upload_bytes: int
     max_pixels: int
     captioning: str | None = Field(description="The captioner's label, or null if captions are not available.")
+    difference_captioning: str | None = Field(
+        default=None, description="The difference captioner's label, or null if difference captions are not available."
+    )
     token_required: bool
 
 

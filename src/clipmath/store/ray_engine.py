@@ -27,7 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from clipmath.errors import ClipmathError, StoreError
-from clipmath.imageio import ImageDecodeError, decode, open_regular_file
+from clipmath.imageio import ImageDecodeError, open_regular_file
 from clipmath.store.gallery import Gallery, ItemRecord
 from clipmath.store.indexer import IndexConfig, IndexReport, _changed_files, list_images
 
@@ -118,22 +118,24 @@ class EmbedActor:
                 errors[i] = "permission denied" if isinstance(exc, PermissionError) else f"unreadable: {exc}"
                 continue
             digests[i] = hashlib.sha256(data).hexdigest()
-            if digests[i] in self.known_hashes:
-                continue  # the driver reuses the stored vector or just updates the mtime
-            try:
-                decoded = decode(data, max_pixels=self.max_pixels)
-            except ImageDecodeError as exc:
-                errors[i] = str(exc)
-                continue
-            widths[i], heights[i] = decoded.width, decoded.height
-            images.append(decoded.image)
-            image_rows.append(i)
-        dim = self.encoder.info.dim
-        vectors = np.zeros((count, dim), np.float32)
+            if digests[i] not in self.known_hashes:  # known content: the driver reuses the stored vector
+                images.append(data)
+                image_rows.append(i)
+        vectors = np.zeros((count, self.encoder.info.dim), np.float32)
         has_vector = np.zeros(count, bool)
         if images:
-            vectors[image_rows] = self.encoder.encode_images(images, batch_size=self.batch_size)
-            has_vector[image_rows] = True
+            # the encoder's own file pipeline (decode, draft, prepare) in this actor: the local indexer's path
+            encoded = self.encoder.encode_files(
+                images, batch_size=self.batch_size, workers=0, max_pixels=self.max_pixels
+            )
+            rows = np.asarray([image_rows[j] for j in encoded.indices], dtype=np.int64)
+            if len(rows):
+                vectors[rows] = encoded.vectors
+                has_vector[rows] = True
+                widths[rows] = [w for w, _ in encoded.sizes]
+                heights[rows] = [h for _, h in encoded.sizes]
+            for j, reason in encoded.failed:
+                errors[image_rows[j]] = str(reason)
         return {
             "id": batch["id"],
             "size": batch["size"],

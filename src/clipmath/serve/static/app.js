@@ -1,16 +1,20 @@
-// clipmath web page: pick or drop a reference, describe a change, search, click a result to refine.
+// clipmath web page: pick or drop a reference, describe a change, search, click a result to refine;
+// compare two images (before, after) and read what changed.
 // Plain browser JavaScript, no build step. Talks to the JSON API under /api (see /docs).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const TOKEN_COOKIE = "clipmath_token";
 const PAGE = 60;
+const DIFFERENCE_OFF = "Difference captions are off: start the server with --caption-lm or --diff-checkpoint.";
 
 const state = {
   info: null,
   reference: null,   // {gallery_id} | {upload_id}, plus .label and .src for display
   history: [],       // earlier references, most recent last
   pickerOffset: 0,
+  pickTarget: "reference",  // what a gallery pick fills: "reference", "before" or "after"
+  compare: { before: null, after: null },
 };
 
 // ---- API --------------------------------------------------------------------------------------------
@@ -36,7 +40,9 @@ async function api(path, options = {}) {
     $("token").focus();
   }
   if (!response.ok) {
-    throw new Error(describeError(body, response));
+    const error = new Error(describeError(body, response));
+    error.status = response.status;
+    throw error;
   }
   return body;
 }
@@ -75,6 +81,7 @@ async function loadInfo() {
   $("k").value = info.default_k;
   $("k").max = info.max_k;
   $("captions").hidden = !info.captioning;
+  showCompareNote();
   status("Ready.");
 }
 
@@ -136,23 +143,32 @@ function galleryReference(id, thumbnailUrl) {
   return { gallery_id: id, label: id, src: thumbnailUrl };
 }
 
-async function uploadFile(file) {
-  if (!file) return;
+async function uploadImage(file) {
+  // Upload a file; returns a reference ({upload_id, label, src, width, height}) or null (the error is shown).
+  if (!file) return null;
   if (state.info && file.size > state.info.max_upload_bytes) {
     status(`${file.name} is larger than the server's limit of ${state.info.max_upload_bytes} bytes.`, true);
-    return;
+    return null;
   }
   status(`Uploading ${file.name}…`);
   const form = new FormData();
   form.append("image", file, file.name);
   try {
     const uploaded = await api("/api/uploads", { method: "POST", body: form });
-    setReference({ upload_id: uploaded.upload_id, label: file.name, src: URL.createObjectURL(file) });
-    status(`Reference: ${file.name} (${uploaded.width}×${uploaded.height}). Describe a change and search.`);
-    $("text").focus();
+    return { upload_id: uploaded.upload_id, label: file.name, src: URL.createObjectURL(file),
+             width: uploaded.width, height: uploaded.height };
   } catch (error) {
     status(error.message, true);
+    return null;
   }
+}
+
+async function uploadFile(file) {
+  const uploaded = await uploadImage(file);
+  if (!uploaded) return;
+  setReference(uploaded);
+  status(`Reference: ${file.name} (${uploaded.width}×${uploaded.height}). Describe a change and search.`);
+  $("text").focus();
 }
 
 function referenceField(ref) {
@@ -265,8 +281,12 @@ async function loadPickerPage(reset) {
       img.loading = "lazy";
       button.appendChild(img);
       button.addEventListener("click", () => {
-        setReference(galleryReference(item.id, item.thumbnail_url));
         $("picker").close();
+        if (state.pickTarget !== "reference") {
+          setSlot(state.pickTarget, galleryReference(item.id, item.thumbnail_url));
+          return;
+        }
+        setReference(galleryReference(item.id, item.thumbnail_url));
         status(`Reference: ${item.id}. Describe a change and search.`);
         $("text").focus();
       });
@@ -293,16 +313,86 @@ async function describeDifference() {
                     { before: referenceField(before), after: referenceField(state.reference) });
 }
 
-async function showCaption(path, body) {
-  $("caption-output").textContent = "…";
+async function showCaption(path, body, output = $("caption-output")) {
+  // Ask for a caption and show it in `output`, with a busy indicator while the model runs.
+  output.textContent = path.endsWith("/difference") ? "Describing the change…" : "Describing…";
+  output.classList.remove("error", "off");
+  output.classList.add("busy");
+  output.setAttribute("aria-busy", "true");
   try {
     const answer = await api(path, {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
     });
-    $("caption-output").textContent = `${answer.caption} (${answer.captioner})`;
+    output.textContent = `${answer.caption.trim() || "(an empty caption)"} (${answer.captioner})`;
   } catch (error) {
-    $("caption-output").textContent = error.message;
+    const off = error.status === 501 && path.endsWith("/difference");
+    output.textContent = off ? DIFFERENCE_OFF : error.message;
+    output.classList.add(off ? "off" : "error");
+  } finally {
+    output.classList.remove("busy");
+    output.removeAttribute("aria-busy");
   }
+}
+
+// ---- compare two images -----------------------------------------------------------------------------
+function setSlot(which, reference) {
+  state.compare[which] = reference;
+  renderSlots();
+}
+
+function renderSlots() {
+  for (const which of ["before", "after"]) {
+    const slot = $("slot-" + which);
+    const ref = state.compare[which];
+    const img = slot.querySelector("img");
+    const title = which === "before" ? "Before" : "After";
+    slot.dataset.reference = ref ? ref.label : "";
+    slot.querySelector(".slot-label").textContent = `${title}: ${ref ? ref.label : "none"}`;
+    img.hidden = !ref;
+    if (ref) img.src = ref.src; else img.removeAttribute("src");
+  }
+  $("compare-button").disabled = !(state.compare.before && state.compare.after);
+}
+
+function showCompareNote() {
+  const output = $("compare-output");
+  const off = state.info && !state.info.difference_captioning;
+  output.classList.toggle("off", Boolean(off));
+  output.textContent = off ? DIFFERENCE_OFF : "";
+}
+
+async function describeComparison() {
+  const { before, after } = state.compare;
+  if (!before || !after) return;
+  const button = $("compare-button");
+  button.disabled = true;
+  try {
+    await showCaption("/api/caption/difference",
+                      { before: referenceField(before), after: referenceField(after) }, $("compare-output"));
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function wireSlot(which) {
+  const slot = $("slot-" + which);
+  slot.querySelector(".slot-pick").addEventListener("click", () => {
+    state.pickTarget = which;
+    $("picker").showModal();
+    loadPickerPage(true);
+  });
+  slot.querySelector(".slot-file").addEventListener("change", async (e) => {
+    const uploaded = await uploadImage(e.target.files[0]);
+    e.target.value = "";
+    if (uploaded) {
+      setSlot(which, uploaded);
+      status(`${which === "before" ? "Before" : "After"}: ${uploaded.label}.`);
+    }
+  });
+  slot.querySelector(".slot-reference").addEventListener("click", () => {
+    if (state.reference) setSlot(which, state.reference);
+    else status("Choose a reference image first.", true);
+  });
 }
 
 // ---- wiring -----------------------------------------------------------------------------------------
@@ -323,6 +413,7 @@ function wire() {
     uploadFile(e.dataTransfer.files[0]);
   });
   $("browse").addEventListener("click", () => {
+    state.pickTarget = "reference";
     $("picker").showModal();
     loadPickerPage(true);
   });
@@ -340,9 +431,17 @@ function wire() {
   });
   $("caption-button").addEventListener("click", describeReference);
   $("difference-button").addEventListener("click", describeDifference);
+  wireSlot("before");
+  wireSlot("after");
+  $("compare-button").addEventListener("click", describeComparison);
+  $("compare-swap").addEventListener("click", () => {
+    state.compare = { before: state.compare.after, after: state.compare.before };
+    renderSlots();
+  });
 }
 
 takeTokenFromAddress();
 wire();
 renderReference();
+renderSlots();
 loadInfo().catch((error) => status(error.message, true));
