@@ -61,10 +61,10 @@ def build_clip(folder: Path, tiny: bool) -> Path:
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
     from clipmath.encoders.identity import RANDOM_MARKER
-    from clipmath.encoders.tiny import _byte_vocab
+    from clipmath.encoders.tiny import byte_vocab
 
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = _byte_vocab()
+    vocab = byte_vocab()
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
     CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt")).save_pretrained(folder)

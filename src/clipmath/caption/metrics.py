@@ -95,12 +95,7 @@ def caption_metrics(
 def read_caption_file(path: str | Path) -> list[CaptionItem]:
     """Read a predictions-with-references JSON file (format in the module docstring); clear errors on bad input."""
     path = Path(path)
-    if not path.is_file():
-        raise CaptionError(f"caption file not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CaptionError(f"{path} is not valid JSON: {exc}") from None
+    data = _load_json(path, "caption file")
     if isinstance(data, dict):
         entries = [(str(k), v) for k, v in data.items()]
     elif isinstance(data, list):

@@ -274,14 +274,9 @@ def build_change_set_clip(
     For fast CPU runs of both training stages on a generated change set (bench and tests): captions are a handful of
     tokens instead of one token per character. Its numbers are plumbing and learning checks, never quality figures.
     """
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+    from clipmath.encoders.tiny import byte_vocab, save_random_clip
 
-    from clipmath.encoders.hf_clip import RANDOM_MARKER
-    from clipmath.encoders.tiny import _byte_vocab
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = _byte_vocab()
+    vocab = byte_vocab()
     merges: list[str] = []
     for word in change_set_words():
         symbols = list(word[:-1]) + [word[-1] + "</w>"]
@@ -290,30 +285,16 @@ def build_change_set_clip(
             merges.append(f"{prefix} {symbol}")
             prefix += symbol
             vocab.setdefault(prefix, len(vocab))
-    merges = list(dict.fromkeys(merges))
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
-    tokenizer.save_pretrained(folder)
-    text = dict(
-        vocab_size=len(vocab), hidden_size=dim, intermediate_size=2 * dim, num_hidden_layers=layers,
-        num_attention_heads=max(1, dim // 32), max_position_embeddings=77,
-        bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["<|endoftext|>"],
+    return save_random_clip(
+        folder,
+        vocab,
+        list(dict.fromkeys(merges)),
+        seed=seed,
+        dim=dim,
+        image_size=image_size,
+        note="random weights, change-set words",
+        patch_size=patch_size,
+        layers=layers,
+        heads=max(1, dim // 32),
+        loud_positions=True,
     )
-    vision = dict(
-        hidden_size=dim, intermediate_size=2 * dim, num_hidden_layers=layers, num_attention_heads=max(1, dim // 32),
-        image_size=image_size, patch_size=patch_size,
-    )
-    import torch
-
-    torch.manual_seed(seed)
-    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=dim))
-    with torch.no_grad():  # positions as loud as patch contents (CLIP's init makes them ~50x quieter): a random
-        # model can then tell which "before" patch matches which "after" patch from the start
-        model.vision_model.embeddings.position_embedding.weight.normal_(std=1.0)
-    model.save_pretrained(folder)
-    CLIPImageProcessor(
-        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
-    ).save_pretrained(folder)
-    (folder / RANDOM_MARKER).write_text(json.dumps({"seed": seed, "note": "random weights, change-set words"}))
-    return folder

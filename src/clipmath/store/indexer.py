@@ -78,11 +78,22 @@ class IndexReport:
 
 
 @dataclass
-class _Candidate:
+class Candidate:
+    """A new or changed file that must be read: its id, path, and the size and mtime it had when listed."""
+
     id: str
     path: Path
     size: int
     mtime_ns: int
+
+
+@dataclass
+class IndexPlan:
+    """What a run must do: ``candidates`` to read, ids ``gone`` from the folder, the store's items before the run."""
+
+    candidates: list[Candidate]
+    gone: list[str]
+    known: dict[str, tuple[str, int, int, int]]
 
 
 def list_images(root: Path, exclude: Path | None = None, follow_symlinks: bool = False) -> list[str]:
@@ -124,31 +135,48 @@ def index_folder(
     started = time.monotonic()
     report = IndexReport(model=encoder.info.label())
     with Gallery.open_for_writing(store, encoder.info, encoder.transform.key, root, config.dtype) as gallery:
-        ids = list(files) if files is not None else list_images(root, Path(store), config.follow_symlinks)
-        report.scanned = len(ids)
-        known = gallery.items()
-        candidates, skipped = _changed_files(root, ids, known, config.follow_symlinks, report)
-        if skipped:
-            gallery.commit(bad=skipped)
-        report.bad.extend((item[0], item[1]) for item in skipped)
-        if files is None:
-            gallery.forget_bad_files(keep=ids)  # files no longer in the folder are no longer skipped
-        gone = sorted(set(known) - set(ids)) if files is None else []
+        plan = plan_index(gallery, root, files, config, report)
+        candidates = plan.candidates
         with (
             tqdm(total=len(candidates), desc="indexing", unit="img", disable=not progress) as bar,
             ThreadPoolExecutor(max(1, config.decode_workers)) as pool,
         ):
             for start in range(0, len(candidates), config.commit_every):
                 chunk = candidates[start : start + config.commit_every]
-                _index_chunk(gallery, encoder, chunk, known, config, pool, report)
+                _index_chunk(gallery, encoder, chunk, plan.known, config, pool, report)
                 bar.update(len(chunk))
-        if config.prune and gone:
-            report.pruned = gallery.remove(gone)
-        else:
-            report.missing = len(gone)
-        report.total = gallery.info().count
+        finish_index(gallery, plan, config, report)
     report.seconds = time.monotonic() - started
     return report
+
+
+def plan_index(
+    gallery: Gallery, root: Path, files: Sequence[str] | None, config: IndexConfig, report: IndexReport
+) -> IndexPlan:
+    """List the files (``files``, or all images under ``root``), commit the ones to skip as bad files, and say
+    which must be read and which ids are gone; counts scanned, unchanged and skipped files in ``report``.
+
+    Shared by every indexing engine (local and Ray), so they decide what needs work the same way."""
+    ids = list(files) if files is not None else list_images(root, gallery.path, config.follow_symlinks)
+    report.scanned = len(ids)
+    known = gallery.items()
+    candidates, skipped = _changed_files(root, ids, known, config.follow_symlinks, report)
+    if skipped:
+        gallery.commit(bad=skipped)
+    report.bad.extend((item[0], item[1]) for item in skipped)
+    if files is None:
+        gallery.forget_bad_files(keep=ids)  # files no longer in the folder are no longer skipped
+    gone = sorted(set(known) - set(ids)) if files is None else []
+    return IndexPlan(candidates, gone, known)
+
+
+def finish_index(gallery: Gallery, plan: IndexPlan, config: IndexConfig, report: IndexReport) -> None:
+    """Prune the gone ids (``config.prune``) or count them as missing, and record the store's item count."""
+    if config.prune and plan.gone:
+        report.pruned = gallery.remove(plan.gone)
+    else:
+        report.missing = len(plan.gone)
+    report.total = gallery.info().count
 
 
 def _changed_files(
@@ -157,7 +185,7 @@ def _changed_files(
     known: dict[str, tuple[str, int, int, int]],
     follow_symlinks: bool,
     report: IndexReport,
-) -> tuple[list[_Candidate], list[tuple[str, str, int | None, int | None]]]:
+) -> tuple[list[Candidate], list[tuple[str, str, int | None, int | None]]]:
     """New or changed files to read, and ``(id, reason, size, mtime_ns)`` of files to skip without opening them."""
     candidates, skipped = [], []
     real_root = root.resolve()
@@ -176,7 +204,7 @@ def _changed_files(
         if stored is not None and stored[1] == info.st_size and stored[2] == info.st_mtime_ns:
             report.unchanged += 1
             continue
-        candidates.append(_Candidate(item_id, path, info.st_size, info.st_mtime_ns))
+        candidates.append(Candidate(item_id, path, info.st_size, info.st_mtime_ns))
     return candidates, skipped
 
 
@@ -192,7 +220,7 @@ def _skip_reason(path: Path, mode: int, real_root: Path, follow_symlinks: bool) 
 def _index_chunk(
     gallery: Gallery,
     encoder: Encoder,
-    chunk: Sequence[_Candidate],
+    chunk: Sequence[Candidate],
     known: dict[str, tuple[str, int, int, int]],
     config: IndexConfig,
     pool: ThreadPoolExecutor,
@@ -230,7 +258,7 @@ def _index_chunk(
 
 
 def _encode_files(
-    encoder: Encoder, to_decode: list[tuple[_Candidate, str]], config: IndexConfig, bad: list
+    encoder: Encoder, to_decode: list[tuple[Candidate, str]], config: IndexConfig, bad: list
 ) -> tuple[list[ItemRecord], np.ndarray | None]:
     """Decode, prepare and encode new files in the encoder's worker processes while its model runs."""
     if not to_decode:
@@ -252,7 +280,7 @@ def _encode_files(
 
 
 def _encode_decoded(
-    encoder: Encoder, to_decode: list[tuple[_Candidate, str]], config: IndexConfig, pool: ThreadPoolExecutor, bad: list
+    encoder: Encoder, to_decode: list[tuple[Candidate, str]], config: IndexConfig, pool: ThreadPoolExecutor, bad: list
 ) -> tuple[list[ItemRecord], np.ndarray | None]:
     decoded = list(pool.map(lambda item: _decode(item[0], config.max_pixels), to_decode))
     records, images = [], []
@@ -266,7 +294,7 @@ def _encode_decoded(
     return records, vectors
 
 
-def _hash_file(candidate: _Candidate) -> str | ImageDecodeError:
+def _hash_file(candidate: Candidate) -> str | ImageDecodeError:
     digest = hashlib.sha256()
     try:
         with open_regular_file(candidate.path) as fh:
@@ -283,7 +311,7 @@ def _hash_file(candidate: _Candidate) -> str | ImageDecodeError:
     return digest.hexdigest()
 
 
-def _decode(candidate: _Candidate, max_pixels: int) -> DecodedImage | ImageDecodeError:
+def _decode(candidate: Candidate, max_pixels: int) -> DecodedImage | ImageDecodeError:
     try:
         return decode(candidate.path, max_pixels=max_pixels)
     except FileNotFoundError:

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from clipmath.errors import ClipmathError, StoreError
 from clipmath.imageio import ImageDecodeError, open_regular_file
 from clipmath.store.gallery import Gallery, ItemRecord
-from clipmath.store.indexer import IndexConfig, IndexReport, _changed_files, list_images
+from clipmath.store.indexer import IndexConfig, IndexReport, finish_index, plan_index
 
 if TYPE_CHECKING:
     from clipmath.encoders.base import Encoder
@@ -175,27 +175,14 @@ def index_with_ray(
     if not ray.is_initialized():
         ray.init(address=options.address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     with Gallery.open_for_writing(store, encoder.info, encoder.transform.key, root, config.dtype) as gallery:
-        ids = list(files) if files is not None else list_images(root, Path(store), config.follow_symlinks)
-        report.scanned = len(ids)
-        known = gallery.items()
-        candidates, skipped = _changed_files(root, ids, known, config.follow_symlinks, report)
-        if skipped:
-            gallery.commit(bad=skipped)
-        report.bad.extend((item[0], item[1]) for item in skipped)
-        if files is None:
-            gallery.forget_bad_files(keep=ids)
-        gone = sorted(set(known) - set(ids)) if files is None else []
-        if candidates:
-            dataset = _embedded_dataset(ray, candidates, gallery, factory, config, options)
-            with tqdm(total=len(candidates), desc="indexing (ray)", unit="img", disable=not progress) as bar:
+        plan = plan_index(gallery, root, files, config, report)
+        if plan.candidates:
+            dataset = _embedded_dataset(ray, plan.candidates, gallery, factory, config, options)
+            with tqdm(total=len(plan.candidates), desc="indexing (ray)", unit="img", disable=not progress) as bar:
                 for batch in dataset.iter_batches(batch_size=config.commit_every, batch_format="numpy"):
-                    _commit_batch(gallery, batch, known, report)
+                    _commit_batch(gallery, batch, plan.known, report)
                     bar.update(len(batch["id"]))
-        if config.prune and gone:
-            report.pruned = gallery.remove(gone)
-        else:
-            report.missing = len(gone)
-        report.total = gallery.info().count
+        finish_index(gallery, plan, config, report)
     report.seconds = time.monotonic() - started
     return report
 
