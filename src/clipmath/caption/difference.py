@@ -19,7 +19,8 @@ Python API::
 
 Bad input gets a one-line :class:`~clipmath.errors.CaptionError`: an unreadable or corrupt image, a checkpoint of
 another kind or encoder. An "after" image of another size than "before" is resized to the "before" size (both are then
-preprocessed as the encoder does); identical images are answered "no change" without running a model.
+preprocessed as the encoder does). Zero-shot, identical images are answered "no change" without running a model; a
+trained captioner runs as usual (it learned what to say for unchanged pairs from the distractors it was trained on).
 """
 
 from __future__ import annotations
