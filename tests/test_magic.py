@@ -46,6 +46,7 @@ def test_decoding_is_deterministic_and_reports_time_and_progress(tiny_lm, tiny_e
     assert first[0].clip_score == pytest.approx(float(expected), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_max_length_and_end_token_stop_a_caption(smollm2, offline_encoder, photo_targets):
     decoder = MagicDecoder(smollm2, offline_encoder)
     free = decoder.caption(photo_targets[0], MagicConfig(max_length=10, end_token="\t"))[0].tokens
@@ -63,6 +64,7 @@ def test_max_length_and_end_token_stop_a_caption(smollm2, offline_encoder, photo
     assert ended.tokens == free[: position + 1]
 
 
+@pytest.mark.slow
 def test_guidance_raises_the_target_score_over_plain_lm_decoding(smollm2, offline_encoder, photo_targets):
     decoder = MagicDecoder(smollm2, offline_encoder)
     gains = []
