@@ -170,8 +170,11 @@ def test_help_of_every_command_has_an_example():
     def leaves(command, path=()):  # every command below the groups (train adapter, data make-change-set, ...)
         if not hasattr(command, "list_commands"):  # a group lists commands
             return [path]
-        return [leaf for name in command.list_commands(None) for leaf in leaves(command.get_command(None, name),
-                                                                                 (*path, name))]
+        return [
+            leaf
+            for name in command.list_commands(None)
+            for leaf in leaves(command.get_command(None, name), (*path, name))
+        ]
 
     for path in leaves(typer.main.get_command(app)):
         result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"})

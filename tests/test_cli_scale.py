@@ -24,8 +24,19 @@ def test_shards_indexed_from_file_lists_merge_into_one_float16_store(tmp_path, i
     (tmp_path / "a.txt").write_text("\n".join(names[:7]) + "\n")
     (tmp_path / "b.csv").write_text("path\n" + "\n".join(str(image_folder / n) for n in names[5:]) + "\n")
     for shard, listing in (("a", "a.txt"), ("b", "b.csv")):
-        result = invoke("index", image_folder, "--store", tmp_path / f"{shard}.store", "--model", "tiny-random-clip",
-                        "--files", tmp_path / listing, "--store-dtype", "float16", "--json")
+        result = invoke(
+            "index",
+            image_folder,
+            "--store",
+            tmp_path / f"{shard}.store",
+            "--model",
+            "tiny-random-clip",
+            "--files",
+            tmp_path / listing,
+            "--store-dtype",
+            "float16",
+            "--json",
+        )
         assert result.exit_code == 0, result.output
     result = invoke("merge", tmp_path / "a.store", tmp_path / "b.store", "--into", tmp_path / "c.store", "--json")
     assert result.exit_code == 0, result.output

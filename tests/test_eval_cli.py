@@ -17,8 +17,17 @@ from typer.testing import CliRunner
 from clipmath.cli import app, main
 from clipmath.compose import Composer, CompositionQuery, QueryEmbeddings, get_composer
 from clipmath.data import load_circo, load_cirr
-from clipmath.eval import EmbeddingScores, evaluate_cir, evaluate_simat, retrieve_simat
-from clipmath.eval import BenchmarkValidator, EvalConfig, evaluate, load_benchmark, resolve_methods
+from clipmath.eval import (
+    BenchmarkValidator,
+    EmbeddingScores,
+    EvalConfig,
+    evaluate,
+    evaluate_cir,
+    evaluate_simat,
+    load_benchmark,
+    resolve_methods,
+    retrieve_simat,
+)
 from clipmath.eval.submissions import validate_submission_file
 from clipmath.store import Gallery
 from tests.benchmark_folders import build_circo, build_cirr, build_fashioniq, build_simat

@@ -4,13 +4,12 @@ evaluates through ``clipmath.eval`` with no other file changed."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,7 +75,9 @@ def test_domain_rules_are_spec_facts_worded_by_field():
     with pytest.raises(BenchmarkError, match="'lams' .* apply to SIMAT only, not CIRR"):
         cirr.check_options(lams=[2.0])
     simat.check_options(lams=[1.0, 2.0])
-    with pytest.raises(SubmissionError, match="no 'submission' file for FashionIQ: only CIRR and CIRCO have a test server"):
+    with pytest.raises(
+        SubmissionError, match="no 'submission' file for FashionIQ: only CIRR and CIRCO have a test server"
+    ):
         fashioniq.check_options(submission=True)
     with pytest.raises(SubmissionError, match="'limit' must not be set"):
         cirr.check_options(submission=True, limit=5)
@@ -191,7 +192,9 @@ def test_a_registered_toy_benchmark_evaluates_like_a_builtin(tiny_encoder, toy_b
     datasets = load_benchmark("toy", toy_root)
     report = evaluate(datasets, tiny_encoder, ["image", "delta"], tmp_path / "cache", QUIET)
     (dataset,) = datasets
-    gallery = tiny_encoder.encode_images([Image.open(dataset.image_path(i)).convert("RGB") for i in dataset.gallery_ids])
+    gallery = tiny_encoder.encode_images(
+        [Image.open(dataset.image_path(i)).convert("RGB") for i in dataset.gallery_ids]
+    )
     queries = gallery[[dataset.gallery_row[q.reference_id] for q in dataset.queries]]
     direct = evaluate_cir(dataset, EmbeddingScores(queries, gallery))
     assert list(report.row("image").metrics) == ["R@1", "R@5", "R@10", "R@50"]

@@ -15,8 +15,38 @@ BOUNDED = settings(max_examples=300, deadline=500, suppress_health_check=[Health
 
 #: Pieces an attacker (or a typo) puts in expressions: quotes, escapes, signs, weights, surrogates, controls.
 PIECES = st.sampled_from(
-    ['"', "'", "\\", "\\x", "\\u", "\\U", "\\x4", "+", "-", "*", " ", "\n", "\t", "1e400", "nan", "inf", "0", "0.5",
-     "1e40", "1e3", ".5", "a.jpg", "dir/x.png", "\ud800", "\udfff", "é", "\x00", "$", "upload:abc", "*\"x\""]
+    [
+        '"',
+        "'",
+        "\\",
+        "\\x",
+        "\\u",
+        "\\U",
+        "\\x4",
+        "+",
+        "-",
+        "*",
+        " ",
+        "\n",
+        "\t",
+        "1e400",
+        "nan",
+        "inf",
+        "0",
+        "0.5",
+        "1e40",
+        "1e3",
+        ".5",
+        "a.jpg",
+        "dir/x.png",
+        "\ud800",
+        "\udfff",
+        "é",
+        "\x00",
+        "$",
+        "upload:abc",
+        '*"x"',
+    ]
 )
 EXPRESSIONS = st.one_of(
     st.text(max_size=60), st.lists(st.one_of(PIECES, st.text(max_size=4)), max_size=12).map("".join)

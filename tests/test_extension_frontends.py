@@ -92,7 +92,12 @@ def test_toys_from_the_http_api(toys, tmp_path):
     index_folder(store, toys, load_encoder("toy-colour"), progress=False)
     with TestClient(create_app(Retriever.open(store)), base_url="http://127.0.0.1") as client:
         info = client.get("/api/info").json()
-        body = {"reference": {"gallery_id": "green.png"}, "text": "a photo that is red", "method": "mostly-text", "k": 2}
+        body = {
+            "reference": {"gallery_id": "green.png"},
+            "text": "a photo that is red",
+            "method": "mostly-text",
+            "k": 2,
+        }
         answer = client.post("/api/search", json=body)
     assert "mostly-text" in json.dumps(info["methods"]) and "toy-colour" in json.dumps(info)
     assert answer.status_code == 200, answer.text

@@ -136,11 +136,14 @@ def test_coco_format_scores_equal_clipmath_format(tmp_path: Path) -> None:
         by_image.setdefault(annotation["image_id"], []).append(annotation["caption"])
     image_ids = list(by_image)[:40]
     # a fake system: each pair's last reference, reworded for some
-    predictions = [{"image_id": i, "caption": by_image[i][-1] if n % 3 else "there is a car"} for n, i in
-                   enumerate(image_ids)]
+    predictions = [
+        {"image_id": i, "caption": by_image[i][-1] if n % 3 else "there is a car"} for n, i in enumerate(image_ids)
+    ]
     (tmp_path / "coco_predictions.json").write_text(json.dumps(predictions))
-    inline = [{"image_id": p["image_id"], "prediction": p["caption"], "references": by_image[p["image_id"]]}
-              for p in predictions]
+    inline = [
+        {"image_id": p["image_id"], "prediction": p["caption"], "references": by_image[p["image_id"]]}
+        for p in predictions
+    ]
     (tmp_path / "inline.json").write_text(json.dumps(inline))
     coco = score_caption_file(tmp_path / "coco_predictions.json", meteor=False, references=SPOT_REFERENCES)
     own = score_caption_file(tmp_path / "inline.json", meteor=False)
@@ -161,8 +164,10 @@ def test_coco_format_errors_are_one_line(tmp_path: Path) -> None:
 
 
 def test_written_coco_files_round_trip(tmp_path: Path) -> None:
-    items = [CaptionItem("1.png", "the cube moved", ("the red cube moved", "a cube changed place")),
-             CaptionItem("2.png_n", "no change", ("nothing has changed",))]
+    items = [
+        CaptionItem("1.png", "the cube moved", ("the red cube moved", "a cube changed place")),
+        CaptionItem("2.png_n", "no change", ("nothing has changed",)),
+    ]
     predictions, references = write_coco_files(items, tmp_path / "p.json", tmp_path / "r.json")
     assert read_coco_caption_items(predictions, references) == items
     direct = caption_metrics([i.prediction for i in items], [list(i.references) for i in items], meteor=False)

@@ -37,8 +37,15 @@ def test_trained_captioner_beats_constant_and_zero_shot_captions(tmp_path: Path)
     stage1 = fit(adapt_task_factory(encoder, train), adapt, tmp_path / "adapt", retrieval_validator(test[:40]))
     assert stage1.last_loss < stage1.first_loss
 
-    caption = IdcCaptionConfig(epochs=CAPTION_EPOCHS, batch_size=32, lr=3e-4, coef_lr=1.0, dropout=0.0,
-                               init_from=str(tmp_path / "adapt"), progress=False)
+    caption = IdcCaptionConfig(
+        epochs=CAPTION_EPOCHS,
+        batch_size=32,
+        lr=3e-4,
+        coef_lr=1.0,
+        dropout=0.0,
+        init_from=str(tmp_path / "adapt"),
+        progress=False,
+    )
     stage2 = fit(caption_task_factory(encoder, train), caption, tmp_path / "caption")
     assert stage2.last_loss < 0.5 * stage2.first_loss
 

@@ -119,8 +119,12 @@ def test_both_stages_train_resume_bit_identically_and_reload(word_encoder, pairs
     with pytest.raises(ClipmathError, match="trained on model"):
         TrainedDifferenceCaptioner.load(tmp_path / "whole", load_encoder("tiny-random-clip"))
     with pytest.raises(ClipmathError, match="idc-adapt"):
-        fit(caption_task_factory(word_encoder, train), replace(caption, init_from=str(tmp_path / "whole")),
-            tmp_path / "bad", resume=False)
+        fit(
+            caption_task_factory(word_encoder, train),
+            replace(caption, init_from=str(tmp_path / "whole")),
+            tmp_path / "bad",
+            resume=False,
+        )
     with pytest.raises(TrainingError, match="idc-caption"):
         fit(adapt_task_factory(word_encoder, train), adapt, tmp_path / "whole")  # another kind in the output
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import torch
@@ -35,15 +33,20 @@ def test_decoding_is_deterministic_and_reports_time_and_progress(tiny_lm, tiny_e
     target = tiny_encoder.encode_texts(["a photo of a cat"])[0]
     config = MagicConfig(max_length=6, k=8)
     ticks = []
-    first = MagicDecoder(tiny_lm, tiny_encoder).caption(target, config, progress=lambda done, total: ticks.append((done, total)))
+    first = MagicDecoder(tiny_lm, tiny_encoder).caption(
+        target, config, progress=lambda done, total: ticks.append((done, total))
+    )
     second = DECODERS.get("magic").create(tiny_lm, tiny_encoder, config).caption(target)
-    assert [(c.tokens, c.clip_score, c.lm_score) for c in first] == [(c.tokens, c.clip_score, c.lm_score) for c in second]
+    assert [(c.tokens, c.clip_score, c.lm_score) for c in first] == [
+        (c.tokens, c.clip_score, c.lm_score) for c in second
+    ]
     assert len(first) == 1 and 1 <= len(first[0].tokens) <= 6 and first[0].seconds > 0
     assert ticks == [(i + 1, 6) for i in range(len(first[0].tokens))]
     expected = tiny_encoder.encode_texts([first[0].text])[0] @ (target / np.linalg.norm(target))
     assert first[0].clip_score == pytest.approx(float(expected), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_max_length_and_end_token_stop_a_caption(smollm2, offline_encoder, photo_targets):
     decoder = MagicDecoder(smollm2, offline_encoder)
     free = decoder.caption(photo_targets[0], MagicConfig(max_length=10, end_token="\t"))[0].tokens
@@ -52,13 +55,16 @@ def test_max_length_and_end_token_stop_a_caption(smollm2, offline_encoder, photo
     assert cut == free[:3]
     # End on a token the free-running caption reaches later: decoding stops right after it, same tokens before.
     position = next(
-        i for i in range(1, len(free)) if free[i] not in free[:i] and smollm2.encode(smollm2.decode([free[i]])) == [free[i]]
+        i
+        for i in range(1, len(free))
+        if free[i] not in free[:i] and smollm2.encode(smollm2.decode([free[i]])) == [free[i]]
     )
     end = smollm2.decode([free[position]])
     ended = decoder.caption(photo_targets[0], MagicConfig(max_length=10, end_token=end))[0]
     assert ended.tokens == free[: position + 1]
 
 
+@pytest.mark.slow
 def test_guidance_raises_the_target_score_over_plain_lm_decoding(smollm2, offline_encoder, photo_targets):
     decoder = MagicDecoder(smollm2, offline_encoder)
     gains = []

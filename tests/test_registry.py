@@ -36,7 +36,9 @@ def test_unknown_name_suggests_close_matches_and_uses_the_error_class():
     reg: Registry[int] = Registry("compose method", error=ComposeError)
     for name in ("delta", "image", "text"):
         reg.register(name, 0)
-    with pytest.raises(ComposeError, match=r"unknown compose method 'detla'; did you mean 'delta'\?.*available: delta, image, text"):
+    with pytest.raises(
+        ComposeError, match=r"unknown compose method 'detla'; did you mean 'delta'\?.*available: delta, image, text"
+    ):
         reg.get("detla")
     with pytest.raises(ComposeError) as info:
         reg.get("zzz")

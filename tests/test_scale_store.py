@@ -21,7 +21,14 @@ def store_contents(path) -> dict[str, tuple]:
         out = {}
         for row, item_id in enumerate(snapshot.ids):
             record = gallery.record(item_id)
-            out[item_id] = (record.sha256, record.size, record.mtime_ns, record.width, record.height, snapshot.vectors[row])
+            out[item_id] = (
+                record.sha256,
+                record.size,
+                record.mtime_ns,
+                record.width,
+                record.height,
+                snapshot.vectors[row],
+            )
         return out
 
 

@@ -223,8 +223,13 @@ def test_compare_without_a_difference_captioner_says_how_to_turn_it_on(driver, r
             driver.find_element(By.CSS_SELECTOR, f"#slot-{which} .slot-pick").click()
             driver.find_element(By.ID, "picker-filter").clear()
             driver.find_element(By.ID, "picker-filter").send_keys(name)
-            wait_for(driver, lambda d: [e.get_attribute("data-id") for e in
-                                        d.find_elements(By.CSS_SELECTOR, "#picker-grid .item")] == [name])
+            wait_for(
+                driver,
+                lambda d, name=name: (
+                    [e.get_attribute("data-id") for e in d.find_elements(By.CSS_SELECTOR, "#picker-grid .item")]
+                    == [name]
+                ),
+            )
             driver.find_element(By.CSS_SELECTOR, "#picker-grid .item").click()
             assert slot_of(driver, which) == name
         driver.execute_script("document.getElementById('compare-output').textContent = '';")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import shutil
 import socket
-from pathlib import Path
 
 import pytest
 
@@ -152,12 +151,16 @@ def test_checkpoint_of_another_encoder_is_a_one_line_start_up_error(change_set, 
     base, _, _ = change_set
     store, _ = build_store(tmp_path, tiny_encoder, NAMES[:1])
     port = str(_free_port())
-    result = CliRunner().invoke(cli_app, ["serve", str(store), "--port", port, "--diff-checkpoint", str(base / "caption")])
+    result = CliRunner().invoke(
+        cli_app, ["serve", str(store), "--port", port, "--diff-checkpoint", str(base / "caption")]
+    )
     assert isinstance(result.exception, ClipmathError) and "trained on model" in str(result.exception)
     assert "\n" not in str(result.exception)
     result = CliRunner().invoke(
         cli_app, ["serve", str(store), "--port", port, "--caption-lm", "tiny-random-lm", "--decoder", "zerokap"]
     )
     assert isinstance(result.exception, ClipmathError) and "zerocap" in str(result.exception)
-    missing = CliRunner().invoke(cli_app, ["serve", str(store), "--port", port, "--diff-checkpoint", str(tmp_path / "x")])
+    missing = CliRunner().invoke(
+        cli_app, ["serve", str(store), "--port", port, "--diff-checkpoint", str(tmp_path / "x")]
+    )
     assert isinstance(missing.exception, ClipmathError)

@@ -117,7 +117,7 @@ def test_concurrent_http_requests_with_one_malformed_one(client):
 # ---- values JSON can carry ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("lam", ["NaN", "Infinity", "-Infinity", "1e400"])
 def test_non_finite_lam_is_a_422_that_serialises(client, lam):
-    body = '{"reference": {"gallery_id": "skimage/coffee.png"}, "source": "cat", "target": "dog", "lam": %s}' % lam
+    body = '{"reference": {"gallery_id": "skimage/coffee.png"}, "source": "cat", "target": "dog", "lam": ' + lam + "}"
     response = client.post("/api/search", content=body.encode(), headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"][-1] == "lam"
@@ -259,8 +259,11 @@ def test_stored_vectors_are_untouched_by_requests(served, client):
 
 def test_a_file_name_that_is_not_utf8_works_as_a_reference(client):
     odd = os.fsdecode(RAW_NAME)
-    bodies = ({"reference": {"gallery_id": odd}, "k": 20}, {"reference": {"gallery_id": odd}, "text": "x"},
-              {"expression": f'+{odd} +"x"', "k": 20})  # an expression operand keeps the name's bytes too
+    bodies = (
+        {"reference": {"gallery_id": odd}, "k": 20},
+        {"reference": {"gallery_id": odd}, "text": "x"},
+        {"expression": f'+{odd} +"x"', "k": 20},
+    )  # an expression operand keeps the name's bytes too
     for body in bodies:
         raw = json.dumps(body).encode()  # the surrogate travels as a \\udce9 escape
         response = client.post("/api/search", content=raw, headers={"content-type": "application/json"})

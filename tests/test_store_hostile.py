@@ -9,7 +9,6 @@ import socket
 import threading
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from clipmath.store import Gallery, IndexConfig, index_folder

@@ -173,14 +173,18 @@ def _reference_target(encoder, kind, value):
 
 @pytest.mark.parametrize(
     "case",
-    [pytest.param(c, id=f"{c['lm']}-{c['target'][1]}", marks=[pytest.mark.slow] if "smollm2" in c["lm"] else [])
-     for c in REFERENCE["cases"]],
+    [
+        pytest.param(c, id=f"{c['lm']}-{c['target'][1]}", marks=[pytest.mark.slow] if "smollm2" in c["lm"] else [])
+        for c in REFERENCE["cases"]
+    ],
 )
 def test_captions_identical_to_the_recorded_reference(case):
     from clipmath.encoders import load_encoder
 
     lm, encoder = load_language_model(case["lm"]), load_encoder(case["encoder"])
-    got = ZeroCapDecoder(lm, encoder).caption(_reference_target(encoder, *case["target"]), ZeroCapConfig(**case["config"]))
+    got = ZeroCapDecoder(lm, encoder).caption(
+        _reference_target(encoder, *case["target"]), ZeroCapConfig(**case["config"])
+    )
     assert [list(c.tokens) for c in got] == [c["tokens"] for c in case["captions"]]
     assert [c.text for c in got] == [c["text"] for c in case["captions"]]
     np.testing.assert_allclose([c.clip_score for c in got], [c["clip_score"] for c in case["captions"]], atol=1e-4)

@@ -139,7 +139,9 @@ def _decode_stream(
             image = Image.open(stream, formats=formats)
         width, height = image.size
         if width * height > max_pixels:
-            raise ImageDecodeError(f"too many pixels ({width}x{height} > {max_pixels:,}): decompression bomb?", "too_large")
+            raise ImageDecodeError(
+                f"too many pixels ({width}x{height} > {max_pixels:,}): decompression bomb?", "too_large"
+            )
         image_format = image.format or ""
         image.seek(0)
         if draft is not None and image_format == "JPEG":

@@ -219,4 +219,3 @@ class Registry(Generic[T]):
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         listed = ", ".join(self._entries) or "none registered"
         return self.error(f"unknown {self.kind} {name!r}{hint} (available: {listed})")
-

@@ -33,6 +33,7 @@ from clipmath.caption.language_models import (
     load_language_model,
     resolve_lm_name,
 )
+from clipmath.caption.magic import MagicConfig, MagicDecoder
 from clipmath.caption.metrics import (
     METRIC_NAMES,
     CaptionItem,
@@ -41,7 +42,6 @@ from clipmath.caption.metrics import (
     read_caption_file,
     score_caption_file,
 )
-from clipmath.caption.magic import MagicConfig, MagicDecoder
 from clipmath.caption.zerocap import PRESETS, ZeroCapConfig, ZeroCapDecoder, caption
 
 __all__ = [

@@ -5,14 +5,15 @@ Python API::
     from clipmath.caption.difference import caption_difference, difference_vector
 
     caption_difference("before.png", "after.png", checkpoint="idc-caption/")      # trained (CLIP4IDC stage 2)
-    caption_difference("before.png", "after.png", encoder=enc, lm=lm)             # zero-shot (ZeroCap on after − before)
+    caption_difference("before.png", "after.png", encoder=enc, lm=lm)  # zero-shot (a decoder on after − before)
     query = difference_vector(enc, "before.png", "after.png", reference=vec)      # search: changed like this pair
 
 * **Trained** (:class:`TrainedDifferenceCaptioner`): the checkpoint of ``clipmath train idc --stage caption``; the
   pair encoder reads both images, the decoder writes the caption with beam search.
-* **Zero-shot** (:func:`zero_shot_difference`): a caption decoder (MAGIC or ZeroCap) steered towards ``w_after·e(after) −
-  w_before·e(before)`` (normalised image embeddings), continuing ``prompt``. It needs a language model and says what the
-  direction points to ("a red cube"); it is no match for a trained captioner on a dataset's own phrasing.
+* **Zero-shot** (:func:`zero_shot_difference`): a caption decoder (MAGIC or ZeroCap) steered towards
+  ``w_after·e(after) − w_before·e(before)`` (normalised image embeddings), continuing ``prompt``. It needs a
+  language model and says what the direction points to ("a red cube"); it is no match for a trained captioner on a
+  dataset's own phrasing.
 * **Search by difference** (:func:`difference_vector`): the unit vector ``after − before`` (optionally added to a
   reference embedding with weight ``lam``): hand it to :func:`clipmath.search.make_index` ``.search`` to find images
   that changed the same way, or that look like the reference changed like the pair.
@@ -80,7 +81,9 @@ class TrainedDifferenceCaptioner:
         self.label = label or f"CLIP4IDC captioner on {encoder.info.label()}"
 
     @classmethod
-    def load(cls, checkpoint: str | Path, encoder: Encoder | None = None, device: str = "cpu") -> TrainedDifferenceCaptioner:
+    def load(
+        cls, checkpoint: str | Path, encoder: Encoder | None = None, device: str = "cpu"
+    ) -> TrainedDifferenceCaptioner:
         """Load a checkpoint; ``encoder`` defaults to the model it was trained on (by its id)."""
         loaded = load_checkpoint(checkpoint)
         if loaded.kind != CAPTION_KIND:
@@ -156,7 +159,9 @@ def difference_vector(
     if reference is not None:
         reference = np.asarray(reference, dtype=np.float32).reshape(-1)
         if reference.shape[0] != direction.shape[0]:
-            raise CaptionError(f"the reference vector is {reference.shape[0]}-d; the model embeds in {direction.shape[0]}-d")
+            raise CaptionError(
+                f"the reference vector is {reference.shape[0]}-d; the model embeds in {direction.shape[0]}-d"
+            )
         direction = reference / max(float(np.linalg.norm(reference)), 1e-12) + lam * direction
         direction = direction / max(float(np.linalg.norm(direction)), 1e-12)
     return direction.astype(np.float32)
@@ -240,9 +245,7 @@ def _open(image: ImageInput, which: str) -> Image.Image:
         raise CaptionError(f"cannot read the '{which}' image {path}: {exc}") from None
 
 
-def difference_fn(
-    checkpoint: str | Path | None = None, encoder: Encoder | None = None, lm=None, **options: object
-):
+def difference_fn(checkpoint: str | Path | None = None, encoder: Encoder | None = None, lm=None, **options: object):
     """A ``(before, after) -> str`` function for the server's captioner (``FunctionCaptioner(difference_fn=...)``).
 
     ``before``/``after`` are anything with an ``image`` (a PIL image, e.g. the server's caption subjects) or images

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from clipmath.encoders.identity import weights_note
 from clipmath.errors import ModelLoadError
 from clipmath.registry import Registry
 
@@ -66,8 +67,7 @@ class LanguageModel:
 
     def label(self) -> str:
         """A one-line description for output: which LM ran, and whether its text means anything."""
-        quality = "pretrained" if self.pretrained else "RANDOM WEIGHTS: text is plumbing only, not quality"
-        return f"{self.model_id} [causal LM, {quality}]"
+        return f"{self.model_id} [causal LM, {weights_note(self.pretrained, 'text is')}]"
 
     @property
     def device(self) -> torch.device:

@@ -107,9 +107,7 @@ def read_caption_file(path: str | Path) -> list[CaptionItem]:
     return [_parse_item(path, key, value) for key, value in entries]
 
 
-def score_caption_file(
-    path: str | Path, meteor: bool = True, references: str | Path | None = None
-) -> CaptionScores:
+def score_caption_file(path: str | Path, meteor: bool = True, references: str | Path | None = None) -> CaptionScores:
     """COCO caption metrics of a predictions file (what ``clipmath eval-captions`` reports).
 
     Without ``references`` the file holds predictions with their references; with a COCO-format ``references`` file

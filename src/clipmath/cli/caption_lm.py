@@ -51,8 +51,16 @@ def train_caption_lm_command(
     set_threads(threads)
     sentences = read_caption_texts(texts)
     config = CaptionLMConfig(
-        base=lm, epochs=epochs, batch_size=batch_size, lr=lr, margin=margin, max_steps=max_steps, seed=seed,
-        device=device, progress=not as_json, extra={"texts": str(texts), "count": len(sentences)},
+        base=lm,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        margin=margin,
+        max_steps=max_steps,
+        seed=seed,
+        device=device,
+        progress=not as_json,
+        extra={"texts": str(texts), "count": len(sentences)},
     )
     status(f"adapting {lm} on {len(sentences)} caption sentences from {texts}", as_json)
     result = train_caption_lm(sentences, output, config, resume=not no_resume)

@@ -52,7 +52,8 @@ def check(
 
     def render():
         verdict = "ok" if found.ok else "DAMAGED"
-        yield f"{store}: {verdict} ({found.items} items, {found.vector_rows} vector rows, {found.verified_rows} verified)"
+        counts = f"{found.items} items, {found.vector_rows} vector rows, {found.verified_rows} verified"
+        yield f"{store}: {verdict} ({counts})"
         yield from (f"  problem: {problem}" for problem in found.problems)
         yield from (f"  note: {note}" for note in found.notes)
         if not found.ok:
@@ -61,4 +62,3 @@ def check(
     emit({**asdict(found), "ok": found.ok, "store": str(store)}, as_json, render)
     if not found.ok:
         raise typer.Exit(1)
-

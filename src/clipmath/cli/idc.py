@@ -32,7 +32,9 @@ def diff_caption(
         Optional[Path], typer.Option(help="A trained captioner (`clipmath train idc --stage caption`).")
     ] = None,
     store: Annotated[Optional[Path], typer.Option(help="Gallery store whose ids BEFORE/AFTER may name.")] = None,
-    lm: Annotated[str, typer.Option("--lm", help="Zero-shot: the language model (auto, smollm2-135m, a folder).")] = "auto",
+    lm: Annotated[
+        str, typer.Option("--lm", help="Zero-shot: the language model (auto, smollm2-135m, a folder).")
+    ] = "auto",
     decoder: Annotated[Optional[str], typer.Option(help="Zero-shot: caption decoder (magic, zerocap).")] = None,
     prompt: Annotated[str, typer.Option(help="Zero-shot: the text the caption continues.")] = "Now there is a",
     before_weight: Annotated[float, typer.Option(help="Zero-shot: weight of the 'before' embedding.")] = 1.0,
@@ -73,7 +75,9 @@ def _image_path(name: str, store: Optional[Path]) -> Path:
         return gallery.root / name
 
 
-@data_app.command("make-change-set", epilog="Example:\n\n  clipmath data make-change-set data/changes --pairs 600 --seed 0")
+@data_app.command(
+    "make-change-set", epilog="Example:\n\n  clipmath data make-change-set data/changes --pairs 600 --seed 0"
+)
 def make_change_set_command(
     folder: Annotated[Path, typer.Argument(help="Folder to write (CLEVR-Change layout).")],
     pairs: Annotated[int, typer.Option(min=3, help="Scene ids; each gives a change pair and a distractor pair.")] = 300,
@@ -90,8 +94,14 @@ def make_change_set_command(
     root = make_change_set(folder, pairs=pairs, seed=seed, image_size=image_size, progress=not (quiet or as_json))
     splits = json.loads((root / "splits.json").read_text())
     payload = {"folder": str(root), "ids": pairs, "splits": {k: len(v) for k, v in splits.items()}}
-    emit(payload, as_json, lambda: [f"{root}: {pairs} scenes ({', '.join(f'{k} {len(v)}' for k, v in splits.items())}),"
-                                    " each a change pair and a no-change pair"])
+    emit(
+        payload,
+        as_json,
+        lambda: [
+            f"{root}: {pairs} scenes ({', '.join(f'{k} {len(v)}' for k, v in splits.items())}),"
+            " each a change pair and a no-change pair"
+        ],
+    )
 
 
 _TRAIN = """CLIP4IDC on image pairs: stage 1 (--stage adapt) aligns pair embeddings with difference captions; stage 2
@@ -100,9 +110,11 @@ spot-the-diff in its release layout (or a folder from `clipmath data make-change
 
 Examples:
 
-  clipmath train idc --stage adapt --dataset clevr-change --path data/clevr_change -o runs/idc-adapt --model openai/clip-vit-base-patch32
+  clipmath train idc --stage adapt --path data/clevr_change -o runs/idc-adapt --model openai/clip-vit-base-patch32
 
-  clipmath train idc --stage caption --dataset clevr-change --path data/clevr_change -o runs/idc-caption --init-from runs/idc-adapt --seeds 1 2 3
+  clipmath train idc --stage caption --path data/clevr_change -o runs/idc-caption --init-from runs/idc-adapt
+
+  clipmath train idc --stage caption --dataset spot-the-diff --path data/spot-the-diff -o runs/spot --seeds 1 2 3
 """
 
 
@@ -141,8 +153,9 @@ def train_idc(
     encoder = load_model(model, device, dtype="float32", threads=threads, as_json=as_json)  # AMP does the rest
     given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "coef_lr": coef_lr, "max_steps": max_steps}
     common = {k: v for k, v in given.items() if v is not None}
-    common.update(seed=seed, device=device, gradient_checkpointing=gradient_checkpointing,
-                  progress=not (quiet or as_json))
+    common.update(
+        seed=seed, device=device, gradient_checkpointing=gradient_checkpointing, progress=not (quiet or as_json)
+    )
     if stage == "adapt":
         config = idc.IdcAdaptConfig(**common, monitor="text->pair R@1")
         factory, validate = idc.adapt_task_factory(encoder, train), idc.retrieval_validator(val)

@@ -17,12 +17,16 @@ from clipmath.errors import ClipmathError
 app = typer.Typer(add_completion=False)
 
 EngineOpt = Annotated[
-    str, typer.Option("--engine", help="local (this process) or ray (a Ray cluster: pip install 'clipmath[distributed]').")
+    str,
+    typer.Option("--engine", help="local (this process) or ray (a Ray cluster: pip install 'clipmath[distributed]')."),
 ]
 AddressOpt = Annotated[
-    Optional[str], typer.Option("--address", help="Ray cluster address (e.g. auto or HOST:6379); default: start one here.")
+    Optional[str],
+    typer.Option("--address", help="Ray cluster address (e.g. auto or HOST:6379); default: start one here."),
 ]
-WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Ray engine: model actors (each loads the model once).")]
+WorkersOpt = Annotated[
+    int, typer.Option("--workers", min=1, help="Ray engine: model actors (each loads the model once).")
+]
 GpusOpt = Annotated[float, typer.Option("--gpus-per-worker", min=0, help="Ray engine: GPUs per actor (0: CPU actors).")]
 FilesOpt = Annotated[
     Optional[Path], typer.Option("--files", help="Index only the files listed (.txt, .csv or .parquet; column 'path').")

@@ -13,7 +13,6 @@ import typer
 
 from clipmath.cli.options import (
     CheckpointsOpt,
-    config_default,
     DeviceOpt,
     DtypeOpt,
     IndexKindOpt,
@@ -21,6 +20,7 @@ from clipmath.cli.options import (
     ModelOpt,
     StoreArg,
     ThreadsOpt,
+    config_default,
     method_paths,
 )
 from clipmath.cli.output import status
@@ -45,9 +45,9 @@ _EXAMPLES = """Examples:
 @app.command(epilog=_EXAMPLES)
 def serve(
     store: StoreArg,
-    host: Annotated[
-        str, typer.Option(help="Address to bind; anything but loopback needs a token.")
-    ] = config_default(ServeConfig, "host"),
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs a token.")] = config_default(
+        ServeConfig, "host"
+    ),
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = config_default(ServeConfig, "port"),
     token: Annotated[
         Optional[str],
@@ -62,12 +62,13 @@ def serve(
     dtype: DtypeOpt = "auto",
     index_kind: IndexKindOpt = "exact",
     k: KOpt = config_default(ServeConfig, "default_k"),
-    max_k: Annotated[
-        int, typer.Option(min=1, help="Largest k a request may ask for.")
-    ] = config_default(ServeConfig, "max_k"),
-    max_upload_mb: Annotated[
-        float, typer.Option(min=0.01, help="Largest accepted upload, in MiB.")
-    ] = config_default(ServeConfig, "max_upload_bytes") / _MIB,
+    max_k: Annotated[int, typer.Option(min=1, help="Largest k a request may ask for.")] = config_default(
+        ServeConfig, "max_k"
+    ),
+    max_upload_mb: Annotated[float, typer.Option(min=0.01, help="Largest accepted upload, in MiB.")] = config_default(
+        ServeConfig, "max_upload_bytes"
+    )
+    / _MIB,
     max_pixels: Annotated[
         int, typer.Option(min=1, help="Largest accepted upload image (width × height).")
     ] = config_default(ServeConfig, "max_pixels"),
@@ -92,9 +93,9 @@ def serve(
     threads: ThreadsOpt = None,
 ) -> None:
     """Serve a store over HTTP: a JSON API (documented at /docs) and a web page for composed search."""
-    from clipmath.serve import check_port_free, create_app, run_server
     from clipmath.compose import learned_methods
     from clipmath.retrieval import Retriever, RetrieverConfig
+    from clipmath.serve import check_port_free, create_app, run_server
 
     config = ServeConfig(
         host=host,

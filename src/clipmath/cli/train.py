@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from clipmath.cli.idc import register_train as register_idc_training
 from clipmath.cli.options import MULTI_VALUE, config_default
 from clipmath.cli.output import emit
 from clipmath.cli.training import (
@@ -35,7 +36,6 @@ from clipmath.cli.training import (
     triplet_validator,
     validator,
 )
-from clipmath.cli.idc import register_train as register_idc_training
 from clipmath.errors import ClipmathError
 from clipmath.train.config import AdapterConfig, CombinerConfig, FinetuneConfig, OtiConfig, PhiConfig
 
@@ -80,9 +80,9 @@ def train_adapter(
         typer.Option(help="COCO captions instead: a root holding annotations/captions_<split>.json, or that file."),
     ] = None,
     coco_split: Annotated[Optional[str], typer.Option(help="COCO split, e.g. train2017.")] = None,
-    tau: Annotated[
-        float, typer.Option(min=1e-4, help="Contrastive temperature τ.")
-    ] = config_default(AdapterConfig, "tau"),
+    tau: Annotated[float, typer.Option(min=1e-4, help="Contrastive temperature τ.")] = config_default(
+        AdapterConfig, "tau"
+    ),
     val_captions: Annotated[
         Optional[Path],
         typer.Option(help="Held-out captions file (JSON or TSV): caption→image Recall@K after every epoch."),
@@ -126,9 +126,9 @@ def train_finetune(
     output: OutputOpt,
     triplets: TripletsOpt,
     images: ImagesRootOpt = None,
-    towers: Annotated[
-        str, typer.Option(help="Which towers to fine-tune: both, image or text.")
-    ] = config_default(FinetuneConfig, "towers"),
+    towers: Annotated[str, typer.Option(help="Which towers to fine-tune: both, image or text.")] = config_default(
+        FinetuneConfig, "towers"
+    ),
     gradient_checkpointing: Annotated[
         bool, typer.Option(help="Recompute activations in the backward pass (less memory, slower).")
     ] = config_default(FinetuneConfig, "gradient_checkpointing"),
@@ -213,12 +213,12 @@ def train_oti(
             "--images", help="Folder of images to invert (searched recursively), e.g. a benchmark's reference images."
         ),
     ],
-    steps: Annotated[
-        int, typer.Option(min=1, help="Optimisation steps per image.")
-    ] = config_default(OtiConfig, "steps"),
-    batch_size: Annotated[
-        int, typer.Option(min=1, help="Images inverted together.")
-    ] = config_default(OtiConfig, "batch_size"),
+    steps: Annotated[int, typer.Option(min=1, help="Optimisation steps per image.")] = config_default(
+        OtiConfig, "steps"
+    ),
+    batch_size: Annotated[int, typer.Option(min=1, help="Images inverted together.")] = config_default(
+        OtiConfig, "batch_size"
+    ),
     ema_decay: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Decay of the exponential moving average of the token (the result).")
     ] = config_default(OtiConfig, "ema_decay"),
@@ -234,13 +234,13 @@ def train_oti(
             "(default: a small built-in list)."
         ),
     ] = None,
-    template: Annotated[
-        str, typer.Option(help="Prompt whose feature must match the image's.")
-    ] = config_default(OtiConfig, "template"),
+    template: Annotated[str, typer.Option(help="Prompt whose feature must match the image's.")] = config_default(
+        OtiConfig, "template"
+    ),
     prompt: PromptOpt = config_default(OtiConfig, "prompt"),
-    save_every: Annotated[
-        int, typer.Option(min=1, help="Batches between checkpoint writes.")
-    ] = config_default(OtiConfig, "save_every"),
+    save_every: Annotated[int, typer.Option(min=1, help="Batches between checkpoint writes.")] = config_default(
+        OtiConfig, "save_every"
+    ),
 ) -> None:
     from clipmath.compose.searle import ConceptVocabulary
     from clipmath.train.data import image_files
@@ -302,9 +302,9 @@ def train_phi(
     ] = None,
     hidden_dim: HiddenDimOpt = config_default(PhiConfig, "hidden_dim"),
     dropout: DropoutOpt = config_default(PhiConfig, "dropout"),
-    lambda_distil: Annotated[
-        float, typer.Option(min=0.0, help="Weight of the distillation loss.")
-    ] = config_default(PhiConfig, "lambda_distil"),
+    lambda_distil: Annotated[float, typer.Option(min=0.0, help="Weight of the distillation loss.")] = config_default(
+        PhiConfig, "lambda_distil"
+    ),
     lambda_reg: LambdaRegOpt = config_default(PhiConfig, "lambda_reg"),
     temperature: Annotated[
         float, typer.Option(min=1e-4, help="Temperature of the distillation loss.")

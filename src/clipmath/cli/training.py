@@ -32,7 +32,6 @@ from clipmath.cli.runtime import load_model
 from clipmath.errors import ClipmathError
 from clipmath.train.config import AdapterConfig, CombinerConfig, FinetuneConfig, OtiConfig, PhiConfig
 
-
 _LOOP = ("epochs", "batch_size", "lr", "weight_decay", "seed", "device", "dtype", "amp", "max_steps", "grad_clip",
          "monitor", "save_every", "validate_every")  # fmt: skip
 _OTI = ("steps", "lr", "weight_decay", "batch_size", "ema_decay", "lambda_cos", "lambda_reg", "top_k", "template",

@@ -21,7 +21,6 @@ from clipmath.data.fashioniq import CATEGORIES as FASHIONIQ_CATEGORIES
 from clipmath.data.fashioniq import join_captions, load_fashioniq, load_fashioniq_all
 from clipmath.data.simat import SimatDataset, SimatQuery, SimatTriplet, load_simat
 
-
 __all__ = [
     "FASHIONIQ_CATEGORIES",
     "CIRDataset",

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from clipmath.encoders.base import Encoder, EncoderInfo, TokenOverrides
-from clipmath.encoders.identity import RANDOM_MARKER, folder_model_id, is_marked_random
+from clipmath.encoders.identity import folder_model_id, is_marked_random
 from clipmath.encoders.pipeline import PixelSpec, clip_spec, prepare_pixels
 from clipmath.encoders.precision import inference_dtype
 from clipmath.encoders.runtime import ThreadBudget, move_model

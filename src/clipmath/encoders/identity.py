@@ -39,8 +39,12 @@ class EncoderInfo:
 
     def label(self) -> str:
         """A one-line description for output: which model ran, and whether its results mean anything."""
-        quality = "pretrained" if self.pretrained else "RANDOM WEIGHTS: results are plumbing only, not quality"
-        return f"{self.model_id} [{self.backend}, {self.dim}-d, {quality}]"
+        return f"{self.model_id} [{self.backend}, {self.dim}-d, {weights_note(self.pretrained, 'results are')}]"
+
+
+def weights_note(pretrained: bool, output: str) -> str:
+    """``pretrained``, or the warning that a random model's ``output`` (e.g. ``"results are"``) is plumbing only."""
+    return "pretrained" if pretrained else f"RANDOM WEIGHTS: {output} plumbing only, not quality"
 
 
 def is_marked_random(folder: Path) -> bool:

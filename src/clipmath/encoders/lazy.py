@@ -19,7 +19,6 @@ from clipmath.encoders.identity import EncoderInfo, peek_info
 from clipmath.encoders.transforms import ImageTransform
 from clipmath.errors import ModelLoadError
 
-
 #: Prepared crops buffered while the model loads (uint8: about 150 kB each at 224 px).
 PREFETCH_IMAGES = 512
 

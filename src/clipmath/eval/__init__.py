@@ -40,6 +40,7 @@ from clipmath.eval.cir import (
     fashioniq_average,
     rank_cir,
 )
+from clipmath.eval.config import EvalConfig
 from clipmath.eval.ranking import EmbeddingScores, ScoreMatrix, ScoreSource
 from clipmath.eval.retrieval_metrics import average_precision_at_k, mean_average_precision_at_k, recall_at_k
 from clipmath.eval.simat import (
@@ -61,7 +62,6 @@ from clipmath.eval.submissions import (
     write_cirr_submissions,
     write_submissions,
 )
-from clipmath.eval.config import EvalConfig
 
 #: Names imported on first use (they need the model stack): name -> module.
 _LAZY = {

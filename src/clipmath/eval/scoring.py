@@ -76,7 +76,9 @@ class RetrievalProtocol(BenchmarkProtocol):
                                     f"composing {run.name} ({dataset.name})")  # fmt: skip
         both = config.caption_orders == "both" and all("caption_reversed" in q.extra for q in dataset.queries)
         if both and dataset.queries:
-            reverse = compose_in_blocks(composer, run.encoder, queries(True), config, f"composing {run.name} (reversed)")
+            reverse = compose_in_blocks(
+                composer, run.encoder, queries(True), config, f"composing {run.name} (reversed)"
+            )
             vectors = normalise(normalise(vectors) + normalise(reverse))
         return vectors
 

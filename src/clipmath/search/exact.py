@@ -60,8 +60,9 @@ class ExactIndex(VectorIndex):
     """Brute-force inner product over ``vectors`` (float32 or float16, array or memmap; kept, not copied).
 
     ``max_norm`` (the largest row norm, e.g. 1.0 for unit vectors) saves the one pass that computes it, which the
-    error margin of a reduced-precision scan needs. ``device="cuda"`` keeps a half-precision copy of the gallery on the GPU and scans it there; candidates are still
-    re-scored in float32 from ``vectors`` on the host, so the ids equal the CPU's except between near-ties.
+    error margin of a reduced-precision scan needs. ``device="cuda"`` keeps a half-precision copy of the gallery on
+    the GPU and scans it there; candidates are still re-scored in float32 from ``vectors`` on the host, so the ids
+    equal the CPU's except between near-ties.
     ``resident=True`` does the same on the CPU (the GPU code path, testable without a GPU).
     """
 

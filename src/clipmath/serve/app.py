@@ -8,7 +8,8 @@
 Safety: binds to 127.0.0.1 unless told otherwise, and then only with a token, checked on every ``/api`` call;
 cross-site requests to ``/api`` are refused (``Origin``/``Sec-Fetch-Site``); request bodies, uploads and image
 pixels are bounded (and the pixels decoded at once, across uploads); only committed gallery items inside the
-store's image folder are ever served; one failing request never fails another batched with it; user mistakes get a 4xx with a one-line ``detail``, and an unexpected failure a bare 500.
+store's image folder are ever served; one failing request never fails another batched with it; user mistakes get
+a 4xx with a one-line ``detail``, and an unexpected failure a bare 500.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from clipmath.serve.config import TOKEN_ENV, ServeConfig, is_loopback
 from clipmath.serve.engine import ImageKey, QueryEngine, SearchSpec, UploadRecord, upload_id_of
 from clipmath.serve.errors import RequestError
 from clipmath.serve.http import (
-    TOKEN_COOKIE,
     BackgroundServer,
     BodyLimit,
     PageHeaders,

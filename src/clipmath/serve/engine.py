@@ -29,12 +29,12 @@ from PIL import Image, ImageOps
 
 from clipmath.compose import CompositionQuery, build_query, method_spec
 from clipmath.errors import ClipmathError
+from clipmath.imageio import ImageDecodeError, decode_image
 from clipmath.retrieval import Retriever
 from clipmath.search import SearchHit
 from clipmath.serve.captioning import Captioner, CaptionSubject
 from clipmath.serve.errors import RequestError
 from clipmath.serve.images import contained_path
-from clipmath.imageio import ImageDecodeError, decode_image
 from clipmath.store import GallerySnapshot, StoreInfo
 from clipmath.store.gallery import MANIFEST
 

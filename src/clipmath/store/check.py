@@ -324,4 +324,3 @@ class _empty:
 def _reason(exc: BaseException) -> str:
     text = str(exc)
     return text.split(" is damaged: ", 1)[-1].rsplit(" (run: ", 1)[0]
-

@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from clipmath.errors import StoreError
-from clipmath.store.records import GallerySnapshot, ItemRecord, StoreInfo
 from clipmath.store.manifest import (
     FORMAT_VERSION,
     LOCK,
     MANIFEST,
     SCHEMA,
+    VECTOR_DTYPES,
     chunk_digest,
     connect,
     damaged,
@@ -49,8 +49,8 @@ from clipmath.store.manifest import (
     take_lock,
     vector_dtype,
     write_meta,
-    VECTOR_DTYPES,
 )
+from clipmath.store.records import GallerySnapshot, ItemRecord, StoreInfo
 
 
 def check_dtype(dtype: str) -> str:
@@ -58,6 +58,7 @@ def check_dtype(dtype: str) -> str:
     if dtype not in VECTOR_DTYPES:
         raise StoreError(f"vector dtype {dtype!r} is not one a store holds (use {' or '.join(VECTOR_DTYPES)})")
     return dtype
+
 
 if TYPE_CHECKING:
     from clipmath.encoders.base import EncoderInfo
@@ -122,7 +123,9 @@ class Gallery:
             gallery = cls(path, conn, lock_fd)
             gallery._check_compatible(encoder, preprocessing, root_text)
             if dtype is not None and check_dtype(dtype) != str(gallery.dtype):
-                raise StoreError(f"{path} stores {gallery.dtype} vectors, not {dtype} (the precision is set at creation)")
+                raise StoreError(
+                    f"{path} stores {gallery.dtype} vectors, not {dtype} (the precision is set at creation)"
+                )
             gallery._truncate_uncommitted()
             return gallery
         except BaseException:
@@ -396,7 +399,8 @@ class Gallery:
             return
         if held < committed:
             raise damaged(
-                self.path, f"the vector file {path.name} holds {held} rows, the manifest commits {committed} (truncated)"
+                self.path,
+                f"the vector file {path.name} holds {held} rows, the manifest commits {committed} (truncated)",
             )
 
     def _map_vectors(self, vector_file: str, rows: int) -> np.ndarray:

@@ -26,7 +26,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from clipmath.errors import StoreError
-from clipmath.store.gallery import Gallery, ItemRecord
 from clipmath.imageio import (
     IMAGE_SUFFIXES,
     MAX_PIXELS,
@@ -36,6 +35,7 @@ from clipmath.imageio import (
     open_regular_file,
     special_file_kind,
 )
+from clipmath.store.gallery import Gallery, ItemRecord
 
 if TYPE_CHECKING:
     from clipmath.encoders.base import Encoder

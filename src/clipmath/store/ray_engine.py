@@ -34,7 +34,8 @@ from clipmath.store.indexer import IndexConfig, IndexReport, finish_index, plan_
 if TYPE_CHECKING:
     from clipmath.encoders.base import Encoder
 
-#: builds the encoder on each actor (must pickle: e.g. ``functools.partial(load_encoder, "openai/clip-vit-base-patch32")``)
+#: builds the encoder on each actor; it must pickle, e.g.
+#: ``functools.partial(load_encoder, "openai/clip-vit-base-patch32")``
 EncoderFactory = Callable[[], "Encoder"]
 
 

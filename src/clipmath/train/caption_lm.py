@@ -247,8 +247,7 @@ def _restore(output: Path, config: CaptionLMConfig) -> tuple[LanguageModel, list
     base = resolve_lm_name(config.base)
     if info.get("base") != base:
         raise TrainingError(
-            f"{output} adapts '{info.get('base')}', this run adapts '{base}': choose another output "
-            "or pass --no-resume"
+            f"{output} adapts '{info.get('base')}', this run adapts '{base}': choose another output or pass --no-resume"
         )
     if not (output / RESUME_DIR / "state.json").exists():
         raise TrainingError(f"{output} has no resume state; pass --no-resume to train again from scratch")

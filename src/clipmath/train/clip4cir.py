@@ -204,7 +204,7 @@ class FinetuneTask(TrainingTask):
         return {}  # the weights are the transformers model folder written by write_artifacts
 
     def write_artifacts(self, folder: Path) -> None:
-        from clipmath.encoders.hf_clip import RANDOM_MARKER
+        from clipmath.encoders.identity import RANDOM_MARKER
 
         self.encoder.save_pretrained(folder)  # type: ignore[attr-defined]
         if not self.encoder.info.pretrained:

@@ -129,8 +129,10 @@ class _PairTask(TrainingTask):
 
     def param_groups(self) -> list[dict[str, Any]]:
         return [
-            {"params": [p for p in self.model.pretrained_parameters() if p.requires_grad],
-             "lr": self.config.lr * self.config.coef_lr},
+            {
+                "params": [p for p in self.model.pretrained_parameters() if p.requires_grad],
+                "lr": self.config.lr * self.config.coef_lr,
+            },
             {"params": [p for p in self.model.new_parameters() if p.requires_grad], "lr": self.config.lr},
         ]
 
@@ -170,10 +172,8 @@ class AdaptTask(_PairTask):
         return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
     @torch.no_grad()
-    def embed(
-        self, pairs: Sequence[ChangePair], batch_size: int = 64
-    ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        """Normalised pair embeddings, every caption's normalised text embedding and the pair each caption belongs to."""
+    def embed(self, pairs: Sequence[ChangePair], batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """Normalised pair embeddings, each caption's normalised text embedding, and the pair each caption is of."""
         self.model.eval()
         vectors = []
         for start in range(0, len(pairs), batch_size):
@@ -274,9 +274,7 @@ def load_adapted_pair_encoder(pair: PairEncoder, path: str | Path, encoder: Enco
         raise TrainingError(f"{path} does not match this model: {str(exc).splitlines()[0]}") from None
 
 
-def caption_validator(
-    pairs: Sequence[ChangePair], meteor: bool = False
-) -> Callable[[CaptionTask], dict[str, float]]:
+def caption_validator(pairs: Sequence[ChangePair], meteor: bool = False) -> Callable[[CaptionTask], dict[str, float]]:
     """Stage-2 validation: beam-search captions of held-out pairs scored with the COCO caption metrics."""
     from clipmath.caption.metrics import caption_metrics
 
