@@ -186,3 +186,44 @@ def test_workers_do_not_keep_a_lock_the_caller_held_when_they_started(tmp_path, 
         fcntl.flock(again, fcntl.LOCK_EX | fcntl.LOCK_NB)
     finally:
         os.close(again)
+
+
+def test_workers_end_when_the_process_that_started_them_is_killed(tmp_path):
+    """``kill -9`` of an indexer must not leave its image workers behind (they hold both ends of their task pipe)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import os, sys, time\n"
+        "from concurrent.futures import wait\n"
+        "from clipmath.encoders.pipeline import _pool\n"
+        "pool = _pool(2)\n"
+        "wait([pool.submit(os.getpid) for _ in range(8)])\n"
+        "print(' '.join(str(pid) for pid in pool._processes), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(pid) for pid in parent.stdout.readline().split()]
+        assert len(workers) == 2
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().split(")")[-1].split()[0] != "Z"  # a zombie has ended
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 15
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    leftovers = [pid for pid in workers if alive(pid)]
+    for pid in leftovers:
+        os.kill(pid, signal.SIGKILL)
+    assert not leftovers, "image workers outlived the killed process"

@@ -20,6 +20,7 @@ import math
 import multiprocessing
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -251,6 +252,21 @@ def _worker_init() -> None:
         if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
             os.close(fd)
     _lower_priority()
+    _exit_with_parent()
+
+
+def _exit_with_parent(poll_seconds: float = 1.0) -> None:
+    """End this worker when the process that started it is gone: a forked worker keeps both ends of its task pipe,
+    so a parent killed with ``kill -9`` would otherwise leave it waiting for work for ever."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_seconds)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="clipmath-parent-watch", daemon=True).start()
 
 
 def _lower_priority() -> None:
