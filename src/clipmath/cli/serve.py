@@ -161,8 +161,3 @@ def server_captioner(
         describe_difference = difference_fn(diff_checkpoint, encoder)
         difference_label = f"CLIP4IDC {diff_checkpoint.name} on {encoder.info.label()}"
     return FunctionCaptioner(label or difference_label, caption_fn, describe_difference, difference_label)
-
-
-def zerocap_captioner(lm_name: Optional[str], encoder: Any, device: str) -> Any:
-    """The server captioner with ZeroCap and no difference checkpoint (kept for callers of the earlier name)."""
-    return server_captioner(encoder, lm_name, None, "zerocap", device)
