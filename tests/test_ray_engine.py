@@ -61,17 +61,25 @@ def test_driver_killed_mid_run_then_rerun_equals_a_clean_run(tmp_path, ray_clust
     from clipmath.store.ray_engine import RayOptions, index_with_ray
 
     store = tmp_path / "ray.store"
-    driver = (
-        "import functools; from clipmath.encoders import load_encoder; from clipmath.store import IndexConfig\n"
+    driver = (  # each batch is slowed down, so that a quiet machine cannot finish before the kill
+        "import time; from clipmath.encoders import load_encoder; from clipmath.store import IndexConfig\n"
         "from clipmath.store.ray_engine import RayOptions, index_with_ray\n"
-        f"index_with_ray({str(store)!r}, {str(GALLERY)!r}, functools.partial(load_encoder, 'tiny-random-clip'), "
+        "def slow_encoder():\n"
+        "    encoder = load_encoder('tiny-random-clip')\n"
+        "    encode_files = encoder.encode_files\n"
+        "    def slowly(*args, **kwargs):\n"
+        "        time.sleep(0.5)\n"
+        "        return encode_files(*args, **kwargs)\n"
+        "    encoder.encode_files = slowly\n"
+        "    return encoder\n"
+        f"index_with_ray({str(store)!r}, {str(GALLERY)!r}, slow_encoder, "
         f"IndexConfig(batch_size=1, commit_every=1), options=RayOptions(address={ray_cluster!r}), progress=False)\n"
     )
     process = subprocess.Popen([sys.executable, "-c", driver], env=os.environ.copy())
     committed = 0
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None and committed == 0:
-        time.sleep(0.2)
+        time.sleep(0.05)
         if (store / "manifest.sqlite").exists():
             try:
                 with Gallery.open(store) as gallery:
