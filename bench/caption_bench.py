@@ -72,11 +72,27 @@ def load_before_decoder():
     return module.ZeroCapDecoder
 
 
-def run_decoder(decoder, target, config) -> dict:
-    started = time.perf_counter()
+class CountingEncoder:
+    """Counts the texts that reach the encoder's text tower (memo misses: the work ZeroCap's time goes into)."""
+
+    def __init__(self, encoder) -> None:
+        self.texts = 0
+        self._encode_texts = encoder.encode_texts
+        encoder.encode_texts = self
+
+    def __call__(self, texts, **kwargs):
+        self.texts += len(texts)
+        return self._encode_texts(texts, **kwargs)
+
+
+def run_decoder(decoder, target, config, counter: CountingEncoder) -> dict:
+    """One caption: wall and process CPU seconds (CPU time is steadier on a shared machine), texts encoded."""
+    before_texts, load = counter.texts, os.getloadavg()[0]
+    started, cpu_started = time.perf_counter(), time.process_time()
     best = decoder.caption(target, config)[0]
     return {"text": best.text, "tokens": list(best.tokens), "score": best.clip_score,
-            "seconds": time.perf_counter() - started}
+            "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started,
+            "texts_encoded": counter.texts - before_texts, "load_1min": [load, os.getloadavg()[0]]}
 
 
 def metrics(texts: list[str], names: list[str], meteor: bool) -> dict:
@@ -90,6 +106,7 @@ def main() -> None:
     parser.add_argument("--zerocap-photos", type=int, default=2, help="photos for the ZeroCap rows (slow)")
     parser.add_argument("--zerocap-settings", choices=sorted(ZEROCAP_SETTINGS), default="small")
     parser.add_argument("--adapted-lm", help="folder written by `clipmath train caption-lm`")
+    parser.add_argument("--zerocap-adapted", action="store_true", help="also ZeroCap with --adapted-lm")
     parser.add_argument("--lm", default="smollm2-135m")
     parser.add_argument("--model", default="offline-imagenet-minilm")
     parser.add_argument("--no-meteor", action="store_true")
@@ -99,6 +116,7 @@ def main() -> None:
     args = parser.parse_args()
 
     encoder = load_encoder(args.model)
+    counter = CountingEncoder(encoder)
     lm = load_language_model(args.lm)
     names = sorted(p.name for p in COCO.glob("*.jpg"))[: args.photos]
     targets = encoder.encode_images([Image.open(COCO / n) for n in names])
@@ -110,21 +128,25 @@ def main() -> None:
     variants = {"magic": (magic, MagicConfig()), "plain LM": (magic, MagicConfig(alpha=0.0, beta=0.0))}
     if args.no_base:
         variants = {}
-    if args.adapted_lm:
-        adapted = load_language_model(args.adapted_lm)
+    adapted = load_language_model(args.adapted_lm) if args.adapted_lm else None
+    if adapted is not None:
         variants["magic + adapted LM"] = (MagicDecoder(adapted, encoder), MagicConfig(cond_text=""))
     for label, (decoder, config) in variants.items():
         rows[label] = []
         for name, target in zip(names, targets):
-            rows[label].append({"photo": name, **run_decoder(decoder, target, config)})
+            rows[label].append({"photo": name, **run_decoder(decoder, target, config, counter)})
             print(f"{label:20s} {name} {rows[label][-1]['seconds']:6.1f}s  {rows[label][-1]['text']}", flush=True)
 
     zc_config = ZEROCAP_SETTINGS[args.zerocap_settings]
     now, before = ZeroCapDecoder(lm, encoder), load_before_decoder()(lm, encoder)
-    rows["zerocap"], rows["zerocap before"] = [], []
+    zerocaps = [("zerocap before", before), ("zerocap", now)]
+    if adapted is not None and args.zerocap_adapted:
+        zerocaps.append(("zerocap + adapted LM", ZeroCapDecoder(adapted, encoder)))
+    for label, _ in zerocaps:
+        rows[label] = []
     for name, target in zip(names[: 0 if args.no_zerocap else args.zerocap_photos], targets):
-        for label, decoder in (("zerocap before", before), ("zerocap", now)):
-            rows[label].append({"photo": name, **run_decoder(decoder, target, zc_config)})
+        for label, decoder in zerocaps:
+            rows[label].append({"photo": name, **run_decoder(decoder, target, zc_config, counter)})
             print(f"{label:20s} {name} {rows[label][-1]['seconds']:6.1f}s  {rows[label][-1]['text']}", flush=True)
 
     summary = {}
@@ -135,6 +157,8 @@ def main() -> None:
         summary[label] = {
             "photos": len(items),
             "seconds_per_caption": float(np.mean([i["seconds"] for i in items])),
+            "cpu_seconds_per_caption": float(np.mean([i["cpu_seconds"] for i in items])),
+            "texts_encoded_per_caption": float(np.mean([i["texts_encoded"] for i in items])),
             "target_score": float(np.mean([i["score"] for i in items])),
             "metrics": metrics([i["text"] for i in items], photos, not args.no_meteor),
         }
@@ -159,14 +183,17 @@ def main() -> None:
 
 def markdown(report: dict) -> str:
     lines = [
-        "| decoder | photos | s / caption | target score | BLEU-4 | METEOR | ROUGE-L | CIDEr |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| decoder | photos | s / caption | CPU s / caption | texts encoded | target score | BLEU-4 | METEOR | ROUGE-L "
+        "| CIDEr |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for label, row in report["summary"].items():
         m = row["metrics"]
         seconds = f"{row['seconds_per_caption']:.1f}" if "seconds_per_caption" in row else ""
+        cpu = f"{row['cpu_seconds_per_caption']:.1f}" if "cpu_seconds_per_caption" in row else ""
+        texts = f"{row['texts_encoded_per_caption']:.0f}" if "texts_encoded_per_caption" in row else ""
         cells = [f"{m[k]:.1f}" if m.get(k) is not None else "–" for k in ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr")]
-        lines.append(f"| {label} | {row['photos']} | {seconds} | {row['target_score']:.3f} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | {row['photos']} | {seconds} | {cpu} | {texts} | {row['target_score']:.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

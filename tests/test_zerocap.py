@@ -95,6 +95,35 @@ def test_bad_targets_and_options_raise_caption_errors(tiny_lm, tiny_encoder):
         ZeroCapConfig(beam_size=0)
     with pytest.raises(CaptionError, match="fusion_factor"):
         ZeroCapConfig(fusion_factor=1.5)
+    with pytest.raises(CaptionError, match="lm_threads"):
+        ZeroCapConfig(lm_threads=-1)
+
+
+def test_lm_passes_on_one_thread_write_the_same_captions_and_restore_the_thread_count(tiny_lm, tiny_encoder):
+    target = tiny_encoder.encode_texts(["a photo of a cat"])[0]
+    config = ZeroCapConfig(beam_size=2, target_seq_length=4, num_iterations=2, candidates=32)
+    decoder = ZeroCapDecoder(tiny_lm, tiny_encoder)
+    threads_seen: list[int] = []
+    encode_texts = tiny_encoder.encode_texts
+
+    def spy(texts, **kwargs):
+        threads_seen.append(torch.get_num_threads())
+        return encode_texts(texts, **kwargs)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        tiny_encoder.encode_texts = spy
+        one = decoder.caption(target, replace(config, lm_threads=1))
+        assert torch.get_num_threads() == 2  # restored after decoding
+        assert threads_seen and set(threads_seen) == {2}  # the text encoder keeps the caller's threads
+        decoder._texts.clear()
+        default = decoder.caption(target, replace(config, lm_threads=0))
+    finally:
+        del tiny_encoder.encode_texts
+        torch.set_num_threads(before)
+    assert [c.tokens for c in one] == [c.tokens for c in default]
+    np.testing.assert_allclose([c.clip_score for c in one], [c.clip_score for c in default], atol=1e-5)
 
 
 def test_defaults_are_zerocap_run_py_and_presets_its_readme_commands():

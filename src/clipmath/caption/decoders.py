@@ -143,6 +143,7 @@ class TextEmbeddings:
         self.batch_size = batch_size
         self.capacity = capacity
         self.half = half
+        self.threads = 0  # torch intra-op threads while encoding (0: whatever is set when called)
         self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
         self._by_tokens: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
         self.encoded = 0  # texts run through the encoder so far
@@ -188,7 +189,7 @@ class TextEmbeddings:
         order = sorted(range(len(texts)), key=lambda i: lengths[i])
         ordered = [texts[i] for i in order]
         out = np.empty((len(texts), self.encoder.dim), dtype=np.float32)
-        with _half_precision(self.encoder, self.half):
+        with _half_precision(self.encoder, self.half), torch_threads(self.threads):
             feats = self.encoder.encode_texts(ordered, batch_size=self.batch_size)
         out[order] = feats
         return out
@@ -208,6 +209,28 @@ class _half_precision:
     def __exit__(self, *exc: object) -> None:
         if self.enabled:
             self._autocast.__exit__(*exc)
+
+
+class torch_threads:
+    """Within the block torch runs ``count`` intra-op threads (``0``: unchanged); the previous count comes back after.
+
+    The decoders run the LM's per-token passes (a handful of rows) on one thread: such small products gain nothing
+    from more, and on a busy machine every extra thread waits at each of the thousands of barriers per caption
+    (measured: 2-3x the wall time). The text encoder's large batches keep the caller's threads.
+    """
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._previous = 0
+
+    def __enter__(self) -> None:
+        if self.count > 0:
+            self._previous = torch.get_num_threads()
+            torch.set_num_threads(self.count)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.count > 0:
+            torch.set_num_threads(self._previous)
 
 
 class TokenProgress:
@@ -261,6 +284,12 @@ class GuidedDecoder:
     def device(self) -> torch.device:
         """Where decoding runs: the LM's device (the target and every score are moved there)."""
         return self.lm.device
+
+    def lm_threads(self, count: int) -> torch_threads:
+        """A block in which the LM's passes run on ``count`` CPU threads and the text encoder on the caller's."""
+        on_cpu = self.device.type == "cpu"
+        self._texts.threads = torch.get_num_threads() if count and on_cpu else 0
+        return torch_threads(count if on_cpu else 0)
 
     def prompt_ids(self, cond_text: str) -> list[int]:
         """Token ids of the LM's context prefix and the prompt; raises if there are none."""

@@ -46,8 +46,11 @@ class MagicConfig:
     temperature: float = 0.01  # of the softmax over candidates' cosines (CLIP's logit scale 100)
     end_token: str = "."  # text of the token that ends a caption
     half_precision_text: bool = True  # text encoder in float16 on CUDA (no effect on the CPU)
+    lm_threads: int = 1  # CPU threads for the LM's small per-token passes (0: torch's setting); texts keep torch's
 
     def __post_init__(self) -> None:
+        if self.lm_threads < 0:
+            raise CaptionError(f"lm_threads must be >= 0 (got {self.lm_threads})")
         for name in ("max_length", "k", "temperature"):
             if not getattr(self, name) > 0:
                 raise CaptionError(f"{name} must be positive (got {getattr(self, name)})")
@@ -89,7 +92,11 @@ class MagicDecoder(GuidedDecoder):
         prompt_text = self.lm.decode(prefix)
         tokens: list[int] = []
         log_probs: list[float] = []
-        with torch.no_grad(), TokenProgress(progress, config.max_length, "magic") as steps:
+        with (
+            torch.no_grad(),
+            TokenProgress(progress, config.max_length, "magic") as steps,
+            self.lm_threads(config.lm_threads),
+        ):
             state = self._start(prefix)
             for _ in range(config.max_length):
                 token, log_prob, state = self._step(state, prompt_text, tokens, target, banned, config)

@@ -66,6 +66,7 @@ class ZeroCapConfig:
     candidates: int = 512  # top LM tokens scored by the encoder per beam and step (ZeroCap: 512)
     seed: int = 0
     half_precision_text: bool = True  # text encoder in float16 on CUDA (no effect on the CPU)
+    lm_threads: int = 1  # CPU threads for the LM's small per-token passes (0: torch's setting); texts keep torch's
 
     def __post_init__(self) -> None:
         positive = {
@@ -82,6 +83,8 @@ class ZeroCapConfig:
                 raise CaptionError(f"{name} must be positive (got {value})")
         if self.num_iterations < 0:
             raise CaptionError(f"num_iterations must be >= 0 (got {self.num_iterations})")
+        if self.lm_threads < 0:
+            raise CaptionError(f"lm_threads must be >= 0 (got {self.lm_threads})")
         if not 0.0 <= self.fusion_factor <= 1.0:
             raise CaptionError(f"fusion_factor must be in [0, 1] (got {self.fusion_factor})")
 
@@ -125,7 +128,10 @@ class ZeroCapDecoder(GuidedDecoder):
         torch.manual_seed(config.seed)
         self._texts.half = config.half_precision_text
         prefix = self.prompt_ids(config.cond_text)
-        with TokenProgress(progress, config.target_seq_length, "zerocap") as steps:
+        with (
+            TokenProgress(progress, config.target_seq_length, "zerocap") as steps,
+            self.lm_threads(config.lm_threads),
+        ):
             gen_tokens, lengths, scores = self._beam_search(prefix, target, config, steps)
         captions = []
         for row, length, score in zip(gen_tokens.tolist(), lengths.tolist(), scores.tolist()):
