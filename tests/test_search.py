@@ -116,6 +116,25 @@ def test_float16_exact_equals_float32_exact_of_the_same_values(n_queries):
     np.testing.assert_allclose(half.scores, full.scores, atol=1e-6)
 
 
+def test_compiled_float16_kernel_gives_the_float32_exact_ids():
+    from clipmath.search.halfdot import compiled_half_dot
+
+    if compiled_half_dot() is None:
+        pytest.skip("torch cannot compile a CPU kernel here (no C++ compiler)")
+    vectors = clustered(5000, 64, 30).astype(np.float16)
+    queries = clustered(3, 64, 30, seed=5)
+    index = make_index(vectors, "exact", FaissParams(half_kernel="compiled"))
+    assert index.half_kernel == "compiled"
+    # a block of 4999 rows, then one of a single row (eager GEMV)
+    fused = ExactIndex(vectors, block_rows=4999, half_kernel="compiled").search(queries, 10, [[0], [], [7]])
+    full = ExactIndex(vectors.astype(np.float32)).search(queries, 10, [[0], [], [7]])
+    np.testing.assert_array_equal(fused.rows, full.rows)
+    np.testing.assert_allclose(fused.scores, full.scores, atol=1e-6)
+    np.testing.assert_array_equal(index.search(queries, 10).rows, ExactIndex(vectors).search(queries, 10).rows)
+    with pytest.raises(ValueError, match="half_kernel"):
+        ExactIndex(vectors, half_kernel="fast")
+
+
 def test_float16_memmap_gallery_is_searched_blockwise_with_exclusions(tmp_path):
     vectors = clustered(3000, 32, 10).astype(np.float16)
     path = tmp_path / "g.f16"
@@ -188,6 +207,27 @@ def test_recall_tuning_of_ivfpq_raises_nprobe_and_rerank_until_reached():
     vectors = clustered(5000, 32, 40)
     index = make_index(vectors, "ivfpq", FaissParams(pq_m=4, refine=True, refine_factor=4, recall=0.95, threads=1))
     assert index.tuning.reached and index.tuning.knob == "nprobe" and index.tuning.recall >= 0.95
+
+
+def test_recall_tuning_deepens_the_rerank_when_probing_more_lists_is_not_enough():
+    data = clustered(6050, 32, 40)
+    vectors, queries = data[:6000], data[6000:]
+    # 2-byte codes: no nprobe reaches 0.95 from 10 candidates, so the tuner must re-rank deeper
+    params = FaissParams(pq_m=2, refine=True, refine_factor=1, recall=0.95, tune_queries=200, threads=1)
+    index = make_index(vectors, "ivfpq", params)
+    report = index.tuning
+    assert report.reached and report.recall >= 0.95 and report.refine_factor > 1, report.describe()
+    assert index.params.refine_factor == report.refine_factor and index.params.nprobe == report.value
+    assert recall_at_k(brute_force(vectors, queries, 10), index.search(queries, 10).rows) >= 0.9
+
+
+def test_recall_tuning_reports_an_unreached_target_and_keeps_the_best_setting():
+    vectors = clustered(4000, 32, 40)
+    index = make_index(vectors, "ivfpq", FaissParams(pq_m=2, recall=0.99, tune_queries=100, threads=1))
+    report = index.tuning
+    assert not report.reached and report.recall < 0.99 and report.refine_factor is None
+    assert "NOT reached" in report.describe() and report.settings_tried > 1
+    assert index.params.nprobe == report.value  # the best setting measured is the one left in place
 
 
 def test_faiss_build_from_float16_memmap_in_blocks(tmp_path):

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from clipmath.search.base import Exclusions, SearchResults, VectorIndex, check_queries, pad_results
+from clipmath.search.halfdot import HALF_KERNELS, half_scores
 
 _HALF_EPS = 2.0**-11  # relative rounding error bound of float16
 _FLOAT_EPS = 2.0**-24
@@ -64,6 +65,8 @@ class ExactIndex(VectorIndex):
     the GPU and scans it there; candidates are still re-scored in float32 from ``vectors`` on the host, so the ids
     equal the CPU's except between near-ties.
     ``resident=True`` does the same on the CPU (the GPU code path, testable without a GPU).
+    ``half_kernel`` scores float16 blocks on the CPU for few queries: ``"torch"`` (torch's half GEMV) or
+    ``"compiled"`` (a fused kernel compiled once, near memory speed: see :mod:`clipmath.search.halfdot`).
     """
 
     kind = "exact"
@@ -76,7 +79,11 @@ class ExactIndex(VectorIndex):
         device: str | torch.device | None = "cpu",
         max_norm: float | None = None,
         resident: bool | None = None,
+        half_kernel: str = "torch",
     ) -> None:
+        if half_kernel not in HALF_KERNELS:
+            raise ValueError(f"half_kernel must be one of {HALF_KERNELS}, not {half_kernel!r}")
+        self.half_kernel = half_kernel
         if vectors.dtype not in (np.float16, np.float32):
             vectors = np.asarray(vectors, dtype=np.float32)
         self.vectors = vectors
@@ -157,9 +164,8 @@ class ExactIndex(VectorIndex):
         if block.dtype == torch.float16 and block.device.type == "cpu" and len(query_t) >= _CPU_HALF_GEMV_QUERIES:
             return query_t.float() @ block.float().T  # many queries: one conversion of the block pays for all
         if block.dtype == torch.float16 and block.device.type == "cpu":
-            # torch's half GEMV (float32 accumulation) reads the block at memory speed; its half GEMM does not
-            half = query_t.to(torch.float16)
-            return (block @ half[0])[None] if len(half) == 1 else torch.stack([block @ q for q in half])
+            # one pass over the block per query (half GEMV or the fused kernel); torch's half GEMM is far slower
+            return torch.stack([half_scores(block, query, self.half_kernel) for query in query_t])
         return query_t.to(block.dtype) @ block.T
 
     def _search_batch(self, queries: np.ndarray, k: int, exclude: Exclusions) -> tuple[list, list]:

@@ -67,7 +67,7 @@ def _register_faiss(name: str, summary: str, factory: Callable[[int, int, IndexP
 def _build_exact(vectors: np.ndarray, params: IndexParams) -> VectorIndex:
     from clipmath.search.exact import ExactIndex
 
-    return ExactIndex(vectors, device=params.device)
+    return ExactIndex(vectors, device=params.device, half_kernel=params.half_kernel)
 
 
 def _ivfpq(n: int, dim: int, params: IndexParams) -> str:
