@@ -145,6 +145,28 @@ def load() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+def build_ann(gallery: np.ndarray, description: str, args, phases: list, memory: MemorySampler, log):
+    """Train the IVF-PQ index on a sample of the memmap, then add the memmap's rows chunk by chunk."""
+    import faiss
+
+    log(f"ANN {description}: training on {args.train_size:,} sampled rows")
+    t0 = time.perf_counter()
+    index = faiss.index_factory(args.dim, description, faiss.METRIC_INNER_PRODUCT)
+    # index_factory turns on polysemous training for IVF-PQ: minutes of code-permutation search that only
+    # polysemous filtering (never used here) needs
+    faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training = False
+    rows = np.sort(np.random.default_rng(args.seed).choice(args.size, min(args.size, args.train_size), False))
+    index.train(np.asarray(gallery[rows], dtype=np.float32))
+    phases.append((f"ANN train `{description}`", time.perf_counter() - t0, load(), memory.reset()))
+    t0 = time.perf_counter()
+    for start in range(0, args.size, CHUNK_ROWS):
+        index.add(np.asarray(gallery[start : start + CHUNK_ROWS], dtype=np.float32))
+        if (start // CHUNK_ROWS) % 8 == 0:
+            log(f"added {min(args.size, start + CHUNK_ROWS):,} / {args.size:,}")
+    phases.append(("ANN add (chunks read from the memmap)", time.perf_counter() - t0, load(), memory.reset()))
+    return index
+
+
 # ---- the run -------------------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -158,7 +180,8 @@ def main() -> None:
     parser.add_argument("--nlist", type=int, default=1024)
     parser.add_argument("--train-size", type=int, default=65_536)
     parser.add_argument("--nprobe", type=int, nargs="+", default=[16, 64], help="IVF lists probed (grid)")
-    parser.add_argument("--refine", type=int, nargs="+", default=[16, 64, 256], help="re-rank refine x k (grid)")
+    parser.add_argument("--refine", type=int, nargs="+", default=[16, 64, 256, 1024], help="re-rank refine x k (grid)")
+    parser.add_argument("--half-kernels", nargs="*", default=["compiled"], help="more ExactIndex half kernels to time")
     parser.add_argument("--ann-single", type=int, default=20, help="queries timed one at a time per ANN setting")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch and FAISS threads (1: no OpenMP spinning on a busy machine)"
@@ -166,7 +189,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/clipmath-big"))
     parser.add_argument("--keep", action="store_true", help="keep the generated gallery and index files")
-    parser.add_argument("--reuse", action="store_true", help="use the gallery file a --keep run left in --dir")
+    parser.add_argument("--reuse", action="store_true", help="use the gallery and index a --keep run left in --dir")
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown tables here too")
     args = parser.parse_args()
 
@@ -206,6 +229,12 @@ def main() -> None:
         single = single_ms(exact, queries, args.k, args.single)
         warm_floor = min(warm_floor, floor_ms(gallery))
         log(f"exact single {single:.0f} ms, warm floor {warm_floor:.0f} ms")
+        kernels = {}
+        for kernel in args.half_kernels:  # other float16 CPU kernels of ExactIndex, same run, same warm cache
+            other = ExactIndex(gallery, max_norm=1.0, half_kernel=kernel)
+            other.search(queries[-1:], args.k)  # warm-up (the compiled kernel compiles here)
+            kernels[kernel] = single_ms(other, queries, args.k, args.single)
+            log(f"exact single, half kernel {kernel!r}: {kernels[kernel]:.0f} ms")
         t1 = time.perf_counter()
         truth = exact.search(queries, args.k).rows
         batch_ms = 1000 * (time.perf_counter() - t1) / len(queries)
@@ -218,6 +247,9 @@ def main() -> None:
             ("exact float16 memmap, one query at a time, warm", single, 1.0, f"{single / warm_floor:.2f}x warm floor"),
             (f"exact float16 memmap, batch of {len(queries)}", batch_ms, 1.0, "per query"),
         ]
+        for name, ms in kernels.items():
+            row = f"exact float16 memmap, one query at a time, warm, half_kernel={name!r}"
+            searches.append((row, ms, 1.0, f"{ms / warm_floor:.2f}x warm floor"))
 
         # -- IVF-PQ (OPQ) in RAM, re-ranked from the memmap ------------------------------------------------------
         import faiss
@@ -225,21 +257,11 @@ def main() -> None:
         pq_m = args.pq_m if args.kind == "ivfpq" else 0
         params = IndexParams(nlist=args.nlist, pq_m=pq_m, train_size=args.train_size, refine=True, refine_factor=8)
         description = kind_spec(args.kind).factory(args.size, args.dim, params)
-        log(f"ANN {description}: training on {args.train_size:,} sampled rows")
-        t0 = time.perf_counter()
-        index = faiss.index_factory(args.dim, description, faiss.METRIC_INNER_PRODUCT)
-        # index_factory turns on polysemous training for IVF-PQ: minutes of code-permutation search that only
-        # polysemous filtering (never used here) needs
-        faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training = False
-        rows = np.sort(np.random.default_rng(args.seed).choice(args.size, min(args.size, args.train_size), False))
-        index.train(np.asarray(gallery[rows], dtype=np.float32))
-        phases.append((f"ANN train `{description}`", time.perf_counter() - t0, load(), memory.reset()))
-        t0 = time.perf_counter()
-        for start in range(0, args.size, CHUNK_ROWS):
-            index.add(np.asarray(gallery[start : start + CHUNK_ROWS], dtype=np.float32))
-            if (start // CHUNK_ROWS) % 8 == 0:
-                log(f"added {min(args.size, start + CHUNK_ROWS):,} / {args.size:,}")
-        phases.append(("ANN add (chunks read from the memmap)", time.perf_counter() - t0, load(), memory.reset()))
+        if args.reuse and index_path.is_file():
+            index = faiss.read_index(str(index_path))
+            log(f"reusing {index_path} (kept by an earlier --keep run)")
+        else:
+            index = build_ann(gallery, description, args, phases, memory, log)
         ann = FaissIndex(index, args.kind, params, gallery)
         ann.save(index_path)
         index_gb = index_path.stat().st_size / 1e9
