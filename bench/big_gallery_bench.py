@@ -201,7 +201,7 @@ def main() -> None:
         print(f"[{time.perf_counter() - started:7.0f} s, load {load()}] {message}", flush=True)
 
     args.dir.mkdir(parents=True, exist_ok=True)
-    gallery_path, index_path = args.dir / "gallery.f16", args.dir / "ivfpq.faiss"
+    gallery_path, index_path = args.dir / "gallery.f16", args.dir / f"{args.kind}-{args.nlist}.faiss"
     memory = MemorySampler()
     phases: list[tuple[str, float, str, tuple[float, float]]] = []
     searches: list[tuple[str, float, float | None, str]] = []
@@ -277,7 +277,7 @@ def main() -> None:
                 log(f"nprobe {nprobe}, re-rank {factor * args.k}: recall@{args.k} {recall:.3f}, {one:.1f} ms single")
                 note = (
                     f"batch of {len(queries)}: {batch:.1f} ms/query; {single / one:.0f}x faster than exact single; "
-                    f"{index_path.stat().st_size / max(1, index.ntotal):.0f} B/vector in RAM"
+                    f"{index_gb * 1e9 / max(1, index.ntotal):.0f} B/vector in RAM"
                 )
                 searches.append((f"`{description}` nprobe {nprobe}, re-rank {factor * args.k}", one, recall, note))
         phases.append(("ANN queries (grid of operating points)", time.perf_counter() - t0, load(), memory.reset()))
