@@ -36,7 +36,8 @@ def compiled_half_dot() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] 
             torch._dynamo.mark_dynamic(probe, 0)  # one kernel for every block height
             ok = torch.allclose(kernel(probe, query), probe.float() @ query, atol=1e-5)
         except Exception as error:  # no C++ compiler, unsupported platform...
-            warnings.warn(f"compiled float16 kernel unavailable, using torch's half GEMV ({error!s:.200})", stacklevel=2)
+            reason = f"{type(error).__name__}: {error!s:.200}"
+            warnings.warn(f"compiled float16 kernel unavailable, using torch's half GEMV ({reason})", stacklevel=2)
             ok = False
         _compiled[threads] = kernel if ok else None
     return _compiled[threads]
