@@ -95,7 +95,7 @@ def test_exclusions_for_maps_ids_to_rows():
 def test_index_kinds_registry_names_builtins_and_accepts_factory_strings():
     from clipmath.search import INDEX_KINDS, IndexKindError, kind_spec
 
-    assert {"exact", "flat", "hnsw", "ivf", "ivfpq", "ivfpq-opq"} <= set(INDEX_KINDS.names())
+    assert {"exact", "flat", "hnsw", "ivf", "ivfpq", "ivfpq-fs", "ivfpq-opq"} <= set(INDEX_KINDS.names())
     assert not kind_spec("exact").approximate and kind_spec("hnsw").approximate
     vectors = clustered(2000, 16, 8)
     index = make_index(vectors, "IVF8,Flat", FaissParams(nprobe=8))
@@ -207,6 +207,18 @@ def test_recall_tuning_of_ivfpq_raises_nprobe_and_rerank_until_reached():
     vectors = clustered(5000, 32, 40)
     index = make_index(vectors, "ivfpq", FaissParams(pq_m=4, refine=True, refine_factor=4, recall=0.95, threads=1))
     assert index.tuning.reached and index.tuning.knob == "nprobe" and index.tuning.recall >= 0.95
+
+
+def test_fast_scan_ivfpq_reranked_from_the_gallery_reaches_its_target():
+    data = clustered(6050, 32, 40)
+    vectors, queries = data[:6000], data[6000:]
+    assert factory_string("ivfpq-fs", 1_000_000, 512, FaissParams()) == "IVF4000,PQ64x4fs"  # 32-byte codes
+    params = FaissParams(refine=True, refine_factor=2, recall=0.95, tune_queries=200, threads=1)
+    index = make_index(vectors, "ivfpq-fs", params)
+    assert index.tuning.reached, index.tuning.describe()
+    assert recall_at_k(brute_force(vectors, queries, 10), index.search(queries, 10).rows) >= 0.9
+    hits = index.search(queries[:1], 3)
+    np.testing.assert_allclose(hits.scores[0], vectors[hits.rows[0]] @ queries[0], atol=1e-6)
 
 
 def test_recall_tuning_deepens_the_rerank_when_probing_more_lists_is_not_enough():
