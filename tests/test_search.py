@@ -46,6 +46,25 @@ def test_exclusions_remove_rows_and_keep_k():
         assert (result.rows >= 0).all()
 
 
+def test_one_query_top_rows_preselected_by_chunk_maxima_equal_topk():
+    from clipmath.search.exact import _block_top
+
+    rng = np.random.default_rng(2)
+    scores = torch.from_numpy(rng.standard_normal((1, 50_021)).astype(np.float32))
+    scores[0, 7:900] = -torch.inf  # excluded rows
+    scores[0, 50_000:] = 9.0  # the best rows sit in the tail that fills no whole chunk
+    values, rows = _block_top(scores, 42)
+    expected_values, expected_rows = torch.topk(scores, 42, dim=1)
+    torch.testing.assert_close(values, expected_values)
+    assert sorted(rows[0].tolist()) == sorted(expected_rows[0].tolist())
+    # and a whole search over a gallery long enough to take that path
+    vectors = clustered(30_000, 8, 20)
+    for gallery in (vectors, vectors.astype(np.float16)):
+        found = ExactIndex(gallery).search(vectors[5:6], 10, [[5]]).rows
+        np.testing.assert_array_equal(found, ExactIndex(gallery, block_rows=1000).search(vectors[5:6], 10, [[5]]).rows)
+        assert 5 not in found[0]
+
+
 def test_ties_break_by_row_and_blocks_do_not_matter():
     vectors = np.zeros((10, 4), dtype=np.float32)
     vectors[:, 0] = 1.0  # every row ties
@@ -133,6 +152,12 @@ def test_compiled_float16_kernel_gives_the_float32_exact_ids():
     np.testing.assert_array_equal(index.search(queries, 10).rows, ExactIndex(vectors).search(queries, 10).rows)
     with pytest.raises(ValueError, match="half_kernel"):
         ExactIndex(vectors, half_kernel="fast")
+    # near-ties: 3000 rows that differ in one coordinate by steps of 1/1024 (exact in float16), many equal
+    near = np.tile(vectors[:1], (3000, 1))
+    near[:, 1] += (np.arange(3000) % 97 * 2.0**-10).astype(np.float16)
+    query = near[:1].astype(np.float32) + np.float32(1e-3)
+    fused = ExactIndex(near, half_kernel="compiled").search(query, 25).rows
+    np.testing.assert_array_equal(fused, ExactIndex(near.astype(np.float32)).search(query, 25).rows)
 
 
 def test_float16_memmap_gallery_is_searched_blockwise_with_exclusions(tmp_path):
