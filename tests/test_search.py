@@ -46,6 +46,25 @@ def test_exclusions_remove_rows_and_keep_k():
         assert (result.rows >= 0).all()
 
 
+def test_one_query_top_rows_preselected_by_chunk_maxima_equal_topk():
+    from clipmath.search.exact import _block_top
+
+    rng = np.random.default_rng(2)
+    scores = torch.from_numpy(rng.standard_normal((1, 50_021)).astype(np.float32))
+    scores[0, 7:900] = -torch.inf  # excluded rows
+    scores[0, 50_000:] = 9.0  # the best rows sit in the tail that fills no whole chunk
+    values, rows = _block_top(scores, 42)
+    expected_values, expected_rows = torch.topk(scores, 42, dim=1)
+    torch.testing.assert_close(values, expected_values)
+    assert sorted(rows[0].tolist()) == sorted(expected_rows[0].tolist())
+    # and a whole search over a gallery long enough to take that path
+    vectors = clustered(30_000, 8, 20)
+    for gallery in (vectors, vectors.astype(np.float16)):
+        found = ExactIndex(gallery).search(vectors[5:6], 10, [[5]]).rows
+        np.testing.assert_array_equal(found, ExactIndex(gallery, block_rows=1000).search(vectors[5:6], 10, [[5]]).rows)
+        assert 5 not in found[0]
+
+
 def test_ties_break_by_row_and_blocks_do_not_matter():
     vectors = np.zeros((10, 4), dtype=np.float32)
     vectors[:, 0] = 1.0  # every row ties
@@ -95,7 +114,7 @@ def test_exclusions_for_maps_ids_to_rows():
 def test_index_kinds_registry_names_builtins_and_accepts_factory_strings():
     from clipmath.search import INDEX_KINDS, IndexKindError, kind_spec
 
-    assert {"exact", "flat", "hnsw", "ivf", "ivfpq", "ivfpq-opq"} <= set(INDEX_KINDS.names())
+    assert {"exact", "flat", "hnsw", "ivf", "ivfpq", "ivfpq-fs", "ivfpq-opq"} <= set(INDEX_KINDS.names())
     assert not kind_spec("exact").approximate and kind_spec("hnsw").approximate
     vectors = clustered(2000, 16, 8)
     index = make_index(vectors, "IVF8,Flat", FaissParams(nprobe=8))
@@ -133,6 +152,12 @@ def test_compiled_float16_kernel_gives_the_float32_exact_ids():
     np.testing.assert_array_equal(index.search(queries, 10).rows, ExactIndex(vectors).search(queries, 10).rows)
     with pytest.raises(ValueError, match="half_kernel"):
         ExactIndex(vectors, half_kernel="fast")
+    # near-ties: 3000 rows that differ in one coordinate by steps of 1/1024 (exact in float16), many equal
+    near = np.tile(vectors[:1], (3000, 1))
+    near[:, 1] += (np.arange(3000) % 97 * 2.0**-10).astype(np.float16)
+    query = near[:1].astype(np.float32) + np.float32(1e-3)
+    fused = ExactIndex(near, half_kernel="compiled").search(query, 25).rows
+    np.testing.assert_array_equal(fused, ExactIndex(near.astype(np.float32)).search(query, 25).rows)
 
 
 def test_float16_memmap_gallery_is_searched_blockwise_with_exclusions(tmp_path):
@@ -207,6 +232,18 @@ def test_recall_tuning_of_ivfpq_raises_nprobe_and_rerank_until_reached():
     vectors = clustered(5000, 32, 40)
     index = make_index(vectors, "ivfpq", FaissParams(pq_m=4, refine=True, refine_factor=4, recall=0.95, threads=1))
     assert index.tuning.reached and index.tuning.knob == "nprobe" and index.tuning.recall >= 0.95
+
+
+def test_fast_scan_ivfpq_reranked_from_the_gallery_reaches_its_target():
+    data = clustered(6050, 32, 40)
+    vectors, queries = data[:6000], data[6000:]
+    assert factory_string("ivfpq-fs", 1_000_000, 512, FaissParams()) == "IVF4000,PQ64x4fs"  # 32-byte codes
+    params = FaissParams(refine=True, refine_factor=2, recall=0.95, tune_queries=200, threads=1)
+    index = make_index(vectors, "ivfpq-fs", params)
+    assert index.tuning.reached, index.tuning.describe()
+    assert recall_at_k(brute_force(vectors, queries, 10), index.search(queries, 10).rows) >= 0.9
+    hits = index.search(queries[:1], 3)
+    np.testing.assert_allclose(hits.scores[0], vectors[hits.rows[0]] @ queries[0], atol=1e-6)
 
 
 def test_recall_tuning_deepens_the_rerank_when_probing_more_lists_is_not_enough():

@@ -36,16 +36,23 @@ def compiled_half_dot() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] 
             torch._dynamo.mark_dynamic(probe, 0)  # one kernel for every block height
             ok = torch.allclose(kernel(probe, query), probe.float() @ query, atol=1e-5)
         except Exception as error:  # no C++ compiler, unsupported platform...
-            warnings.warn(f"compiled float16 kernel unavailable, using torch's half GEMV ({error!s:.200})", stacklevel=2)
+            reason = f"{type(error).__name__}: {error!s:.200}"
+            warnings.warn(f"compiled float16 kernel unavailable, using torch's half GEMV ({reason})", stacklevel=2)
             ok = False
         _compiled[threads] = kernel if ok else None
     return _compiled[threads]
 
 
 def half_scores(block: torch.Tensor, query: torch.Tensor, kernel: str = "torch") -> torch.Tensor:
-    """(rows,) scores of a CPU float16 ``block`` against one float32 ``query`` (float32 for "compiled")."""
-    fused = compiled_half_dot() if kernel == "compiled" and len(block) > 1 else None
+    """(rows,) scores of a CPU float16 ``block`` against one float32 ``query``.
+
+    ``"torch"``: half scores of the query rounded to half; ``"compiled"`` (if it could be built): float32 scores of
+    the float32 query, as precise as converting the block to float32 first.
+    """
+    fused = compiled_half_dot() if kernel == "compiled" else None
     if fused is None:
         return block @ query.to(torch.float16)  # float32 accumulation, reads the block once
+    if len(block) < 2:  # a block of 0 or 1 rows cannot use the kernel compiled for a dynamic height
+        return block.to(torch.float32) @ query.to(torch.float32)
     torch._dynamo.mark_dynamic(block, 0)
     return fused(block, query.to(torch.float32))
