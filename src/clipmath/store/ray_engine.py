@@ -103,7 +103,8 @@ class KnownContent:
         self.gallery = Gallery.open(store)
 
     def flags(self, digests: Sequence[str]) -> list[bool]:
-        return [self.gallery.record_by_hash(digest) is not None for digest in digests]
+        held = self.gallery.rows_for_hashes(digests)
+        return [digest in held for digest in digests]
 
 
 def start_known_content(ray, store: str | Path):
@@ -255,8 +256,9 @@ def _embedded_dataset(ray, candidates, known_content, factory, config: IndexConf
 
 
 def _commit_batch(gallery: Gallery, batch: dict[str, np.ndarray], known: dict, report: IndexReport) -> None:
-    """Apply the indexer's rules to one batch of actor results and commit it atomically."""
-    by_hash = gallery.rows_by_hash()
+    """Apply the indexer's rules to one batch of actor results and commit it atomically (the store is asked only
+    about this batch's digests: the driver's work per batch does not grow with the store)."""
+    by_hash = gallery.rows_for_hashes(str(d) for d in batch["sha256"] if d)
     next_row = int(gallery.meta["vector_rows"])
     records, vectors, reused, touched, bad = [], [], [], [], []
     pending: dict[str, tuple[int, int]] = {}  # content first seen in this batch -> its image size
