@@ -4,7 +4,7 @@ the bytes it reads) and approximate kinds tuned to a recall target (speed-up vs 
 Galleries are synthetic but shaped like real CLIP embeddings: unit vectors around a shared mean direction (the
 "cone" of CLIP space) in clusters of power-law sizes. On uniform random vectors every ANN's recall is noise.
 
-    nice python bench/search_bench.py --sizes 1000000 --kinds ivf ivfpq-fs hnsw --out bench/results/search.md
+    nice python bench/search_bench.py --sizes 1000000 --kinds ivfsq ivfpq-fs ivf hnsw --out bench/results/search.md
 
 Run by hand (tens of minutes at 1M on 2 cores: index builds dominate). Prints a Markdown table and writes it to --out.
 The recall column is recall@10 of *new* queries (not the tuning sample) against exact search.
@@ -29,6 +29,7 @@ from clipmath.search.kinds import kind_spec
 KIND_SETTINGS = {
     "hnsw": (0.95, dict(hnsw_m=16, ef_construction=64)),
     "ivf": (0.95, dict(nlist=1024, train_size=65_536)),
+    "ivfsq": (0.95, dict(nlist=1024, train_size=65_536, refine=True, refine_factor=4)),
     "ivfpq": (0.9, dict(nlist=1024, train_size=65_536, pq_m=32, refine=True, refine_factor=8)),
     "ivfpq-fs": (0.9, dict(nlist=1024, train_size=65_536, refine=True, refine_factor=8)),
     "ivfpq-opq": (0.9, dict(nlist=1024, train_size=65_536, pq_m=48, refine=True, refine_factor=8)),
@@ -184,7 +185,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--kinds", nargs="*", default=["ivf", "ivfpq-fs", "ivfpq", "hnsw"])
+    parser.add_argument("--kinds", nargs="*", default=["ivfsq", "ivfpq-fs", "ivf", "hnsw"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads for queries and the floor (0: default)")
     parser.add_argument("--build-threads", type=int, default=0, help="FAISS threads for builds (0: default)")
