@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from search_bench import clip_like, floor_ms, single_ms
+from search_bench import clip_like, single_ms, single_vs_floor, streaming_read
 
 from clipmath.search import ExactIndex, FaissIndex, IndexParams, recall_at_k
 from clipmath.search.faiss_index import set_threads
@@ -145,6 +145,28 @@ def load() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+def build_ann(gallery: np.ndarray, description: str, args, phases: list, memory: MemorySampler, log):
+    """Train the IVF-PQ index on a sample of the memmap, then add the memmap's rows chunk by chunk."""
+    import faiss
+
+    log(f"ANN {description}: training on {args.train_size:,} sampled rows")
+    t0 = time.perf_counter()
+    index = faiss.index_factory(args.dim, description, faiss.METRIC_INNER_PRODUCT)
+    # index_factory turns on polysemous training for IVF-PQ: minutes of code-permutation search that only
+    # polysemous filtering (never used here) needs
+    faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training = False
+    rows = np.sort(np.random.default_rng(args.seed).choice(args.size, min(args.size, args.train_size), False))
+    index.train(np.asarray(gallery[rows], dtype=np.float32))
+    phases.append((f"ANN train `{description}`", time.perf_counter() - t0, load(), memory.reset()))
+    t0 = time.perf_counter()
+    for start in range(0, args.size, CHUNK_ROWS):
+        index.add(np.asarray(gallery[start : start + CHUNK_ROWS], dtype=np.float32))
+        if (start // CHUNK_ROWS) % 8 == 0:
+            log(f"added {min(args.size, start + CHUNK_ROWS):,} / {args.size:,}")
+    phases.append(("ANN add (chunks read from the memmap)", time.perf_counter() - t0, load(), memory.reset()))
+    return index
+
+
 # ---- the run -------------------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -158,7 +180,8 @@ def main() -> None:
     parser.add_argument("--nlist", type=int, default=1024)
     parser.add_argument("--train-size", type=int, default=65_536)
     parser.add_argument("--nprobe", type=int, nargs="+", default=[16, 64], help="IVF lists probed (grid)")
-    parser.add_argument("--refine", type=int, nargs="+", default=[16, 64, 256], help="re-rank refine x k (grid)")
+    parser.add_argument("--refine", type=int, nargs="+", default=[16, 64, 256, 1024], help="re-rank refine x k (grid)")
+    parser.add_argument("--half-kernels", nargs="*", default=["compiled"], help="more ExactIndex half kernels to time")
     parser.add_argument("--ann-single", type=int, default=20, help="queries timed one at a time per ANN setting")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch and FAISS threads (1: no OpenMP spinning on a busy machine)"
@@ -166,7 +189,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/clipmath-big"))
     parser.add_argument("--keep", action="store_true", help="keep the generated gallery and index files")
-    parser.add_argument("--reuse", action="store_true", help="use the gallery file a --keep run left in --dir")
+    parser.add_argument("--reuse", action="store_true", help="use the gallery and index a --keep run left in --dir")
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown tables here too")
     args = parser.parse_args()
 
@@ -178,7 +201,7 @@ def main() -> None:
         print(f"[{time.perf_counter() - started:7.0f} s, load {load()}] {message}", flush=True)
 
     args.dir.mkdir(parents=True, exist_ok=True)
-    gallery_path, index_path = args.dir / "gallery.f16", args.dir / "ivfpq.faiss"
+    gallery_path, index_path = args.dir / "gallery.f16", args.dir / f"{args.kind}-{args.nlist}.faiss"
     memory = MemorySampler()
     phases: list[tuple[str, float, str, tuple[float, float]]] = []
     searches: list[tuple[str, float, float | None, str]] = []
@@ -202,10 +225,15 @@ def main() -> None:
         drop_from_page_cache(gallery_path)  # the cold read filled the cache again
         first_ms = single_ms(exact, queries[:1], args.k, 1)  # cold: pages come from disk as the scan reads them
         log(f"cold disk read {disk_ms:.0f} ms, first (cold) exact query {first_ms:.0f} ms")
-        warm_floor = floor_ms(gallery)
-        single = single_ms(exact, queries, args.k, args.single)
-        warm_floor = min(warm_floor, floor_ms(gallery))
+        floor = streaming_read(gallery)  # the warm floor: every byte of the memmap read once from the page cache
+        single, warm_floor, ratio = single_vs_floor(exact, queries, args.k, floor, args.single)
         log(f"exact single {single:.0f} ms, warm floor {warm_floor:.0f} ms")
+        kernels = {}
+        for kernel in args.half_kernels:  # other float16 CPU kernels of ExactIndex, same run, same warm cache
+            other = ExactIndex(gallery, max_norm=1.0, half_kernel=kernel)
+            other.search(queries[-1:], args.k)  # warm-up (the compiled kernel compiles here)
+            kernels[kernel] = single_vs_floor(other, queries, args.k, floor, args.single)
+            log(f"exact single, half kernel {kernel!r}: {kernels[kernel][0]:.0f} ms")
         t1 = time.perf_counter()
         truth = exact.search(queries, args.k).rows
         batch_ms = 1000 * (time.perf_counter() - t1) / len(queries)
@@ -213,11 +241,14 @@ def main() -> None:
         read = f"{size_gb:.2f} GB read"
         searches += [
             ("floor: cold sequential read from disk (page cache dropped)", disk_ms, None, read),
-            ("floor: warm read from memory (NumPy sum, page cache)", warm_floor, None, read),
+            ("floor: warm read from memory (integer sum over the memmap, page cache)", warm_floor, None, read),
             ("exact float16 memmap, first query, cold", first_ms, 1.0, f"{first_ms / disk_ms:.2f}x disk floor"),
-            ("exact float16 memmap, one query at a time, warm", single, 1.0, f"{single / warm_floor:.2f}x warm floor"),
+            ("exact float16 memmap, one query at a time, warm", single, 1.0, f"{ratio:.2f}x warm floor"),
             (f"exact float16 memmap, batch of {len(queries)}", batch_ms, 1.0, "per query"),
         ]
+        for name, (ms, _, kernel_ratio) in kernels.items():
+            row = f"exact float16 memmap, one query at a time, warm, half_kernel={name!r}"
+            searches.append((row, ms, 1.0, f"{kernel_ratio:.2f}x warm floor"))
 
         # -- IVF-PQ (OPQ) in RAM, re-ranked from the memmap ------------------------------------------------------
         import faiss
@@ -225,21 +256,11 @@ def main() -> None:
         pq_m = args.pq_m if args.kind == "ivfpq" else 0
         params = IndexParams(nlist=args.nlist, pq_m=pq_m, train_size=args.train_size, refine=True, refine_factor=8)
         description = kind_spec(args.kind).factory(args.size, args.dim, params)
-        log(f"ANN {description}: training on {args.train_size:,} sampled rows")
-        t0 = time.perf_counter()
-        index = faiss.index_factory(args.dim, description, faiss.METRIC_INNER_PRODUCT)
-        # index_factory turns on polysemous training for IVF-PQ: minutes of code-permutation search that only
-        # polysemous filtering (never used here) needs
-        faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training = False
-        rows = np.sort(np.random.default_rng(args.seed).choice(args.size, min(args.size, args.train_size), False))
-        index.train(np.asarray(gallery[rows], dtype=np.float32))
-        phases.append((f"ANN train `{description}`", time.perf_counter() - t0, load(), memory.reset()))
-        t0 = time.perf_counter()
-        for start in range(0, args.size, CHUNK_ROWS):
-            index.add(np.asarray(gallery[start : start + CHUNK_ROWS], dtype=np.float32))
-            if (start // CHUNK_ROWS) % 8 == 0:
-                log(f"added {min(args.size, start + CHUNK_ROWS):,} / {args.size:,}")
-        phases.append(("ANN add (chunks read from the memmap)", time.perf_counter() - t0, load(), memory.reset()))
+        if args.reuse and index_path.is_file():
+            index = faiss.read_index(str(index_path))
+            log(f"reusing {index_path} (kept by an earlier --keep run)")
+        else:
+            index = build_ann(gallery, description, args, phases, memory, log)
         ann = FaissIndex(index, args.kind, params, gallery)
         ann.save(index_path)
         index_gb = index_path.stat().st_size / 1e9
@@ -255,7 +276,7 @@ def main() -> None:
                 log(f"nprobe {nprobe}, re-rank {factor * args.k}: recall@{args.k} {recall:.3f}, {one:.1f} ms single")
                 note = (
                     f"batch of {len(queries)}: {batch:.1f} ms/query; {single / one:.0f}x faster than exact single; "
-                    f"{index_path.stat().st_size / max(1, index.ntotal):.0f} B/vector in RAM"
+                    f"{index_gb * 1e9 / max(1, index.ntotal):.0f} B/vector in RAM"
                 )
                 searches.append((f"`{description}` nprobe {nprobe}, re-rank {factor * args.k}", one, recall, note))
         phases.append(("ANN queries (grid of operating points)", time.perf_counter() - t0, load(), memory.reset()))
