@@ -114,7 +114,7 @@ def test_exclusions_for_maps_ids_to_rows():
 def test_index_kinds_registry_names_builtins_and_accepts_factory_strings():
     from clipmath.search import INDEX_KINDS, IndexKindError, kind_spec
 
-    assert {"exact", "flat", "hnsw", "ivf", "ivfpq", "ivfpq-fs", "ivfpq-opq"} <= set(INDEX_KINDS.names())
+    assert {"exact", "flat", "hnsw", "ivf", "ivfsq", "ivfpq", "ivfpq-fs", "ivfpq-opq"} <= set(INDEX_KINDS.names())
     assert not kind_spec("exact").approximate and kind_spec("hnsw").approximate
     vectors = clustered(2000, 16, 8)
     index = make_index(vectors, "IVF8,Flat", FaissParams(nprobe=8))
@@ -238,6 +238,7 @@ def test_fast_scan_ivfpq_reranked_from_the_gallery_reaches_its_target():
     data = clustered(6050, 32, 40)
     vectors, queries = data[:6000], data[6000:]
     assert factory_string("ivfpq-fs", 1_000_000, 512, FaissParams()) == "IVF4000,PQ64x4fs"  # 32-byte codes
+    assert factory_string("ivfsq", 1_000_000, 512, FaissParams(nlist=1024)) == "IVF1024,SQ8"
     params = FaissParams(refine=True, refine_factor=2, recall=0.95, tune_queries=200, threads=1)
     index = make_index(vectors, "ivfpq-fs", params)
     assert index.tuning.reached, index.tuning.describe()

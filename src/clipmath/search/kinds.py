@@ -101,5 +101,10 @@ _register_faiss("flat", "FAISS flat (brute force, float32 copy)", lambda n, d, p
 _register_faiss("hnsw", "FAISS HNSW graph over float32 (tunes efSearch)", lambda n, d, p: f"HNSW{p.hnsw_m},Flat")
 _register_faiss("ivf", "FAISS inverted file over float32 (tunes nprobe)", lambda n, d, p: f"IVF{ivf_lists(n, p)},Flat")
 _register_faiss("ivfpq", "FAISS inverted file + product quantizer (tunes nprobe)", _ivfpq)
+_register_faiss(
+    "ivfsq",
+    "inverted file + 8-bit scalar quantizer: dim bytes per vector (tunes nprobe)",
+    lambda n, d, p: f"IVF{ivf_lists(n, p)},SQ8",
+)
 _register_faiss("ivfpq-fs", "IVF-PQ, 4-bit fast-scan codes: dim/16 bytes per vector (re-rank deep)", _ivfpq_fast_scan)
 _register_faiss("ivfpq-opq", "IVF-PQ after an OPQ rotation, <= dim/8 bytes per vector", _ivfpq_opq)
