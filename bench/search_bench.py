@@ -4,7 +4,7 @@ the bytes it reads) and approximate kinds tuned to a recall target (speed-up vs 
 Galleries are synthetic but shaped like real CLIP embeddings: unit vectors around a shared mean direction (the
 "cone" of CLIP space) in clusters of power-law sizes. On uniform random vectors every ANN's recall is noise.
 
-    nice python bench/search_bench.py --sizes 1000000 --kinds ivf ivfpq-opq hnsw --out bench/results/search.md
+    nice python bench/search_bench.py --sizes 1000000 --kinds ivfsq ivfpq-fs ivf hnsw --out bench/results/search.md
 
 Run by hand (tens of minutes at 1M on 2 cores: index builds dominate). Prints a Markdown table and writes it to --out.
 The recall column is recall@10 of *new* queries (not the tuning sample) against exact search.
@@ -16,6 +16,7 @@ import argparse
 import os
 import platform
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +27,12 @@ from clipmath.search.kinds import kind_spec
 
 #: per kind: (recall target, build/query parameters) used by the benchmark
 KIND_SETTINGS = {
-    "hnsw": (0.95, dict(hnsw_m=16, ef_construction=40)),
+    "hnsw": (0.95, dict(hnsw_m=16, ef_construction=64)),
     "ivf": (0.95, dict(nlist=1024, train_size=65_536)),
+    "ivfsq": (0.95, dict(nlist=1024, train_size=65_536, refine=True, refine_factor=4)),
     "ivfpq": (0.9, dict(nlist=1024, train_size=65_536, pq_m=32, refine=True, refine_factor=8)),
-    "ivfpq-opq": (0.9, dict(nlist=1024, train_size=65_536, refine=True, refine_factor=8)),
+    "ivfpq-fs": (0.9, dict(nlist=1024, train_size=65_536, refine=True, refine_factor=8)),
+    "ivfpq-opq": (0.9, dict(nlist=1024, train_size=65_536, pq_m=48, refine=True, refine_factor=8)),
 }
 
 
@@ -72,61 +75,96 @@ def single_ms(index, queries: np.ndarray, k: int, count: int) -> float:
     return 1000 * float(np.median(times))
 
 
-def floor_ms(array: np.ndarray) -> float:
-    """Reading every byte once with a plain NumPy reduction (one core): the memory-bandwidth floor."""
-    words = array.reshape(-1).view(np.int64)
-    return 1000 * best_seconds(lambda: words.sum(), 5)
+def streaming_read(array: np.ndarray):
+    """A read of every byte of ``array`` once (an integer sum, torch's threads): the memory-bandwidth floor."""
+    words = torch.from_numpy(array.reshape(-1).view(np.int64))
+    return lambda: words.sum()
 
 
-def exact_rows(size: int, gallery: np.ndarray, queries: np.ndarray, k: int) -> tuple[list[dict], float]:
-    rows = []
-    single_f32 = None
-    for label, vectors in (("float32", gallery), ("float16", gallery.astype(np.float16))):
-        index = ExactIndex(vectors)
+def single_vs_floor(index, queries: np.ndarray, k: int, floor, rounds: int) -> tuple[float, float, float]:
+    """(median ms of one query, median ms of the floor, ratio of the best times), the two interleaved."""
+    measured = single_vs_floor_detail(index, queries, k, floor, rounds)
+    return measured["search_ms"], measured["floor_ms"], measured["best_ratio"]
+
+
+def single_vs_floor_detail(index, queries: np.ndarray, k: int, floor, rounds: int) -> dict[str, float]:
+    """One query at a time against the floor, interleaved round by round: median ms of each, the ratio of the best
+    times, and the ratio of the medians of CPU time (process time: robust to other processes taking the cores)."""
+    times: dict[str, list[float]] = {"search": [], "floor": [], "search_cpu": [], "floor_cpu": []}
+    for query in queries[:rounds]:
+        for name, call in (("floor", floor), ("search", partial(index.search, query[None], k))):
+            cpu, start = time.process_time(), time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+            times[f"{name}_cpu"].append(time.process_time() - cpu)
+    median = {name: float(np.median(values)) for name, values in times.items()}
+    return dict(
+        search_ms=1000 * median["search"],
+        floor_ms=1000 * median["floor"],
+        best_ratio=min(times["search"]) / min(times["floor"]),
+        cpu_ratio=median["search_cpu"] / median["floor_cpu"],
+    )
+
+
+def exact_rows(size: int, gallery: np.ndarray, queries: np.ndarray, k: int) -> tuple[list[dict], dict[str, float]]:
+    """Exact search rows; returns them and the single-query ms of each precision/kernel."""
+    rows, singles = [], {}
+    half = gallery.astype(np.float16)
+    variants = (
+        ("float32", gallery, "torch"),
+        ("float16 (torch half GEMV)", half, "torch"),
+        ("float16 (compiled fused kernel)", half, "compiled"),
+    )
+    for label, vectors, kernel in variants:
+        index = ExactIndex(vectors, half_kernel=kernel)
         index.max_norm()  # once per index (a store's Retriever pays it at load)
-        floor = floor_ms(vectors)
-        single = single_ms(index, queries, k, 20)
-        floor_after = floor_ms(vectors)
-        floor = min(floor, floor_after)
-        batch = 1000 * best_seconds(lambda: index.search(queries, k), 1) / len(queries)
-        single_f32 = single_f32 or single
+        index.search(queries[:2], k)  # warm-up (compiles the fused kernel once)
+        floor = streaming_read(vectors)
+        measured = single_vs_floor_detail(index, queries, k, floor, 21)
+        single, floor_ms = measured["search_ms"], measured["floor_ms"]
+        batch = 1000 * best_seconds(partial(index.search, queries, k), 1) / len(queries)
+        singles[label] = single
         rows.append(
             dict(
                 size=size,
                 method=f"exact {label}, one query at a time",
                 ms=single,
-                note=f"floor {floor:.1f} ms ({vectors.nbytes / 1e9:.2f} GB read), {single / floor:.2f}x floor",
+                note=f"floor {floor_ms:.1f} ms ({vectors.nbytes / 1e9:.2f} GB read, {torch.get_num_threads()} "
+                f"threads), {single / floor_ms:.2f}x floor (medians; {measured['best_ratio']:.2f}x best vs best, "
+                f"{measured['cpu_ratio']:.2f}x in CPU time)",
             )
         )
         rows.append(dict(size=size, method=f"exact {label}, batch of {len(queries)}", ms=batch, note=""))
-        if label == "float16":
-            q = queries[:1]
-            before = 1000 * best_seconds(lambda: np.asarray(vectors, dtype=np.float32) @ q.T, 1)
-            rows.append(
-                dict(
-                    size=size,
-                    method="float16 converted to float32 per call (before)",
-                    ms=before,
-                    note=f"{before / single:.1f}x slower than exact float16",
-                )
-            )
-    return rows, single_f32
+    q = queries[:1]
+    before = 1000 * best_seconds(lambda: np.asarray(half, dtype=np.float32) @ q.T, 1)
+    best_half = min(v for key, v in singles.items() if key.startswith("float16"))
+    rows.append(
+        dict(
+            size=size,
+            method="float16 converted to float32 per call (before)",
+            ms=before,
+            note=f"{before / best_half:.1f}x slower than exact float16",
+        )
+    )
+    return rows, singles
 
 
-def ann_rows(size: int, gallery: np.ndarray, queries: np.ndarray, k: int, kinds: list[str], exact_ms: float):
+def ann_rows(size: int, gallery: np.ndarray, queries: np.ndarray, k: int, args, exact: dict[str, float]):
     """Yields the rows of each kind as soon as it is measured."""
     truth = ExactIndex(gallery).search(queries, k).rows
-    for kind in kinds:
+    for kind in args.kinds:
         rows = []
-        target, settings = KIND_SETTINGS.get(kind, (0.95, {}))
-        params = IndexParams(recall=target, tune_queries=300, **settings)
+        target, settings = KIND_SETTINGS.get(kind, (0.9, dict(refine=True)) if "PQ" in kind else (0.95, {}))
+        params = IndexParams(
+            recall=target + args.tune_margin, tune_queries=args.tune_queries, threads=args.build_threads, **settings
+        )
         start = time.perf_counter()
         index = make_index(gallery, kind, params)
         build = time.perf_counter() - start
         assert isinstance(index, FaissIndex)
         recall = recall_at_k(truth, index.search(queries, k).rows)
         single = single_ms(index, queries, k, 50)
-        batch = 1000 * best_seconds(lambda: index.search(queries, k), 1) / len(queries)
+        batch = 1000 * best_seconds(partial(index.search, queries, k), 1) / len(queries)
         tuning = index.tuning
         factory = kind_spec(kind).factory
         described = factory(size, gallery.shape[1], params) if factory else kind
@@ -139,10 +177,14 @@ def ann_rows(size: int, gallery: np.ndarray, queries: np.ndarray, k: int, kinds:
                 recall=recall,
                 build=build,
                 note=(
-                    f"{exact_ms / single:.0f}x faster than exact float32; tuned {tuning.knob}={tuning.value}"
+                    f"{exact['float32'] / single:.0f}x faster than exact float32, "
+                    f"{exact['float16 (compiled fused kernel)'] / single:.0f}x than exact float16 (fused); "
+                    f"tuned {tuning.knob}={tuning.value}"
                     + (f", re-rank x{tuning.refine_factor}" if tuning.refine_factor else "")
-                    + f" to {tuning.recall:.3f} on held-out ({'reached' if tuning.reached else 'NOT reached'}); "
-                    f"{index.bytes_per_vector():.0f} bytes/vector in the index"
+                    + f" for {tuning.target:.3f} ({target:.2f} bar + margin), reached {tuning.recall:.3f} on "
+                    f"{tuning.sample} held-out "
+                    f"({'reached' if tuning.reached else 'NOT reached'}, {tuning.settings_tried} settings tried); "
+                    f"{index.bytes_per_vector():.1f} bytes/vector in the index; load {os.getloadavg()[0]:.1f}"
                 ),
             )
         )
@@ -157,14 +199,21 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--kinds", nargs="*", default=["ivf", "ivfpq", "ivfpq-opq", "hnsw"])
+    parser.add_argument("--kinds", nargs="*", default=["ivfsq", "ivfpq-fs", "ivf", "hnsw"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads for queries and the floor (0: default)")
+    parser.add_argument("--build-threads", type=int, default=0, help="FAISS threads for builds (0: default)")
+    parser.add_argument("--tune-queries", type=int, default=500, help="held-out gallery vectors used for tuning")
+    parser.add_argument("--tune-margin", type=float, default=0.01, help="tune to the recall bar plus this")
     parser.add_argument("--out", type=Path, default=Path("bench/results/search.md"))
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     lines = [
         f"Search benchmark: {args.dim}-d CLIP-like clustered vectors, {args.queries} queries, k={args.k}, "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
-        f"{torch.get_num_threads()}, load average at start {os.getloadavg()[0]:.1f}",
+        f"{torch.get_num_threads()} (FAISS builds {args.build_threads or 'default'}), tuned on {args.tune_queries} "
+        f"held-out gallery vectors to the bar + {args.tune_margin}, load average at start {os.getloadavg()[0]:.1f}",
         "",
         "| gallery | method | ms / query | recall@10 vs exact | build (s) | notes |",
         "| ---: | --- | ---: | ---: | ---: | --- |",
@@ -173,10 +222,12 @@ def main() -> None:
         rng = np.random.default_rng(args.seed)
         data = clip_like(size + args.queries, args.dim, rng)
         queries, gallery = data[: args.queries], data[args.queries :]
-        rows, exact_ms = exact_rows(size, gallery, queries, args.k)
+        rows, exact = exact_rows(size, gallery, queries, args.k)
         _emit(lines, rows, args.out)
-        for rows in ann_rows(size, gallery, queries, args.k, args.kinds, exact_ms):
+        for rows in ann_rows(size, gallery, queries, args.k, args, exact):
             _emit(lines, rows, args.out)
+    lines.append(f"\nload average at the end {os.getloadavg()[0]:.1f}")
+    _emit(lines, [], args.out)
     print("\n".join(lines))
 
 

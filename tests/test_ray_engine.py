@@ -1,10 +1,12 @@
-"""Distributed indexing on a real local Ray cluster (2 workers, no dashboard): equal to the local indexer, and a
-driver killed with SIGKILL mid-run then re-run gives the same store. Skipped when Ray is not installed."""
+"""Distributed indexing on a real local Ray cluster (2 workers, no dashboard): equal to the local indexer, a
+driver killed with SIGKILL mid-run then re-run gives the same store, and actors embed only content the store does
+not hold without holding its hash set. Skipped when Ray is not installed."""
 
 from __future__ import annotations
 
 import functools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +15,7 @@ import time
 import pytest
 
 from clipmath.store import Gallery, IndexConfig, index_folder
-from tests.conftest import GALLERY, REPO
+from tests.conftest import GALLERY, REPO, write_images
 from tests.test_scale_store import assert_same_store
 
 ray = pytest.importorskip("ray")
@@ -93,3 +95,80 @@ def test_driver_killed_mid_run_then_rerun_equals_a_clean_run(tmp_path, ray_clust
     index_with_ray(store, GALLERY, tiny_factory(), IndexConfig(batch_size=4), options=RayOptions(), progress=False)
     index_folder(tmp_path / "clean.store", GALLERY, tiny_encoder, IndexConfig(batch_size=4), progress=False)
     assert_same_store(store, tmp_path / "clean.store")
+
+
+class CountingEncoder:
+    """Builds tiny-random-clip whose ``encode_files`` appends the number of images it was given to ``log``."""
+
+    def __init__(self, log):
+        self.log = str(log)
+
+    def __call__(self):
+        from clipmath.encoders import load_encoder
+
+        encoder = load_encoder("tiny-random-clip")
+        encode_files = encoder.encode_files
+
+        def counted(images, *args, **kwargs):
+            with open(self.log, "a") as fh:
+                fh.write(f"{len(images)}\n")
+            return encode_files(images, *args, **kwargs)
+
+        encoder.encode_files = counted
+        return encoder
+
+
+def embedded(log) -> int:
+    return sum(int(line) for line in log.read_text().split()) if log.exists() else 0
+
+
+def test_actors_embed_only_content_the_store_does_not_hold(tmp_path, ray_cluster, tiny_encoder):
+    """Copies of stored images under new names are hashed but not embedded (the actors ask the driver's node, per
+    batch, which digests the store holds); the store equals the local indexer's."""
+    from clipmath.store.ray_engine import RayOptions, index_with_ray
+
+    images = tmp_path / "images"
+    names = write_images(images, 6)
+    config = IndexConfig(batch_size=2, commit_every=4)
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    index_with_ray(tmp_path / "ray.store", images, CountingEncoder(first_log), config, progress=False)
+    assert embedded(first_log) == 6
+    for name in names[:4]:
+        shutil.copy(images / name, images / f"copy_{name}")
+    write_images(images / "new", 1, seed=7)
+    store, counting = tmp_path / "ray.store", CountingEncoder(second_log)
+    report = index_with_ray(store, images, counting, config, options=RayOptions(workers=2), progress=False)
+    assert (report.added, report.reused, report.unchanged) == (1, 4, 6)
+    assert embedded(second_log) == 1  # only the new content was decoded and embedded
+    index_folder(tmp_path / "local.store", images, tiny_encoder, config, progress=False)
+    assert_same_store(tmp_path / "ray.store", tmp_path / "local.store")
+
+
+def test_embed_actor_skips_content_the_flags_call_known(tmp_path):
+    """Without Ray: the actor embeds exactly the rows whose digest the ``known_flags`` function does not know."""
+    import hashlib
+
+    import numpy as np
+
+    from clipmath.store.ray_engine import EmbedActor
+
+    names = write_images(tmp_path, 4)
+    known = {hashlib.sha256((tmp_path / names[1]).read_bytes()).hexdigest()}
+    asked = []
+
+    def known_flags(digests):
+        asked.append(list(digests))
+        return [d in known for d in digests]
+
+    log = tmp_path / "count.log"
+    actor = EmbedActor(CountingEncoder(log), known_flags, max_pixels=10**7, batch_size=4)
+    batch = {
+        "id": np.array(names, dtype=object),
+        "path": np.array([str(tmp_path / n) for n in names], dtype=object),
+        "size": np.zeros(4, np.int64),
+        "mtime_ns": np.zeros(4, np.int64),
+    }
+    out = actor(batch)
+    assert len(asked) == 1 and len(asked[0]) == 4  # one question per batch
+    assert out["has_vector"].tolist() == [True, False, True, True] and embedded(log) == 3
+    assert out["sha256"][1] in known and not out["vector"][1].any()

@@ -46,6 +46,25 @@ def test_exclusions_remove_rows_and_keep_k():
         assert (result.rows >= 0).all()
 
 
+def test_one_query_top_rows_preselected_by_chunk_maxima_equal_topk():
+    from clipmath.search.exact import _block_top
+
+    rng = np.random.default_rng(2)
+    scores = torch.from_numpy(rng.standard_normal((1, 50_021)).astype(np.float32))
+    scores[0, 7:900] = -torch.inf  # excluded rows
+    scores[0, 50_000:] = 9.0  # the best rows sit in the tail that fills no whole chunk
+    values, rows = _block_top(scores, 42)
+    expected_values, expected_rows = torch.topk(scores, 42, dim=1)
+    torch.testing.assert_close(values, expected_values)
+    assert sorted(rows[0].tolist()) == sorted(expected_rows[0].tolist())
+    # and a whole search over a gallery long enough to take that path
+    vectors = clustered(30_000, 8, 20)
+    for gallery in (vectors, vectors.astype(np.float16)):
+        found = ExactIndex(gallery).search(vectors[5:6], 10, [[5]]).rows
+        np.testing.assert_array_equal(found, ExactIndex(gallery, block_rows=1000).search(vectors[5:6], 10, [[5]]).rows)
+        assert 5 not in found[0]
+
+
 def test_ties_break_by_row_and_blocks_do_not_matter():
     vectors = np.zeros((10, 4), dtype=np.float32)
     vectors[:, 0] = 1.0  # every row ties
@@ -95,7 +114,7 @@ def test_exclusions_for_maps_ids_to_rows():
 def test_index_kinds_registry_names_builtins_and_accepts_factory_strings():
     from clipmath.search import INDEX_KINDS, IndexKindError, kind_spec
 
-    assert {"exact", "flat", "hnsw", "ivf", "ivfpq", "ivfpq-opq"} <= set(INDEX_KINDS.names())
+    assert {"exact", "flat", "hnsw", "ivf", "ivfsq", "ivfpq", "ivfpq-fs", "ivfpq-opq"} <= set(INDEX_KINDS.names())
     assert not kind_spec("exact").approximate and kind_spec("hnsw").approximate
     vectors = clustered(2000, 16, 8)
     index = make_index(vectors, "IVF8,Flat", FaissParams(nprobe=8))
@@ -114,6 +133,31 @@ def test_float16_exact_equals_float32_exact_of_the_same_values(n_queries):
     full = ExactIndex(vectors.astype(np.float32)).search(queries, 10)
     np.testing.assert_array_equal(half.rows, full.rows)
     np.testing.assert_allclose(half.scores, full.scores, atol=1e-6)
+
+
+def test_compiled_float16_kernel_gives_the_float32_exact_ids():
+    from clipmath.search.halfdot import compiled_half_dot
+
+    if compiled_half_dot() is None:
+        pytest.skip("torch cannot compile a CPU kernel here (no C++ compiler)")
+    vectors = clustered(5000, 64, 30).astype(np.float16)
+    queries = clustered(3, 64, 30, seed=5)
+    index = make_index(vectors, "exact", FaissParams(half_kernel="compiled"))
+    assert index.half_kernel == "compiled"
+    # a block of 4999 rows, then one of a single row (eager GEMV)
+    fused = ExactIndex(vectors, block_rows=4999, half_kernel="compiled").search(queries, 10, [[0], [], [7]])
+    full = ExactIndex(vectors.astype(np.float32)).search(queries, 10, [[0], [], [7]])
+    np.testing.assert_array_equal(fused.rows, full.rows)
+    np.testing.assert_allclose(fused.scores, full.scores, atol=1e-6)
+    np.testing.assert_array_equal(index.search(queries, 10).rows, ExactIndex(vectors).search(queries, 10).rows)
+    with pytest.raises(ValueError, match="half_kernel"):
+        ExactIndex(vectors, half_kernel="fast")
+    # near-ties: 3000 rows that differ in one coordinate by steps of 1/1024 (exact in float16), many equal
+    near = np.tile(vectors[:1], (3000, 1))
+    near[:, 1] += (np.arange(3000) % 97 * 2.0**-10).astype(np.float16)
+    query = near[:1].astype(np.float32) + np.float32(1e-3)
+    fused = ExactIndex(near, half_kernel="compiled").search(query, 25).rows
+    np.testing.assert_array_equal(fused, ExactIndex(near.astype(np.float32)).search(query, 25).rows)
 
 
 def test_float16_memmap_gallery_is_searched_blockwise_with_exclusions(tmp_path):
@@ -188,6 +232,40 @@ def test_recall_tuning_of_ivfpq_raises_nprobe_and_rerank_until_reached():
     vectors = clustered(5000, 32, 40)
     index = make_index(vectors, "ivfpq", FaissParams(pq_m=4, refine=True, refine_factor=4, recall=0.95, threads=1))
     assert index.tuning.reached and index.tuning.knob == "nprobe" and index.tuning.recall >= 0.95
+
+
+def test_fast_scan_ivfpq_reranked_from_the_gallery_reaches_its_target():
+    data = clustered(6050, 32, 40)
+    vectors, queries = data[:6000], data[6000:]
+    assert factory_string("ivfpq-fs", 1_000_000, 512, FaissParams()) == "IVF4000,PQ64x4fs"  # 32-byte codes
+    assert factory_string("ivfsq", 1_000_000, 512, FaissParams(nlist=1024)) == "IVF1024,SQ8"
+    params = FaissParams(refine=True, refine_factor=2, recall=0.95, tune_queries=200, threads=1)
+    index = make_index(vectors, "ivfpq-fs", params)
+    assert index.tuning.reached, index.tuning.describe()
+    assert recall_at_k(brute_force(vectors, queries, 10), index.search(queries, 10).rows) >= 0.9
+    hits = index.search(queries[:1], 3)
+    np.testing.assert_allclose(hits.scores[0], vectors[hits.rows[0]] @ queries[0], atol=1e-6)
+
+
+def test_recall_tuning_deepens_the_rerank_when_probing_more_lists_is_not_enough():
+    data = clustered(6050, 32, 40)
+    vectors, queries = data[:6000], data[6000:]
+    # 2-byte codes: no nprobe reaches 0.95 from 10 candidates, so the tuner must re-rank deeper
+    params = FaissParams(pq_m=2, refine=True, refine_factor=1, recall=0.95, tune_queries=200, threads=1)
+    index = make_index(vectors, "ivfpq", params)
+    report = index.tuning
+    assert report.reached and report.recall >= 0.95 and report.refine_factor > 1, report.describe()
+    assert index.params.refine_factor == report.refine_factor and index.params.nprobe == report.value
+    assert recall_at_k(brute_force(vectors, queries, 10), index.search(queries, 10).rows) >= 0.9
+
+
+def test_recall_tuning_reports_an_unreached_target_and_keeps_the_best_setting():
+    vectors = clustered(4000, 32, 40)
+    index = make_index(vectors, "ivfpq", FaissParams(pq_m=2, recall=0.99, tune_queries=100, threads=1))
+    report = index.tuning
+    assert not report.reached and report.recall < 0.99 and report.refine_factor is None
+    assert "NOT reached" in report.describe() and report.settings_tried > 1
+    assert index.params.nprobe == report.value  # the best setting measured is the one left in place
 
 
 def test_faiss_build_from_float16_memmap_in_blocks(tmp_path):

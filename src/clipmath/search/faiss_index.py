@@ -24,8 +24,9 @@ class IndexParams:
 
     ``refine``: re-rank ``refine_factor * k`` approximate candidates by their exact inner product with the gallery's
     own vectors. ``recall``: tune ``ef_search`` / ``nprobe`` (and the re-rank factor) on a held-out sample of the
-    gallery until recall@10 reaches it. ``threads``: FAISS OpenMP threads (0: FAISS's default). ``device`` applies to
-    exact search (``"cuda"``: the gallery in half precision on the GPU).
+    gallery until recall@10 reaches it. ``threads``: FAISS OpenMP threads (0: FAISS's default). ``device`` and
+    ``half_kernel`` apply to exact search (``"cuda"``: the gallery in half precision on the GPU; ``"compiled"``: a
+    fused float16 kernel on the CPU, see :mod:`clipmath.search.halfdot`).
     """
 
     hnsw_m: int = 32
@@ -44,6 +45,7 @@ class IndexParams:
     tune_queries: int = 500
     threads: int = 0
     device: str = "cpu"
+    half_kernel: str = "torch"
 
 
 #: the name callers used so far

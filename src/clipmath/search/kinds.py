@@ -67,7 +67,7 @@ def _register_faiss(name: str, summary: str, factory: Callable[[int, int, IndexP
 def _build_exact(vectors: np.ndarray, params: IndexParams) -> VectorIndex:
     from clipmath.search.exact import ExactIndex
 
-    return ExactIndex(vectors, device=params.device)
+    return ExactIndex(vectors, device=params.device, half_kernel=params.half_kernel)
 
 
 def _ivfpq(n: int, dim: int, params: IndexParams) -> str:
@@ -82,6 +82,16 @@ def _ivfpq_opq(n: int, dim: int, params: IndexParams) -> str:
     return f"OPQ{pq_m}_{pq_m * (dim // pq_m)},IVF{ivf_lists(n, params)},PQ{pq_m}x{pq_bits}"
 
 
+def _ivfpq_fast_scan(n: int, dim: int, params: IndexParams) -> str:
+    # 4-bit codes scanned with SIMD lookups: dim/16 bytes per vector by default (pq_m must be even)
+    pq_m = params.pq_m or max(2, _even_divisor(dim, dim // 8))
+    return f"IVF{ivf_lists(n, params)},PQ{pq_m}x4fs"
+
+
+def _even_divisor(n: int, cap: int) -> int:
+    return max([d for d in range(2, cap + 1, 2) if n % d == 0], default=2)
+
+
 INDEX_KINDS.register(
     "exact",
     IndexKindSpec("exact", "brute force, float32 or float16, CPU or CUDA (torch)", False, _build_exact),
@@ -91,4 +101,10 @@ _register_faiss("flat", "FAISS flat (brute force, float32 copy)", lambda n, d, p
 _register_faiss("hnsw", "FAISS HNSW graph over float32 (tunes efSearch)", lambda n, d, p: f"HNSW{p.hnsw_m},Flat")
 _register_faiss("ivf", "FAISS inverted file over float32 (tunes nprobe)", lambda n, d, p: f"IVF{ivf_lists(n, p)},Flat")
 _register_faiss("ivfpq", "FAISS inverted file + product quantizer (tunes nprobe)", _ivfpq)
+_register_faiss(
+    "ivfsq",
+    "inverted file + 8-bit scalar quantizer: dim bytes per vector (tunes nprobe)",
+    lambda n, d, p: f"IVF{ivf_lists(n, p)},SQ8",
+)
+_register_faiss("ivfpq-fs", "IVF-PQ, 4-bit fast-scan codes: dim/16 bytes per vector (re-rank deep)", _ivfpq_fast_scan)
 _register_faiss("ivfpq-opq", "IVF-PQ after an OPQ rotation, <= dim/8 bytes per vector", _ivfpq_opq)

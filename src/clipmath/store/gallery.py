@@ -199,6 +199,17 @@ class Gallery:
         with manifest_errors(self.path):
             return dict(self._conn.execute("SELECT sha256, vec_row FROM items").fetchall())
 
+    def rows_for_hashes(self, digests: Iterable[str]) -> dict[str, int]:
+        """``sha256 -> vector row`` for those of ``digests`` the store holds (indexed look-ups, not a full scan)."""
+        wanted, found = list(dict.fromkeys(digests)), {}
+        with manifest_errors(self.path):
+            for start in range(0, len(wanted), 500):  # SQLite caps the number of bound parameters
+                part = wanted[start : start + 500]
+                marks = ",".join("?" * len(part))
+                query = f"SELECT sha256, vec_row FROM items WHERE sha256 IN ({marks})"
+                found.update(self._conn.execute(query, part).fetchall())
+        return found
+
     def record(self, item_id: str) -> ItemRecord | None:
         """The metadata of item ``item_id`` (None if absent)."""
         return self._record_where("id", db_id(item_id))

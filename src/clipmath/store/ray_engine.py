@@ -4,11 +4,13 @@ model once; one GPU each where asked), and the driver commits the results into t
 The driver decides what needs work exactly as :func:`clipmath.store.index_folder` does (unchanged size and mtime:
 skipped without reading; special files and escaping symlinks: reported), then streams the changed files through
 ``ray.data``. An actor reads each file once: its SHA-256, and unless the store already holds that content, its
-decoded pixels and embedding. The driver commits every ``commit_every`` results atomically: same content as before
--> mtime updated; content stored under another id -> its vector row reused; new content -> appended; undecodable ->
-reported as a bad file. A driver killed at any point leaves the last commit; a re-run finishes the job and gives the
-same ids and vectors as an uninterrupted run. Every node must see the image root and the driver the store (a shared
-file system: see docs/scaling.md).
+decoded pixels and embedding. Which contents the store holds is asked per batch of digests from one small actor on
+the driver's node that reads the store's manifest (:class:`KnownContent`): no actor holds the store's hash set, so
+an actor's memory does not grow with the store. The driver commits every ``commit_every`` results atomically: same
+content as before -> mtime updated; content stored under another id -> its vector row reused; new content ->
+appended; undecodable -> reported as a bad file. A driver killed at any point leaves the last commit; a re-run
+finishes the job and gives the same ids and vectors as an uninterrupted run. Every node must see the image root
+and the driver the store (a shared file system: see docs/scaling.md).
 
 Ray is an optional extra: ``pip install 'clipmath[distributed]'``.
 """
@@ -91,12 +93,53 @@ def read_file_list(path: str | Path, root: str | Path) -> list[str]:
     return sorted(dict.fromkeys(ids))
 
 
-class EmbedActor:
-    """A Ray Data actor: loads the model once, then per batch of file rows returns hashes, sizes and embeddings."""
+class KnownContent:
+    """A Ray actor on the driver's node: which of a batch of SHA-256 digests the store already holds.
 
-    def __init__(self, factory: EncoderFactory, known_hashes: frozenset[str], max_pixels: int, batch_size: int):
+    It answers from the store's manifest (indexed by content hash; a read-only connection that sees each commit of
+    the driver), so its memory is SQLite's page cache, not the store's hash set."""
+
+    def __init__(self, store: str) -> None:
+        self.gallery = Gallery.open(store)
+
+    def flags(self, digests: Sequence[str]) -> list[bool]:
+        held = self.gallery.rows_for_hashes(digests)
+        return [digest in held for digest in digests]
+
+
+def start_known_content(ray, store: str | Path):
+    """A :class:`KnownContent` actor pinned to this (the driver's) node, which sees the store; it takes no CPU."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return ray.remote(num_cpus=0)(KnownContent).options(scheduling_strategy=here).remote(str(store))
+
+
+#: which of these digests the store holds (:class:`AskKnownContent` through Ray; any function in tests)
+KnownFlags = Callable[[list[str]], list[bool]]
+
+
+@dataclass(frozen=True)
+class AskKnownContent:
+    """:data:`KnownFlags` that asks a :class:`KnownContent` actor, one round trip per batch (pickles as a handle)."""
+
+    actor: object
+
+    def __call__(self, digests: list[str]) -> list[bool]:
+        import ray
+
+        return ray.get(self.actor.flags.remote(digests))
+
+
+class EmbedActor:
+    """A Ray Data actor: loads the model once, then per batch of file rows returns hashes, sizes and embeddings.
+
+    Content that ``known_flags`` says the store holds is not decoded or embedded (the driver reuses the stored
+    vector); the actor keeps no set of the store's hashes."""
+
+    def __init__(self, factory: EncoderFactory, known_flags: KnownFlags, max_pixels: int, batch_size: int):
         self.encoder = factory()
-        self.known_hashes = known_hashes
+        self.known_flags = known_flags
         self.max_pixels = max_pixels
         self.batch_size = batch_size
 
@@ -119,9 +162,12 @@ class EmbedActor:
                 errors[i] = "permission denied" if isinstance(exc, PermissionError) else f"unreadable: {exc}"
                 continue
             digests[i] = hashlib.sha256(data).hexdigest()
-            if digests[i] not in self.known_hashes:  # known content: the driver reuses the stored vector
-                images.append(data)
-                image_rows.append(i)
+            images.append(data)
+            image_rows.append(i)
+        if images:  # known content is not embedded: the driver reuses the stored vector
+            known = self.known_flags([digests[i] for i in image_rows])
+            images = [data for data, is_known in zip(images, known) if not is_known]
+            image_rows = [i for i, is_known in zip(image_rows, known) if not is_known]
         vectors = np.zeros((count, self.encoder.info.dim), np.float32)
         has_vector = np.zeros(count, bool)
         if images:
@@ -178,7 +224,8 @@ def index_with_ray(
     with Gallery.open_for_writing(store, encoder.info, encoder.transform.key, root, config.dtype) as gallery:
         plan = plan_index(gallery, root, files, config, report)
         if plan.candidates:
-            dataset = _embedded_dataset(ray, plan.candidates, gallery, factory, config, options)
+            known_content = start_known_content(ray, store)
+            dataset = _embedded_dataset(ray, plan.candidates, known_content, factory, config, options)
             with tqdm(total=len(plan.candidates), desc="indexing (ray)", unit="img", disable=not progress) as bar:
                 for batch in dataset.iter_batches(batch_size=config.commit_every, batch_format="numpy"):
                     _commit_batch(gallery, batch, plan.known, report)
@@ -188,7 +235,7 @@ def index_with_ray(
     return report
 
 
-def _embedded_dataset(ray, candidates, gallery: Gallery, factory, config: IndexConfig, options: RayOptions):
+def _embedded_dataset(ray, candidates, known_content, factory, config: IndexConfig, options: RayOptions):
     rows = [{"id": c.id, "path": str(c.path), "size": c.size, "mtime_ns": c.mtime_ns} for c in candidates]
     blocks = max(1, min(len(rows), options.workers * 4))
     dataset = ray.data.from_items(rows, override_num_blocks=blocks)
@@ -196,7 +243,7 @@ def _embedded_dataset(ray, candidates, gallery: Gallery, factory, config: IndexC
         EmbedActor,
         fn_constructor_kwargs={
             "factory": factory,
-            "known_hashes": frozenset(gallery.rows_by_hash()),
+            "known_flags": AskKnownContent(known_content),
             "max_pixels": config.max_pixels,
             "batch_size": config.batch_size,
         },
@@ -209,8 +256,9 @@ def _embedded_dataset(ray, candidates, gallery: Gallery, factory, config: IndexC
 
 
 def _commit_batch(gallery: Gallery, batch: dict[str, np.ndarray], known: dict, report: IndexReport) -> None:
-    """Apply the indexer's rules to one batch of actor results and commit it atomically."""
-    by_hash = gallery.rows_by_hash()
+    """Apply the indexer's rules to one batch of actor results and commit it atomically (the store is asked only
+    about this batch's digests: the driver's work per batch does not grow with the store)."""
+    by_hash = gallery.rows_for_hashes(str(d) for d in batch["sha256"] if d)
     next_row = int(gallery.meta["vector_rows"])
     records, vectors, reused, touched, bad = [], [], [], [], []
     pending: dict[str, tuple[int, int]] = {}  # content first seen in this batch -> its image size
