@@ -1,7 +1,7 @@
 """A gallery larger than comfortable: 10M x 512 float16 CLIP-like vectors (10 GB) built and searched on one machine.
 
-The gallery is generated in chunks straight into a float16 memory-mapped file (the layout of a ``--dtype float16``
-store's vector file: raw rows, no header), never held in RAM. Then, in one run, side by side:
+The gallery is generated in chunks straight into a float16 memory-mapped file (the layout of a ``--store-dtype
+float16`` store's vector file: raw rows, no header), never held in RAM. Then, in one run, side by side:
 
 * exact search over the memmap (``ExactIndex``: blockwise, float16 scan + exact float32 re-score), one query at a time
   and a batch, against the floors of the bytes it reads: a cold sequential read of the file from disk (its pages
@@ -15,9 +15,10 @@ Reports per-phase build time, peak resident memory (anonymous, i.e. the process'
 pages it touched, sampled every 0.2 s), file sizes, recall@10 against exact search, ms/query and the load average.
 
     nice python bench/big_gallery_bench.py --size 200000            # dry run (~1 minute)
-    nohup nice python bench/big_gallery_bench.py --size 10000000 --out bench/results/big_gallery.md > big.log &
+    OMP_WAIT_POLICY=PASSIVE nohup nice python bench/big_gallery_bench.py --out big.md > big.log &   # 10M, ~11 min
 
-The 10 GB file is deleted at the end unless ``--keep``.
+The 10 GB file (and the index) are deleted at the end unless ``--keep``; ``--reuse`` searches what a ``--keep`` run
+left (e.g. another grid: ``--nprobe 8 16 --refine 1024 2048``). Results of the runs: bench/results/big_gallery.md.
 """
 
 from __future__ import annotations
@@ -177,8 +178,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--kind", default="ivfpq", help="ivfpq (PQ64x8: 64-byte codes) or ivfpq-opq (slow to train)")
     parser.add_argument("--pq-m", type=int, default=64, help="PQ sub-quantizers (bytes per code) for ivfpq")
-    parser.add_argument("--nlist", type=int, default=1024)
-    parser.add_argument("--train-size", type=int, default=65_536)
+    parser.add_argument("--nlist", type=int, default=512)
+    parser.add_argument("--train-size", type=int, default=32_768)
     parser.add_argument("--nprobe", type=int, nargs="+", default=[16, 64], help="IVF lists probed (grid)")
     parser.add_argument("--refine", type=int, nargs="+", default=[16, 64, 256, 1024], help="re-rank refine x k (grid)")
     parser.add_argument("--half-kernels", nargs="*", default=["compiled"], help="more ExactIndex half kernels to time")
