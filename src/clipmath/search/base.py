@@ -64,3 +64,14 @@ def check_queries(queries: np.ndarray, dim: int) -> np.ndarray:
     if queries.shape[1] != dim:
         raise ValueError(f"queries have dimension {queries.shape[1]}, the index has {dim}")
     return queries
+
+
+def top_k_sorted(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best of one query's candidates, by score desc then row asc."""
+    if len(scores) > k:
+        # keep every candidate tied with the k-th score so the row tie-break stays exact
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+        keep = scores >= kth
+        scores, rows = scores[keep], rows[keep]
+    order = np.lexsort((rows, -scores))[:k]
+    return scores[order], rows[order]

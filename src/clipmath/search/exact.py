@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import torch
 
-from clipmath.search.base import Exclusions, SearchResults, VectorIndex, check_queries, pad_results
+from clipmath.search.base import Exclusions, SearchResults, VectorIndex, check_queries, pad_results, top_k_sorted
 from clipmath.search.halfdot import HALF_KERNELS, compiled_half_dot, half_scores
 
 _HALF_EPS = 2.0**-11  # relative rounding error bound of float16
@@ -31,17 +31,6 @@ _CONVERT_ROWS = 262_144
 _TOP_CHUNK = 64
 #: candidates taken per block beyond k before checking that none was missed
 _EXTRA_CANDIDATES = 32
-
-
-def _top_k_sorted(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` best of one query's candidates, by score desc then row asc."""
-    if len(scores) > k:
-        # keep every candidate tied with the k-th score so the row tie-break stays exact
-        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
-        keep = scores >= kth
-        scores, rows = scores[keep], rows[keep]
-    order = np.lexsort((rows, -scores))[:k]
-    return scores[order], rows[order]
 
 
 def _block_top(scores: torch.Tensor, take: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -263,7 +252,7 @@ class ExactIndex(VectorIndex):
                 rows = rows[~np.isin(rows, np.asarray(list(exclude[qi]), dtype=np.int64))]
             rows = np.unique(rows)
             scores = np.asarray(self.vectors[rows], dtype=np.float32) @ queries[qi]
-            top_scores, top_rows = _top_k_sorted(scores.astype(np.float32), rows, k)
+            top_scores, top_rows = top_k_sorted(scores.astype(np.float32), rows, k)
             best_scores.append(top_scores)
             best_rows.append(top_rows)
         return best_scores, best_rows

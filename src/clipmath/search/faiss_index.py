@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipmath.search.base import Exclusions, SearchResults, VectorIndex, check_queries, pad_results
+from clipmath.search.base import Exclusions, SearchResults, VectorIndex, check_queries, pad_results, top_k_sorted
 
 _ADD_BLOCK = 65_536
 
@@ -180,11 +180,12 @@ class FaissIndex(VectorIndex):
                 allowed = ~np.isin(found, np.asarray(list(exclude[qi]), dtype=np.int64))
                 found, found_scores = found[allowed], found_scores[allowed]
             if rerank:
-                found = np.unique(found)
+                found = np.sort(found)  # rows in order read the gallery forwards; FAISS lists an id once, but be sure
+                found = found[np.concatenate(([True], found[1:] != found[:-1]))] if len(found) else found
                 found_scores = np.asarray(self.vectors[found], dtype=np.float32) @ queries[qi]
-            order = np.lexsort((found, -found_scores))[:k]
-            out_scores.append(found_scores[order].astype(np.float32))
-            out_rows.append(found[order].astype(np.int64))
+            top_scores, top_rows = top_k_sorted(found_scores.astype(np.float32), found.astype(np.int64), k)
+            out_scores.append(top_scores)
+            out_rows.append(top_rows)
         return pad_results(out_scores, out_rows, k)
 
     def apply_params(self, params: IndexParams) -> None:
