@@ -1,0 +1,67 @@
+"""Threads of the caption decoders' LM passes, same run, same photos: ``lm_threads`` 1 (the default) vs 0 (torch's
+setting for everything), interleaved, wall and CPU seconds and the load average per caption (docs/captioning.md).
+
+    nice python bench/caption_threads.py --photos 2 --zerocap-tokens 2
+
+Captions are compared token for token between the two settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, os.environ.get("CLIPMATH_SRC", str(REPO / "src")))
+
+from clipmath.caption import (  # noqa: E402
+    MagicConfig,
+    MagicDecoder,
+    ZeroCapConfig,
+    ZeroCapDecoder,
+    load_language_model,
+)
+from clipmath.encoders import load_encoder  # noqa: E402
+
+COCO = REPO / "examples" / "gallery" / "coco"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=2)
+    parser.add_argument("--zerocap-tokens", type=int, default=2, help="ZeroCap target_seq_length (defaults otherwise)")
+    args = parser.parse_args()
+    encoder = load_encoder("offline-imagenet-minilm")
+    lm = load_language_model("smollm2-135m")
+    names = sorted(p.name for p in COCO.glob("*.jpg"))[: args.photos]
+    targets = encoder.encode_images([Image.open(COCO / n) for n in names])
+    magic, zerocap = MagicDecoder(lm, encoder), ZeroCapDecoder(lm, encoder)
+    magic.caption(targets[0], MagicConfig(max_length=2))  # warm-up
+    print(f"encoder: {encoder.info.label()}\nLM: {lm.label()}\ncpus: {os.cpu_count()}\n")
+    print("| decoder | photo | lm_threads | s / caption | CPU s | load (1 min) | tokens |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | --- |")
+    decoders = (
+        ("magic", magic, lambda n: MagicConfig(lm_threads=n)),
+        ("zerocap", zerocap, lambda n: ZeroCapConfig(lm_threads=n, target_seq_length=args.zerocap_tokens)),
+    )
+    for label, decoder, config in decoders:
+        for name, target in zip(names, targets):
+            tokens = {}
+            for threads in (0, 1):
+                decoder._texts.clear()  # each run encodes its own texts
+                load = os.getloadavg()[0]
+                wall, cpu = time.perf_counter(), time.process_time()
+                best = decoder.caption(target, config(threads))[0]
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                tokens[threads] = best.tokens
+                print(f"| {label} | {name[-10:-4]} | {threads} | {wall:.1f} | {cpu:.1f} | {load:.1f} | "
+                      f"{'same' if threads and tokens[0] == best.tokens else len(best.tokens)} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
