@@ -31,6 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -106,6 +107,7 @@ def main() -> None:
     parser.add_argument("--zerocap-photos", type=int, default=2, help="photos for the ZeroCap rows (slow)")
     parser.add_argument("--zerocap-settings", choices=sorted(ZEROCAP_SETTINGS), default="small")
     parser.add_argument("--adapted-lm", help="folder written by `clipmath train caption-lm`")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--zerocap-adapted", action="store_true", help="also ZeroCap with --adapted-lm")
     parser.add_argument("--lm", default="smollm2-135m")
     parser.add_argument("--model", default="offline-imagenet-minilm")
@@ -115,12 +117,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "caption_bench.json")
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     encoder = load_encoder(args.model)
     counter = CountingEncoder(encoder)
     lm = load_language_model(args.lm)
     names = sorted(p.name for p in COCO.glob("*.jpg"))[: args.photos]
     targets = encoder.encode_images([Image.open(COCO / n) for n in names])
-    print(f"encoder: {encoder.info.label()}\nLM: {lm.label()}\nphotos: {len(names)}", flush=True)
+    print(f"encoder: {encoder.info.label()}\nLM: {lm.label()}\nphotos: {len(names)}\n"
+          f"torch threads: {torch.get_num_threads()}", flush=True)
     rows: dict[str, list[dict]] = {}
 
     magic = MagicDecoder(lm, encoder)
@@ -174,6 +179,7 @@ def main() -> None:
     report = {
         "encoder": encoder.info.label(), "lm": lm.label(), "adapted_lm": args.adapted_lm,
         "zerocap_settings": args.zerocap_settings, "zerocap_identical": same,
+        "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
         "summary": summary, "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

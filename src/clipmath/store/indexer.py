@@ -227,7 +227,7 @@ def _index_chunk(
     report: IndexReport,
 ) -> None:
     hashes = list(pool.map(_hash_file, chunk))
-    by_hash = gallery.rows_by_hash()
+    by_hash = gallery.rows_for_hashes(d for d in hashes if isinstance(d, str))  # this chunk's only
     touched, reused, to_decode, bad = [], [], [], []
     for candidate, digest in zip(chunk, hashes):
         if isinstance(digest, ImageDecodeError):
