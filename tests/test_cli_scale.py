@@ -59,6 +59,8 @@ def test_search_with_recall_target_reports_the_tuning(tmp_path, image_folder):
     result = invoke("search", "--store", store, "--text", "x", "--index", "hnsw", "--recall", "0.9", "-k", "3")
     assert result.exit_code == 0, result.output
     assert "index tuned: recall@10" in result.output and "ef_search=" in result.output
+    result = invoke("search", "--store", store, "--text", "x", "--half-kernel", "fast")
+    assert result.exit_code != 0 and "unknown --half-kernel 'fast'" in str(result.exception)
     if not torch.cuda.is_available():
         result = invoke("search", "--store", store, "--text", "x", "--device", "cuda")
         assert result.exit_code != 0 and "Traceback" not in result.output

@@ -128,6 +128,7 @@ def search(
     k: KOpt = 10,
     index_kind: IndexKindOpt = "exact",
     recall: scale.RecallOpt = None,
+    half_kernel: scale.HalfKernelOpt = "torch",
     include_reference: Annotated[bool, typer.Option(help="Allow the reference image itself in the results.")] = False,
     model: ModelOpt = None,
     device: DeviceOpt = "cpu",
@@ -146,7 +147,7 @@ def search(
     query = build_query(**fields, lam=lam)
     set_threads(threads)
     config = RetrieverConfig(
-        index=index_kind, faiss=scale.index_params(device, recall), exclude_reference=not include_reference
+        index=index_kind, faiss=scale.index_params(device, recall, half_kernel), exclude_reference=not include_reference
     )
     retriever = Retriever.open(store, model=model, device=device, config=config, dtype=dtype)
     hits = retriever.search([query], method=method, k=k, checkpoint=checkpoint)[0]

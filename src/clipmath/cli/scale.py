@@ -39,6 +39,15 @@ RecallOpt = Annotated[
     typer.Option("--recall", min=0.0, max=1.0, help="Approximate index: tune to this recall@10 on a held-out sample."),
 ]
 
+HalfKernelOpt = Annotated[
+    str,
+    typer.Option(
+        "--half-kernel",
+        help="Exact search of a float16 store on the CPU: torch (half GEMV) or compiled (fused kernel, needs a C++ "
+        "compiler; ~20 s to compile once per machine, then faster: for big galleries and long runs).",
+    ),
+]
+
 
 @app.command(epilog="Example:\n\n  clipmath merge part1.store part2.store --into all.store")
 def merge(
@@ -121,11 +130,15 @@ def run_ray_index(
     return report, driver_encoder
 
 
-def index_params(device: str, recall: Optional[float]) -> Any:
-    """Search index parameters from ``--device`` (exact search on the GPU with cuda) and ``--recall``."""
+def index_params(device: str, recall: Optional[float], half_kernel: str = "torch") -> Any:
+    """Search index parameters from ``--device`` (exact search on the GPU with cuda), ``--recall`` and
+    ``--half-kernel``."""
     from clipmath.search import IndexParams
+    from clipmath.search.halfdot import HALF_KERNELS
 
-    return IndexParams(device=device, recall=recall)
+    if half_kernel not in HALF_KERNELS:
+        raise ClipmathError(f"unknown --half-kernel '{half_kernel}' (use {' or '.join(HALF_KERNELS)})")
+    return IndexParams(device=device, recall=recall, half_kernel=half_kernel)
 
 
 def report_tuning(index: Any, as_json: bool) -> None:

@@ -68,6 +68,19 @@ def _largest_divisor_at_most(n: int, cap: int) -> int:
     return max(d for d in range(1, cap + 1) if n % d == 0)
 
 
+def _skip_polysemous_training(index: object) -> None:
+    """IVF-PQ from ``index_factory`` trains a polysemous code order (minutes at 1M) that only a Hamming pre-filter
+    uses, and clipmath never turns that filter on: skip it (the codes and every distance are unchanged)."""
+    import faiss
+
+    try:
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+    except RuntimeError:  # not an IVF index
+        return
+    if hasattr(ivf, "do_polysemous_training"):
+        ivf.do_polysemous_training = False
+
+
 def set_threads(threads: int) -> None:
     """FAISS OpenMP threads for builds and batched searches (0 leaves FAISS's default)."""
     if threads > 0:
@@ -114,6 +127,7 @@ class FaissIndex(VectorIndex):
         n, dim = vectors.shape
         description = factory or factory_string(kind, n, dim, params)
         index = faiss.index_factory(dim, description, faiss.METRIC_INNER_PRODUCT)
+        _skip_polysemous_training(index)
         hnsw = getattr(faiss.downcast_index(index), "hnsw", None)
         if hnsw is not None:
             hnsw.efConstruction = params.ef_construction
