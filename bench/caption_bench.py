@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--zerocap-settings", choices=sorted(ZEROCAP_SETTINGS), default="small")
     parser.add_argument("--adapted-lm", help="folder written by `clipmath train caption-lm`")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--zerocap-from", type=int, default=0, help="first photo (index) of the ZeroCap rows")
     parser.add_argument("--zerocap-adapted", action="store_true", help="also ZeroCap with --adapted-lm")
     parser.add_argument("--lm", default="smollm2-135m")
     parser.add_argument("--model", default="offline-imagenet-minilm")
@@ -149,7 +150,9 @@ def main() -> None:
         zerocaps.append(("zerocap + adapted LM", ZeroCapDecoder(adapted, encoder)))
     for label, _ in zerocaps:
         rows[label] = []
-    for name, target in zip(names[: 0 if args.no_zerocap else args.zerocap_photos], targets):
+    first = args.zerocap_from
+    chosen = names[first : first + (0 if args.no_zerocap else args.zerocap_photos)]
+    for name, target in zip(chosen, targets[first:]):
         for label, decoder in zerocaps:
             rows[label].append({"photo": name, **run_decoder(decoder, target, zc_config, counter)})
             print(f"{label:20s} {name} {rows[label][-1]['seconds']:6.1f}s  {rows[label][-1]['text']}", flush=True)
