@@ -9,6 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from clipmath.cli import app
+from clipmath.cli.output import error_line
 from clipmath.store import Gallery
 
 runner = CliRunner()
@@ -60,7 +61,7 @@ def test_search_with_recall_target_reports_the_tuning(tmp_path, image_folder):
     assert result.exit_code == 0, result.output
     assert "index tuned: recall@10" in result.output and "ef_search=" in result.output
     result = invoke("search", "--store", store, "--text", "x", "--half-kernel", "fast")
-    assert result.exit_code != 0 and "unknown --half-kernel 'fast'" in str(result.exception)
+    assert result.exit_code != 0 and "unknown --half-kernel 'fast'" in error_line(result.exception)
     if not torch.cuda.is_available():
         result = invoke("search", "--store", store, "--text", "x", "--device", "cuda")
         assert result.exit_code != 0 and "Traceback" not in result.output

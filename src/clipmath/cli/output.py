@@ -37,6 +37,7 @@ FIELD_FLAGS = {
     "k": "--k",
     "limit": "--limit",
     "submission": "--submission",
+    "half_kernel": "--half-kernel",
 }
 #: field names that are also values (a method is called 'text'): reworded only when the error says it is the field.
 _AMBIGUOUS = {"text", "k"}

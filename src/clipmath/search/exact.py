@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from clipmath.search.base import Exclusions, SearchResults, VectorIndex, check_queries, pad_results, top_k_sorted
-from clipmath.search.halfdot import HALF_KERNELS, compiled_half_dot, half_scores
+from clipmath.search.halfdot import check_half_kernel, compiled_half_dot, half_scores
 
 _HALF_EPS = 2.0**-11  # relative rounding error bound of float16
 _FLOAT_EPS = 2.0**-24
@@ -94,9 +94,7 @@ class ExactIndex(VectorIndex):
         resident: bool | None = None,
         half_kernel: str = "torch",
     ) -> None:
-        if half_kernel not in HALF_KERNELS:
-            raise ValueError(f"half_kernel must be one of {HALF_KERNELS}, not {half_kernel!r}")
-        self.half_kernel = half_kernel
+        self.half_kernel = check_half_kernel(half_kernel)
         if vectors.dtype not in (np.float16, np.float32):
             vectors = np.asarray(vectors, dtype=np.float32)
         self.vectors = vectors

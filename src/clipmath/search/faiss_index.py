@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from clipmath.search.base import Exclusions, SearchResults, VectorIndex, check_queries, pad_results, top_k_sorted
+from clipmath.search.halfdot import check_half_kernel
 
 _ADD_BLOCK = 65_536
 
@@ -46,6 +47,9 @@ class IndexParams:
     threads: int = 0
     device: str = "cpu"
     half_kernel: str = "torch"
+
+    def __post_init__(self) -> None:
+        check_half_kernel(self.half_kernel)
 
 
 #: the name callers used so far

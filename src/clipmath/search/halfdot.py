@@ -15,7 +15,21 @@ from collections.abc import Callable
 
 import torch
 
+from clipmath.errors import ClipmathError
+
 HALF_KERNELS = ("torch", "compiled")
+
+
+class UnknownHalfKernel(ClipmathError, ValueError):
+    """A ``half_kernel`` that is not one of :data:`HALF_KERNELS` (a user error for front ends)."""
+
+
+def check_half_kernel(name: str) -> str:
+    """``name`` if it is a known kernel; raises :class:`UnknownHalfKernel` (quoting the field) otherwise."""
+    if name not in HALF_KERNELS:
+        raise UnknownHalfKernel(f"unknown 'half_kernel' {name!r} (use {' or '.join(HALF_KERNELS)})")
+    return name
+
 
 _compiled: dict[int, Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None] = {}
 
