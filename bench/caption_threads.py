@@ -16,19 +16,11 @@ from pathlib import Path
 
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, os.environ.get("CLIPMATH_SRC", str(REPO / "src")))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from caption_bench import COCO  # noqa: E402  (also puts the repo's src on the path)
 
-from clipmath.caption import (  # noqa: E402
-    MagicConfig,
-    MagicDecoder,
-    ZeroCapConfig,
-    ZeroCapDecoder,
-    load_language_model,
-)
+from clipmath.caption import MagicConfig, MagicDecoder, ZeroCapConfig, ZeroCapDecoder, load_language_model  # noqa: E402
 from clipmath.encoders import load_encoder  # noqa: E402
-
-COCO = REPO / "examples" / "gallery" / "coco"
 
 
 def main() -> None:
