@@ -115,6 +115,7 @@ def main() -> None:
     parser.add_argument("--no-meteor", action="store_true")
     parser.add_argument("--no-zerocap", action="store_true", help="MAGIC rows only")
     parser.add_argument("--no-base", action="store_true", help="only the adapted-LM row (with --adapted-lm)")
+    parser.add_argument("--no-before", action="store_true", help="no 'zerocap before' rows (ZeroCap now only)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "caption_bench.json")
     args = parser.parse_args()
 
@@ -142,10 +143,11 @@ def main() -> None:
         for name, target in zip(names, targets):
             rows[label].append({"photo": name, **run_decoder(decoder, target, config, counter)})
             print(f"{label:20s} {name} {rows[label][-1]['seconds']:6.1f}s  {rows[label][-1]['text']}", flush=True)
+            save_rows(args.out, rows)
 
     zc_config = ZEROCAP_SETTINGS[args.zerocap_settings]
-    now, before = ZeroCapDecoder(lm, encoder), load_before_decoder()(lm, encoder)
-    zerocaps = [("zerocap before", before), ("zerocap", now)]
+    zerocaps = [] if args.no_before else [("zerocap before", load_before_decoder()(lm, encoder))]
+    zerocaps.append(("zerocap", ZeroCapDecoder(lm, encoder)))
     if adapted is not None and args.zerocap_adapted:
         zerocaps.append(("zerocap + adapted LM", ZeroCapDecoder(adapted, encoder)))
     for label, _ in zerocaps:
@@ -156,6 +158,7 @@ def main() -> None:
         for label, decoder in zerocaps:
             rows[label].append({"photo": name, **run_decoder(decoder, target, zc_config, counter)})
             print(f"{label:20s} {name} {rows[label][-1]['seconds']:6.1f}s  {rows[label][-1]['text']}", flush=True)
+            save_rows(args.out, rows)
 
     summary = {}
     for label, items in rows.items():
@@ -178,7 +181,7 @@ def main() -> None:
             "target_score": float(np.mean(np.diag(scores))),
             "metrics": metrics(texts, names, not args.no_meteor),
         }
-    same = [a["tokens"] == b["tokens"] for a, b in zip(rows["zerocap"], rows["zerocap before"])]
+    same = [a["tokens"] == b["tokens"] for a, b in zip(rows["zerocap"], rows.get("zerocap before", []))]
     report = {
         "encoder": encoder.info.label(), "lm": lm.label(), "adapted_lm": args.adapted_lm,
         "zerocap_settings": args.zerocap_settings, "zerocap_identical": same,
@@ -188,6 +191,14 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(markdown(report))
+
+
+def save_rows(out: Path, rows: dict[str, list[dict]]) -> None:
+    """The captions so far, beside the final report (``OUT.partial.json``): a long run that dies keeps its rows."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".partial.json")
+    partial.with_suffix(".tmp").write_text(json.dumps(rows, indent=1))
+    partial.with_suffix(".tmp").replace(partial)
 
 
 def markdown(report: dict) -> str:
