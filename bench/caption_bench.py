@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -213,7 +212,8 @@ def markdown(report: dict) -> str:
         cpu = f"{row['cpu_seconds_per_caption']:.1f}" if "cpu_seconds_per_caption" in row else ""
         texts = f"{row['texts_encoded_per_caption']:.0f}" if "texts_encoded_per_caption" in row else ""
         cells = [f"{m[k]:.1f}" if m.get(k) is not None else "–" for k in ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr")]
-        lines.append(f"| {label} | {row['photos']} | {seconds} | {cpu} | {texts} | {row['target_score']:.3f} | " + " | ".join(cells) + " |")
+        lead = f"| {label} | {row['photos']} | {seconds} | {cpu} | {texts} | {row['target_score']:.3f} | "
+        lines.append(lead + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
