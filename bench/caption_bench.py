@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument("--model", default="offline-imagenet-minilm")
     parser.add_argument("--no-meteor", action="store_true")
     parser.add_argument("--no-zerocap", action="store_true", help="MAGIC rows only")
-    parser.add_argument("--no-base", action="store_true", help="only the adapted-LM row (with --adapted-lm)")
+    parser.add_argument("--no-base", action="store_true", help="only the adapted-LM rows (with --adapted-lm)")
     parser.add_argument("--no-before", action="store_true", help="no 'zerocap before' rows (ZeroCap now only)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "caption_bench.json")
     args = parser.parse_args()
@@ -146,7 +146,8 @@ def main() -> None:
 
     zc_config = ZEROCAP_SETTINGS[args.zerocap_settings]
     zerocaps = [] if args.no_before else [("zerocap before", load_before_decoder()(lm, encoder))]
-    zerocaps.append(("zerocap", ZeroCapDecoder(lm, encoder)))
+    if not args.no_base:
+        zerocaps.append(("zerocap", ZeroCapDecoder(lm, encoder)))
     if adapted is not None and args.zerocap_adapted:
         zerocaps.append(("zerocap + adapted LM", ZeroCapDecoder(adapted, encoder)))
     for label, _ in zerocaps:
@@ -180,7 +181,7 @@ def main() -> None:
             "target_score": float(np.mean(np.diag(scores))),
             "metrics": metrics(texts, names, not args.no_meteor),
         }
-    same = [a["tokens"] == b["tokens"] for a, b in zip(rows["zerocap"], rows.get("zerocap before", []))]
+    same = [a["tokens"] == b["tokens"] for a, b in zip(rows.get("zerocap", []), rows.get("zerocap before", []))]
     report = {
         "encoder": encoder.info.label(), "lm": lm.label(), "adapted_lm": args.adapted_lm,
         "zerocap_settings": args.zerocap_settings, "zerocap_identical": same,
