@@ -15,7 +15,15 @@ import warnings
 import numpy as np
 import torch
 
-from clipmath.search.base import Exclusions, SearchResults, VectorIndex, check_queries, pad_results, top_k_sorted
+from clipmath.search.base import (
+    Exclusions,
+    SearchResults,
+    VectorIndex,
+    check_queries,
+    pad_results,
+    top_k_sorted,
+    unique_rows,
+)
 from clipmath.search.halfdot import check_half_kernel, compiled_half_dot, half_scores
 
 _HALF_EPS = 2.0**-11  # relative rounding error bound of float16
@@ -248,7 +256,7 @@ class ExactIndex(VectorIndex):
             rows = cand_r[bounds[qi] : bounds[qi + 1]]
             if exclude is not None and len(exclude[qi]):
                 rows = rows[~np.isin(rows, np.asarray(list(exclude[qi]), dtype=np.int64))]
-            rows = np.unique(rows)
+            rows = unique_rows(rows)
             scores = np.asarray(self.vectors[rows], dtype=np.float32) @ queries[qi]
             top_scores, top_rows = top_k_sorted(scores.astype(np.float32), rows, k)
             best_scores.append(top_scores)

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
-from clipmath.search.base import Exclusions, SearchResults, VectorIndex, check_queries, pad_results, top_k_sorted
+from clipmath.search.base import (
+    Exclusions,
+    SearchResults,
+    VectorIndex,
+    check_queries,
+    pad_results,
+    top_k_sorted,
+    unique_rows,
+)
 from clipmath.search.halfdot import check_half_kernel
 
 _ADD_BLOCK = 65_536
@@ -198,8 +206,7 @@ class FaissIndex(VectorIndex):
                 allowed = ~np.isin(found, np.asarray(list(exclude[qi]), dtype=np.int64))
                 found, found_scores = found[allowed], found_scores[allowed]
             if rerank:
-                found = np.sort(found)  # rows in order read the gallery forwards; FAISS lists an id once, but be sure
-                found = found[np.concatenate(([True], found[1:] != found[:-1]))] if len(found) else found
+                found = unique_rows(found)  # sorted: the re-score reads the gallery's rows forwards
                 found_scores = np.asarray(self.vectors[found], dtype=np.float32) @ queries[qi]
             top_scores, top_rows = top_k_sorted(found_scores.astype(np.float32), found.astype(np.int64), k)
             out_scores.append(top_scores)
