@@ -140,9 +140,7 @@ def main() -> None:
     for label, (decoder, config) in variants.items():
         rows[label] = []
         for name, target in zip(names, targets):
-            rows[label].append({"photo": name, **run_decoder(decoder, target, config, counter)})
-            print(f"{label:20s} {name} {rows[label][-1]['seconds']:6.1f}s  {rows[label][-1]['text']}", flush=True)
-            save_rows(args.out, rows)
+            add_row(rows, label, name, run_decoder(decoder, target, config, counter), args.out)
 
     zc_config = ZEROCAP_SETTINGS[args.zerocap_settings]
     zerocaps = [] if args.no_before else [("zerocap before", load_before_decoder()(lm, encoder))]
@@ -156,9 +154,7 @@ def main() -> None:
     chosen = names[first : first + (0 if args.no_zerocap else args.zerocap_photos)]
     for name, target in zip(chosen, targets[first:]):
         for label, decoder in zerocaps:
-            rows[label].append({"photo": name, **run_decoder(decoder, target, zc_config, counter)})
-            print(f"{label:20s} {name} {rows[label][-1]['seconds']:6.1f}s  {rows[label][-1]['text']}", flush=True)
-            save_rows(args.out, rows)
+            add_row(rows, label, name, run_decoder(decoder, target, zc_config, counter), args.out)
 
     summary = {}
     for label, items in rows.items():
@@ -193,12 +189,15 @@ def main() -> None:
     print(markdown(report))
 
 
-def save_rows(out: Path, rows: dict[str, list[dict]]) -> None:
-    """The captions so far, beside the final report (``OUT.partial.json``): a long run that dies keeps its rows."""
+def add_row(rows: dict[str, list[dict]], label: str, photo: str, measured: dict, out: Path) -> None:
+    """Record one caption, print it, and save the rows so far beside the final report (``OUT.partial.json``): a long
+    run that dies keeps what it measured."""
+    rows[label].append({"photo": photo, **measured})
+    print(f"{label:20s} {photo} {measured['seconds']:6.1f}s  {measured['text']}", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_suffix(".partial.json")
-    partial.with_suffix(".tmp").write_text(json.dumps(rows, indent=1))
-    partial.with_suffix(".tmp").replace(partial)
+    staging = out.with_suffix(".partial.tmp")
+    staging.write_text(json.dumps(rows, indent=1))
+    staging.replace(out.with_suffix(".partial.json"))
 
 
 def markdown(report: dict) -> str:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from caption_bench import COCO  # noqa: E402  (also puts the repo's src on the path)
+from caption_bench import COCO, CountingEncoder, run_decoder  # noqa: E402  (also puts the repo's src on the path)
 
 from clipmath.caption import MagicConfig, MagicDecoder, ZeroCapConfig, ZeroCapDecoder, load_language_model  # noqa: E402
 from clipmath.encoders import load_encoder  # noqa: E402
@@ -29,6 +28,7 @@ def main() -> None:
     parser.add_argument("--zerocap-tokens", type=int, default=2, help="ZeroCap target_seq_length (defaults otherwise)")
     args = parser.parse_args()
     encoder = load_encoder("offline-imagenet-minilm")
+    counter = CountingEncoder(encoder)
     lm = load_language_model("smollm2-135m")
     names = sorted(p.name for p in COCO.glob("*.jpg"))[: args.photos]
     targets = encoder.encode_images([Image.open(COCO / n) for n in names])
@@ -46,13 +46,11 @@ def main() -> None:
             tokens = {}
             for threads in (0, 1):
                 decoder._texts.clear()  # each run encodes its own texts
-                load = os.getloadavg()[0]
-                wall, cpu = time.perf_counter(), time.process_time()
-                best = decoder.caption(target, config(threads))[0]
-                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-                tokens[threads] = best.tokens
-                print(f"| {label} | {name[-10:-4]} | {threads} | {wall:.1f} | {cpu:.1f} | {load:.1f} | "
-                      f"{'same' if threads and tokens[0] == best.tokens else len(best.tokens)} |", flush=True)
+                run = run_decoder(decoder, target, config(threads), counter)
+                tokens[threads] = run["tokens"]
+                print(f"| {label} | {name[-10:-4]} | {threads} | {run['seconds']:.1f} | {run['cpu_seconds']:.1f} | "
+                      f"{run['load_1min'][0]:.1f} | "
+                      f"{'same' if threads and tokens[0] == run['tokens'] else len(run['tokens'])} |", flush=True)
 
 
 if __name__ == "__main__":
