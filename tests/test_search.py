@@ -3,6 +3,8 @@ CPU, the index-kind registry, recall tuning and re-ranking."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -136,9 +138,9 @@ def test_float16_exact_equals_float32_exact_of_the_same_values(n_queries):
 
 
 def test_compiled_float16_kernel_gives_the_float32_exact_ids():
-    from clipmath.search.halfdot import compiled_half_dot
+    from clipmath.search.halfdot import fused_kernel
 
-    if compiled_half_dot() is None:
+    if fused_kernel("compiled") is None:
         pytest.skip("torch cannot compile a CPU kernel here (no C++ compiler)")
     vectors = clustered(5000, 64, 30).astype(np.float16)
     queries = clustered(3, 64, 30, seed=5)
@@ -158,6 +160,73 @@ def test_compiled_float16_kernel_gives_the_float32_exact_ids():
     query = near[:1].astype(np.float32) + np.float32(1e-3)
     fused = ExactIndex(near, half_kernel="compiled").search(query, 25).rows
     np.testing.assert_array_equal(fused, ExactIndex(near.astype(np.float32)).search(query, 25).rows)
+
+
+@pytest.mark.parametrize("build", ["native", "inductor"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_each_fused_float16_build_scores_like_float32(build, threads):
+    from clipmath.search.halfdot import half_dot_kernel
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        kernel = half_dot_kernel(build)
+        if kernel is None:
+            pytest.skip(f"the {build} float16 kernel cannot be built here")
+        rng = np.random.default_rng(3)
+        # dims with and without the 32- and 8-wide tails (inductor compiles per dim); 70,000 rows over two threads
+        shapes = ((0, 64), (1, 64), (37, 45), (5, 7), (70_000, 96)) if build == "native" else ((1, 64), (37, 45))
+        for rows, dim in (*shapes, (70_000, 64)):
+            block = torch.from_numpy(rng.standard_normal((rows, dim)).astype(np.float16))
+            query = torch.from_numpy(rng.standard_normal(dim).astype(np.float32))
+            scores = kernel(block, query)
+            assert scores.dtype == torch.float32 and scores.shape == (rows,)
+            np.testing.assert_allclose(scores.numpy(), (block.double() @ query.double()).numpy(), rtol=1e-5, atol=1e-4)
+        strided = torch.from_numpy(rng.standard_normal((50, 80)).astype(np.float16))[:, ::2]  # not contiguous
+        np.testing.assert_allclose(
+            kernel(strided, query[:40]).numpy(), (strided.float() @ query[:40]).numpy(), atol=1e-4
+        )
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_native_float16_kernel_is_built_once_and_reports_a_failed_build(tmp_path, monkeypatch):
+    from clipmath.search import halfdot
+
+    if halfdot.half_dot_kernel("native") is None:
+        pytest.skip("the native float16 kernel cannot be built here")
+    monkeypatch.setenv("CLIPMATH_CACHE", str(tmp_path))
+    library = halfdot.build_native_library()
+    assert library.parent == tmp_path / "kernels" and library.suffix == ".so"
+    built_at = library.stat().st_mtime_ns
+    assert halfdot.build_native_library() == library and library.stat().st_mtime_ns == built_at  # cached
+    assert [path.name for path in library.parent.iterdir()] == [library.name]  # no scratch left behind
+    with pytest.raises(RuntimeError, match="failed"):
+        halfdot.build_native_library(compiler="false")  # a "compiler" that always fails
+    with pytest.raises(ValueError, match="float16"):
+        halfdot.half_dot_kernel("native")(torch.zeros(4, 8), torch.zeros(8))
+
+
+def test_compiled_float16_kernel_falls_back_build_by_build(monkeypatch):
+    from clipmath.search import halfdot
+
+    monkeypatch.setattr(halfdot, "_loaded", {})
+    monkeypatch.setattr(halfdot, "_warned", set())
+    monkeypatch.setattr(halfdot, "_native_supported", lambda: "not an x86-64 machine")
+    inductor = halfdot.half_dot_kernel("inductor")
+    assert halfdot.fused_kernel("compiled") is inductor  # native refused: the next build serves
+    assert halfdot.fused_kernel("auto") is None  # auto never compiles with torch: the GEMV, quietly
+    monkeypatch.setattr(halfdot, "_loaded", {})
+    monkeypatch.setattr(
+        halfdot, "_LOADERS", {"native": lambda: (None, "no AVX2"), "inductor": lambda: (None, "no g++")}
+    )
+    with pytest.warns(UserWarning, match="compiled float16 kernel unavailable.*no AVX2; no g\\+\\+"):
+        assert halfdot.fused_kernel("compiled") is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # auto falls back without a word, and a named kernel warns only once
+        assert halfdot.fused_kernel("auto") is None and halfdot.fused_kernel("compiled") is None
+    block, query = torch.ones(3, 4, dtype=torch.float16), torch.full((4,), 0.5)
+    np.testing.assert_array_equal(halfdot.half_scores(block, query, "compiled").numpy(), [2.0, 2.0, 2.0])
 
 
 def test_float16_memmap_gallery_is_searched_blockwise_with_exclusions(tmp_path):

@@ -128,7 +128,7 @@ def search(
     k: KOpt = 10,
     index_kind: IndexKindOpt = "exact",
     recall: scale.RecallOpt = None,
-    half_kernel: scale.HalfKernelOpt = "torch",
+    half_kernel: scale.HalfKernelOpt = "auto",
     include_reference: Annotated[bool, typer.Option(help="Allow the reference image itself in the results.")] = False,
     model: ModelOpt = None,
     device: DeviceOpt = "cpu",

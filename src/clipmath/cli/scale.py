@@ -43,8 +43,9 @@ HalfKernelOpt = Annotated[
     str,
     typer.Option(
         "--half-kernel",
-        help="Exact search of a float16 store on the CPU: torch (half GEMV) or compiled (fused kernel, needs a C++ "
-        "compiler; ~20 s to compile once per machine, then faster: for big galleries and long runs).",
+        help="Exact search of a float16 store on the CPU: auto (a fused kernel at memory speed where it builds, "
+        "else torch's half GEMV), torch, compiled (native, else inductor), native (C, x86-64, built once per "
+        "machine) or inductor (torch.compile, ~2 s per process).",
     ),
 ]
 
@@ -130,7 +131,7 @@ def run_ray_index(
     return report, driver_encoder
 
 
-def index_params(device: str, recall: Optional[float], half_kernel: str = "torch") -> Any:
+def index_params(device: str, recall: Optional[float], half_kernel: str = "auto") -> Any:
     """Search index parameters from ``--device`` (exact search on the GPU with cuda), ``--recall`` and
     ``--half-kernel``."""
     from clipmath.search import IndexParams

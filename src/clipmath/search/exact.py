@@ -24,7 +24,7 @@ from clipmath.search.base import (
     top_k_sorted,
     unique_rows,
 )
-from clipmath.search.halfdot import check_half_kernel, compiled_half_dot, half_scores
+from clipmath.search.halfdot import check_half_kernel, fused_kernel, half_scores
 
 _HALF_EPS = 2.0**-11  # relative rounding error bound of float16
 _FLOAT_EPS = 2.0**-24
@@ -86,8 +86,9 @@ class ExactIndex(VectorIndex):
     the GPU and scans it there; candidates are still re-scored in float32 from ``vectors`` on the host, so the ids
     equal the CPU's except between near-ties.
     ``resident=True`` does the same on the CPU (the GPU code path, testable without a GPU).
-    ``half_kernel`` scores float16 blocks on the CPU for few queries: ``"torch"`` (torch's half GEMV) or
-    ``"compiled"`` (a fused kernel compiled once, near memory speed: see :mod:`clipmath.search.halfdot`).
+    ``half_kernel`` scores float16 blocks on the CPU for few queries: ``"auto"`` (a fused kernel at memory speed
+    where it can be built, else torch's half GEMV), ``"torch"``, ``"compiled"``, ``"native"`` or ``"inductor"``
+    (see :mod:`clipmath.search.halfdot`).
     """
 
     kind = "exact"
@@ -100,7 +101,7 @@ class ExactIndex(VectorIndex):
         device: str | torch.device | None = "cpu",
         max_norm: float | None = None,
         resident: bool | None = None,
-        half_kernel: str = "torch",
+        half_kernel: str = "auto",
     ) -> None:
         self.half_kernel = check_half_kernel(half_kernel)
         if vectors.dtype not in (np.float16, np.float32):
@@ -172,7 +173,7 @@ class ExactIndex(VectorIndex):
             return True
         if self.vectors.dtype != np.float16 or n_queries >= _CPU_HALF_GEMV_QUERIES:
             return False  # float32 gallery, or half blocks converted exactly to float32 for a GEMM
-        return not (self.half_kernel == "compiled" and compiled_half_dot() is not None)
+        return fused_kernel(self.half_kernel) is None
 
     def _relative_error(self, half_rounded: bool) -> float:
         """Bound on |approximate - float32 score| / (|q| * max |v|) for one scan."""

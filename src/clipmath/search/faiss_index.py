@@ -34,8 +34,8 @@ class IndexParams:
     ``refine``: re-rank ``refine_factor * k`` approximate candidates by their exact inner product with the gallery's
     own vectors. ``recall``: tune ``ef_search`` / ``nprobe`` (and the re-rank factor) on a held-out sample of the
     gallery until recall@10 reaches it. ``threads``: FAISS OpenMP threads (0: FAISS's default). ``device`` and
-    ``half_kernel`` apply to exact search (``"cuda"``: the gallery in half precision on the GPU; ``"compiled"``: a
-    fused float16 kernel on the CPU, see :mod:`clipmath.search.halfdot`).
+    ``half_kernel`` apply to exact search (``"cuda"``: the gallery in half precision on the GPU; ``half_kernel``: how
+    float16 blocks are scored on the CPU, see :mod:`clipmath.search.halfdot`).
     """
 
     hnsw_m: int = 32
@@ -54,7 +54,7 @@ class IndexParams:
     tune_queries: int = 500
     threads: int = 0
     device: str = "cpu"
-    half_kernel: str = "torch"
+    half_kernel: str = "auto"
 
     def __post_init__(self) -> None:
         check_half_kernel(self.half_kernel)

@@ -1,23 +1,46 @@
-"""Float16 gallery blocks scored against a float32 query on the CPU: torch's half GEMV or a compiled fused kernel.
+"""Float16 gallery blocks scored against a float32 query on the CPU: torch's half GEMV or a fused kernel.
 
-torch's eager half GEMV (the default) converts and multiplies in a loop that costs about 1.7x the time of merely
-reading the bytes. ``kernel="compiled"`` has torch's own compiler (Inductor, which needs a C++ compiler) fuse the
-float16 -> float32 conversion, the multiply and the row sum into one vectorised pass (OpenMP over rows), which runs
-near memory speed. Compiling takes seconds once per machine (Inductor caches it on disk; about 2 s per new process),
-so it pays for long-lived indexes over large galleries, not one-shot searches; if compiling fails (no compiler),
-the eager GEMV is used and a warning says so once.
+torch's eager half GEMV converts and multiplies in a loop that costs about 1.5-1.8x the time of merely reading the
+bytes. A fused kernel does the float16 -> float32 conversion, the multiply and the row sum in one pass at memory
+speed, with float32 products and sums. Two builds:
+
+- ``native``: ``halfdot.c`` (AVX2 + FMA + F16C, software prefetch, OpenMP over torch's thread count), built once
+  per machine by the system C compiler into the cache (``CLIPMATH_CACHE``, a fraction of a second) and called
+  through ctypes. x86-64 Linux and macOS.
+- ``inductor``: torch's own compiler fuses the same expression (needs a C++ compiler; about 2 s per new process and
+  one compile per dimension and thread count). Runs where torch compiles, ARM included.
+
+``half_kernel`` picks one: ``auto`` (the default: native where it runs, else the GEMV, quietly), ``torch`` (the
+GEMV), ``compiled`` (native, else inductor), ``native`` or ``inductor``. A kernel named explicitly that cannot be
+built here warns once and the GEMV is used.
 """
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
 import warnings
 from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
 
 import torch
 
 from clipmath.errors import ClipmathError
+from clipmath.paths import cache_dir
 
-HALF_KERNELS = ("torch", "compiled")
+HALF_KERNELS = ("auto", "torch", "compiled", "native", "inductor")
+HalfDot = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+_NATIVE_FLAGS = ("-O3", "-mavx2", "-mfma", "-mf16c", "-shared", "-fPIC")
+_OPENMP_FLAG = "-fopenmp"  # left out (one thread) where the compiler has no OpenMP, e.g. Apple's clang
+_PREFETCH_BYTES = 8192  # how far ahead the native loop asks for cache lines (best of 2-16 KB on a Zen core)
 
 
 class UnknownHalfKernel(ClipmathError, ValueError):
@@ -31,7 +54,83 @@ def check_half_kernel(name: str) -> str:
     return name
 
 
-_compiled: dict[int, Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None] = {}
+# ---------------------------------------------------------------- native: halfdot.c through ctypes
+
+
+class _NativeHalfDot:
+    """The C kernel of ``halfdot.c`` (ctypes releases the GIL while it runs)."""
+
+    def __init__(self, function: Callable[..., None]):
+        self.function = function
+
+    def __call__(self, block: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        if block.dtype != torch.float16 or block.device.type != "cpu" or block.dim() != 2:
+            raise ValueError(f"the native kernel scores 2-d CPU float16 blocks, not {block.dtype} {tuple(block.shape)}")
+        block = block.contiguous()
+        query = query.to(torch.float32).contiguous()
+        out = torch.empty(len(block), dtype=torch.float32)
+        threads = torch.get_num_threads()
+        self.function(
+            block.data_ptr(), query.data_ptr(), out.data_ptr(), len(block), block.shape[1], _PREFETCH_BYTES, threads
+        )
+        return out
+
+
+def _native_supported() -> str | None:
+    """Why the native kernel cannot run on this machine, or None if it can."""
+    if platform.machine().lower() not in ("x86_64", "amd64") or sys.platform == "win32":
+        return f"the native kernel is for x86-64 Linux/macOS (this is {platform.machine()} {sys.platform})"
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        return "the native kernel needs AVX2, FMA and F16C"
+    return None
+
+
+def build_native_library(compiler: str | None = None) -> Path:
+    """The shared library built from ``halfdot.c`` (cached by source, compiler and flags); raises if it fails."""
+    compiler = compiler or os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not compiler:
+        raise RuntimeError("no C compiler found (set CC)")
+    source = resources.files("clipmath.search").joinpath("halfdot.c").read_bytes()
+    errors = []
+    for flags in ((*_NATIVE_FLAGS, _OPENMP_FLAG), _NATIVE_FLAGS):
+        digest = hashlib.sha256(b"\0".join([source, compiler.encode(), *(flag.encode() for flag in flags)]))
+        target = cache_dir() / "kernels" / f"halfdot-{digest.hexdigest()[:16]}.so"
+        if target.exists():
+            return target
+        try:
+            _compile(compiler, flags, source, target)
+            return target
+        except RuntimeError as error:
+            errors.append(str(error))
+    raise RuntimeError(errors[-1])
+
+
+def _compile(compiler: str, flags: tuple[str, ...], source: bytes, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        source_path, built = Path(scratch) / "halfdot.c", Path(scratch) / target.name
+        source_path.write_bytes(source)
+        run = subprocess.run([compiler, *flags, str(source_path), "-o", str(built)], capture_output=True)
+        if run.returncode != 0:
+            raise RuntimeError(f"{compiler} failed: {run.stderr.decode(errors='replace').strip()[:300]}")
+        os.replace(built, target)  # atomic: concurrent builders (Ray actors) each publish a complete file
+
+
+def _load_native() -> tuple[HalfDot | None, str]:
+    reason = _native_supported()
+    if reason:
+        return None, reason
+    try:
+        library = ctypes.CDLL(str(build_native_library()))
+    except (OSError, RuntimeError) as error:
+        return None, f"native kernel: {error!s:.300}"
+    function = library.clipmath_half_dot
+    function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int64] * 4
+    function.restype = None
+    return _NativeHalfDot(function), ""
+
+
+# ---------------------------------------------------------------- inductor: torch.compile of the same expression
 
 
 def _fused_dot(block: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
@@ -39,34 +138,77 @@ def _fused_dot(block: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
     return (block.to(torch.float32) * query).sum(-1)
 
 
-def compiled_half_dot() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
-    """The compiled fused kernel for the current torch thread count, or None if it cannot be built here."""
-    threads = torch.get_num_threads()  # the kernel's OpenMP thread count is fixed when it is compiled
-    if threads not in _compiled:
-        kernel = torch.compile(_fused_dot, dynamic=False, fullgraph=True)
-        probe = torch.arange(64 * 8, dtype=torch.float32).reshape(64, 8).div_(512).half()
-        query = torch.linspace(-1, 1, 8)
+def _load_inductor() -> tuple[HalfDot | None, str]:
+    """torch.compile of :func:`_fused_dot` for the current thread count (its OpenMP count is fixed when compiled)."""
+    kernel = torch.compile(_fused_dot, dynamic=False, fullgraph=True)
+    probe = torch.arange(64 * 8, dtype=torch.float32).reshape(64, 8).div_(512).half()
+    query = torch.linspace(-1, 1, 8)
+    try:
+        torch._dynamo.mark_dynamic(probe, 0)  # one kernel for every block height
+        if not torch.allclose(kernel(probe, query), probe.float() @ query, atol=1e-5):
+            return None, "inductor kernel: wrong scores on the probe"
+    except Exception as error:  # no C++ compiler, unsupported platform...
+        return None, f"inductor kernel: {type(error).__name__}: {error!s:.200}"
+
+    failed: list[str] = []
+
+    def inductor_dot(block: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        if len(block) < 2 or failed:  # 0 or 1 rows cannot use the kernel compiled for a dynamic height
+            return block.to(torch.float32) @ query.to(torch.float32)
+        block = block.contiguous()
+        torch._dynamo.mark_dynamic(block, 0)
         try:
-            torch._dynamo.mark_dynamic(probe, 0)  # one kernel for every block height
-            ok = torch.allclose(kernel(probe, query), probe.float() @ query, atol=1e-5)
-        except Exception as error:  # no C++ compiler, unsupported platform...
-            reason = f"{type(error).__name__}: {error!s:.200}"
-            warnings.warn(f"compiled float16 kernel unavailable, using torch's half GEMV ({reason})", stacklevel=2)
-            ok = False
-        _compiled[threads] = kernel if ok else None
-    return _compiled[threads]
+            return kernel(block, query.to(torch.float32))
+        except Exception as error:  # e.g. torch's recompile limit: one kernel per dimension and thread count
+            failed.append(f"{type(error).__name__}: {error!s:.200}")
+            warnings.warn(f"inductor float16 kernel failed, converting blocks instead ({failed[0]})", stacklevel=2)
+            return block.to(torch.float32) @ query.to(torch.float32)
+
+    return inductor_dot, ""
 
 
-def half_scores(block: torch.Tensor, query: torch.Tensor, kernel: str = "torch") -> torch.Tensor:
+_LOADERS = {"native": _load_native, "inductor": _load_inductor}
+_loaded: dict[tuple[str, int], tuple[HalfDot | None, str]] = {}
+
+
+def half_dot_kernel(build: str) -> HalfDot | None:
+    """One build of the fused kernel (``"native"`` or ``"inductor"``), or None if it cannot run here."""
+    key = (build, torch.get_num_threads() if build == "inductor" else 0)
+    if key not in _loaded:
+        _loaded[key] = _LOADERS[build]()
+    return _loaded[key][0]
+
+
+_BUILDS_OF = {"auto": ("native",), "compiled": ("native", "inductor"), "native": ("native",), "inductor": ("inductor",)}
+_warned: set[str] = set()
+
+
+def fused_kernel(name: str) -> HalfDot | None:
+    """The fused kernel that ``half_kernel=name`` selects here, or None for torch's half GEMV.
+
+    ``"auto"`` quietly uses the GEMV where the native kernel cannot run; a kernel asked for by name that cannot be
+    built here warns once, then the GEMV serves.
+    """
+    for build in _BUILDS_OF.get(check_half_kernel(name), ()):
+        kernel = half_dot_kernel(build)
+        if kernel is not None:
+            return kernel
+    if name not in ("auto", "torch") and name not in _warned:
+        reasons = "; ".join(
+            reason for (build, _), (_, reason) in _loaded.items() if reason and build in _BUILDS_OF[name]
+        )
+        warnings.warn(f"{name} float16 kernel unavailable, using torch's half GEMV ({reasons})", stacklevel=2)
+        _warned.add(name)
+    return None
+
+
+def half_scores(block: torch.Tensor, query: torch.Tensor, kernel: str = "auto") -> torch.Tensor:
     """(rows,) scores of a CPU float16 ``block`` against one float32 ``query``.
 
-    ``"torch"``: half scores of the query rounded to half; ``"compiled"`` (if it could be built): float32 scores of
-    the float32 query, as precise as converting the block to float32 first.
+    With a fused kernel (see :func:`fused_kernel`): float32 scores of the float32 query, as precise as converting the
+    block to float32 first. With torch's half GEMV: the query rounded to half, float32 sums.
     """
-    fused = compiled_half_dot() if kernel == "compiled" else None
+    fused = fused_kernel(kernel)
     if fused is None:
         return block @ query.to(torch.float16)  # float32 accumulation, reads the block once
-    if len(block) < 2:  # a block of 0 or 1 rows cannot use the kernel compiled for a dynamic height
-        return block.to(torch.float32) @ query.to(torch.float32)
-    torch._dynamo.mark_dynamic(block, 0)
-    return fused(block, query.to(torch.float32))
+    return fused(block, query)
