@@ -205,6 +205,8 @@ def test_native_float16_kernel_is_built_once_and_reports_a_failed_build(tmp_path
         halfdot.build_native_library(compiler="false")  # a "compiler" that always fails
     with pytest.raises(ValueError, match="float16"):
         halfdot.half_dot_kernel("native")(torch.zeros(4, 8), torch.zeros(8))
+    with pytest.raises(ValueError, match="query of shape"):  # the C loop would read past the query
+        halfdot.half_dot_kernel("native")(torch.zeros(4, 8, dtype=torch.float16), torch.zeros(6))
 
 
 def test_compiled_float16_kernel_falls_back_build_by_build(monkeypatch):

@@ -21,6 +21,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -66,6 +67,8 @@ class _NativeHalfDot:
     def __call__(self, block: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         if block.dtype != torch.float16 or block.device.type != "cpu" or block.dim() != 2:
             raise ValueError(f"the native kernel scores 2-d CPU float16 blocks, not {block.dtype} {tuple(block.shape)}")
+        if query.shape != block.shape[1:]:
+            raise ValueError(f"query of shape {tuple(query.shape)} for rows of {block.shape[1]} values")
         block = block.contiguous()
         query = query.to(torch.float32).contiguous()
         out = torch.empty(len(block), dtype=torch.float32)
@@ -110,7 +113,8 @@ def _compile(compiler: str, flags: tuple[str, ...], source: bytes, target: Path)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         source_path, built = Path(scratch) / "halfdot.c", Path(scratch) / target.name
         source_path.write_bytes(source)
-        run = subprocess.run([compiler, *flags, str(source_path), "-o", str(built)], capture_output=True)
+        command = [*shlex.split(compiler), *flags, str(source_path), "-o", str(built)]  # CC may be "ccache gcc"
+        run = subprocess.run(command, capture_output=True)
         if run.returncode != 0:
             raise RuntimeError(f"{compiler} failed: {run.stderr.decode(errors='replace').strip()[:300]}")
         os.replace(built, target)  # atomic: concurrent builders (Ray actors) each publish a complete file
