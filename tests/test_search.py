@@ -138,7 +138,7 @@ def test_float16_exact_equals_float32_exact_of_the_same_values(n_queries):
 
 
 def test_compiled_float16_kernel_gives_the_float32_exact_ids():
-    from clipmath.search.halfdot import fused_kernel
+    from clipmath.search.rowdot import fused_kernel
 
     if fused_kernel("compiled") is None:
         pytest.skip("torch cannot compile a CPU kernel here (no C++ compiler)")
@@ -165,7 +165,7 @@ def test_compiled_float16_kernel_gives_the_float32_exact_ids():
 @pytest.mark.parametrize("build", ["native", "inductor"])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_each_fused_float16_build_scores_like_float32(build, threads):
-    from clipmath.search.halfdot import half_dot_kernel
+    from clipmath.search.rowdot import half_dot_kernel
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -190,45 +190,76 @@ def test_each_fused_float16_build_scores_like_float32(build, threads):
         torch.set_num_threads(before)
 
 
-def test_native_float16_kernel_is_built_once_and_reports_a_failed_build(tmp_path, monkeypatch):
-    from clipmath.search import halfdot
+@pytest.mark.parametrize("threads", [1, 2])
+def test_native_float32_kernel_scores_like_float64_and_exact_search_keeps_its_ids(threads):
+    from clipmath.search.rowdot import float_dot_kernel
 
-    if halfdot.half_dot_kernel("native") is None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        kernel = float_dot_kernel()
+        if kernel is None:
+            pytest.skip("the native kernels cannot be built here")
+        rng = np.random.default_rng(4)
+        for rows, dim in ((0, 64), (1, 64), (37, 45), (5, 7), (70_000, 96)):
+            block = torch.from_numpy(rng.standard_normal((rows, dim)).astype(np.float32))
+            query = torch.from_numpy(rng.standard_normal(dim).astype(np.float32))
+            scores = kernel(block, query).numpy()
+            np.testing.assert_allclose(scores, (block.double() @ query.double()).numpy(), rtol=1e-5, atol=1e-4)
+        with pytest.raises(ValueError, match="float32"):
+            kernel(torch.zeros(4, 8, dtype=torch.float16), torch.zeros(8))
+        # 1-3 queries go through the kernel, 4 or more through torch's GEMM: the same ids and scores either way
+        vectors = clustered(6000, 64, 30)
+        queries = clustered(5, 64, 30, seed=9)
+        truth = ExactIndex(vectors).search(queries, 10)
+        for count in (1, 2, 3):
+            part = ExactIndex(vectors, block_rows=2500).search(queries[:count], 10, [[3]] * count)
+            alone = ExactIndex(vectors).search(queries[:count], 10)
+            np.testing.assert_array_equal(alone.rows, truth.rows[:count])
+            np.testing.assert_allclose(alone.scores, truth.scores[:count], atol=1e-6)
+            assert not (part.rows == 3).any()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_native_float16_kernel_is_built_once_and_reports_a_failed_build(tmp_path, monkeypatch):
+    from clipmath.search import rowdot
+
+    if rowdot.half_dot_kernel("native") is None:
         pytest.skip("the native float16 kernel cannot be built here")
     monkeypatch.setenv("CLIPMATH_CACHE", str(tmp_path))
-    library = halfdot.build_native_library()
+    library = rowdot.build_native_library()
     assert library.parent == tmp_path / "kernels" and library.suffix == ".so"
     built_at = library.stat().st_mtime_ns
-    assert halfdot.build_native_library() == library and library.stat().st_mtime_ns == built_at  # cached
+    assert rowdot.build_native_library() == library and library.stat().st_mtime_ns == built_at  # cached
     assert [path.name for path in library.parent.iterdir()] == [library.name]  # no scratch left behind
     with pytest.raises(RuntimeError, match="failed"):
-        halfdot.build_native_library(compiler="false")  # a "compiler" that always fails
+        rowdot.build_native_library(compiler="false")  # a "compiler" that always fails
     with pytest.raises(ValueError, match="float16"):
-        halfdot.half_dot_kernel("native")(torch.zeros(4, 8), torch.zeros(8))
+        rowdot.half_dot_kernel("native")(torch.zeros(4, 8), torch.zeros(8))
     with pytest.raises(ValueError, match="query of shape"):  # the C loop would read past the query
-        halfdot.half_dot_kernel("native")(torch.zeros(4, 8, dtype=torch.float16), torch.zeros(6))
+        rowdot.half_dot_kernel("native")(torch.zeros(4, 8, dtype=torch.float16), torch.zeros(6))
 
 
 def test_compiled_float16_kernel_falls_back_build_by_build(monkeypatch):
-    from clipmath.search import halfdot
+    from clipmath.search import rowdot
 
-    monkeypatch.setattr(halfdot, "_loaded", {})
-    monkeypatch.setattr(halfdot, "_warned", set())
-    monkeypatch.setattr(halfdot, "_native_supported", lambda: "not an x86-64 machine")
-    inductor = halfdot.half_dot_kernel("inductor")
-    assert halfdot.fused_kernel("compiled") is inductor  # native refused: the next build serves
-    assert halfdot.fused_kernel("auto") is None  # auto never compiles with torch: the GEMV, quietly
-    monkeypatch.setattr(halfdot, "_loaded", {})
-    monkeypatch.setattr(
-        halfdot, "_LOADERS", {"native": lambda: (None, "no AVX2"), "inductor": lambda: (None, "no g++")}
-    )
+    monkeypatch.setattr(rowdot, "_loaded", {})
+    monkeypatch.setattr(rowdot, "_native", [])
+    monkeypatch.setattr(rowdot, "_warned", set())
+    monkeypatch.setattr(rowdot, "_native_supported", lambda: "not an x86-64 machine")
+    inductor = rowdot.half_dot_kernel("inductor")
+    assert rowdot.fused_kernel("compiled") is inductor  # native refused: the next build serves
+    assert rowdot.fused_kernel("auto") is None  # auto never compiles with torch: the GEMV, quietly
+    monkeypatch.setattr(rowdot, "_loaded", {})
+    monkeypatch.setattr(rowdot, "_LOADERS", {"native": lambda: (None, "no AVX2"), "inductor": lambda: (None, "no g++")})
     with pytest.warns(UserWarning, match="compiled float16 kernel unavailable.*no AVX2; no g\\+\\+"):
-        assert halfdot.fused_kernel("compiled") is None
+        assert rowdot.fused_kernel("compiled") is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # auto falls back without a word, and a named kernel warns only once
-        assert halfdot.fused_kernel("auto") is None and halfdot.fused_kernel("compiled") is None
+        assert rowdot.fused_kernel("auto") is None and rowdot.fused_kernel("compiled") is None
     block, query = torch.ones(3, 4, dtype=torch.float16), torch.full((4,), 0.5)
-    np.testing.assert_array_equal(halfdot.half_scores(block, query, "compiled").numpy(), [2.0, 2.0, 2.0])
+    np.testing.assert_array_equal(rowdot.half_scores(block, query, "compiled").numpy(), [2.0, 2.0, 2.0])
 
 
 def test_float16_memmap_gallery_is_searched_blockwise_with_exclusions(tmp_path):

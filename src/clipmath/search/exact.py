@@ -24,7 +24,7 @@ from clipmath.search.base import (
     top_k_sorted,
     unique_rows,
 )
-from clipmath.search.halfdot import check_half_kernel, fused_kernel, half_scores
+from clipmath.search.rowdot import check_half_kernel, float_dot_kernel, fused_kernel, half_scores
 
 _HALF_EPS = 2.0**-11  # relative rounding error bound of float16
 _FLOAT_EPS = 2.0**-24
@@ -33,6 +33,9 @@ _CPU_BLOCK_ELEMENTS = 1 << 24
 _CUDA_BLOCK_ELEMENTS = 1 << 28
 #: from this many queries a CPU half block is converted to float32 once (GEMM) instead of read once per query
 _CPU_HALF_GEMV_QUERIES = 64
+#: below this many queries a CPU float32 block is read once per query by the native kernel (torch's GEMM with 1-3
+#: queries runs at 2.5-5x the memory floor; from 4 it wins by reading the block once for all)
+_CPU_FLOAT_NATIVE_QUERIES = 4
 #: gallery rows converted at a time when uploading to the device or computing the largest norm
 _CONVERT_ROWS = 262_144
 #: rows per chunk when one query's top rows are pre-selected by chunk maxima
@@ -88,7 +91,7 @@ class ExactIndex(VectorIndex):
     ``resident=True`` does the same on the CPU (the GPU code path, testable without a GPU).
     ``half_kernel`` scores float16 blocks on the CPU for few queries: ``"auto"`` (a fused kernel at memory speed
     where it can be built, else torch's half GEMV), ``"torch"``, ``"compiled"``, ``"native"`` or ``"inductor"``
-    (see :mod:`clipmath.search.halfdot`).
+    (see :mod:`clipmath.search.rowdot`).
     """
 
     kind = "exact"
@@ -196,6 +199,12 @@ class ExactIndex(VectorIndex):
             if len(query_t) > 1:
                 return torch.stack([half_scores(block, query, self.half_kernel) for query in query_t])
             return half_scores(block, query_t[0], self.half_kernel)[None]
+        if block.dtype == torch.float32 and block.device.type == "cpu" and len(query_t) < _CPU_FLOAT_NATIVE_QUERIES:
+            fused = float_dot_kernel()
+            if fused is not None and len(query_t) == 1:
+                return fused(block, query_t[0])[None]
+            if fused is not None:
+                return torch.stack([fused(block, query) for query in query_t])
         return query_t.to(block.dtype) @ block.T
 
     def _search_batch(self, queries: np.ndarray, k: int, exclude: Exclusions) -> tuple[list, list]:

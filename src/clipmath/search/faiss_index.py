@@ -22,7 +22,7 @@ from clipmath.search.base import (
     top_k_sorted,
     unique_rows,
 )
-from clipmath.search.halfdot import check_half_kernel
+from clipmath.search.rowdot import check_half_kernel
 
 _ADD_BLOCK = 65_536
 
@@ -35,7 +35,7 @@ class IndexParams:
     own vectors. ``recall``: tune ``ef_search`` / ``nprobe`` (and the re-rank factor) on a held-out sample of the
     gallery until recall@10 reaches it. ``threads``: FAISS OpenMP threads (0: FAISS's default). ``device`` and
     ``half_kernel`` apply to exact search (``"cuda"``: the gallery in half precision on the GPU; ``half_kernel``: how
-    float16 blocks are scored on the CPU, see :mod:`clipmath.search.halfdot`).
+    float16 blocks are scored on the CPU, see :mod:`clipmath.search.rowdot`).
     """
 
     hnsw_m: int = 32

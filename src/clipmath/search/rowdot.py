@@ -1,10 +1,10 @@
-"""Float16 gallery blocks scored against a float32 query on the CPU: torch's half GEMV or a fused kernel.
+"""Gallery rows scored against one float32 query on the CPU at memory speed: float16 and float32 blocks.
 
-torch's eager half GEMV converts and multiplies in a loop that costs about 1.5-1.8x the time of merely reading the
-bytes. A fused kernel does the float16 -> float32 conversion, the multiply and the row sum in one pass at memory
-speed, with float32 products and sums. Two builds:
+Float16 blocks: torch's eager half GEMV converts and multiplies in a loop that costs about 1.5-1.8x the time of
+merely reading the bytes. A fused kernel does the float16 -> float32 conversion, the multiply and the row sum in one
+pass at memory speed, with float32 products and sums. Two builds:
 
-- ``native``: ``halfdot.c`` (AVX2 + FMA + F16C, software prefetch, OpenMP over torch's thread count), built once
+- ``native``: ``rowdot.c`` (AVX2 + FMA + F16C, software prefetch, OpenMP over torch's thread count), built once
   per machine by the system C compiler into the cache (``CLIPMATH_CACHE``, a fraction of a second) and called
   through ctypes. x86-64 Linux and macOS.
 - ``inductor``: torch's own compiler fuses the same expression (needs a C++ compiler; about 2 s per new process and
@@ -13,6 +13,9 @@ speed, with float32 products and sums. Two builds:
 ``half_kernel`` picks one: ``auto`` (the default: native where it runs, else the GEMV, quietly), ``torch`` (the
 GEMV), ``compiled`` (native, else inductor), ``native`` or ``inductor``. A kernel named explicitly that cannot be
 built here warns once and the GEMV is used.
+
+Float32 blocks: torch's GEMM with one to three queries runs at 2.5-5x the memory floor (and on one thread);
+:func:`float_dot_kernel` is the same native loop over float32 rows, used quietly where it runs.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from clipmath.errors import ClipmathError
 from clipmath.paths import cache_dir
 
 HALF_KERNELS = ("auto", "torch", "compiled", "native", "inductor")
-HalfDot = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+RowDot = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 _NATIVE_FLAGS = ("-O3", "-mavx2", "-mfma", "-mf16c", "-shared", "-fPIC")
 _OPENMP_FLAG = "-fopenmp"  # left out (one thread) where the compiler has no OpenMP, e.g. Apple's clang
@@ -55,18 +58,19 @@ def check_half_kernel(name: str) -> str:
     return name
 
 
-# ---------------------------------------------------------------- native: halfdot.c through ctypes
+# ---------------------------------------------------------------- native: rowdot.c through ctypes
 
 
-class _NativeHalfDot:
-    """The C kernel of ``halfdot.c`` (ctypes releases the GIL while it runs)."""
+class _NativeRowDot:
+    """One C kernel of ``rowdot.c`` for rows of ``dtype`` (ctypes releases the GIL while it runs)."""
 
-    def __init__(self, function: Callable[..., None]):
+    def __init__(self, function: Callable[..., None], dtype: torch.dtype):
         self.function = function
+        self.dtype = dtype
 
     def __call__(self, block: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        if block.dtype != torch.float16 or block.device.type != "cpu" or block.dim() != 2:
-            raise ValueError(f"the native kernel scores 2-d CPU float16 blocks, not {block.dtype} {tuple(block.shape)}")
+        if block.dtype != self.dtype or block.device.type != "cpu" or block.dim() != 2:
+            raise ValueError(f"this kernel scores 2-d CPU {self.dtype} blocks, not {block.dtype} {tuple(block.shape)}")
         if query.shape != block.shape[1:]:
             raise ValueError(f"query of shape {tuple(query.shape)} for rows of {block.shape[1]} values")
         block = block.contiguous()
@@ -89,15 +93,15 @@ def _native_supported() -> str | None:
 
 
 def build_native_library(compiler: str | None = None) -> Path:
-    """The shared library built from ``halfdot.c`` (cached by source, compiler and flags); raises if it fails."""
+    """The shared library built from ``rowdot.c`` (cached by source, compiler and flags); raises if it fails."""
     compiler = compiler or os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if not compiler:
         raise RuntimeError("no C compiler found (set CC)")
-    source = resources.files("clipmath.search").joinpath("halfdot.c").read_bytes()
+    source = resources.files("clipmath.search").joinpath("rowdot.c").read_bytes()
     errors = []
     for flags in ((*_NATIVE_FLAGS, _OPENMP_FLAG), _NATIVE_FLAGS):
         digest = hashlib.sha256(b"\0".join([source, compiler.encode(), *(flag.encode() for flag in flags)]))
-        target = cache_dir() / "kernels" / f"halfdot-{digest.hexdigest()[:16]}.so"
+        target = cache_dir() / "kernels" / f"rowdot-{digest.hexdigest()[:16]}.so"
         if target.exists():
             return target
         try:
@@ -111,7 +115,7 @@ def build_native_library(compiler: str | None = None) -> Path:
 def _compile(compiler: str, flags: tuple[str, ...], source: bytes, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-        source_path, built = Path(scratch) / "halfdot.c", Path(scratch) / target.name
+        source_path, built = Path(scratch) / "rowdot.c", Path(scratch) / target.name
         source_path.write_bytes(source)
         command = [*shlex.split(compiler), *flags, str(source_path), "-o", str(built)]  # CC may be "ccache gcc"
         run = subprocess.run(command, capture_output=True)
@@ -120,18 +124,43 @@ def _compile(compiler: str, flags: tuple[str, ...], source: bytes, target: Path)
         os.replace(built, target)  # atomic: concurrent builders (Ray actors) each publish a complete file
 
 
-def _load_native() -> tuple[HalfDot | None, str]:
-    reason = _native_supported()
-    if reason:
+_native: list[tuple[ctypes.CDLL | None, str]] = []
+
+
+def _native_library() -> tuple[ctypes.CDLL | None, str]:
+    """The loaded ``rowdot.c`` library (built on first use), or None and why not."""
+    if not _native:
+        reason = _native_supported()
+        library = None
+        if not reason:
+            try:
+                library = ctypes.CDLL(str(build_native_library()))
+            except (OSError, RuntimeError) as error:
+                reason = f"native kernel: {error!s:.300}"
+        _native.append((library, reason or ""))
+    return _native[0]
+
+
+def _native_kernel(symbol: str, dtype: torch.dtype) -> tuple[RowDot | None, str]:
+    library, reason = _native_library()
+    if library is None:
         return None, reason
-    try:
-        library = ctypes.CDLL(str(build_native_library()))
-    except (OSError, RuntimeError) as error:
-        return None, f"native kernel: {error!s:.300}"
-    function = library.clipmath_half_dot
+    function = getattr(library, symbol)
     function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int64] * 4
     function.restype = None
-    return _NativeHalfDot(function), ""
+    return _NativeRowDot(function, dtype), ""
+
+
+def _load_native() -> tuple[RowDot | None, str]:
+    return _native_kernel("clipmath_half_dot", torch.float16)
+
+
+def float_dot_kernel() -> RowDot | None:
+    """The native float32 kernel (float32 rows x float32 query at memory speed), or None where it cannot run."""
+    key = ("float", 0)
+    if key not in _loaded:
+        _loaded[key] = _native_kernel("clipmath_float_dot", torch.float32)
+    return _loaded[key][0]
 
 
 # ---------------------------------------------------------------- inductor: torch.compile of the same expression
@@ -142,7 +171,7 @@ def _fused_dot(block: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
     return (block.to(torch.float32) * query).sum(-1)
 
 
-def _load_inductor() -> tuple[HalfDot | None, str]:
+def _load_inductor() -> tuple[RowDot | None, str]:
     """torch.compile of :func:`_fused_dot` for the current thread count (its OpenMP count is fixed when compiled)."""
     kernel = torch.compile(_fused_dot, dynamic=False, fullgraph=True)
     probe = torch.arange(64 * 8, dtype=torch.float32).reshape(64, 8).div_(512).half()
@@ -172,10 +201,10 @@ def _load_inductor() -> tuple[HalfDot | None, str]:
 
 
 _LOADERS = {"native": _load_native, "inductor": _load_inductor}
-_loaded: dict[tuple[str, int], tuple[HalfDot | None, str]] = {}
+_loaded: dict[tuple[str, int], tuple[RowDot | None, str]] = {}
 
 
-def half_dot_kernel(build: str) -> HalfDot | None:
+def half_dot_kernel(build: str) -> RowDot | None:
     """One build of the fused kernel (``"native"`` or ``"inductor"``), or None if it cannot run here."""
     key = (build, torch.get_num_threads() if build == "inductor" else 0)
     if key not in _loaded:
@@ -187,7 +216,7 @@ _BUILDS_OF = {"auto": ("native",), "compiled": ("native", "inductor"), "native":
 _warned: set[str] = set()
 
 
-def fused_kernel(name: str) -> HalfDot | None:
+def fused_kernel(name: str) -> RowDot | None:
     """The fused kernel that ``half_kernel=name`` selects here, or None for torch's half GEMV.
 
     ``"auto"`` quietly uses the GEMV where the native kernel cannot run; a kernel asked for by name that cannot be
