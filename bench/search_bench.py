@@ -29,7 +29,7 @@ from clipmath.search.kinds import kind_spec
 KIND_SETTINGS = {
     "hnsw": (0.95, dict(hnsw_m=16, ef_construction=64)),
     "ivf": (0.95, dict(nlist=1024, train_size=65_536)),
-    "ivfsq": (0.95, dict(nlist=1024, train_size=65_536, refine=True, refine_factor=4)),
+    "ivfsq": (0.95, dict(train_size=262_144, refine=True, refine_factor=4)),  # nlist: the product default
     "ivfpq": (0.9, dict(nlist=1024, train_size=65_536, pq_m=32, refine=True, refine_factor=8)),
     "ivfpq-fs": (0.9, dict(nlist=1024, train_size=65_536, refine=True, refine_factor=8)),
     "ivfpq-opq": (0.9, dict(nlist=1024, train_size=65_536, pq_m=48, refine=True, refine_factor=8)),
