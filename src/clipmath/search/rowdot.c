@@ -16,55 +16,47 @@ static inline float sum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-static inline __m256 load8_half(const uint16_t *halves) {
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)halves));
+/* eight values of a row from column j on, as float32 (`half`: the row holds float16) */
+static inline __m256 load8(const void *row, int64_t j, int half) {
+    if (half) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + j)));
+    return _mm256_loadu_ps((const float *)row + j);
+}
+
+static inline float value(const void *row, int64_t j, int half) {
+    return half ? _cvtsh_ss(((const uint16_t *)row)[j]) : ((const float *)row)[j];
+}
+
+/* the loop of both kernels; inlined into each with `half` a constant, so the branches on it compile away */
+static inline void row_dot(const void *rows, int half, const float *query, float *out, int64_t n_rows, int64_t dim,
+                           int64_t ahead, int64_t threads) {
+    const int64_t item = half ? 2 : 4, step_bytes = 32 * item;
+    (void)threads;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && n_rows >= 32768 * threads)
+    for (int64_t r = 0; r < n_rows; r++) {
+        const char *row = (const char *)rows + r * dim * item;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        int64_t j = 0;
+        for (; j + 32 <= dim; j += 32) { /* one (float16) or two (float32) 64-byte cache lines per step */
+            for (int64_t line = 0; ahead && line < step_bytes; line += 64)
+                _mm_prefetch(row + j * item + ahead + line, _MM_HINT_T0);
+            a0 = _mm256_fmadd_ps(load8(row, j, half), _mm256_loadu_ps(query + j), a0);
+            a1 = _mm256_fmadd_ps(load8(row, j + 8, half), _mm256_loadu_ps(query + j + 8), a1);
+            a2 = _mm256_fmadd_ps(load8(row, j + 16, half), _mm256_loadu_ps(query + j + 16), a2);
+            a3 = _mm256_fmadd_ps(load8(row, j + 24, half), _mm256_loadu_ps(query + j + 24), a3);
+        }
+        for (; j + 8 <= dim; j += 8) a0 = _mm256_fmadd_ps(load8(row, j, half), _mm256_loadu_ps(query + j), a0);
+        float score = sum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+        for (; j < dim; j++) score += value(row, j, half) * query[j];
+        out[r] = score;
+    }
 }
 
 void clipmath_half_dot(const uint16_t *rows, const float *query, float *out, int64_t n_rows, int64_t dim,
                        int64_t ahead, int64_t threads) {
-    const int64_t ahead_halves = ahead / 2;
-    (void)threads;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && n_rows >= 32768 * threads)
-    for (int64_t r = 0; r < n_rows; r++) {
-        const uint16_t *row = rows + r * dim;
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        int64_t j = 0;
-        for (; j + 32 <= dim; j += 32) { /* one 64-byte cache line of halves per step */
-            if (ahead_halves) _mm_prefetch((const char *)(row + j + ahead_halves), _MM_HINT_T0);
-            a0 = _mm256_fmadd_ps(load8_half(row + j), _mm256_loadu_ps(query + j), a0);
-            a1 = _mm256_fmadd_ps(load8_half(row + j + 8), _mm256_loadu_ps(query + j + 8), a1);
-            a2 = _mm256_fmadd_ps(load8_half(row + j + 16), _mm256_loadu_ps(query + j + 16), a2);
-            a3 = _mm256_fmadd_ps(load8_half(row + j + 24), _mm256_loadu_ps(query + j + 24), a3);
-        }
-        for (; j + 8 <= dim; j += 8) a0 = _mm256_fmadd_ps(load8_half(row + j), _mm256_loadu_ps(query + j), a0);
-        float score = sum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-        for (; j < dim; j++) score += _cvtsh_ss(row[j]) * query[j];
-        out[r] = score;
-    }
+    row_dot(rows, 1, query, out, n_rows, dim, ahead, threads);
 }
 
 void clipmath_float_dot(const float *rows, const float *query, float *out, int64_t n_rows, int64_t dim,
                         int64_t ahead, int64_t threads) {
-    const int64_t ahead_floats = ahead / 4;
-    (void)threads;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && n_rows >= 32768 * threads)
-    for (int64_t r = 0; r < n_rows; r++) {
-        const float *row = rows + r * dim;
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        int64_t j = 0;
-        for (; j + 32 <= dim; j += 32) { /* two 64-byte cache lines of floats per step */
-            if (ahead_floats) {
-                _mm_prefetch((const char *)(row + j + ahead_floats), _MM_HINT_T0);
-                _mm_prefetch((const char *)(row + j + ahead_floats + 16), _MM_HINT_T0);
-            }
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(row + j), _mm256_loadu_ps(query + j), a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(row + j + 8), _mm256_loadu_ps(query + j + 8), a1);
-            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(row + j + 16), _mm256_loadu_ps(query + j + 16), a2);
-            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(row + j + 24), _mm256_loadu_ps(query + j + 24), a3);
-        }
-        for (; j + 8 <= dim; j += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(row + j), _mm256_loadu_ps(query + j), a0);
-        float score = sum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-        for (; j < dim; j++) score += row[j] * query[j];
-        out[r] = score;
-    }
+    row_dot(rows, 0, query, out, n_rows, dim, ahead, threads);
 }
