@@ -126,9 +126,8 @@ def exact_rows(size: int, gallery: np.ndarray, queries: np.ndarray, k: int) -> t
         ("float16 (native fused kernel, the default)", half, "native"),
     )
     for label, vectors, kernel in variants:
-        index = ExactIndex(vectors, half_kernel=kernel)
-        if vectors.dtype == np.float32 and kernel == "torch":
-            index = TorchFloat32Scan(vectors)
+        scan = TorchFloat32Scan if vectors.dtype == np.float32 and kernel == "torch" else ExactIndex
+        index = scan(vectors, half_kernel=kernel)
         index.max_norm()  # once per index (a store's Retriever pays it at load)
         index.search(queries[:2], k)  # warm-up (compiles the fused kernel once)
         floor = streaming_read(vectors)

@@ -11,6 +11,8 @@ lower row), whatever the precision the scan ran in, and memory stays bounded for
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
@@ -62,6 +64,15 @@ def _block_top(scores: torch.Tensor, take: int) -> tuple[torch.Tensor, torch.Ten
     )
     values, picked = torch.topk(scores[0, candidates], take, sorted=True)
     return values[None], candidates[picked][None]
+
+
+def _each_query(
+    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], block: torch.Tensor, query_t: torch.Tensor
+) -> torch.Tensor:
+    """(B, rows) scores of ``block``, one ``score(block, query)`` pass per query."""
+    if len(query_t) == 1:
+        return score(block, query_t[0])[None]
+    return torch.stack([score(block, query) for query in query_t])
 
 
 def _as_tensor(array: np.ndarray) -> torch.Tensor:
@@ -196,15 +207,11 @@ class ExactIndex(VectorIndex):
             return query_t.float() @ block.float().T  # many queries: one conversion of the block pays for all
         if block.dtype == torch.float16 and block.device.type == "cpu":
             # one pass over the block per query (half GEMV or the fused kernel); torch's half GEMM is far slower
-            if len(query_t) > 1:
-                return torch.stack([half_scores(block, query, self.half_kernel) for query in query_t])
-            return half_scores(block, query_t[0], self.half_kernel)[None]
+            return _each_query(partial(half_scores, kernel=self.half_kernel), block, query_t)
         if block.dtype == torch.float32 and block.device.type == "cpu" and len(query_t) < _CPU_FLOAT_NATIVE_QUERIES:
             fused = float_dot_kernel()
-            if fused is not None and len(query_t) == 1:
-                return fused(block, query_t[0])[None]
             if fused is not None:
-                return torch.stack([fused(block, query) for query in query_t])
+                return _each_query(fused, block, query_t)
         return query_t.to(block.dtype) @ block.T
 
     def _search_batch(self, queries: np.ndarray, k: int, exclude: Exclusions) -> tuple[list, list]:

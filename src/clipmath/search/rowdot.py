@@ -31,6 +31,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -98,18 +99,20 @@ def build_native_library(compiler: str | None = None) -> Path:
     if not compiler:
         raise RuntimeError("no C compiler found (set CC)")
     source = resources.files("clipmath.search").joinpath("rowdot.c").read_bytes()
-    errors = []
+    builds = {}  # with OpenMP first, then without
     for flags in ((*_NATIVE_FLAGS, _OPENMP_FLAG), _NATIVE_FLAGS):
         digest = hashlib.sha256(b"\0".join([source, compiler.encode(), *(flag.encode() for flag in flags)]))
-        target = cache_dir() / "kernels" / f"rowdot-{digest.hexdigest()[:16]}.so"
-        if target.exists():
-            return target
+        builds[flags] = cache_dir() / "kernels" / f"rowdot-{digest.hexdigest()[:16]}.so"
+    cached = [target for target in builds.values() if target.exists()]
+    if cached:  # a compiler without OpenMP is not asked again in every process
+        return cached[0]
+    for flags, target in builds.items():
         try:
             _compile(compiler, flags, source, target)
             return target
         except RuntimeError as error:
-            errors.append(str(error))
-    raise RuntimeError(errors[-1])
+            failure = error
+    raise failure
 
 
 def _compile(compiler: str, flags: tuple[str, ...], source: bytes, target: Path) -> None:
@@ -124,43 +127,52 @@ def _compile(compiler: str, flags: tuple[str, ...], source: bytes, target: Path)
         os.replace(built, target)  # atomic: concurrent builders (Ray actors) each publish a complete file
 
 
-_native: list[tuple[ctypes.CDLL | None, str]] = []
+@dataclass(frozen=True)
+class _NativeKernels:
+    """Both kernels of the loaded ``rowdot.c`` library, or None and why not."""
+
+    half: RowDot | None
+    float: RowDot | None
+    reason: str = ""
 
 
-def _native_library() -> tuple[ctypes.CDLL | None, str]:
-    """The loaded ``rowdot.c`` library (built on first use), or None and why not."""
+_native: list[_NativeKernels] = []  # the one load of this process (tests reset it)
+
+
+def _native_kernels() -> _NativeKernels:
+    """The native kernels, built and loaded on first use."""
     if not _native:
-        reason = _native_supported()
-        library = None
-        if not reason:
-            try:
-                library = ctypes.CDLL(str(build_native_library()))
-            except (OSError, RuntimeError) as error:
-                reason = f"native kernel: {error!s:.300}"
-        _native.append((library, reason or ""))
+        _native.append(_load_native_kernels())
     return _native[0]
 
 
-def _native_kernel(symbol: str, dtype: torch.dtype) -> tuple[RowDot | None, str]:
-    library, reason = _native_library()
-    if library is None:
-        return None, reason
-    function = getattr(library, symbol)
+def _load_native_kernels() -> _NativeKernels:
+    reason = _native_supported()
+    if reason:
+        return _NativeKernels(None, None, reason)
+    try:
+        library = ctypes.CDLL(str(build_native_library()))
+    except (OSError, RuntimeError) as error:
+        return _NativeKernels(None, None, f"native kernel: {error!s:.300}")
+    return _NativeKernels(
+        _bind(library.clipmath_half_dot, torch.float16), _bind(library.clipmath_float_dot, torch.float32)
+    )
+
+
+def _bind(function: Callable[..., None], dtype: torch.dtype) -> RowDot:
     function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int64] * 4
     function.restype = None
-    return _NativeRowDot(function, dtype), ""
+    return _NativeRowDot(function, dtype)
 
 
 def _load_native() -> tuple[RowDot | None, str]:
-    return _native_kernel("clipmath_half_dot", torch.float16)
+    kernels = _native_kernels()
+    return kernels.half, kernels.reason
 
 
 def float_dot_kernel() -> RowDot | None:
     """The native float32 kernel (float32 rows x float32 query at memory speed), or None where it cannot run."""
-    key = ("float", 0)
-    if key not in _loaded:
-        _loaded[key] = _native_kernel("clipmath_float_dot", torch.float32)
-    return _loaded[key][0]
+    return _native_kernels().float
 
 
 # ---------------------------------------------------------------- inductor: torch.compile of the same expression
@@ -186,16 +198,15 @@ def _load_inductor() -> tuple[RowDot | None, str]:
     failed: list[str] = []
 
     def inductor_dot(block: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        if len(block) < 2 or failed:  # 0 or 1 rows cannot use the kernel compiled for a dynamic height
-            return block.to(torch.float32) @ query.to(torch.float32)
-        block = block.contiguous()
-        torch._dynamo.mark_dynamic(block, 0)
-        try:
-            return kernel(block, query.to(torch.float32))
-        except Exception as error:  # e.g. torch's recompile limit: one kernel per dimension and thread count
-            failed.append(f"{type(error).__name__}: {error!s:.200}")
-            warnings.warn(f"inductor float16 kernel failed, converting blocks instead ({failed[0]})", stacklevel=2)
-            return block.to(torch.float32) @ query.to(torch.float32)
+        if len(block) >= 2 and not failed:  # 0 or 1 rows cannot use the kernel compiled for a dynamic height
+            block = block.contiguous()
+            torch._dynamo.mark_dynamic(block, 0)
+            try:
+                return kernel(block, query.to(torch.float32))
+            except Exception as error:  # e.g. torch's recompile limit: one kernel per dimension and thread count
+                failed.append(f"{type(error).__name__}: {error!s:.200}")
+                warnings.warn(f"inductor float16 kernel failed, converting blocks instead ({failed[0]})", stacklevel=2)
+        return block.to(torch.float32) @ query.to(torch.float32)
 
     return inductor_dot, ""
 
