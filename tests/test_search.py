@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from clipmath.errors import ClipmathError
-from clipmath.search import ExactIndex, FaissIndex, FaissParams, exclusions_for, make_index, recall_at_k
-from clipmath.search.faiss_index import factory_string
+from clipmath.search import ExactIndex, FaissIndex, IndexParams, exclusions_for, make_index, recall_at_k
+from clipmath.search.kinds import factory_string
 
 
 def clustered(n: int, dim: int, clusters: int, seed: int = 0) -> np.ndarray:
@@ -95,7 +95,7 @@ def test_approximate_indexes_find_most_true_neighbours(kind):
 
 def test_faiss_index_round_trips_through_a_file(tmp_path):
     vectors = clustered(300, 16, 4)
-    index = FaissIndex.build(vectors, "hnsw")
+    index = make_index(vectors, "hnsw")
     index.save(tmp_path / "x.index")
     again = FaissIndex.load(tmp_path / "x.index", "hnsw")
     np.testing.assert_array_equal(index.search(vectors[:5], 5).rows, again.search(vectors[:5], 5).rows)
@@ -119,7 +119,7 @@ def test_index_kinds_registry_names_builtins_and_accepts_factory_strings():
     assert {"exact", "flat", "hnsw", "ivf", "ivfsq", "ivfpq", "ivfpq-fs", "ivfpq-opq"} <= set(INDEX_KINDS.names())
     assert not kind_spec("exact").approximate and kind_spec("hnsw").approximate
     vectors = clustered(2000, 16, 8)
-    index = make_index(vectors, "IVF8,Flat", FaissParams(nprobe=8))
+    index = make_index(vectors, "IVF8,Flat", IndexParams(nprobe=8))
     assert index.kind == "IVF8,Flat" and index.ntotal == 2000
     np.testing.assert_array_equal(index.search(vectors[:5], 3).rows, brute_force(vectors, vectors[:5], 3))
     with pytest.raises(IndexKindError, match="did you mean 'hnsw'"):
@@ -144,7 +144,7 @@ def test_compiled_float16_kernel_gives_the_float32_exact_ids():
         pytest.skip("torch cannot compile a CPU kernel here (no C++ compiler)")
     vectors = clustered(5000, 64, 30).astype(np.float16)
     queries = clustered(3, 64, 30, seed=5)
-    index = make_index(vectors, "exact", FaissParams(half_kernel="compiled"))
+    index = make_index(vectors, "exact", IndexParams(half_kernel="compiled"))
     assert index.half_kernel == "compiled"
     # a block of 4999 rows, then one of a single row (eager GEMV)
     fused = ExactIndex(vectors, block_rows=4999, half_kernel="compiled").search(queries, 10, [[0], [], [7]])
@@ -300,14 +300,14 @@ def test_cuda_without_a_gpu_is_a_one_line_error():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     with pytest.raises(ClipmathError, match="no CUDA GPU"):
-        make_index(clustered(10, 4, 2), "exact", FaissParams(device="cuda"))
+        make_index(clustered(10, 4, 2), "exact", IndexParams(device="cuda"))
 
 
 # ---- ANN that keeps its recall ----------------------------------------------------------------------------------
 def test_recall_target_tunes_hnsw_and_holds_on_new_queries():
     data = clustered(6100, 32, 40)
     vectors, queries = data[:6000], data[6000:]  # new queries from the same distribution
-    index = make_index(vectors, "hnsw", FaissParams(hnsw_m=8, ef_construction=20, recall=0.97, tune_queries=200))
+    index = make_index(vectors, "hnsw", IndexParams(hnsw_m=8, ef_construction=20, recall=0.97, tune_queries=200))
     report = index.tuning
     assert report.reached and report.recall >= 0.97 and report.knob == "ef_search"
     recall = recall_at_k(brute_force(vectors, queries, 10), index.search(queries, 10).rows)
@@ -318,9 +318,9 @@ def test_ivfpq_opq_reranked_from_the_gallery_beats_plain_codes():
     data = clustered(3060, 16, 30)
     vectors, queries = data[:3000], data[3000:]
     truth = brute_force(vectors, queries, 10)
-    params = FaissParams(nprobe=8, pq_m=2, threads=1)
+    params = IndexParams(nprobe=8, pq_m=2, threads=1)
     plain = make_index(vectors, "ivfpq-opq", params)
-    reranked = make_index(vectors, "ivfpq-opq", FaissParams(nprobe=8, pq_m=2, refine=True, refine_factor=16))
+    reranked = make_index(vectors, "ivfpq-opq", IndexParams(nprobe=8, pq_m=2, refine=True, refine_factor=16))
     assert "OPQ2_16" in factory_string("ivfpq-opq", 3000, 16, params)
     import faiss
 
@@ -336,16 +336,16 @@ def test_ivfpq_opq_reranked_from_the_gallery_beats_plain_codes():
 
 def test_recall_tuning_of_ivfpq_raises_nprobe_and_rerank_until_reached():
     vectors = clustered(5000, 32, 40)
-    index = make_index(vectors, "ivfpq", FaissParams(pq_m=4, refine=True, refine_factor=4, recall=0.95, threads=1))
+    index = make_index(vectors, "ivfpq", IndexParams(pq_m=4, refine=True, refine_factor=4, recall=0.95, threads=1))
     assert index.tuning.reached and index.tuning.knob == "nprobe" and index.tuning.recall >= 0.95
 
 
 def test_fast_scan_ivfpq_reranked_from_the_gallery_reaches_its_target():
     data = clustered(6050, 32, 40)
     vectors, queries = data[:6000], data[6000:]
-    assert factory_string("ivfpq-fs", 1_000_000, 512, FaissParams()) == "IVF4000,PQ64x4fs"  # 32-byte codes
-    assert factory_string("ivfsq", 1_000_000, 512, FaissParams(nlist=1024)) == "IVF1024,SQ8"
-    params = FaissParams(refine=True, refine_factor=2, recall=0.95, tune_queries=200, threads=1)
+    assert factory_string("ivfpq-fs", 1_000_000, 512, IndexParams()) == "IVF4000,PQ64x4fs"  # 32-byte codes
+    assert factory_string("ivfsq", 1_000_000, 512, IndexParams(nlist=1024)) == "IVF1024,SQ8"
+    params = IndexParams(refine=True, refine_factor=2, recall=0.95, tune_queries=200, threads=1)
     index = make_index(vectors, "ivfpq-fs", params)
     assert index.tuning.reached, index.tuning.describe()
     assert recall_at_k(brute_force(vectors, queries, 10), index.search(queries, 10).rows) >= 0.9
@@ -357,7 +357,7 @@ def test_recall_tuning_deepens_the_rerank_when_probing_more_lists_is_not_enough(
     data = clustered(6050, 32, 40)
     vectors, queries = data[:6000], data[6000:]
     # 2-byte codes: no nprobe reaches 0.95 from 10 candidates, so the tuner must re-rank deeper
-    params = FaissParams(pq_m=2, refine=True, refine_factor=1, recall=0.95, tune_queries=200, threads=1)
+    params = IndexParams(pq_m=2, refine=True, refine_factor=1, recall=0.95, tune_queries=200, threads=1)
     index = make_index(vectors, "ivfpq", params)
     report = index.tuning
     assert report.reached and report.recall >= 0.95 and report.refine_factor > 1, report.describe()
@@ -367,7 +367,7 @@ def test_recall_tuning_deepens_the_rerank_when_probing_more_lists_is_not_enough(
 
 def test_recall_tuning_reports_an_unreached_target_and_keeps_the_best_setting():
     vectors = clustered(4000, 32, 40)
-    index = make_index(vectors, "ivfpq", FaissParams(pq_m=2, recall=0.99, tune_queries=100, threads=1))
+    index = make_index(vectors, "ivfpq", IndexParams(pq_m=2, recall=0.99, tune_queries=100, threads=1))
     report = index.tuning
     assert not report.reached and report.recall < 0.99 and report.refine_factor is None
     assert "NOT reached" in report.describe() and report.settings_tried > 1

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -18,14 +17,14 @@ import numpy as np
 from clipmath.compose import Composer, CompositionQuery, get_composer
 from clipmath.encoders import EmbeddingSpace, Encoder, ImageTransform, check_same_space, load_encoder
 from clipmath.errors import ComposeError, StoreError
-from clipmath.search import FaissIndex, FaissParams, SearchHit, VectorIndex, exclusions_for, make_index
+from clipmath.search import IndexParams, SearchHit, VectorIndex, exclusions_for, make_index, open_index
 from clipmath.store import Gallery, GallerySnapshot
 
 
 @dataclass(frozen=True)
 class RetrieverConfig:
     index: str = "exact"
-    faiss: FaissParams = FaissParams()
+    faiss: IndexParams = IndexParams()
     exclude_reference: bool = True
 
 
@@ -86,21 +85,7 @@ class Retriever:
         return True
 
     def _open_index(self, snapshot: GallerySnapshot) -> VectorIndex:
-        kind = self.config.index
-        if kind == "exact" or len(snapshot) == 0:
-            return make_index(snapshot.vectors, "exact", self.config.faiss)
-        cache = self.gallery.path / f"faiss-{_safe(kind)}.index"
-        stamp = self.gallery.path / f"faiss-{_safe(kind)}.json"
-        fingerprint = snapshot.state
-        if cache.exists() and stamp.exists() and json.loads(stamp.read_text()).get("ids") == fingerprint:
-            return FaissIndex.load(cache, kind, self.config.faiss, snapshot.vectors)
-        index = make_index(snapshot.vectors, kind, self.config.faiss)
-        try:
-            index.save(cache)  # type: ignore[attr-defined]
-            stamp.write_text(json.dumps({"ids": fingerprint, "count": len(snapshot)}))
-        except OSError:
-            pass  # a read-only store still searches; it just rebuilds next time
-        return index
+        return open_index(snapshot.vectors, self.config.index, self.config.faiss, self.gallery.path, snapshot.state)
 
     # ---- queries ------------------------------------------------------------------------------------
     def composer(self, method: str, checkpoint: str | None = None) -> Composer:
@@ -193,7 +178,3 @@ def _exists(path: str | Path) -> bool:
         return Path(path).exists()
     except (ValueError, OSError):
         return False
-
-
-def _safe(kind: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in kind)

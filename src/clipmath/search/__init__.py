@@ -7,14 +7,17 @@ to that recall on a held-out sample of the gallery (the report is on ``index.tun
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from clipmath.search.base import Exclusions, SearchHit, SearchResults, VectorIndex
 from clipmath.search.exact import ExactIndex, exact_search
-from clipmath.search.faiss_index import FaissIndex, FaissParams, IndexParams
-from clipmath.search.kinds import INDEX_KINDS, IndexKindError, IndexKindSpec, kind_spec
+from clipmath.search.faiss_index import FaissIndex
+from clipmath.search.kinds import INDEX_KINDS, IndexKindError, IndexKindSpec, factory_string, kind_spec
+from clipmath.search.params import IndexParams
 from clipmath.search.tuning import TuneReport, recall_at_k, tune_recall
 
 
@@ -25,8 +28,34 @@ def make_index(vectors: np.ndarray, kind: str = "exact", params: IndexParams | N
     """
     params = params or IndexParams()
     spec = kind_spec(kind)
-    index = spec.build(vectors, params)
-    if params.recall is not None and isinstance(index, FaissIndex) and spec.approximate:
+    return _tuned(spec, spec.build(vectors, params), vectors, params)
+
+
+def open_index(
+    vectors: np.ndarray, kind: str, params: IndexParams, folder: Path, fingerprint: object
+) -> VectorIndex:
+    """An index of ``kind`` over ``vectors``, reusing the one saved in ``folder`` when it was built from the same
+    rows (``fingerprint``: anything JSON that changes when they do). Kinds without a loader are built every time;
+    a folder that cannot be written to only means the index is rebuilt next time."""
+    spec = kind_spec(kind)
+    if spec.load is None or len(vectors) == 0:
+        return make_index(vectors, "exact" if len(vectors) == 0 else kind, params)
+    safe = "".join(c if c.isalnum() else "_" for c in kind)
+    saved, stamp = Path(folder) / f"faiss-{safe}.index", Path(folder) / f"faiss-{safe}.json"
+    if saved.exists() and stamp.exists() and json.loads(stamp.read_text()).get("ids") == fingerprint:
+        return _tuned(spec, spec.load(saved, kind, params, vectors), vectors, params)
+    index = make_index(vectors, kind, params)
+    try:
+        index.save(saved)  # type: ignore[attr-defined]
+        stamp.write_text(json.dumps({"ids": fingerprint, "count": len(vectors)}))
+    except OSError:
+        pass
+    return index
+
+
+def _tuned(spec: IndexKindSpec, index: VectorIndex, vectors: np.ndarray, params: IndexParams) -> VectorIndex:
+    """With ``params.recall`` set, an approximate index that has query knobs is tuned to reach it."""
+    if params.recall is not None and spec.approximate and hasattr(index, "with_params"):
         tune_recall(index, vectors, params.recall, sample=params.tune_queries, seed=params.seed)
     return index
 
@@ -52,6 +81,11 @@ def __getattr__(name: str):
         return index_choices()
     if name == "FAISS_KINDS":
         return tuple(n for n in INDEX_KINDS.names() if INDEX_KINDS.get(n).factory is not None)
+    if name == "FaissParams":
+        import warnings
+
+        warnings.warn("clipmath.search.FaissParams is now IndexParams", DeprecationWarning, stacklevel=2)
+        return IndexParams
     raise AttributeError(name)
 
 
@@ -60,7 +94,8 @@ __all__ = [
     "ExactIndex",
     "Exclusions",
     "FaissIndex",
-    "FaissParams",
+    "factory_string",
+    "open_index",
     "IndexKindError",
     "IndexKindSpec",
     "IndexParams",

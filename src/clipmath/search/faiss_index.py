@@ -7,8 +7,7 @@ vectors of the gallery it was built from (the store's own, no second copy inside
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,62 +21,9 @@ from clipmath.search.base import (
     top_k_sorted,
     unique_rows,
 )
-from clipmath.search.rowdot import check_half_kernel
+from clipmath.search.params import IndexParams
 
 _ADD_BLOCK = 65_536
-
-
-@dataclass(frozen=True)
-class IndexParams:
-    """Build and query knobs. ``nlist=0`` and ``pq_m=0`` pick sizes from the gallery size and dimension.
-
-    ``refine``: re-rank ``refine_factor * k`` approximate candidates by their exact inner product with the gallery's
-    own vectors. ``recall``: tune ``ef_search`` / ``nprobe`` (and the re-rank factor) on a held-out sample of the
-    gallery until recall@10 reaches it. ``threads``: FAISS OpenMP threads (0: FAISS's default). ``device`` and
-    ``half_kernel`` apply to exact search (``"cuda"``: the gallery in half precision on the GPU; ``half_kernel``: how
-    float16 blocks are scored on the CPU, see :mod:`clipmath.search.rowdot`).
-    """
-
-    hnsw_m: int = 32
-    ef_construction: int = 80
-    ef_search: int = 128
-    nlist: int = 0
-    pq_m: int = 0
-    pq_bits: int = 8
-    opq: bool = False
-    nprobe: int = 16
-    refine: bool = False
-    refine_factor: int = 8
-    train_size: int = 100_000
-    seed: int = 0
-    recall: float | None = None
-    tune_queries: int = 500
-    threads: int = 0
-    device: str = "cpu"
-    half_kernel: str = "auto"
-
-    def __post_init__(self) -> None:
-        check_half_kernel(self.half_kernel)
-
-
-#: the name callers used so far
-FaissParams = IndexParams
-
-
-def ivf_lists(n: int, params: IndexParams) -> int:
-    """Inverted lists: ~4 sqrt(n), with at least 39 training points per centroid (FAISS's advice)."""
-    return params.nlist or max(1, min(65536, int(4 * math.sqrt(max(n, 1))), n // 39))
-
-
-def pq_layout(n: int, dim: int, params: IndexParams) -> tuple[int, int]:
-    """(sub-quantizers, bits each): ``dim/8`` one-byte codes by default, fewer bits on tiny galleries."""
-    pq_m = params.pq_m or _largest_divisor_at_most(dim, max(1, dim // 8))
-    pq_bits = min(params.pq_bits, max(1, int(math.log2(max(2, n // 39)))))
-    return pq_m, pq_bits
-
-
-def _largest_divisor_at_most(n: int, cap: int) -> int:
-    return max(d for d in range(1, cap + 1) if n % d == 0)
 
 
 def _skip_polysemous_training(index: object) -> None:
@@ -131,13 +77,14 @@ class FaissIndex(VectorIndex):
     def build(
         cls, vectors: np.ndarray, kind: str = "flat", params: IndexParams | None = None, factory: str | None = None
     ) -> FaissIndex:
-        """Train (on a sample) and fill an index described by ``factory`` (default: :func:`factory_string`)."""
+        """Train (on a sample) and fill an index described by ``factory`` (a ``faiss.index_factory`` string; default:
+        ``kind`` itself). Registered kinds are built through :func:`clipmath.search.make_index`, which passes it."""
         import faiss
 
         params = params or IndexParams()
         set_threads(params.threads)
         n, dim = vectors.shape
-        description = factory or factory_string(kind, n, dim, params)
+        description = factory or kind
         index = faiss.index_factory(dim, description, faiss.METRIC_INNER_PRODUCT)
         _skip_polysemous_training(index)
         hnsw = getattr(faiss.downcast_index(index), "hnsw", None)
@@ -157,12 +104,7 @@ class FaissIndex(VectorIndex):
     ) -> FaissIndex:
         import faiss
 
-        index = cls(faiss.read_index(str(path)), kind, params, vectors)
-        if index.params.recall is not None and vectors is not None and index.tunable:
-            from clipmath.search.tuning import tune_recall
-
-            tune_recall(index, vectors, index.params.recall, sample=index.params.tune_queries, seed=index.params.seed)
-        return index
+        return cls(faiss.read_index(str(path)), kind, params, vectors)
 
     def save(self, path: str | Path) -> None:
         import faiss
@@ -247,12 +189,3 @@ class FaissIndex(VectorIndex):
             return "nprobe"
         except RuntimeError:
             return None
-
-
-def factory_string(kind: str, n: int, dim: int, params: IndexParams) -> str:
-    """The ``faiss.index_factory`` description for a built-in kind (or ``kind`` itself if it is one already)."""
-    from clipmath.search.kinds import INDEX_KINDS
-
-    if kind in INDEX_KINDS and INDEX_KINDS.get(kind).factory is not None:
-        return INDEX_KINDS.get(kind).factory(n, dim, params)
-    return kind

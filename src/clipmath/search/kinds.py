@@ -15,7 +15,7 @@ import numpy as np
 from clipmath.errors import ClipmathError
 from clipmath.registry import Registry
 from clipmath.search.base import VectorIndex
-from clipmath.search.faiss_index import IndexParams, ivf_lists, pq_layout
+from clipmath.search.params import IndexParams, ivf_lists, pq_layout
 
 
 class IndexKindError(ClipmathError):
@@ -31,6 +31,9 @@ class IndexKindSpec:
     approximate: bool
     build: Callable[[np.ndarray, IndexParams], VectorIndex]
     factory: Callable[[int, int, IndexParams], str] | None = None  # FAISS kinds: (n, dim, params) -> description
+    #: ``(path, kind, params, vectors) -> index``: a built index saved next to the store is reopened with this
+    #: (``None``: the kind is rebuilt on every open, as exact search is)
+    load: Callable[..., VectorIndex] | None = None
 
 
 INDEX_KINDS: Registry[IndexKindSpec] = Registry("index kind", error=IndexKindError)
@@ -47,7 +50,15 @@ def kind_spec(name: str) -> IndexKindSpec:
     """The spec for ``name``: a registered kind, or a FAISS factory string built as it is."""
     if name in INDEX_KINDS or not looks_like_factory(name):
         return INDEX_KINDS.get(name)
-    return IndexKindSpec(name, f"FAISS index_factory('{name}')", True, _faiss_builder(name, lambda n, d, p: name))
+    return IndexKindSpec(
+        name, f"FAISS index_factory('{name}')", True, _faiss_builder(name, lambda n, d, p: name), load=_load_faiss
+    )
+
+
+def factory_string(kind: str, n: int, dim: int, params: IndexParams) -> str:
+    """The ``faiss.index_factory`` description for a built-in kind (or ``kind`` itself if it is one already)."""
+    spec = kind_spec(kind)
+    return spec.factory(n, dim, params) if spec.factory is not None else kind
 
 
 def _faiss_builder(name: str, factory: Callable[[int, int, IndexParams], str]) -> Callable:
@@ -60,8 +71,15 @@ def _faiss_builder(name: str, factory: Callable[[int, int, IndexParams], str]) -
     return build
 
 
+def _load_faiss(path, kind: str, params: IndexParams, vectors: np.ndarray | None) -> VectorIndex:
+    from clipmath.search.faiss_index import FaissIndex
+
+    return FaissIndex.load(path, kind, params, vectors)
+
+
 def _register_faiss(name: str, summary: str, factory: Callable[[int, int, IndexParams], str]) -> None:
-    INDEX_KINDS.register(name, IndexKindSpec(name, summary, name != "flat", _faiss_builder(name, factory), factory))
+    spec = IndexKindSpec(name, summary, name != "flat", _faiss_builder(name, factory), factory, load=_load_faiss)
+    INDEX_KINDS.register(name, spec)
 
 
 def _build_exact(vectors: np.ndarray, params: IndexParams) -> VectorIndex:
