@@ -34,6 +34,9 @@ from typing import Any
 from clipmath.errors import DatasetError, SubmissionError
 from clipmath.registry import Registry, import_ref
 
+#: Recall@K of a composed-retrieval benchmark whose spec names none.
+DEFAULT_RECALL_KS = (1, 5, 10, 50)
+
 #: How the query fields a method may need are worded in messages.
 FIELD_NAMES = {"reference": "a reference image", "text": "a caption", "source": "a source word",
                "target": "a target word", "terms": "an expression", "lam": "a λ value"}  # fmt: skip
@@ -98,6 +101,11 @@ class BenchmarkSpec:
     variant_name: str = "category"
     submission: SubmissionFormat | None = None
     oracles: dict[str, str | Callable[[Path], Any]] = field(default_factory=dict)
+    #: composed retrieval: the metric groups reported (names in ``clipmath.eval.cir.METRIC_SETS``) and Recall@K
+    metric_sets: tuple[str, ...] = ("recall",)
+    recall_ks: tuple[int, ...] = DEFAULT_RECALL_KS
+    #: the queries carry a second caption (``caption_reversed``), scored in both orders (FashionIQ)
+    two_captions: bool = False
 
     # -- loading ---------------------------------------------------------------------------------------------------
     def load(
@@ -199,7 +207,9 @@ def check_submission(spec: BenchmarkSpec, limit: int | None = None) -> Submissio
     return spec.submission
 
 
-BENCHMARKS: Registry[BenchmarkSpec] = Registry("benchmark", error=BenchmarkError, arg_name="category")
+BENCHMARKS: Registry[BenchmarkSpec] = Registry(
+    "benchmark", error=BenchmarkError, arg_name="category", builtins="clipmath.eval.builtin_benchmarks"
+)
 
 
 def find_benchmark(name: str) -> tuple[BenchmarkSpec, str | None]:
@@ -241,78 +251,3 @@ def spec_of(datasets: Sequence[Any]) -> BenchmarkSpec:
     if len(names) != 1:
         raise BenchmarkError(f"evaluate one benchmark split at a time, got {sorted(names)}")
     return BENCHMARKS.get(next(iter(names))[0])
-
-
-# ---- the built-in benchmarks -----------------------------------------------------------------------------------
-def _load_fashioniq(root: Path, split: str, variant: str | None, check_images: bool) -> list[Any]:
-    from clipmath.data.fashioniq import CATEGORIES, load_fashioniq
-
-    return [load_fashioniq(root, c, split, check_images) for c in ([variant] if variant else CATEGORIES)]
-
-
-def _load_cirr(root: Path, split: str, variant: str | None, check_images: bool) -> list[Any]:
-    from clipmath.data.cirr import load_cirr
-
-    return [load_cirr(root, split, check_images)]
-
-
-def _load_circo(root: Path, split: str, variant: str | None, check_images: bool) -> list[Any]:
-    from clipmath.data.circo import load_circo
-
-    return [load_circo(root, split, check_images)]
-
-
-def _load_simat(root: Path, split: str, variant: str | None, check_images: bool) -> list[Any]:
-    from clipmath.data.simat import load_simat
-
-    return [load_simat(root, split, check_images)]
-
-
-def _register_builtins() -> None:
-    from clipmath.data import circo, cirr, fashioniq, simat
-
-    here = "clipmath.eval.benchmarks"
-    cir = ("reference", "text")
-    BENCHMARKS.register("fashioniq", BenchmarkSpec(
-        name="fashioniq", title="FashionIQ", description="fashion images and two relative captions per query "
-        "(dress, shirt, toptee; Recall@10/50 per category and averaged)",
-        splits=fashioniq.SPLITS, default_split="val", default_method="sum", monitor="average/R@10",
-        query_fields=cir, loader=f"{here}:_load_fashioniq", protocol="clipmath.eval.scoring:RetrievalProtocol",
-        variants=fashioniq.CATEGORIES,
-    ))  # fmt: skip
-    BENCHMARKS.register("cirr", BenchmarkSpec(
-        name="cirr", title="CIRR", description="real-life images and a relative caption per query "
-        "(Recall@K, Recall_subset@K, Avg)",
-        splits=cirr.SPLITS, split_aliases=dict(cirr.SPLIT_ALIASES), default_split="val", default_method="sum",
-        monitor="Avg", query_fields=cir, loader=f"{here}:_load_cirr",
-        protocol="clipmath.eval.scoring:RetrievalProtocol",
-        submission=SubmissionFormat("https://cirr.cecs.anu.edu.au/", "clipmath.eval.submissions:cirr_writer",
-                                    "clipmath.eval.submissions:validate_submission_file"),
-    ))  # fmt: skip
-    BENCHMARKS.register("circo", BenchmarkSpec(
-        name="circo", title="CIRCO", description="COCO 2017 unlabeled images, several ground truths per query "
-        "(mAP@K)",
-        splits=circo.SPLITS, default_split="val", default_method="sum", monitor="mAP@10", query_fields=cir,
-        loader=f"{here}:_load_circo", protocol="clipmath.eval.scoring:RetrievalProtocol",
-        submission=SubmissionFormat("https://circo.micc.unifi.it/", "clipmath.eval.submissions:circo_writer",
-                                    "clipmath.eval.submissions:validate_submission_file"),
-    ))  # fmt: skip
-    BENCHMARKS.register("simat", BenchmarkSpec(
-        name="simat", title="SIMAT", description="Visual Genome regions changed by a word swap (SIMAT score)",
-        splits=simat.DOMAINS, default_split="test", validation_split="dev", default_method="delta",
-        monitor="score", query_fields=("reference", "source", "target"), loader=f"{here}:_load_simat",
-        protocol="clipmath.eval.scoring:SimatProtocol", takes_lam=True,
-        oracles={"labels": "clipmath.eval.simat:label_oracle", "oscar": "clipmath.eval.simat:oscar_oracle"},
-    ))  # fmt: skip
-
-
-_register_builtins()
-
-
-def _register_difference_benchmarks() -> None:
-    from clipmath.eval.difference import register_benchmarks
-
-    register_benchmarks(BENCHMARKS)  # clevr-change, spot-the-diff (their protocol is in clipmath.eval.difference)
-
-
-_register_difference_benchmarks()

@@ -23,21 +23,19 @@ Metrics reported (percentages, names as in the papers' tables):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from clipmath.data.base import CIRDataset
 from clipmath.errors import DatasetError
+from clipmath.eval.benchmarks import BENCHMARKS, DEFAULT_RECALL_KS
 from clipmath.eval.ranking import ScoreSource, rank_rows, score_source_for
 from clipmath.eval.retrieval_metrics import check_depth, mean_average_precision_at_k, recall_at_k
 
 #: Ranking depth that every official metric and submission file needs.
 DEFAULT_DEPTH = 50
-RECALL_KS = {"fashioniq": (10, 50), "cirr": (1, 5, 10, 50), "circo": (5, 10, 25, 50)}
-#: Recall@K of any other composed-retrieval benchmark (e.g. one registered by a user).
-DEFAULT_RECALL_KS = (1, 5, 10, 50)
 SUBSET_KS = (1, 2, 3)
 MAP_KS = (5, 10, 25, 50)
 
@@ -198,8 +196,57 @@ class EvalResult:
         return f"{self.name} {self.split} ({self.num_queries} queries): {values}"
 
 
-def cir_metrics(dataset: CIRDataset, ranking: CIRRanking) -> EvalResult:
-    """Score ``ranking`` against ``dataset``'s ground truth with the benchmark's official metrics."""
+@dataclass(frozen=True)
+class MetricSet:
+    """A group of official metrics: ``depth(ks)`` is the ranking depth it needs, ``score(dataset, ranking, ks)``
+    its values. Benchmark specs name theirs (``BenchmarkSpec.metric_sets``) from :data:`METRIC_SETS`."""
+
+    depth: Callable[[tuple[int, ...]], int]
+    score: Callable[[CIRDataset, CIRRanking, tuple[int, ...]], dict[str, float]]
+
+
+def _recall(dataset: CIRDataset, ranking: CIRRanking, ks: tuple[int, ...]) -> dict[str, float]:
+    targets = [q.target_ids for q in dataset.queries]
+    return {f"R@{k}": v for k, v in recall_at_k(ranking.ranked_ids, targets, ks).items()}
+
+
+def _map(dataset: CIRDataset, ranking: CIRRanking, ks: tuple[int, ...]) -> dict[str, float]:
+    targets = [q.target_ids for q in dataset.queries]
+    return {f"mAP@{k}": v for k, v in mean_average_precision_at_k(ranking.ranked_ids, targets, MAP_KS).items()}
+
+
+def _main_target_recall(dataset: CIRDataset, ranking: CIRRanking, ks: tuple[int, ...]) -> dict[str, float]:
+    main_target = [(q.extra.get("target_img_id", q.target_ids[0]),) for q in dataset.queries]
+    return {f"R@{k}": v for k, v in recall_at_k(ranking.ranked_ids, main_target, ks).items()}
+
+
+def _recall_subset(dataset: CIRDataset, ranking: CIRRanking, ks: tuple[int, ...]) -> dict[str, float]:
+    if ranking.subset_ranked_ids is None:
+        raise ValueError(f"{dataset.name} needs the img_set rankings (subset_ranked_ids) for Recall_subset")
+    targets = [q.target_ids for q in dataset.queries]
+    metrics = {f"R_subset@{k}": v for k, v in recall_at_k(ranking.subset_ranked_ids, targets, SUBSET_KS).items()}
+    metrics["Avg"] = (_recall(dataset, ranking, (5,))["R@5"] + metrics["R_subset@1"]) / 2.0
+    return metrics
+
+
+#: The metric groups a benchmark spec may name, in the order their metrics are reported.
+METRIC_SETS: dict[str, MetricSet] = {
+    "recall": MetricSet(max, _recall),  # Recall@K over every ground truth
+    "map": MetricSet(lambda ks: max(MAP_KS + ks), _map),  # mAP@5/10/25/50 over every ground truth (CIRCO)
+    "main-target-recall": MetricSet(max, _main_target_recall),  # Recall@K of the annotated target_img_id (CIRCO)
+    "aspect-map": MetricSet(lambda ks: 10, lambda d, r, ks: _per_aspect_map10(d, r)),  # mAP@10 per semantic aspect
+    "recall-subset": MetricSet(lambda ks: 1, _recall_subset),  # Recall_subset@1/2/3 and Avg (CIRR)
+}
+
+
+def cir_metrics(
+    dataset: CIRDataset,
+    ranking: CIRRanking,
+    metric_sets: Sequence[str] | None = None,
+    recall_ks: Sequence[int] | None = None,
+) -> EvalResult:
+    """Score ``ranking`` against ``dataset``'s ground truth with the benchmark's official metrics (its spec's
+    ``metric_sets`` and ``recall_ks`` unless given)."""
     if not dataset.has_targets:
         raise DatasetError(
             f"{dataset.name} {dataset.split} has no ground truth (a test split): write a submission "
@@ -210,29 +257,27 @@ def cir_metrics(dataset: CIRDataset, ranking: CIRRanking) -> EvalResult:
             f"the ranking was made for {ranking.dataset_name} {ranking.split}, not for "
             f"{dataset.name} {dataset.split} (query ids differ)"
         )
-    benchmark = dataset.benchmark
-    targets = [q.target_ids for q in dataset.queries]
-    ks = RECALL_KS.get(benchmark, DEFAULT_RECALL_KS)
+    if metric_sets is None or recall_ks is None:
+        spec_sets, spec_ks = _spec_metrics(dataset.benchmark)
+        metric_sets, recall_ks = metric_sets or spec_sets, recall_ks or spec_ks
+    ks = tuple(recall_ks)
+    sets = [METRIC_SETS[name] for name in metric_sets]
+    depth = max(s.depth(ks) for s in sets)
+    check_depth(ranking.ranked_ids, depth, required=ranking.required_depth(depth))
     metrics: dict[str, float] = {}
-    if benchmark == "circo":
-        check_depth(ranking.ranked_ids, max(MAP_KS + ks), required=ranking.required_depth(max(MAP_KS + ks)))
-        for k, value in mean_average_precision_at_k(ranking.ranked_ids, targets, MAP_KS).items():
-            metrics[f"mAP@{k}"] = value
-        main_target = [(q.extra.get("target_img_id", q.target_ids[0]),) for q in dataset.queries]
-        for k, value in recall_at_k(ranking.ranked_ids, main_target, ks).items():
-            metrics[f"R@{k}"] = value
-        metrics.update(_per_aspect_map10(dataset, ranking))
-    else:
-        check_depth(ranking.ranked_ids, max(ks), required=ranking.required_depth(max(ks)))
-        for k, value in recall_at_k(ranking.ranked_ids, targets, ks).items():
-            metrics[f"R@{k}"] = value
-    if benchmark == "cirr":
-        if ranking.subset_ranked_ids is None:
-            raise ValueError("CIRR needs the img_set rankings (subset_ranked_ids) for Recall_subset")
-        for k, value in recall_at_k(ranking.subset_ranked_ids, targets, SUBSET_KS).items():
-            metrics[f"R_subset@{k}"] = value
-        metrics["Avg"] = (metrics["R@5"] + metrics["R_subset@1"]) / 2.0
-    return EvalResult(benchmark, dataset.name, dataset.split, len(dataset.queries), metrics, list(ranking.notes))
+    for metric_set in sets:
+        metrics.update(metric_set.score(dataset, ranking, ks))
+    return EvalResult(
+        dataset.benchmark, dataset.name, dataset.split, len(dataset.queries), metrics, list(ranking.notes)
+    )
+
+
+def _spec_metrics(benchmark: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """A registered benchmark's metric sets and Recall@K; plain recall at the default Ks for any other."""
+    if benchmark in BENCHMARKS:
+        spec = BENCHMARKS.get(benchmark)
+        return spec.metric_sets, spec.recall_ks
+    return ("recall",), DEFAULT_RECALL_KS
 
 
 def _per_aspect_map10(dataset: CIRDataset, ranking: CIRRanking) -> dict[str, float]:

@@ -54,8 +54,7 @@ class RetrievalProtocol(BenchmarkProtocol):
     """Composed image retrieval: reference image + relative caption -> ranked gallery -> Recall@K / mAP@K."""
 
     def describe(self, spec: BenchmarkSpec, config: EvalConfig) -> tuple[dict[str, Any], list[str]]:
-        both_orders = spec.name == "fashioniq"  # the only benchmark whose queries carry two captions
-        return ({"caption_orders": config.caption_orders} if both_orders else {}), []
+        return ({"caption_orders": config.caption_orders} if spec.two_captions else {}), []
 
     def query_vectors(self, dataset: Any, gallery: np.ndarray, composer: Any, run: MethodRun) -> np.ndarray:
         """One composed vector per query; both caption orders averaged where the queries carry both."""

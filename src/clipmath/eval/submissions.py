@@ -274,15 +274,24 @@ def read_submission(path: str | Path) -> Any:
 
 
 def validate_submission_file(path: str | Path, dataset: CIRDataset, allow_reference: bool = False) -> str:
-    """Check a file against ``dataset``; returns its kind (``cirr:recall``, ``cirr:recall_subset`` or ``circo``)."""
+    """Check a file against ``dataset`` with its benchmark's own validator; returns the file's kind
+    (``cirr:recall``, ``cirr:recall_subset`` or ``circo``)."""
+    from clipmath.eval.benchmarks import check_submission, spec_of
+
+    return check_submission(spec_of([dataset])).validate_file(path, dataset, allow_reference)
+
+
+def validate_cirr_file(path: str | Path, dataset: CIRDataset, allow_reference: bool = False) -> str:
+    """A CIRR prediction file: ``cirr:recall`` or ``cirr:recall_subset``."""
     submission = read_submission(path)
-    if dataset.benchmark == "cirr":
-        metric = submission.get("metric") if isinstance(submission, Mapping) else None
-        if metric not in CIRR_METRICS:
-            raise SubmissionError(f'invalid CIRR submission {path}: "metric" must be "recall" or "recall_subset"')
-        validate_cirr_submission(submission, dataset, metric, allow_reference)
-        return f"cirr:{metric}"
-    if dataset.benchmark == "circo":
-        validate_circo_submission(submission, dataset, allow_reference)
-        return "circo"
-    raise SubmissionError(f"{dataset.name} has no evaluation server; only CIRR and CIRCO take submissions")
+    metric = submission.get("metric") if isinstance(submission, Mapping) else None
+    if metric not in CIRR_METRICS:
+        raise SubmissionError(f'invalid CIRR submission {path}: "metric" must be "recall" or "recall_subset"')
+    validate_cirr_submission(submission, dataset, metric, allow_reference)
+    return f"cirr:{metric}"
+
+
+def validate_circo_file(path: str | Path, dataset: CIRDataset, allow_reference: bool = False) -> str:
+    """A CIRCO prediction file."""
+    validate_circo_submission(read_submission(path), dataset, allow_reference)
+    return "circo"
