@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import fields
 
 import click
 import pytest
@@ -12,14 +11,14 @@ import typer
 from typer.testing import CliRunner
 
 from clipmath.cli import app, main
-from clipmath.cli.training import CONFIG_OPTIONS, DERIVED_FIELDS, build_config
+from clipmath.train import TRAINERS, RunOptions
+from clipmath.train.options import field_meta, settings_fields
 from clipmath.train.synthetic import make_shapes_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 runner = CliRunner()
 TINY = ["--model", "tiny-random-clip", "--quiet"]
-COMMANDS = ("adapter", "finetune", "combiner", "oti", "phi")
 
 
 def invoke_json(*args: str) -> dict:
@@ -45,7 +44,7 @@ def data(tmp_path_factory):
     return root, shapes, store
 
 
-@pytest.mark.parametrize("name", COMMANDS)
+@pytest.mark.parametrize("name", TRAINERS.names())
 def test_help_documents_every_option(name):
     command = train_command(name)
     result = runner.invoke(app, ["train", name, "--help"], env={"COLUMNS": "240"})
@@ -60,29 +59,44 @@ def train_command(name: str) -> click.Command:
     return typer.main.get_command(app).get_command(None, "train").commands[name]  # type: ignore[attr-defined]
 
 
-#: options that are not training settings (data, output, the run): they fill no config field
-NOT_CONFIG = {"output", "triplets", "images", "captions", "coco", "coco_split", "concepts", "oti", "val_triplets",
-              "val_images", "val_gallery", "val_dataset", "val_path", "val_split", "val_captions", "model",
-              "preprocessing", "cache", "seeds", "resume", "quiet", "threads", "as_json"}  # fmt: skip
+@pytest.mark.parametrize("name", TRAINERS.names())
+def test_every_setting_is_an_option_with_the_dataclass_default(name):
+    spec = TRAINERS.get(name)
+    params = {param.name: param for param in train_command(name).params}
+    for cls in (spec.inputs, spec.config, RunOptions):
+        defaults = cls() if cls is not RunOptions else RunOptions(output="x")
+        for item in settings_fields(cls):
+            if (item.name == "seeds" and not spec.seeds) or (item.name == "cache" and not spec.encoder):
+                assert item.name not in params
+                continue
+            assert item.name in params, f"{name}: {cls.__name__}.{item.name} has no option"
+            if field_meta(cls, item.name).get("required"):
+                assert params[item.name].required
+            elif item.name != "output":
+                assert params[item.name].default == getattr(defaults, item.name), (name, item.name)
+    settings = {f.name for cls in (spec.inputs, spec.config) for f in settings_fields(cls)}
+    unexplained = set(params) - settings - {f.name for f in settings_fields(RunOptions)} - {
+        "val_triplets", "val_images", "val_gallery", "val_dataset", "val_path", "val_split", "model", "preprocessing",
+        "threads", "quiet", "as_json"}  # fmt: skip
+    assert not unexplained, f"{name}: options that are no setting: {unexplained}"
 
 
-@pytest.mark.parametrize("name", COMMANDS)
-def test_options_and_config_fields_map_one_to_one(name):
-    config_class, names = CONFIG_OPTIONS[name]
-    options = {param.name for param in train_command(name).params}
-    assert set(names) <= options, f"{name}: mapped but not an option: {set(names) - options}"
-    assert set(names) == {f.name for f in fields(config_class)} - set(DERIVED_FIELDS)
-    unmapped = options - set(names)
-    assert unmapped <= NOT_CONFIG, f"{name}: options with no config field: {unmapped - NOT_CONFIG}"
+def test_every_learned_method_names_a_registered_trainer():
+    from clipmath.compose import METHODS
+
+    for spec in METHODS.list():
+        if spec.learned:
+            assert spec.train_command in TRAINERS, f"{spec.name}: train_command {spec.train_command!r}"
 
 
-@pytest.mark.parametrize("name", COMMANDS)
-def test_option_defaults_are_the_config_defaults(name):
-    config_class, _ = CONFIG_OPTIONS[name]
-    params = {param.name: param.default for param in train_command(name).params}
-    assert build_config(name, params) == config_class()
-    quiet = build_config(name, {**params, "quiet": True})
-    assert quiet.progress is False
+def test_a_setting_out_of_its_bounds_is_one_line_naming_the_flag(data, tmp_path, capsys, monkeypatch):
+    root, _, _ = data
+    monkeypatch.setattr("sys.argv", ["clipmath", "train", "combiner", "-o", str(tmp_path / "x"), "--triplets",
+                                     str(root / "images" / "train.json"), "--lr", "nan", *TINY])  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "error: --lr must be a finite number, not nan"
 
 
 def test_combiner_train_validate_and_search(data):
@@ -177,7 +191,7 @@ def test_finetune_writes_a_model_folder(data):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["train", "adapter", "-o", "{tmp}/x", "--model", "tiny-random-clip"], "--captions FILE, or --coco"),
+        (["train", "adapter", "-o", "{tmp}/x", "--model", "tiny-random-clip"], "--images + --captions, or --coco"),
         (["train", "combiner", "-o", "{tmp}/x", "--triplets", "{tmp}/none.json"], "file not found"),
         (["train", "combiner", "-o", "{tmp}/x", "--triplets", "{root}/images/train.json", "--seeds", "1", "x",
           "--model", "tiny-random-clip"], "--seeds takes integers"),

@@ -38,14 +38,12 @@ def test_make_train_and_caption_from_the_command_line(tmp_path: Path) -> None:
         "1",
         "--json",
     ]
-    adapt = _ok(["train", "idc", "--stage", "adapt", "-o", str(tmp_path / "adapt"), *common])
+    adapt = _ok(["train", "idc-adapt", "-o", str(tmp_path / "adapt"), *common])
     assert "text->pair R@1" in adapt["runs"][0]["history"][-1]["metrics"]
     caption = _ok(
         [
             "train",
-            "idc",
-            "--stage",
-            "caption",
+            "idc-caption",
             "-o",
             str(tmp_path / "cap"),
             "--init-from",
@@ -104,9 +102,9 @@ def test_make_train_and_caption_from_the_command_line(tmp_path: Path) -> None:
             ],
             "cannot read the 'after' image",
         ),
-        (["train", "idc", "--stage", "fly", "-o", "{tmp}/o", "--path", "{tmp}"], "--stage"),
+        (["train", "idc-adapt", "-o", "{tmp}/o", "--path", "{tmp}", "--dataset", "cirr"], "--dataset is a difference"),
         (
-            ["train", "idc", "--stage", "adapt", "-o", "{tmp}/o", "--path", "{tmp}", "--model", "tiny-random-clip"],
+            ["train", "idc-adapt", "-o", "{tmp}/o", "--path", "{tmp}", "--model", "tiny-random-clip"],
             "change_captions.json is missing",
         ),
     ],
@@ -151,9 +149,7 @@ def test_train_idc_over_seeds_reports_mean_and_std(tmp_path: Path) -> None:
     report = _ok(
         [
             "train",
-            "idc",
-            "--stage",
-            "adapt",
+            "idc-adapt",
             "-o",
             str(tmp_path / "runs"),
             "--path",

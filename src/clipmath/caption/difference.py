@@ -8,7 +8,7 @@ Python API::
     caption_difference("before.png", "after.png", encoder=enc, lm=lm)  # zero-shot (a decoder on after − before)
     query = difference_vector(enc, "before.png", "after.png", reference=vec)      # search: changed like this pair
 
-* **Trained** (:class:`TrainedDifferenceCaptioner`): the checkpoint of ``clipmath train idc --stage caption``; the
+* **Trained** (:class:`TrainedDifferenceCaptioner`): the checkpoint of ``clipmath train idc-caption``; the
   pair encoder reads both images, the decoder writes the caption with beam search.
 * **Zero-shot** (:func:`zero_shot_difference`): a caption decoder (MAGIC or ZeroCap) steered towards
   ``w_after·e(after) − w_before·e(before)`` (normalised image embeddings), continuing ``prompt``. It needs a
@@ -72,7 +72,7 @@ def identical(before: Image.Image, after: Image.Image) -> bool:
 
 
 class TrainedDifferenceCaptioner:
-    """A trained CLIP4IDC captioner (a ``clipmath train idc --stage caption`` checkpoint) on its encoder."""
+    """A trained CLIP4IDC captioner (a ``clipmath train idc-caption`` checkpoint) on its encoder."""
 
     def __init__(self, encoder: Encoder, model: DifferenceCaptioner, beam_size: int = 3, label: str = "") -> None:
         self.encoder = encoder
@@ -89,7 +89,7 @@ class TrainedDifferenceCaptioner:
         if loaded.kind != CAPTION_KIND:
             raise CaptionError(
                 f"{checkpoint} is a '{loaded.kind}' checkpoint, not a difference captioner ('{CAPTION_KIND}', "
-                "made by `clipmath train idc --stage caption`)"
+                "made by `clipmath train idc-caption`)"
             )
         if encoder is None:
             if loaded.model_id.startswith("local:"):

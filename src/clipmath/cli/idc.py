@@ -1,5 +1,5 @@
 """Image-difference captioning commands: ``clipmath diff-caption``, ``clipmath data make-change-set`` and
-``clipmath train idc --stage adapt|caption`` (registered on the train group by :func:`register_train`)."""
+(training: ``clipmath train idc-adapt`` and ``idc-caption``, registered in :data:`clipmath.train.TRAINERS`)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def diff_caption(
     before: Annotated[str, typer.Argument(help="The 'before' image: a file, or a gallery id with --store.")],
     after: Annotated[str, typer.Argument(help="The 'after' image: a file, or a gallery id with --store.")],
     checkpoint: Annotated[
-        Optional[Path], typer.Option(help="A trained captioner (`clipmath train idc --stage caption`).")
+        Optional[Path], typer.Option(help="A trained captioner (`clipmath train idc-caption`).")
     ] = None,
     store: Annotated[Optional[Path], typer.Option(help="Gallery store whose ids BEFORE/AFTER may name.")] = None,
     lm: Annotated[
@@ -102,82 +102,3 @@ def make_change_set_command(
             " each a change pair and a no-change pair"
         ],
     )
-
-
-_TRAIN = """CLIP4IDC on image pairs: stage 1 (--stage adapt) aligns pair embeddings with difference captions; stage 2
-(--stage caption, --init-from a stage-1 checkpoint) trains the caption decoder. Data: --dataset clevr-change or
-spot-the-diff in its release layout (or a folder from `clipmath data make-change-set`).
-
-Examples:
-
-  clipmath train idc --stage adapt --path data/clevr_change -o runs/idc-adapt --model openai/clip-vit-base-patch32
-
-  clipmath train idc --stage caption --path data/clevr_change -o runs/idc-caption --init-from runs/idc-adapt
-
-  clipmath train idc --stage caption --dataset spot-the-diff --path data/spot-the-diff -o runs/spot --seeds 1 2 3
-"""
-
-
-def train_idc(
-    ctx: typer.Context,
-    stage: Annotated[str, typer.Option(help="adapt (stage 1) or caption (stage 2).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Checkpoint folder (an unfinished run is resumed).")],
-    path: Annotated[Path, typer.Option(help="Dataset folder.")],
-    dataset: Annotated[str, typer.Option(help="clevr-change or spot-the-diff.")] = "clevr-change",
-    init_from: Annotated[Optional[Path], typer.Option(help="Stage 2: the stage-1 checkpoint to start from.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs (CLIP4IDC: adapt 12, caption 50).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Pairs per step (adapt 128, caption 16).")] = None,
-    lr: Annotated[Optional[float], typer.Option(min=0.0, help="Learning rate of new parts (1e-4).")] = None,
-    coef_lr: Annotated[Optional[float], typer.Option(min=0.0, help="LR factor of CLIP's pretrained weights.")] = None,
-    max_steps: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many steps in all.")] = None,
-    seeds: Annotated[Optional[list[int]], typer.Option("--seeds", help="One run per seed: mean ± std.")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
-    gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute activations (CUDA only).")] = False,
-    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue an unfinished run.")] = True,
-    model: ModelOpt = "auto",
-    device: DeviceOpt = "cpu",
-    threads: ThreadsOpt = None,
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
-    from clipmath.cli.runtime import load_model
-    from clipmath.cli.training import run_training
-    from clipmath.train import idc
-
-    if stage not in ("adapt", "caption"):
-        raise ClipmathError(f"--stage is adapt or caption, not {stage!r}")
-    if init_from is not None and stage != "caption":
-        raise ClipmathError("--init-from goes with --stage caption")
-    seed_values = option_values(ctx, seeds, "--seeds", int, "integers")
-    train, val = (_load_pairs(dataset, path, split) for split in ("train", "val"))
-    encoder = load_model(model, device, dtype="float32", threads=threads, as_json=as_json)  # AMP does the rest
-    given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "coef_lr": coef_lr, "max_steps": max_steps}
-    common = {k: v for k, v in given.items() if v is not None}
-    common.update(
-        seed=seed, device=device, gradient_checkpointing=gradient_checkpointing, progress=not (quiet or as_json)
-    )
-    if stage == "adapt":
-        config = idc.IdcAdaptConfig(**common, monitor="text->pair R@1")
-        factory, validate = idc.adapt_task_factory(encoder, train), idc.retrieval_validator(val)
-    else:
-        config = idc.IdcCaptionConfig(**common, init_from=str(init_from) if init_from else None, monitor="CIDEr")
-        factory, validate = idc.caption_task_factory(encoder, train), idc.caption_validator(val)
-    params = {"output": output, "resume": resume, "as_json": as_json}
-    run_training(factory, config, params, seed_values, validate if val else None, encoder)
-
-
-def _load_pairs(dataset: str, path: Path, split: str) -> list:
-    if dataset == "clevr-change":
-        from clipmath.data.clevr_change import load_clevr_change
-
-        return load_clevr_change(path, split).pairs
-    if dataset == "spot-the-diff":
-        from clipmath.data.spot_the_diff import load_spot_the_diff
-
-        return load_spot_the_diff(path, split).pairs
-    raise ClipmathError(f"--dataset is clevr-change or spot-the-diff, not {dataset!r}")
-
-
-def register_train(train_app: typer.Typer) -> None:
-    """Add ``idc`` to the ``clipmath train`` group."""
-    train_app.command("idc", help=_TRAIN, context_settings=MULTI_VALUE)(train_idc)

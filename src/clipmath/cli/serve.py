@@ -83,7 +83,7 @@ def serve(
     diff_checkpoint: Annotated[
         Optional[Path],
         typer.Option(
-            help="Difference captions from this trained CLIP4IDC captioner (`clipmath train idc --stage caption`; "
+            help="Difference captions from this trained CLIP4IDC captioner (`clipmath train idc-caption`; "
             "trained on the store's model)."
         ),
     ] = None,

@@ -1,329 +1,146 @@
-"""``clipmath train adapter|finetune|combiner|oti|phi``: one command per learned compose method.
+"""``clipmath train NAME``: one command per entry of :data:`clipmath.train.TRAINERS`, generated from its dataclasses.
 
-Shared options and the option → config mapping live in :mod:`clipmath.cli.training`; defaults come from the
-config dataclasses (``config_default(CombinerConfig, "epochs")``), never restated here.
+Each field of the trainer's inputs and config, and of the shared run and validation options, becomes one option:
+``--field-name`` (or the field's declared spelling), its type, its default and its help text, all read from the
+dataclass. Nothing here names a trainer; a new registry entry is a new command.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Optional
+import dataclasses
+import inspect
+from typing import Annotated, Any, Optional
 
 import typer
 
-from clipmath.cli.idc import register_train as register_idc_training
-from clipmath.cli.options import MULTI_VALUE, config_default
-from clipmath.cli.output import emit
-from clipmath.cli.training import (
-    LOOP,
-    RUN,
-    VALIDATION,
-    DropoutOpt,
-    HiddenDimOpt,
-    ImagesRootOpt,
-    LambdaRegOpt,
-    LogitScaleOpt,
-    OutputOpt,
-    PromptOpt,
-    TopKOpt,
-    TripletsOpt,
-    benchmark_validator,
-    build_config,
-    run_training,
-    seed_list,
-    train_command,
-    train_encoder,
-    triplet_validator,
-    validator,
+from clipmath.cli.options import (
+    MULTI_VALUE,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelOpt,
+    PreprocessingOpt,
+    QuietOpt,
+    ThreadsOpt,
+    option_values,
 )
+from clipmath.cli.output import emit
+from clipmath.cli.runtime import load_model, set_threads
 from clipmath.errors import ClipmathError
-from clipmath.train.config import AdapterConfig, CombinerConfig, FinetuneConfig, OtiConfig, PhiConfig
+from clipmath.train import TRAINERS, RunOptions, TrainerSpec, ValidationOptions, train
+from clipmath.train.options import field_meta, settings_fields, value_type
 
 app = typer.Typer(
     name="train",
-    help="Train the learned compose methods. Checkpoints are folders of safetensors + JSON (config inside); "
-    "use them with `clipmath search --method combiner|adapted-delta|searle|oti --checkpoint PATH`.",
+    help="Train the learned parts: compose methods, difference captioners, caption language models. Checkpoints are "
+    "folders of safetensors + JSON (config inside); an unfinished run in --output is resumed.",
     no_args_is_help=True,
 )
 
-_ADAPTER = """SIMAT adaptation heads for --method adapted-delta: linear image and text heads on frozen features,
-trained on image–caption pairs with a symmetric contrastive loss, each head on its own modality.
-
-Examples:
-
-  clipmath train adapter --coco data/coco --coco-split train2017 -o runs/heads
-
-  clipmath train adapter --images imgs/ --captions captions.tsv -o runs/heads --val-dataset simat --val-path data/SIMAT
-"""
+#: options this CLI declares itself for fields every command shares (the device and precision of every command)
+_SHARED_TYPES = {"device": DeviceOpt, "dtype": DtypeOpt}
+#: options that are the command line's, not a trainer's: name -> (annotation, default)
+_CLI_OPTIONS = {"quiet": (QuietOpt, False), "as_json": (JsonOpt, False)}
+_ENCODER_OPTIONS = {"model": (ModelOpt, "auto"), "preprocessing": (PreprocessingOpt, None),
+                    "threads": (ThreadsOpt, None)}  # fmt: skip
 
 
-_ADAPTER_SHARED = (*LOOP, *RUN, "val_images", "val_dataset", "val_path", "val_split", "cache")
+def flag_of(cls: type, name: str) -> str:
+    """How this CLI spells field ``name`` of settings class ``cls``."""
+    return field_meta(cls, name).get("flag") or "--" + name.replace("_", "-")
 
 
-@train_command(app, "adapter", _ADAPTER_SHARED, _ADAPTER, context_settings=MULTI_VALUE)
-def train_adapter(
-    ctx: typer.Context,
-    output: OutputOpt,
-    images: Annotated[
-        Optional[Path],
-        typer.Option(
-            help="Folder of training images (with --captions), or COCO image folder "
-            "(with --coco; default ROOT/<split>)."
-        ),
-    ] = None,
-    captions: Annotated[
-        Optional[Path],
-        typer.Option(help='Captions of --images: JSON {"file.jpg": [captions]} or TSV file<TAB>caption.'),
-    ] = None,
-    coco: Annotated[
-        Optional[Path],
-        typer.Option(help="COCO captions instead: a root holding annotations/captions_<split>.json, or that file."),
-    ] = None,
-    coco_split: Annotated[Optional[str], typer.Option(help="COCO split, e.g. train2017.")] = None,
-    tau: Annotated[float, typer.Option(min=1e-4, help="Contrastive temperature τ.")] = config_default(
-        AdapterConfig, "tau"
-    ),
-    val_captions: Annotated[
-        Optional[Path],
-        typer.Option(help="Held-out captions file (JSON or TSV): caption→image Recall@K after every epoch."),
-    ] = None,
-) -> None:
-    from clipmath.compose.adapted_delta import AdaptedDelta
-    from clipmath.train.adapter import adapter_task_factory
-    from clipmath.train.data import read_captions, read_coco_captions
-    from clipmath.train.features import FeatureCache
-    from clipmath.train.validate import CaptionValidator
-
-    seeds = seed_list(ctx)
-    if (coco is None) == (captions is None):
-        raise ClipmathError("give either --images DIR --captions FILE, or --coco PATH")
-    if captions is not None and images is None:
-        raise ClipmathError("--captions needs --images DIR")
-    data = read_coco_captions(coco, images, coco_split) if coco else read_captions(images, captions)
-    encoder = train_encoder(ctx.params)
-    validate = benchmark_validator(encoder, ctx.params, AdaptedDelta.needs, "adapter", val_captions is not None)
-    if val_captions is not None:
-        if ctx.params["val_images"] is None:
-            raise ClipmathError("--val-captions needs --val-images DIR")
-        validate = CaptionValidator(encoder, read_captions(ctx.params["val_images"], val_captions))
-    config = build_config("adapter", ctx.params)
-    factory = adapter_task_factory(encoder, data, FeatureCache(encoder, ctx.params["cache"], progress=config.progress))
-    run_training(factory, config, ctx.params, seeds, validate, encoder)
+def _annotation(cls: type, item: dataclasses.Field) -> Any:
+    if field_meta(cls, item.name).get("shared") and item.name in _SHARED_TYPES:
+        return _SHARED_TYPES[item.name]
+    meta = field_meta(cls, item.name)
+    kind, optional = value_type(cls, item)
+    flag = flag_of(cls, item.name)
+    decls = [f"{flag}/--no-{flag[2:]}"] if kind is bool else [flag]
+    if meta.get("short"):
+        decls.append(meta["short"])
+    shown = Optional[kind] if optional else kind
+    return Annotated[shown, typer.Option(*decls, help=meta["help"])]  # bounds: checked by the core, one line
 
 
-_FINETUNE = """CLIP4Cir stage 1: fine-tune the CLIP towers so that img(reference) + text(caption) finds img(target).
-Writes a model folder: index the gallery and train the Combiner with --model OUTPUT.
-
-Example:
-
-  clipmath train finetune --triplets train.json -o runs/clip-ft --model openai/clip-vit-base-patch32 --epochs 5
-"""
-
-
-@train_command(app, "finetune", (*LOOP, *VALIDATION, *RUN), _FINETUNE, context_settings=MULTI_VALUE)
-def train_finetune(
-    ctx: typer.Context,
-    output: OutputOpt,
-    triplets: TripletsOpt,
-    images: ImagesRootOpt = None,
-    towers: Annotated[str, typer.Option(help="Which towers to fine-tune: both, image or text.")] = config_default(
-        FinetuneConfig, "towers"
-    ),
-    gradient_checkpointing: Annotated[
-        bool, typer.Option(help="Recompute activations in the backward pass (less memory, slower).")
-    ] = config_default(FinetuneConfig, "gradient_checkpointing"),
-    logit_scale: LogitScaleOpt = config_default(FinetuneConfig, "logit_scale"),
-) -> None:
-    from clipmath.train.clip4cir import FinetuneTask
-    from clipmath.train.data import read_triplets
-
-    seeds = seed_list(ctx)
-    if output.suffix == ".safetensors":
-        raise ClipmathError("a fine-tuned model is a folder: give --output a folder path")
-    data = read_triplets(triplets, images)
-    encoder = train_encoder(ctx.params)
-    validate = validator(encoder, ctx.params, "finetune", reencode=True)
-    config = build_config("finetune", ctx.params)
-    if seeds and len(seeds) > 1:
-        raise ClipmathError("fine-tuning changes the model in place: run one seed per command")
-    run_training(lambda c: FinetuneTask(encoder, c, data), config, ctx.params, seeds, validate, encoder)
+def _default(item: dataclasses.Field, cls: type) -> Any:
+    if field_meta(cls, item.name).get("required"):
+        return ...
+    if item.default is not dataclasses.MISSING:
+        return item.default
+    return item.default_factory()  # type: ignore[misc]
 
 
-_COMBINER = """CLIP4Cir stage 2: the Combiner network for --method combiner, trained on cached features of a frozen
-encoder (the fine-tuned one from `clipmath train finetune`, or any other).
-
-Examples:
-
-  clipmath train combiner --triplets train.json -o runs/combiner --val-triplets val.json
-
-  clipmath train combiner --triplets train.json -o runs/combiner --seeds 1 2 3 --val-dataset cirr --val-path data/CIRR
-"""
+def _groups(spec: TrainerSpec) -> list[type]:
+    return [spec.inputs, spec.config, RunOptions, *([ValidationOptions] if spec.validates else [])]
 
 
-@train_command(app, "combiner", (*LOOP, *VALIDATION, *RUN, "cache"), _COMBINER, context_settings=MULTI_VALUE)
-def train_combiner(
-    ctx: typer.Context,
-    output: OutputOpt,
-    triplets: TripletsOpt,
-    images: ImagesRootOpt = None,
-    projection_dim: Annotated[
-        Optional[int], typer.Option(min=1, help="Width of the two input projections (default 4 × the embedding size).")
-    ] = config_default(CombinerConfig, "projection_dim"),
-    hidden_dim: HiddenDimOpt = config_default(CombinerConfig, "hidden_dim"),
-    dropout: DropoutOpt = config_default(CombinerConfig, "dropout"),
-    logit_scale: LogitScaleOpt = config_default(CombinerConfig, "logit_scale"),
-) -> None:
-    from clipmath.train.clip4cir import combiner_task_factory
-    from clipmath.train.data import read_triplets
-    from clipmath.train.features import FeatureCache
-
-    seeds = seed_list(ctx)
-    data = read_triplets(triplets, images)
-    encoder = train_encoder(ctx.params)
-    config = build_config("combiner", ctx.params)
-    features = FeatureCache(encoder, ctx.params["cache"], progress=config.progress)
-    factory = combiner_task_factory(encoder, data, features)
-    validate = benchmark_validator(
-        encoder, ctx.params, ("reference", "text"), "combiner", ctx.params["val_triplets"] is not None
-    )
-    if validate is None:
-        given = (ctx.params[name] for name in ("val_triplets", "val_images", "val_gallery"))
-        validate = triplet_validator(encoder, *given)
-        if validate is not None:
-            validate.cache = features
-    run_training(factory, config, ctx.params, seeds, validate, encoder)
+def _fields(spec: TrainerSpec) -> dict[str, tuple[type, dataclasses.Field]]:
+    """Every option of the command: field name -> (its settings class, the field)."""
+    out: dict[str, tuple[type, dataclasses.Field]] = {}
+    for cls in _groups(spec):
+        for item in settings_fields(cls):
+            if item.name == "seeds" and not spec.seeds:
+                continue
+            if item.name == "cache" and not spec.encoder:
+                continue
+            if item.name in out:
+                raise TypeError(f"trainer {spec.name}: field {item.name!r} is declared twice")
+            out[item.name] = (cls, item)
+    return out
 
 
-_OTI = """SEARLE optimisation-based textual inversion: one pseudo-word token per image, for --method oti (other
-images are inverted at query time) and as the teacher of `clipmath train phi`.
+def _command(spec: TrainerSpec) -> None:
+    options = _fields(spec)
+    extra = {**(_ENCODER_OPTIONS if spec.encoder else {"threads": _ENCODER_OPTIONS["threads"]}), **_CLI_OPTIONS}
+    parameters = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+    for name, (cls, item) in options.items():
+        parameters.append(inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, annotation=_annotation(cls, item), default=_default(item, cls)
+        ))  # fmt: skip
+    for name, (annotation, default) in extra.items():
+        parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default))
+    flags = {name: flag_of(cls, name) for name, (cls, _) in options.items()}
 
-Example:
+    def run(ctx: typer.Context, **values: Any) -> None:
+        if "seeds" in values:
+            values["seeds"] = option_values(ctx, values["seeds"], "--seeds", int, "integers")
+        elif ctx.args:
+            raise ClipmathError(f"unexpected arguments: {' '.join(ctx.args)}")
+        progress = not (values["quiet"] or values["as_json"])
+        try:
+            groups = [
+                cls(**{f.name: values[f.name] for f in settings_fields(cls) if f.name in values})
+                for cls in _groups(spec)
+            ]
+            groups[2].progress = progress
+            if spec.encoder:
+                encoder = load_model(values["model"], values.get("device", "cpu"), values["preprocessing"],
+                                     "float32", values["threads"], values["as_json"])  # fmt: skip
+            else:
+                set_threads(values["threads"])
+                encoder = None
+            report = train(spec, *groups[:3], groups[3] if spec.validates else None, encoder)
+        except ClipmathError as exc:
+            raise type(exc)(_reworded(str(exc), flags)) from None
+        emit(report.payload, values["as_json"], lambda: report.lines)
 
-  clipmath train oti --images data/CIRR/dev -o runs/oti --concepts concepts.json
-"""
-
-
-@train_command(app, "oti", ("lr", "weight_decay", *VALIDATION, *RUN, "cache"), _OTI)
-def train_oti(
-    ctx: typer.Context,
-    output: OutputOpt,
-    images: Annotated[
-        Path,
-        typer.Option(
-            "--images", help="Folder of images to invert (searched recursively), e.g. a benchmark's reference images."
-        ),
-    ],
-    steps: Annotated[int, typer.Option(min=1, help="Optimisation steps per image.")] = config_default(
-        OtiConfig, "steps"
-    ),
-    batch_size: Annotated[int, typer.Option(min=1, help="Images inverted together.")] = config_default(
-        OtiConfig, "batch_size"
-    ),
-    ema_decay: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Decay of the exponential moving average of the token (the result).")
-    ] = config_default(OtiConfig, "ema_decay"),
-    lambda_cos: Annotated[
-        float, typer.Option(min=0.0, help="Weight of the image–prompt cosine loss.")
-    ] = config_default(OtiConfig, "lambda_cos"),
-    lambda_reg: LambdaRegOpt = config_default(OtiConfig, "lambda_reg"),
-    top_k: TopKOpt = config_default(OtiConfig, "top_k"),
-    concepts: Annotated[
-        Optional[Path],
-        typer.Option(
-            help="Concept vocabulary: JSON {concept: [phrases that contain it]} or text, one concept per line "
-            "(default: a small built-in list)."
-        ),
-    ] = None,
-    template: Annotated[str, typer.Option(help="Prompt whose feature must match the image's.")] = config_default(
-        OtiConfig, "template"
-    ),
-    prompt: PromptOpt = config_default(OtiConfig, "prompt"),
-    save_every: Annotated[int, typer.Option(min=1, help="Batches between checkpoint writes.")] = config_default(
-        OtiConfig, "save_every"
-    ),
-) -> None:
-    from clipmath.compose.searle import ConceptVocabulary
-    from clipmath.train.data import image_files
-    from clipmath.train.features import FeatureCache
-    from clipmath.train.searle import run_oti
-
-    files = image_files(images)
-    vocabulary = ConceptVocabulary.load(concepts) if lambda_reg else None
-    encoder = train_encoder(ctx.params)
-    config = build_config("oti", ctx.params)
-    validate = validator(encoder, ctx.params, "oti")
-    features = FeatureCache(encoder, ctx.params["cache"], progress=config.progress)
-    result = run_oti(encoder, files, config, output, vocabulary, features, validate, ctx.params["resume"])
-    payload = {
-        "model": encoder.info.label(),
-        "checkpoint": str(result.checkpoint),
-        "images": result.images,
-        "inverted": result.inverted,
-        "first_loss": result.first_loss,
-        "last_loss": result.last_loss,
-        "images_per_s": result.examples_per_second,
-        "metrics": result.metrics,
-    }
-
-    def render():
-        yield (
-            f"inverted {result.inverted} image(s) ({result.images} in the checkpoint) at "
-            f"{result.examples_per_second:.2f} images/s; loss {result.first_loss:.4f} → {result.last_loss:.4f}"
-        )
-        if result.metrics:
-            yield "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
-        yield f"checkpoint: {result.checkpoint}"
-
-    emit(payload, ctx.params["as_json"], render)
+    run.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    run.__name__ = f"train_{spec.name.replace('-', '_')}"
+    help_text = spec.summary[0].upper() + spec.summary[1:] + "."
+    if spec.help:
+        help_text += f"\n\nExample:\n\n{spec.help.strip()}"
+    app.command(spec.name, help=help_text, context_settings=MULTI_VALUE)(run)
 
 
-_PHI = """SEARLE's textual-inversion network phi for --method searle: image feature → pseudo-word token,
-distilled from OTI tokens with the concept-phrase regulariser.
-
-Example:
-
-  clipmath train phi --oti runs/oti -o runs/phi --epochs 50 --val-triplets val.json
-"""
+def _reworded(message: str, flags: dict[str, str]) -> str:
+    """The core quotes fields ('val_path'); this CLI's user typed flags (--val-path)."""
+    for name, flag in sorted(flags.items(), key=lambda pair: -len(pair[0])):
+        message = message.replace(f"'{name}'", flag)
+    return message
 
 
-@train_command(app, "phi", (*LOOP, *VALIDATION, *RUN), _PHI, context_settings=MULTI_VALUE)
-def train_phi(
-    ctx: typer.Context,
-    output: OutputOpt,
-    oti: Annotated[
-        Path,
-        typer.Option(
-            "--oti",
-            help="OTI checkpoint (`clipmath train oti`) whose tokens phi learns to predict from the image features.",
-        ),
-    ],
-    concepts: Annotated[
-        Optional[Path], typer.Option(help="Concept vocabulary for the regulariser (default: the one the OTI run used).")
-    ] = None,
-    hidden_dim: HiddenDimOpt = config_default(PhiConfig, "hidden_dim"),
-    dropout: DropoutOpt = config_default(PhiConfig, "dropout"),
-    lambda_distil: Annotated[float, typer.Option(min=0.0, help="Weight of the distillation loss.")] = config_default(
-        PhiConfig, "lambda_distil"
-    ),
-    lambda_reg: LambdaRegOpt = config_default(PhiConfig, "lambda_reg"),
-    temperature: Annotated[
-        float, typer.Option(min=1e-4, help="Temperature of the distillation loss.")
-    ] = config_default(PhiConfig, "temperature"),
-    top_k: TopKOpt = config_default(PhiConfig, "top_k"),
-    prompt: PromptOpt = config_default(PhiConfig, "prompt"),
-) -> None:
-    from clipmath.compose.searle import ConceptVocabulary
-    from clipmath.train.searle import phi_task_factory
+for _spec in TRAINERS.list():
+    _command(_spec)
 
-    seeds = seed_list(ctx)
-    encoder = train_encoder(ctx.params)
-    config = build_config("phi", ctx.params)
-    vocabulary = ConceptVocabulary.load(concepts) if concepts else None
-    factory = phi_task_factory(encoder, oti, vocabulary)
-    validate = validator(encoder, ctx.params, "phi")
-    run_training(factory, config, ctx.params, seeds, validate, encoder)
-
-
-register_idc_training(app)  # clipmath train idc (clipmath.cli.idc)
-
-from clipmath.cli import caption_lm as _caption_lm  # noqa: E402,F401 - registers `train caption-lm` (caption helper)
+__all__ = ["app", "flag_of"]

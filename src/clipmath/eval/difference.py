@@ -119,7 +119,7 @@ class DifferenceCaptionProtocol:
         from clipmath.caption.difference import TrainedDifferenceCaptioner
 
         if checkpoint is None:
-            raise CaptionError(f"method {name} needs a checkpoint (made by `clipmath train idc --stage caption`)")
+            raise CaptionError(f"method {name} needs a checkpoint (made by `clipmath train idc-caption`)")
         return TrainedDifferenceCaptioner.load(checkpoint, encoder)
 
     def missing_inputs(self, spec, method) -> str | None:

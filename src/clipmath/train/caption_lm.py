@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from clipmath.train.options import setting
 from clipmath.caption.language_models import LM_INFO_FILE, LanguageModel, load_language_model, resolve_lm_name
 from clipmath.train.loop import (
     TrainingError,
@@ -51,16 +52,16 @@ RESUME_DIR = "resume"
 class CaptionLMConfig:
     """Options of ``clipmath train caption-lm`` (MAGIC's LM training: margin 0.5, lr 2e-5; sizes are ours)."""
 
-    base: str = "smollm2-135m"  # the LM to adapt (any name load_language_model understands)
-    epochs: int = 1
-    batch_size: int = 16
-    lr: float = 2e-5
-    weight_decay: float = 0.0
-    margin: float = 0.5  # SimCTG's rho
-    max_tokens: int = 40  # captions longer than this are cut
-    max_steps: int | None = None  # stop after this many optimiser steps in all (short runs)
-    seed: int = 42
-    device: str = "cpu"
+    base: str = setting("smollm2-135m", "The LM to adapt: smollm2-135m, gpt2, a folder.", flag="--lm")
+    epochs: int = setting(1, "Passes over the sentences.", minimum=1)
+    batch_size: int = setting(16, "Sentences per step.", minimum=1)
+    lr: float = setting(2e-5, "AdamW learning rate.", minimum=0.0)
+    weight_decay: float = setting(0.0, "AdamW weight decay.", minimum=0.0)
+    margin: float = setting(0.5, "SimCTG margin rho.")
+    max_tokens: int = setting(40, "Captions longer than this many tokens are cut.", minimum=2)
+    max_steps: int | None = setting(None, "Stop after this many steps in all (short runs).", minimum=1)
+    seed: int = setting(42, "Seed of shuffling and initialisation.")
+    device: str = setting("cpu", "cpu, cuda or cuda:N.", shared=True)
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # provenance of the texts (file, count), stored as given
 

@@ -12,25 +12,31 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from clipmath.compose.searle import DEFAULT_PROMPT, InversionSettings
+from clipmath.train.options import setting
 
 
 @dataclass
 class TrainConfig:
     """Options shared by every trainer."""
 
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    seed: int = 42
-    device: str = "cpu"
-    dtype: str = "auto"  # compute precision: auto (mixed precision on CUDA only) | float32 | float16 | bfloat16
-    amp: bool = True  # False forces float32 (the old switch; ``dtype`` is the setting now)
-    max_steps: int | None = None  # stop after this many optimiser steps in all (smoke runs)
-    grad_clip: float | None = None  # clip the gradient norm to this value
-    monitor: str | None = None  # the validation metric summarised across seeds (default: the first reported)
-    save_every: int = 1  # epochs between checkpoint writes (the last epoch is always written)
-    validate_every: int = 1  # epochs between validations (the last epoch is always validated)
+    epochs: int = setting(10, "Passes over the training data.", minimum=1)
+    batch_size: int = setting(128, "Examples per step (the others in a batch are the negatives).", minimum=2)
+    lr: float = setting(1e-4, "AdamW learning rate.", minimum=0.0)
+    weight_decay: float = setting(0.01, "AdamW weight decay.", minimum=0.0)
+    seed: int = setting(42, "Random seed (weights, data order, dropout).")
+    device: str = setting("cpu", "cpu, cuda or cuda:N.", shared=True)
+    dtype: str = setting(
+        "auto", "Compute precision: auto (mixed precision on CUDA only), float32, float16 or bfloat16.",
+        choices=("auto", "float32", "float16", "bfloat16"), shared=True,
+    )  # fmt: skip
+    amp: bool = setting(True, "Mixed precision on CUDA (no effect on CPU; off forces float32).")
+    max_steps: int | None = setting(None, "Stop after this many optimiser steps in all.", minimum=1)
+    grad_clip: float | None = setting(None, "Clip the gradient norm to this value.", minimum=0.0)
+    monitor: str | None = setting(
+        None, "Metric summarised across seeds first (default: the validator's headline metric)."
+    )
+    save_every: int = setting(1, "Epochs between checkpoint writes (the last is always saved).", minimum=1)
+    validate_every: int = setting(1, "Epochs between validations (the last epoch is always validated).", minimum=1)
     progress: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -42,6 +48,13 @@ class TrainConfig:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
+_LOGIT_SCALE = "Scale of the cosine logits in the loss."
+_DROPOUT = "Dropout in the trained network."
+_LAMBDA_REG = "Weight of the concept-phrase regulariser (SEARLE's lambda_gpt; 0 turns it off)."
+_TOP_K = "Concepts associated with each image."
+_PROMPT = "Retrieval prompt stored for the searle / oti methods ($: the image token)."
+
+
 @dataclass
 class AdapterConfig(TrainConfig):
     """SIMAT adaptation heads: linear image and text heads, symmetric contrastive loss at temperature ``tau``."""
@@ -50,7 +63,7 @@ class AdapterConfig(TrainConfig):
     batch_size: int = 512
     lr: float = 1e-3
     weight_decay: float = 0.0
-    tau: float = 0.1
+    tau: float = setting(0.1, "Contrastive temperature τ.", minimum=1e-4)
 
 
 @dataclass
@@ -61,9 +74,9 @@ class FinetuneConfig(TrainConfig):
     batch_size: int = 128
     lr: float = 2e-6
     weight_decay: float = 0.01
-    logit_scale: float = 100.0
-    towers: str = "both"  # both | image | text
-    gradient_checkpointing: bool = False
+    logit_scale: float = setting(100.0, _LOGIT_SCALE, minimum=0.0)
+    towers: str = setting("both", "Which towers to fine-tune: both, image or text.", choices=("both", "image", "text"))
+    gradient_checkpointing: bool = setting(False, "Recompute activations in the backward pass (less memory, slower).")
 
 
 @dataclass
@@ -75,10 +88,12 @@ class CombinerConfig(TrainConfig):
     batch_size: int = 4096
     lr: float = 2e-5
     weight_decay: float = 0.01
-    logit_scale: float = 100.0
-    projection_dim: int | None = None  # default 4·D
-    hidden_dim: int | None = None  # default 8·D
-    dropout: float = 0.5
+    logit_scale: float = setting(100.0, _LOGIT_SCALE, minimum=0.0)
+    projection_dim: int | None = setting(
+        None, "Width of the two input projections (default 4 × the embedding size).", minimum=1
+    )
+    hidden_dim: int | None = setting(None, "Hidden width (default 8 × the embedding size).", minimum=1)
+    dropout: float = setting(0.5, _DROPOUT, minimum=0.0, maximum=1.0)
 
 
 @dataclass
@@ -90,25 +105,39 @@ class PhiConfig(TrainConfig):
     batch_size: int = 256
     lr: float = 1e-4
     weight_decay: float = 0.01
-    dropout: float = 0.5
-    hidden_dim: int | None = None  # default 4·D
-    lambda_distil: float = 1.0
-    lambda_reg: float = 0.75  # SEARLE's lambda_gpt
-    temperature: float = 0.25
-    top_k: int = 150  # concepts associated with each image
-    prompt: str = DEFAULT_PROMPT
+    dropout: float = setting(0.5, _DROPOUT, minimum=0.0, maximum=1.0)
+    hidden_dim: int | None = setting(None, "Hidden width (default 4 × the embedding size).", minimum=1)
+    lambda_distil: float = setting(1.0, "Weight of the distillation loss.", minimum=0.0)
+    lambda_reg: float = setting(0.75, _LAMBDA_REG, minimum=0.0)
+    temperature: float = setting(0.25, "Temperature of the distillation loss.", minimum=1e-4)
+    top_k: int = setting(150, _TOP_K, minimum=1)
+    prompt: str = setting(DEFAULT_PROMPT, _PROMPT)
 
 
 @dataclass
 class OtiConfig(InversionSettings):
     """SEARLE's optimisation-based textual inversion over a set of images (defaults: SEARLE README)."""
 
-    seed: int = 42
-    device: str = "cpu"
-    dtype: str = "auto"
-    amp: bool = True
-    save_every: int = 10  # batches between checkpoint writes (resume picks up from there)
-    prompt: str = DEFAULT_PROMPT
+    steps: int = setting(350, "Optimisation steps per image.", minimum=1)
+    lr: float = setting(2e-2, "AdamW learning rate.", minimum=0.0)
+    weight_decay: float = setting(0.01, "AdamW weight decay.", minimum=0.0)
+    ema_decay: float = setting(
+        0.99, "Decay of the exponential moving average of the token (the result).", minimum=0.0, maximum=1.0
+    )
+    lambda_cos: float = setting(1.0, "Weight of the image–prompt cosine loss.", minimum=0.0)
+    lambda_reg: float = setting(0.5, _LAMBDA_REG, minimum=0.0)
+    top_k: int = setting(15, _TOP_K, minimum=1)
+    template: str = setting("a photo of $", "Prompt whose feature must match the image's.")
+    batch_size: int = setting(32, "Images inverted together.", minimum=1)
+    seed: int = setting(42, "Random seed.")
+    device: str = setting("cpu", "cpu, cuda or cuda:N.", shared=True)
+    dtype: str = setting(
+        "auto", "Compute precision: auto (mixed precision on CUDA only), float32, float16 or bfloat16.",
+        choices=("auto", "float32", "float16", "bfloat16"), shared=True,
+    )  # fmt: skip
+    amp: bool = setting(True, "Mixed precision on CUDA (no effect on CPU).")
+    save_every: int = setting(10, "Batches between checkpoint writes (resume picks up from there).", minimum=1)
+    prompt: str = setting(DEFAULT_PROMPT, _PROMPT)
     progress: bool = True
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,11 +1,11 @@
 """CLIP4IDC's two training stages on image pairs with difference captions (CLEVR-Change, Spot-the-Diff, a change set).
 
-Stage 1, adaptation (:class:`AdaptTask`, ``clipmath train idc --stage adapt``): symmetric contrastive loss between
+Stage 1, adaptation (:class:`AdaptTask`, ``clipmath train idc-adapt``): symmetric contrastive loss between
 the pair embedding (:mod:`clipmath.encoders.pair`) and the text embedding of one of the pair's captions, at CLIP's
 own logit scale. In-batch pairs whose caption says the same thing are not negatives (every no-change pair, and
 identical captions). Validation reports pair→text and text→pair R@1/5/10.
 
-Stage 2, captioning (:class:`CaptionTask`, ``--stage caption``): the pair encoder (initialised from a stage-1
+Stage 2, captioning (:class:`CaptionTask`, ``idc-caption``): the pair encoder (initialised from a stage-1
 checkpoint, ``init_from``) plus a transformer decoder trained with teacher forcing; validation decodes with beam
 search and reports the COCO caption metrics.
 
@@ -33,6 +33,7 @@ from clipmath.encoders.pair import PairEncoder, make_pair_encoder
 from clipmath.errors import DatasetError, ModelLoadError
 from clipmath.train.config import TrainConfig
 from clipmath.train.loop import TrainingError, TrainingTask
+from clipmath.train.options import setting
 
 ADAPT_KIND = "idc-adapt"
 CAPTION_KIND = "idc-caption"
@@ -47,29 +48,27 @@ class IdcAdaptConfig(TrainConfig):
     batch_size: int = 128
     lr: float = 1e-4
     weight_decay: float = 0.2
-    coef_lr: float = 1e-3  # learning-rate factor of CLIP's pretrained weights
-    max_words: int = 32
-    gradient_checkpointing: bool = False
-    image_cache: int = 4096  # decoded pixel tensors kept in memory (0: decode every time)
+    monitor: str | None = "text->pair R@1"
+    coef_lr: float = setting(1e-3, "Learning-rate factor of CLIP's pretrained weights.", minimum=0.0)
+    max_words: int = setting(32, "Caption tokens kept (the end token included).", minimum=2)
+    gradient_checkpointing: bool = setting(False, "Recompute activations in the backward pass (CUDA only).")
+    image_cache: int = setting(4096, "Decoded pixel tensors kept in memory (0: decode every time).", minimum=0)
 
 
 @dataclass
-class IdcCaptionConfig(TrainConfig):
+class IdcCaptionConfig(IdcAdaptConfig):
     """Stage 2 (defaults: CLIP4IDC README, CLEVR-Change captioning: 50 epochs, batch 16, lr 1e-4, coef_lr 1e-3)."""
 
     epochs: int = 50
     batch_size: int = 16
     lr: float = 1e-4
     weight_decay: float = 0.01
-    coef_lr: float = 1e-3
-    max_words: int = 32  # decoder tokens, the end token included
-    decoder_layers: int = 3
-    decoder_heads: int | None = None  # default: text width / 64
-    dropout: float = 0.1
-    beam_size: int = 3
-    init_from: str | None = None  # a stage-1 (idc-adapt) checkpoint
-    gradient_checkpointing: bool = False
-    image_cache: int = 4096
+    monitor: str | None = "CIDEr"
+    decoder_layers: int = setting(3, "Transformer layers of the caption decoder.", minimum=1)
+    decoder_heads: int | None = setting(None, "Attention heads of the decoder (default: text width / 64).", minimum=1)
+    dropout: float = setting(0.1, "Dropout in the decoder.", minimum=0.0, maximum=1.0)
+    beam_size: int = setting(3, "Beam width when validating captions.", minimum=1)
+    init_from: str | None = setting(None, "The stage-1 (idc-adapt) checkpoint to start from.")
 
 
 class PixelCache:
