@@ -263,7 +263,7 @@ def main() -> None:
 
         pq_m = args.pq_m if args.kind == "ivfpq" else 0
         params = IndexParams(nlist=args.nlist, pq_m=pq_m, train_size=args.train_size, refine=True, refine_factor=8)
-        description = kind_spec(args.kind).factory(args.size, args.dim, params)
+        description = kind_spec(args.kind).faiss_description(args.size, args.dim, params)
         if args.reuse and index_path.is_file():
             index = faiss.read_index(str(index_path))
             log(f"reusing {index_path} (kept by an earlier --keep run)")

@@ -177,7 +177,7 @@ def ann_rows(size: int, gallery: np.ndarray, queries: np.ndarray, k: int, args, 
         single = single_ms(index, queries, k, 50)
         batch = 1000 * best_seconds(partial(index.search, queries, k), 1) / len(queries)
         tuning = index.tuning
-        factory = kind_spec(kind).factory
+        factory = kind_spec(kind).faiss_description
         described = factory(size, gallery.shape[1], params) if factory else kind
         rerank = " + re-rank from the gallery" if params.refine else ""
         rows.append(

@@ -108,7 +108,7 @@ def test_registered_toys_are_listed_and_checked(toys):
 
     assert available_methods()["mostly-text"] == "text + 0.2·img (test toy)" and "mostly-text" in zero_shot_methods()
     with pytest.raises(ComposeError, match="takes no checkpoint"):
-        METHODS.get("mostly-text").build(checkpoint="x")
+        METHODS.get("mostly-text").make(checkpoint="x")
     with pytest.raises(ValueError, match="already registered"):
         register_method(MethodSpec("mostly-text", "again", ("text",), MostlyText))
     with pytest.raises(ValueError, match="unknown query field"):

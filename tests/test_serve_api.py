@@ -640,7 +640,6 @@ def learned_method():
         ("reference", "text"),
         f"{__name__}:load_weighted_sum",
         learned=True,
-        checkpoint_kind="weighted-sum",
         train_command="weighted-sum",
     )
     METHODS.register(spec.name, spec)

@@ -70,7 +70,7 @@ class DecoderSpec:
 
     name: str
     description: str
-    factory: str  # "module:Class", called as Class(lm, encoder, options)
+    build: str  # "module:Class", called as Class(lm, encoder, options)
     options: str  # "module:OptionsDataclass"
 
     def options_class(self) -> type:
@@ -87,7 +87,7 @@ class DecoderSpec:
 
     def create(self, lm: Any, encoder: Encoder, options: Any = None, **overrides: object) -> CaptionDecoder:
         """A decoder for ``lm`` and ``encoder`` with these options."""
-        return import_ref(self.factory)(lm, encoder, self.make_options(options, **overrides))
+        return import_ref(self.build)(lm, encoder, self.make_options(options, **overrides))
 
 
 DECODERS: Registry[DecoderSpec] = Registry("caption decoder", error=CaptionError)

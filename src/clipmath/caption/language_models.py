@@ -218,7 +218,7 @@ def _load_folder(
         where = f"folder {path}" if is_folder else f"'{source}' on the Hugging Face hub"
         raise ModelLoadError(
             f"could not load a language model from {where}: {str(exc).splitlines()[0]} "
-            f"(offline? use --lm {SMOLLM2_NAME}, or a local folder holding a saved causal LM)"
+            f"(offline? use the language model {SMOLLM2_NAME}, or a local folder holding a saved causal LM)"
         ) from None
     except ValueError as exc:
         raise ModelLoadError(f"{source} is not a causal language model: {str(exc).splitlines()[0]}") from None

@@ -38,6 +38,8 @@ FIELD_FLAGS = {
     "limit": "--limit",
     "submission": "--submission",
     "half_kernel": "--half-kernel",
+    "port": "--port",
+    "token": "--token",
 }
 #: field names that are also values (a method is called 'text'): reworded only when the error says it is the field.
 _AMBIGUOUS = {"text", "k"}

@@ -136,7 +136,7 @@ def _command(spec: TrainerSpec) -> None:
 def _reworded(message: str, flags: dict[str, str]) -> str:
     """The core quotes fields ('val_path'); this CLI's user typed flags (--val-path)."""
     for name, flag in sorted(flags.items(), key=lambda pair: -len(pair[0])):
-        message = message.replace(f"'{name}'", flag)
+        message = message.replace(f"set '{name}' off", f"pass --no-{flag[2:]}").replace(f"'{name}'", flag)
     return message
 
 

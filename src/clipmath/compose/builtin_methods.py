@@ -29,7 +29,6 @@ BUILTIN_METHODS = (
         _IMAGE_TEXT,
         "clipmath.compose.combiner:load_combiner",
         learned=True,
-        checkpoint_kind="combiner",
         train_command="combiner",
     ),
     MethodSpec(
@@ -38,7 +37,6 @@ BUILTIN_METHODS = (
         _DELTA,
         "clipmath.compose.adapted_delta:load_adapted_delta",
         learned=True,
-        checkpoint_kind="adapter",
         train_command="adapter",
     ),
     MethodSpec(
@@ -47,7 +45,6 @@ BUILTIN_METHODS = (
         _IMAGE_TEXT,
         "clipmath.compose.searle:load_searle",
         learned=True,
-        checkpoint_kind="phi",
         train_command="phi",
     ),
     MethodSpec(
@@ -56,7 +53,6 @@ BUILTIN_METHODS = (
         _IMAGE_TEXT,
         "clipmath.compose.searle:load_oti",
         learned=True,
-        checkpoint_kind="oti",
         train_command="oti",
     ),
 )

@@ -1,17 +1,17 @@
 """The compose-method registry: one :class:`MethodSpec` per method, looked up by name in :data:`METHODS`.
 
 A spec carries a method's facts (what query fields it needs, whether it is learned, which checkpoint kind and
-``clipmath train`` command make its weights) and a lazy factory, so listing methods imports no method code.
+``clipmath train`` command make its weights) and a lazy ``build``, so listing methods imports no method code.
 Adding a method is one file holding its :class:`~clipmath.compose.base.Composer` plus one registration::
 
     from clipmath.compose import MethodSpec, register_method
 
     register_method(MethodSpec(
         name="halfway", description="midpoint of image and text", needs=("reference", "text"),
-        factory="my_package.halfway:Halfway",
+        build="my_package.halfway:Halfway",
     ))
 
-A zero-shot factory is called with no argument; a learned one (``learned=True``) with ``(encoder, checkpoint)``.
+A zero-shot ``build`` is called with no argument; a learned one (``learned=True``) with ``(encoder, checkpoint)``.
 """
 
 from __future__ import annotations
@@ -46,17 +46,16 @@ QUERY_NEEDS = ("reference", "text", "source", "target", "lam", "terms")
 class MethodSpec:
     """One compose method: its facts and how to build it.
 
-    ``needs``: query fields it reads; ``factory``: ``"module:callable"`` (or the callable) building the
-    :class:`Composer`; ``learned``: it loads trained weights from a checkpoint of ``checkpoint_kind``, made by
+    ``needs``: query fields it reads; ``build``: ``"module:callable"`` (or the callable) making the
+    :class:`Composer`; ``learned``: it loads trained weights from a checkpoint made by
     ``clipmath train <train_command>``.
     """
 
     name: str
     description: str
     needs: tuple[str, ...]
-    factory: str | Callable[..., Composer]
+    build: str | Callable[..., Composer]
     learned: bool = False
-    checkpoint_kind: str | None = None
     train_command: str | None = None
 
     def __post_init__(self) -> None:
@@ -66,7 +65,7 @@ class MethodSpec:
         if self.learned and not self.train_command:
             raise ValueError(f"learned method {self.name!r} must say which `clipmath train` command makes it")
 
-    def build(self, encoder: Encoder | None = None, checkpoint: str | None = None) -> Composer:
+    def make(self, encoder: Encoder | None = None, checkpoint: str | None = None) -> Composer:
         """The composer; learned methods load ``checkpoint`` (and may check it against ``encoder``)."""
         if self.learned and not checkpoint:
             raise ComposeError(
@@ -75,8 +74,8 @@ class MethodSpec:
             )
         if not self.learned and checkpoint:
             raise ComposeError(f"method '{self.name}' takes no checkpoint", field="checkpoint")
-        factory: Any = import_ref(self.factory) if isinstance(self.factory, str) else self.factory
-        return factory(encoder, checkpoint) if self.learned else factory()
+        build: Any = import_ref(self.build) if isinstance(self.build, str) else self.build
+        return build(encoder, checkpoint) if self.learned else build()
 
 
 #: Every compose method by name; built-ins are registered by ``clipmath.compose.builtin_methods``.
@@ -96,7 +95,7 @@ def method_spec(name: str) -> MethodSpec:
 
 def get_composer(name: str, encoder: Encoder | None = None, checkpoint: str | None = None) -> Composer:
     """The composer called ``name``; learned methods load ``checkpoint`` (and may need the encoder)."""
-    return method_spec(name).build(encoder, checkpoint)
+    return method_spec(name).make(encoder, checkpoint)
 
 
 def zero_shot_methods() -> list[str]:

@@ -42,7 +42,7 @@ register_encoder(
         "EfficientNet-Lite0 (ImageNet) + all-MiniLM-L6-v2 joined through class texts; installs from PyPI, "
         "knows ImageNet objects only (docs/offline-models.md)",
         pretrained=True,
-        loader=load_offline,
+        build=load_offline,
     )
 )
 register_encoder(
@@ -50,7 +50,7 @@ register_encoder(
         TINY_NAME,
         "a tiny random CLIP for plumbing tests (results mean nothing); ':SEED' picks other random weights",
         pretrained=False,
-        loader=load_tiny,
+        build=load_tiny,
         arg_name="SEED",
     )
 )

@@ -95,7 +95,7 @@ class HFClipEncoder(Encoder):
                 ) from None
             raise ModelLoadError(
                 f"could not load CLIP '{name_or_path}' from the Hugging Face hub: {reason} "
-                "(offline? use --model offline-imagenet-minilm, or a local folder holding a saved CLIPModel)"
+                "(offline? use the model offline-imagenet-minilm, or a local folder holding a saved CLIPModel)"
             ) from None
         except ValueError as exc:
             raise ModelLoadError(f"{name_or_path} is not a CLIP model: {str(exc).splitlines()[0]}") from None

@@ -7,7 +7,7 @@ model is one loader function plus one registration::
     from clipmath.encoders import EncoderSpec, register_encoder
 
     register_encoder(EncoderSpec(
-        name="my-clip", description="my CLIP variant", pretrained=True, loader="my_package.models:load_my_clip",
+        name="my-clip", description="my CLIP variant", pretrained=True, build="my_package.models:load_my_clip",
     ))
 
 A loader is called as ``loader(arg, options)``: ``arg`` is what followed ``name:`` (``None`` without one; only specs
@@ -53,14 +53,14 @@ class EncoderSpec:
     name: str
     description: str
     pretrained: bool
-    loader: str | Callable[[str | None, LoadOptions], Encoder]
+    build: str | Callable[[str | None, LoadOptions], Encoder]
     arg_name: str | None = None
 
     def load(self, arg: str | None, options: LoadOptions) -> Encoder:
         if arg is not None and self.arg_name is None:
             raise ModelLoadError(f"encoder '{self.name}' takes no ':argument' (got ':{arg}')")
-        loader: Any = import_ref(self.loader) if isinstance(self.loader, str) else self.loader
-        return loader(arg, options)
+        build: Any = import_ref(self.build) if isinstance(self.build, str) else self.build
+        return build(arg, options)
 
 
 #: Every named encoder; built-ins are registered by ``clipmath.encoders.builtin_encoders``.

@@ -80,7 +80,7 @@ def __getattr__(name: str):
     if name == "INDEX_CHOICES":
         return index_choices()
     if name == "FAISS_KINDS":
-        return tuple(n for n in INDEX_KINDS.names() if INDEX_KINDS.get(n).factory is not None)
+        return tuple(n for n in INDEX_KINDS.names() if INDEX_KINDS.get(n).faiss_description is not None)
     if name == "FaissParams":
         import warnings
 

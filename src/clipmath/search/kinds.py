@@ -30,7 +30,7 @@ class IndexKindSpec:
     summary: str
     approximate: bool
     build: Callable[[np.ndarray, IndexParams], VectorIndex]
-    factory: Callable[[int, int, IndexParams], str] | None = None  # FAISS kinds: (n, dim, params) -> description
+    faiss_description: Callable[[int, int, IndexParams], str] | None = None  # FAISS: (n, dim, params) -> string
     #: ``(path, kind, params, vectors) -> index``: a built index saved next to the store is reopened with this
     #: (``None``: the kind is rebuilt on every open, as exact search is)
     load: Callable[..., VectorIndex] | None = None
@@ -58,7 +58,7 @@ def kind_spec(name: str) -> IndexKindSpec:
 def factory_string(kind: str, n: int, dim: int, params: IndexParams) -> str:
     """The ``faiss.index_factory`` description for a built-in kind (or ``kind`` itself if it is one already)."""
     spec = kind_spec(kind)
-    return spec.factory(n, dim, params) if spec.factory is not None else kind
+    return spec.faiss_description(n, dim, params) if spec.faiss_description is not None else kind
 
 
 def _faiss_builder(name: str, factory: Callable[[int, int, IndexParams], str]) -> Callable:

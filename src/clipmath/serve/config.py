@@ -47,7 +47,7 @@ class ServeConfig:
         """Refuse unsafe or impossible settings with a one-line :class:`ClipmathError`."""
         if not self.loopback and not self.token:
             raise ClipmathError(
-                f"binding to {self.host} exposes the server beyond this machine: set a token with --token "
+                f"binding to {self.host} exposes the server beyond this machine: set a 'token' "
                 f"or the {TOKEN_ENV} environment variable (or bind to 127.0.0.1)"
             )
         if self.token is not None and len(self.token) < 8:

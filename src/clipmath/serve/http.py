@@ -140,7 +140,7 @@ def check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host.strip("[]"), port))
         except OSError as exc:
-            raise ClipmathError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (try another --port)") from None
+            raise ClipmathError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (try another 'port')") from None
 
 
 def version() -> str:

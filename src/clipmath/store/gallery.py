@@ -88,7 +88,7 @@ class Gallery:
         """Open an existing store for reading."""
         path = Path(path)
         if not (path / MANIFEST).is_file():
-            raise StoreError(f"no clipmath store at {path} (create one with: clipmath index DIR --store {path})")
+            raise StoreError(f"no clipmath store at {path} (index a folder into it first)")
         conn = connect(path / MANIFEST)
         try:
             return cls(path, conn)
@@ -372,7 +372,7 @@ class Gallery:
         if self.meta["model_id"] != encoder.model_id:
             raise StoreError(
                 f"{self.path} holds embeddings of {self.meta['model_id']}, not {encoder.model_id}: "
-                "vectors of two models cannot be mixed (use another --store, or the store's model)"
+                "vectors of two models cannot be mixed (use another store, or the store's model)"
             )
         if self.meta["preprocessing"] != preprocessing:
             raise StoreError(

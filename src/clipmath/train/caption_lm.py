@@ -244,14 +244,14 @@ def lm_base_id(lm: LanguageModel) -> str:
 def _restore(output: Path, config: CaptionLMConfig) -> tuple[LanguageModel, list[dict[str, Any]], int]:
     info = json.loads((output / LM_INFO_FILE).read_text())
     if info.get("kind") != KIND:
-        raise TrainingError(f"{output} is not a caption-lm run; choose another output or pass --no-resume")
+        raise TrainingError(f"{output} is not a caption-lm run; choose another 'output' or set 'resume' off")
     base = resolve_lm_name(config.base)
     if info.get("base") != base:
         raise TrainingError(
-            f"{output} adapts '{info.get('base')}', this run adapts '{base}': choose another output or pass --no-resume"
+            f"{output} adapts '{info.get('base')}', this run adapts '{base}': choose another 'output' or set 'resume' off"
         )
     if not (output / RESUME_DIR / "state.json").exists():
-        raise TrainingError(f"{output} has no resume state; pass --no-resume to train again from scratch")
+        raise TrainingError(f"{output} has no resume state; set 'resume' off to train again from scratch")
     lm = load_language_model(str(output), device=config.device)
     training = info["training"]
     return lm, list(training["history"]), int(training["steps"])

@@ -132,7 +132,7 @@ class FinetuneTask(TrainingTask):
             )
         towers = {"both": ("image", "text"), "image": ("image",), "text": ("text",)}.get(config.towers)
         if towers is None:
-            raise TrainingError(f"--towers must be both, image or text, not {config.towers!r}")
+            raise TrainingError(f"'towers' must be both, image or text, not {config.towers!r}")
         if getattr(encoder, "dtype", torch.float32) != torch.float32:
             encoder.model.float()  # type: ignore[attr-defined] - trained weights stay float32; autocast for speed
             encoder.dtype = torch.float32  # type: ignore[attr-defined]
@@ -216,11 +216,11 @@ class FinetuneTask(TrainingTask):
 
         files = sorted(folder.glob("model*.safetensors"))
         if not files:
-            raise TrainingError(f"{folder} holds no model weights to resume from; pass --no-resume")
+            raise TrainingError(f"{folder} holds no model weights to resume from; set 'resume' off")
         state: dict[str, torch.Tensor] = {}
         for file in files:
             state.update(load_file(str(file)))
         model = self.encoder.model  # type: ignore[attr-defined]
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or [k for k in missing if "position_ids" not in k]:
-            raise TrainingError(f"{folder}: saved weights do not fit the model; pass --no-resume")
+            raise TrainingError(f"{folder}: saved weights do not fit the model; set 'resume' off")

@@ -76,7 +76,7 @@ def read_coco_captions(
         if len(candidates) != 1:
             found = ", ".join(c.stem.removeprefix("captions_") for c in available) or "none"
             raise DatasetError(
-                f"{path}: need exactly one annotations/captions_<split>.json (found: {found}); pass --coco-split"
+                f"{path}: need exactly one annotations/captions_<split>.json (found: {found}); set 'coco_split'"
             )
         annotations, root = candidates[0], path
     else:
@@ -92,7 +92,7 @@ def read_coco_captions(
     except (KeyError, TypeError, ValueError) as exc:
         raise DatasetError(f"{annotations} is not a COCO captions file ({type(exc).__name__}: {exc})") from None
     if not folder.is_dir():
-        raise DatasetError(f"COCO image folder not found: {folder} (pass --images)")
+        raise DatasetError(f"COCO image folder not found: {folder} (set 'images')")
     return _captioned(folder, table, str(annotations))
 
 

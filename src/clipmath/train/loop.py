@@ -198,7 +198,7 @@ def fit(
                     with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                         loss = task.loss(batch)
                     if not torch.isfinite(loss):
-                        raise TrainingError(f"{task.kind}: the loss became {float(loss)} at step {step}; lower --lr")
+                        raise TrainingError(f"{task.kind}: the loss became {float(loss)} at step {step}; lower 'lr'")
                     optimiser.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     if config.grad_clip:
@@ -344,19 +344,19 @@ def _restore(
     try:
         checkpoint: Checkpoint = load_checkpoint(output)
     except ClipmathError as exc:
-        raise TrainingError(f"cannot resume from {output}: {exc}; pass --no-resume to overwrite it") from None
+        raise TrainingError(f"cannot resume from {output}: {exc}; set 'resume' off to overwrite it") from None
     if checkpoint.kind != task.kind or checkpoint.model_id != task.encoder.info.model_id:
         raise TrainingError(
             f"{output} holds a '{checkpoint.kind}' checkpoint of model '{checkpoint.model_id}'; this run trains "
-            f"'{task.kind}' on '{task.encoder.info.model_id}': choose another --output or pass --no-resume"
+            f"'{task.kind}' on '{task.encoder.info.model_id}': choose another 'output' or set 'resume' off"
         )
     folder = resume_dir(output)
     if not (folder / "state.json").exists():
-        raise TrainingError(f"{output} has no resume state; pass --no-resume to train again from scratch")
+        raise TrainingError(f"{output} has no resume state; set 'resume' off to train again from scratch")
     state = json.loads((folder / "state.json").read_text())
     history = list(checkpoint.training.get("history", []))
     if int(state["epochs_done"]) != len(history):
-        raise TrainingError(f"{output}: resume state and weights disagree (interrupted save?); pass --no-resume")
+        raise TrainingError(f"{output}: resume state and weights disagree (interrupted save?); set 'resume' off")
     task.restore_artifacts(output)
     if checkpoint.tensors:
         task.load_tensors(checkpoint.tensors)

@@ -88,7 +88,7 @@ def run_oti(
         previous = load_checkpoint(output, OTI_KIND, encoder)
         done = list(previous.extra.get("ids", []))
         if done != ids[: len(done)]:
-            raise TrainingError(f"{output} holds OTI tokens of other images; choose another --output or --no-resume")
+            raise TrainingError(f"{output} holds OTI tokens of other images; choose another 'output' or set 'resume' off")
         chunks = [previous.tensors.get("tokens", chunks[0]).float()]
         history = list(previous.training.get("history", []))
     bank = ConceptBank.build(encoder, vocabulary) if vocabulary is not None and settings.lambda_reg else None
