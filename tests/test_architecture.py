@@ -11,7 +11,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "clipmath"
 DOC = Path(__file__).resolve().parent.parent / "docs" / "architecture.md"
-SHARED = {"registry", "errors", "imageio", "vectors", "paths"}
+SHARED = {"registry", "errors", "imageio", "vectors", "paths", "options"}
 
 
 def module_files() -> dict[str, Path]:

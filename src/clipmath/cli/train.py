@@ -28,7 +28,7 @@ from clipmath.cli.output import emit
 from clipmath.cli.runtime import load_model, set_threads
 from clipmath.errors import ClipmathError
 from clipmath.train import TRAINERS, RunOptions, TrainerSpec, ValidationOptions, train
-from clipmath.train.options import field_meta, settings_fields, value_type
+from clipmath.options import field_meta, settings_fields, value_type
 
 app = typer.Typer(
     name="train",

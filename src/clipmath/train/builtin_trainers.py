@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from clipmath.errors import ClipmathError
-from clipmath.train.options import setting
+from clipmath.options import setting
 from clipmath.train.run import benchmark_validator, fit_job, validator
 from clipmath.train.specs import TRAINERS, TrainerSpec, TrainJob, TrainReport
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from clipmath.train.options import setting
+from clipmath.options import setting
 from clipmath.caption.language_models import LM_INFO_FILE, LanguageModel, load_language_model, resolve_lm_name
 from clipmath.train.loop import (
     TrainingError,

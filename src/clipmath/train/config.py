@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from clipmath.compose.searle import DEFAULT_PROMPT, InversionSettings
-from clipmath.train.options import setting
+from clipmath.options import setting
 
 
 @dataclass

@@ -33,7 +33,7 @@ from clipmath.encoders.pair import PairEncoder, make_pair_encoder
 from clipmath.errors import DatasetError, ModelLoadError
 from clipmath.train.config import TrainConfig
 from clipmath.train.loop import TrainingError, TrainingTask
-from clipmath.train.options import setting
+from clipmath.options import setting
 
 ADAPT_KIND = "idc-adapt"
 CAPTION_KIND = "idc-caption"

@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from clipmath.errors import ClipmathError
-from clipmath.train.options import RunOptions, ValidationOptions, check_fields
+from clipmath.options import check_fields
+from clipmath.train.options import RunOptions, ValidationOptions
 from clipmath.train.specs import TRAINERS, TrainerError, TrainerSpec, TrainJob, TrainReport
 
 __all__ = ["benchmark_validator", "fit_job", "train", "triplet_validator", "validator"]
