@@ -82,13 +82,13 @@ def test_eval_captions_scores_a_file(tmp_path):
 def test_serve_caption_lm_enables_the_caption_endpoint(tmp_path, tiny_encoder):
     from fastapi.testclient import TestClient
 
-    from clipmath.cli.serve import server_captioner
+    from clipmath.caption.service import make_captioner
     from clipmath.serve import create_app
     from tests.serve_support import build_store, open_retriever
 
-    assert server_captioner(tiny_encoder, None, None, "zerocap", "cpu") is None
+    assert make_captioner(tiny_encoder, None, None, "zerocap", "cpu") is None
     store, _ = build_store(tmp_path, tiny_encoder)
-    captioner = server_captioner(tiny_encoder, "tiny-random-lm", None, "zerocap", "cpu")
+    captioner = make_captioner(tiny_encoder, "tiny-random-lm", None, "zerocap", "cpu")
     with TestClient(
         create_app(open_retriever(store, tiny_encoder), captioner=captioner), base_url="http://127.0.0.1"
     ) as client:

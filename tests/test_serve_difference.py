@@ -17,7 +17,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 from clipmath.caption.difference import TrainedDifferenceCaptioner  # noqa: E402
 from clipmath.cli import app as cli_app  # noqa: E402
-from clipmath.cli.serve import server_captioner  # noqa: E402
+from clipmath.caption.service import make_captioner  # noqa: E402
 from clipmath.data.change_set import build_change_set_clip, make_change_set  # noqa: E402
 from clipmath.data.clevr_change import load_clevr_change  # noqa: E402
 from clipmath.encoders import load_encoder  # noqa: E402
@@ -65,7 +65,7 @@ def change_set(tmp_path_factory):
 
 def test_trained_checkpoint_captions_gallery_pairs_and_uploads(change_set):
     base, encoder, pairs = change_set
-    captioner = server_captioner(encoder, None, base / "caption")
+    captioner = make_captioner(encoder, None, base / "caption")
     assert captioner.captions_label is None and "CLIP4IDC" in captioner.differences_label
     expected = TrainedDifferenceCaptioner.load(base / "caption", encoder).caption(pairs[0].before, pairs[0].after)
     before = {"gallery_id": f"{pairs[0].before.parent.name}/{pairs[0].before.name}"}
@@ -86,7 +86,7 @@ def test_trained_checkpoint_captions_gallery_pairs_and_uploads(change_set):
 
 def test_zero_shot_difference_captions_with_a_language_model(tmp_path, tiny_encoder):
     store, _ = build_store(tmp_path, tiny_encoder, NAMES)
-    captioner = server_captioner(tiny_encoder, "tiny-random-lm", None)  # default decoder: magic
+    captioner = make_captioner(tiny_encoder, "tiny-random-lm", None)  # default decoder: magic
     assert captioner.captions_label.startswith("MAGIC") and captioner.differences_label.startswith("zero-shot MAGIC")
     with TestClient(create_app(open_retriever(store, tiny_encoder), captioner=captioner), base_url=BASE_URL) as c:
         info = c.get("/api/info").json()
@@ -101,7 +101,7 @@ def test_zero_shot_difference_captions_with_a_language_model(tmp_path, tiny_enco
 @pytest.fixture(scope="module")
 def fake_client(tmp_path_factory, tiny_encoder):
     store, _ = build_store(tmp_path_factory.mktemp("fake"), tiny_encoder, NAMES)
-    captioner = server_captioner(tiny_encoder, None, None)
+    captioner = make_captioner(tiny_encoder, None, None)
     assert captioner is None  # nothing asked for: captions stay off
     from clipmath.serve import FunctionCaptioner
 

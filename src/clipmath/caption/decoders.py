@@ -71,7 +71,22 @@ class DecoderSpec:
     name: str
     description: str
     build: str  # "module:Class", called as Class(lm, encoder, options)
-    options: str  # "module:OptionsDataclass"
+    options: str  # "module:OptionsDataclass" (fields declared with clipmath.options.setting)
+    title: str = ""  # the name as papers print it (default: the registry name)
+    presets: str | None = None  # "module:DICT" of named option sets, e.g. ZeroCap's tuned settings per task
+
+    def shown_name(self) -> str:
+        return self.title or self.name
+
+    def preset_options(self, name: str | None) -> Any:
+        """The named option set (``None``: the options' defaults); :class:`CaptionError` for an unknown name."""
+        if name is None:
+            return self.options_class()()
+        presets = import_ref(self.presets) if self.presets else {}
+        if name not in presets:
+            having = f"use one of {', '.join(presets)}" if presets else f"{self.shown_name()} has no presets"
+            raise CaptionError(f"unknown preset {name!r}: {having}")
+        return presets[name]
 
     def options_class(self) -> type:
         return import_ref(self.options)
@@ -90,25 +105,9 @@ class DecoderSpec:
         return import_ref(self.build)(lm, encoder, self.make_options(options, **overrides))
 
 
-DECODERS: Registry[DecoderSpec] = Registry("caption decoder", error=CaptionError)
-DECODERS.register(
-    "zerocap",
-    DecoderSpec(
-        "zerocap",
-        "ZeroCap: beam search, the LM's context shifted by gradient steps toward the target (slow, the paper's)",
-        "clipmath.caption.zerocap:ZeroCapDecoder",
-        "clipmath.caption.zerocap:ZeroCapConfig",
-    ),
-)
-DECODERS.register(
-    "magic",
-    DecoderSpec(
-        "magic",
-        "MAGIC: no gradients; each token picked among the LM's top k by confidence, a degeneration penalty and "
-        "similarity to the target (fast)",
-        "clipmath.caption.magic:MagicDecoder",
-        "clipmath.caption.magic:MagicConfig",
-    ),
+#: Every caption decoder; built-ins are registered by ``clipmath.caption.builtin_decoders``.
+DECODERS: Registry[DecoderSpec] = Registry(
+    "caption decoder", error=CaptionError, builtins="clipmath.caption.builtin_decoders"
 )
 
 

@@ -31,6 +31,7 @@ import torch
 
 from clipmath.caption.decoders import Caption, GuidedDecoder, Progress, TokenProgress, target_tensor
 from clipmath.caption.zerocap import KV, kv_tensors, make_cache
+from clipmath.options import setting
 from clipmath.errors import CaptionError
 
 
@@ -38,15 +39,15 @@ from clipmath.errors import CaptionError
 class MagicConfig:
     """MAGIC's options; defaults are its MSCOCO inference settings (``k 45, alpha 0.1, beta 2.0, length 16``)."""
 
-    cond_text: str = "Image of a"  # prompt the caption continues ("" for an LM adapted to captions)
-    max_length: int = 16  # MAGIC's decoding_len, in LM tokens
-    k: int = 45  # candidates the LM proposes per step
-    alpha: float = 0.1  # weight of the degeneration penalty (and 1 − alpha of the LM confidence)
-    beta: float = 2.0  # weight of the target similarity ("magic score"); 0 = plain contrastive search
-    temperature: float = 0.01  # of the softmax over candidates' cosines (CLIP's logit scale 100)
-    end_token: str = "."  # text of the token that ends a caption
-    half_precision_text: bool = True  # text encoder in float16 on CUDA (no effect on the CPU)
-    lm_threads: int = 1  # CPU threads for the LM's small per-token passes (0: torch's setting); texts keep torch's
+    cond_text: str = setting("Image of a", "Prompt the caption continues (\"\" for an LM adapted to captions).")
+    max_length: int = setting(16, "Maximum caption length in LM tokens (MAGIC's decoding_len).")
+    k: int = setting(45, "LM candidates per token.", flag="--top-k")
+    alpha: float = setting(0.1, "Weight of the degeneration penalty (and 1 − alpha of the LM confidence).")
+    beta: float = setting(2.0, "Weight of the target similarity (the magic score); 0 = plain contrastive search.")
+    temperature: float = setting(0.01, "Temperature of the softmax over candidates' cosines.")
+    end_token: str = setting(".", "Text of the token that ends a caption.")
+    half_precision_text: bool = setting(True, "Text encoder in float16 on CUDA (no effect on the CPU).")
+    lm_threads: int = setting(1, "CPU threads for the LM's small per-token passes (0: torch's setting).")
 
     def __post_init__(self) -> None:
         if self.lm_threads < 0:

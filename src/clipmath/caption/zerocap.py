@@ -34,6 +34,7 @@ import torch
 from clipmath.caption.decoders import Caption, GuidedDecoder, Progress, TokenProgress, target_tensor
 from clipmath.caption.language_models import LanguageModel
 from clipmath.encoders.base import Encoder
+from clipmath.options import setting
 from clipmath.errors import CaptionError
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]
@@ -48,25 +49,25 @@ class ZeroCapConfig:
     False keeps the shifted cache from one token to the next instead of recomputing a clean one (PPLM-style).
     """
 
-    cond_text: str = "Image of a"  # prompt the caption continues ("Image of text that says" for OCR)
-    target_seq_length: int = 15  # maximum caption length in LM tokens
-    beam_size: int = 5
-    reset_context_delta: bool = True  # recompute the unshifted cache from the tokens before every step
-    num_iterations: int = 5  # gradient steps on the cache per token; 0 = plain LM beam search
-    clip_loss_temperature: float = 0.01
-    clip_scale: float = 1.0
-    ce_scale: float = 0.2  # weight of the fluency (KL to the unmodified LM) term
-    stepsize: float = 0.3
-    grad_norm_factor: float = 0.9  # gradients are divided by their norm ** this
-    fusion_factor: float = 0.99  # p = shifted ** f * unshifted ** (1 - f)
-    repetition_penalty: float = 1.0  # applied to the last 4 tokens
-    end_token: str = "."  # text of the token that ends a caption
-    end_factor: float = 1.01  # end-token logit scaled by this from the second token on
-    forbidden_factor: float = 20.0  # numeral-token logits scaled down by this
-    candidates: int = 512  # top LM tokens scored by the encoder per beam and step (ZeroCap: 512)
-    seed: int = 0
-    half_precision_text: bool = True  # text encoder in float16 on CUDA (no effect on the CPU)
-    lm_threads: int = 1  # CPU threads for the LM's small per-token passes (0: torch's setting); texts keep torch's
+    cond_text: str = setting("Image of a", "Prompt the caption continues (\"Image of text that says\" for OCR).")
+    target_seq_length: int = setting(15, "Maximum caption length in LM tokens.", flag="--max-length")
+    beam_size: int = setting(5, "Beams.")
+    reset_context_delta: bool = setting(True, "Recompute a clean context before every token (ZeroCap default: on).")
+    num_iterations: int = setting(5, "Context optimisation steps per token; 0 = plain LM decoding.")
+    clip_loss_temperature: float = setting(0.01, "Temperature of the image–text similarity over candidates.")
+    clip_scale: float = setting(1.0, "Weight of the image–text similarity loss.")
+    ce_scale: float = setting(0.2, "Weight of the fluency term (KL to the unmodified LM).")
+    stepsize: float = setting(0.3, "Step size of the context optimisation.")
+    grad_norm_factor: float = setting(0.9, "Gradient norm exponent (gradients divided by their norm ** this).")
+    fusion_factor: float = setting(0.99, "Weight of the shifted distribution (p = shifted ** f · unshifted ** (1 − f)).")
+    repetition_penalty: float = setting(1.0, "Penalty on the last 4 tokens.")
+    end_token: str = setting(".", "Text of the token that ends a caption.")
+    end_factor: float = setting(1.01, "End-token boost from the second token on.")
+    forbidden_factor: float = setting(20.0, "Numeral-token logits scaled down by this.")
+    candidates: int = setting(512, "Top LM tokens scored by the encoder per beam and step (ZeroCap: 512).")
+    seed: int = setting(0, "Random seed (decoding is deterministic under it).")
+    half_precision_text: bool = setting(True, "Text encoder in float16 on CUDA (no effect on the CPU).")
+    lm_threads: int = setting(1, "CPU threads for the LM's small per-token passes (0: torch's setting).")
 
     def __post_init__(self) -> None:
         positive = {

@@ -18,7 +18,7 @@ from typing import Any, Optional
 import typer
 from typer.core import TyperGroup
 
-from clipmath.cli import caption, check, gallery, idc, scale
+from clipmath.cli import check, gallery, idc, scale
 from clipmath.cli.output import err, error_line
 from clipmath.errors import ClipmathError
 from clipmath.registry import import_ref
@@ -31,6 +31,8 @@ LAZY_COMMANDS = {
     "benchmarks": "clipmath.cli.eval:app",
     "serve": "clipmath.cli.serve:app",
     "train": "clipmath.cli.train:app",
+    "caption": "clipmath.cli.caption:app",
+    "eval-captions": "clipmath.cli.caption:app",
 }
 
 
@@ -72,7 +74,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(gallery.app)
-app.add_typer(caption.app)
 app.add_typer(check.app)
 app.add_typer(scale.app)
 app.add_typer(idc.app)

@@ -1,17 +1,20 @@
-"""``clipmath caption`` (ZeroCap on an image or an expression) and ``clipmath eval-captions`` (COCO metrics)."""
+"""``clipmath caption`` (a caption decoder on an image or an expression; its options generated from the decoders'
+options dataclasses) and ``clipmath eval-captions`` (COCO metrics)."""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from clipmath.cli.options import DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, ThreadsOpt
+from clipmath.cli.options import DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, ThreadsOpt, flag_of
 from clipmath.cli.output import emit, status
 from clipmath.cli.runtime import load_model
 from clipmath.errors import ClipmathError
+from clipmath.options import field_help, settings_fields, value_type
 
 app = typer.Typer()
 
@@ -27,92 +30,95 @@ _EXAMPLES = """Examples:
 """
 
 
-@app.command(epilog=_EXAMPLES)
-def caption(
-    image: Annotated[Optional[str], typer.Option("--image", "-i", help="Image to caption.")] = None,
-    expr: Annotated[
-        Optional[str],
-        typer.Option(
-            "--expr", "-e", help="Caption an expression: '+woman.jpg +king.jpg -man.jpg' (ZeroCap arithmetic)."
-        ),
-    ] = None,
-    preset: Annotated[
-        str,
-        typer.Option(help="ZeroCap option set: caption, arithmetic, real-world or ocr (options below override it)."),
-    ] = "caption",
-    cond_text: Annotated[Optional[str], typer.Option("--cond-text", help="Prompt the caption continues.")] = None,
-    beam_size: Annotated[Optional[int], typer.Option(min=1, help="Beams (ZeroCap: 5).")] = None,
-    max_length: Annotated[Optional[int], typer.Option(min=1, help="Maximum caption length in LM tokens (15).")] = None,
-    num_iterations: Annotated[
-        Optional[int], typer.Option(min=0, help="Context optimisation steps per token (5); 0 = plain LM decoding.")
-    ] = None,
-    end_factor: Annotated[Optional[float], typer.Option(help="End-token boost from the second token (1.01).")] = None,
-    fusion_factor: Annotated[Optional[float], typer.Option(help="Weight of the shifted distribution (0.99).")] = None,
-    grad_norm_factor: Annotated[Optional[float], typer.Option(help="Gradient norm exponent (0.9).")] = None,
-    reset_context_delta: Annotated[
-        Optional[bool], typer.Option(help="Recompute a clean context before every token (ZeroCap default: on).")
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Random seed (decoding is deterministic under it).")] = 0,
-    decoder: Annotated[
-        str, typer.Option(help="zerocap (gradient steps per token, slow) or magic (gradient-free, fast).")
-    ] = "zerocap",
-    top_k: Annotated[Optional[int], typer.Option("--top-k", min=1, help="magic: LM candidates per token (45).")] = None,
-    alpha: Annotated[Optional[float], typer.Option(help="magic: degeneration penalty weight (0.1).")] = None,
-    beta: Annotated[Optional[float], typer.Option(help="magic: target similarity weight (2.0).")] = None,
-    lm: Annotated[str, typer.Option("--lm", help="Language model: auto, smollm2-135m, gpt2, a folder.")] = "auto",
-    model: ModelOpt = "auto",
-    device: DeviceOpt = "cpu",
-    dtype: DtypeOpt = "float32",
-    threads: ThreadsOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Caption an image or an image/text expression with CLIP-guided LM decoding (ZeroCap)."""
-    from dataclasses import replace as replace_fields
+def _decoder_options() -> dict[str, tuple[str, Any, dict[str, str]]]:
+    """Every decoder option, by parameter name: (flag, annotation, {decoder: its field}); an option two decoders
+    share (the prompt, the length) is one option that fills each one's own field."""
+    from clipmath.caption import DECODERS
 
-    from clipmath.caption import PRESETS, load_language_model
-    from clipmath.caption import caption as run_caption
+    options: dict[str, tuple[str, Any, dict[str, str]]] = {}
+    for spec in DECODERS.list():
+        cls = spec.options_class()
+        for item in settings_fields(cls):
+            flag = flag_of(cls, item.name)
+            param = flag[2:].replace("-", "_")
+            kind, _ = value_type(cls, item)
+            if param not in options:
+                decls = [f"{flag}/--no-{flag[2:]}"] if kind is bool else [flag]
+                option = typer.Option(*decls, help=field_help(cls, item.name))
+                options[param] = (flag, Annotated[Optional[kind], option], {})
+            options[param][2][spec.name] = item.name
+    return options
+
+
+def caption(
+    image: Optional[str], expr: Optional[str], preset: Optional[str], decoder: str, lm: str, model: Optional[str],
+    device: str, dtype: str, threads: Optional[int], as_json: bool, **given: Any,
+) -> None:  # fmt: skip
+    """Caption an image or an image/text expression with an LM decoder guided by the encoder (ZeroCap, MAGIC...)."""
+    from dataclasses import replace
+
+    from clipmath.caption import DECODERS, load_language_model
     from clipmath.compose import CompositionQuery, get_composer, parse_expression
 
     if (image is None) == (expr is None):
         raise ClipmathError("give exactly one of --image or --expr")
-    if preset not in PRESETS:
-        raise ClipmathError(f"unknown preset '{preset}': use one of {', '.join(PRESETS)}")
+    spec = DECODERS.get(decoder)
+    fields_of = {param: fields.get(spec.name) for param, (_, _, fields) in _DECODER_OPTIONS.items()}
+    foreign = [_DECODER_OPTIONS[p][0] for p, v in given.items() if v is not None and fields_of[p] is None]
+    if foreign:
+        raise ClipmathError(f"{', '.join(foreign)} does not apply to the {spec.shown_name()} decoder")
+    config = replace(spec.preset_options(preset), **{fields_of[p]: v for p, v in given.items() if v is not None})
     terms = parse_expression(expr) if expr else []
     encoder = load_model(model, device, dtype=dtype, threads=threads, as_json=True)
     query = CompositionQuery(terms=terms) if expr else CompositionQuery(reference=image)
     target = get_composer("expr" if expr else "image").compose(encoder, [query])[0]
-    overrides = {
-        "cond_text": cond_text,
-        "beam_size": beam_size,
-        "target_seq_length": max_length,
-        "num_iterations": num_iterations,
-        "end_factor": end_factor,
-        "fusion_factor": fusion_factor,
-        "grad_norm_factor": grad_norm_factor,
-        "reset_context_delta": reset_context_delta,
-        "seed": seed,
-    }
-    config = replace_fields(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
     language_model = load_language_model(lm, device=device)
     status(f"model: {encoder.info.label()} · language model: {language_model.label()}", as_json)
-    if decoder == "zerocap":
-        captions = run_caption(target, language_model, encoder, config, progress=not as_json)
-    else:
-        from clipmath.caption import DECODERS
-
-        magic = {"cond_text": config.cond_text, "max_length": max_length, "k": top_k, "alpha": alpha, "beta": beta}
-        spec = DECODERS.get(decoder)
-        config = spec.make_options(**{k: v for k, v in magic.items() if v is not None})
-        captions = spec.create(language_model, encoder, config).caption(target, progress=not as_json)
+    captions = spec.create(language_model, encoder, config).caption(target, progress=not as_json)
     payload = {
         "model": encoder.info.label(),
         "language_model": language_model.label(),
-        "decoder": decoder,
+        "decoder": spec.name,
         "config": asdict(config),
         "seconds": captions[0].seconds,
         "captions": [{"text": c.full_text, "clip_score": c.clip_score, "lm_score": c.lm_score} for c in captions],
     }
     emit(payload, as_json, lambda: [f"{c.clip_score:.3f}  {c.full_text}" for c in captions])
+
+
+def _register_caption() -> None:
+    """``clipmath caption``: its own options, then one per decoder option (read from the options dataclasses)."""
+    from clipmath.caption import DECODERS
+
+    names = ", ".join(f"{s.name} ({s.description.split(':')[0]})" for s in DECODERS.list())
+    own: dict[str, tuple[Any, Any]] = {
+        "image": (Annotated[Optional[str], typer.Option("--image", "-i", help="Image to caption.")], None),
+        "expr": (Annotated[Optional[str], typer.Option(
+            "--expr", "-e", help="Caption an expression: '+woman.jpg +king.jpg -man.jpg' (ZeroCap arithmetic).")],
+            None),
+        "preset": (Annotated[Optional[str], typer.Option(
+            help="A decoder's named option set (ZeroCap: caption, arithmetic, real-world, ocr); options below "
+            "override it.")], None),
+        "decoder": (Annotated[str, typer.Option(help=f"Caption decoder: {names}.")], "zerocap"),
+        "lm": (Annotated[str, typer.Option("--lm", help="Language model: auto, smollm2-135m, gpt2, a folder.")],
+               "auto"),
+        "model": (ModelOpt, "auto"), "device": (DeviceOpt, "cpu"), "dtype": (DtypeOpt, "float32"),
+        "threads": (ThreadsOpt, None), "as_json": (JsonOpt, False),
+    }  # fmt: skip
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    parameters = [inspect.Parameter(n, keyword, annotation=a, default=d) for n, (a, d) in own.items()]
+    parameters += [inspect.Parameter(n, keyword, annotation=a, default=None) for n, (_, a, _) in _DECODER_OPTIONS.items()]
+
+    def command(**values: Any) -> None:
+        caption(**values)
+
+    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command.__doc__ = caption.__doc__
+    app.command("caption", epilog=_EXAMPLES)(command)
+
+
+_DECODER_OPTIONS = _decoder_options()
+_register_caption()
 
 
 @app.command(

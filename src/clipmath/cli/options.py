@@ -31,6 +31,13 @@ def config_default(config_class: type, name: str) -> Any:
     raise KeyError(f"{config_class.__name__} has no default for {name!r}")
 
 
+def flag_of(cls: type, name: str) -> str:
+    """How this CLI spells field ``name`` of a settings dataclass: its declared flag, else ``--field-name``."""
+    from clipmath.options import field_meta
+
+    return field_meta(cls, name).get("flag") or "--" + name.replace("_", "-")
+
+
 def _choice(option: str, choices: str) -> Callable[[Optional[str]], Optional[str]]:
     """A click callback refusing values outside ``clipmath.encoders.<choices>`` (imported only when checking)."""
 

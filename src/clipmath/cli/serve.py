@@ -107,13 +107,16 @@ def serve(
         max_k=max_k,
         index=index_kind,
         checkpoints=method_paths(checkpoint, learned_methods()),
+        caption_lm=caption_lm,
+        decoder=decoder,
+        difference_checkpoint=str(diff_checkpoint) if diff_checkpoint is not None else None,
     )
     config.check()
     check_port_free(host, port)  # before the model loads
     set_threads(threads)
     retriever = Retriever.open(store, model, device, RetrieverConfig(index=index_kind), dtype=dtype)
-    captioner = server_captioner(retriever.encoder, caption_lm, diff_checkpoint, decoder, device)
-    web_app = create_app(retriever, config, captioner=captioner)
+    web_app = create_app(retriever, config)
+    captioner = web_app.state.captioner
     shown_host = f"[{host}]" if ":" in host else host
     address = f"http://{shown_host}:{port}/" + (f"#token={token}" if token else "")
     status(f"model: {retriever.encoder.info.label()}")
@@ -121,43 +124,3 @@ def serve(
         status(f"captions: {captioner.captions_label or 'off'}; difference captions: {captioner.differences_label}")
     status(f"serving {len(retriever.snapshot)} images from {store} at {address} (API docs: /docs); Ctrl-C stops")
     run_server(web_app, config)
-
-
-_DECODER_NAMES = {"zerocap": "ZeroCap", "magic": "MAGIC"}
-
-
-def server_captioner(
-    encoder: Any, lm_name: Optional[str], diff_checkpoint: Optional[Path], decoder: str = "magic", device: str = "cpu"
-) -> Any:
-    """The server's captioner, or None when neither a language model nor a difference checkpoint is given.
-
-    Image captions: ``decoder`` (a :data:`clipmath.caption.DECODERS` entry) steered by the subject's embedding.
-    Difference captions: the trained CLIP4IDC checkpoint when given (it must be of ``encoder``), else zero-shot
-    with the same decoder on ``after − before``.
-    """
-    if not lm_name and diff_checkpoint is None:
-        return None
-    from clipmath.caption.decoders import DECODERS
-    from clipmath.caption.difference import difference_fn
-    from clipmath.serve.captioning import FunctionCaptioner
-
-    spec = DECODERS.get(decoder)  # an unknown name: one line, with the close matches
-    caption_fn = describe_difference = None
-    label = difference_label = ""
-    if lm_name:
-        from clipmath.caption import load_language_model
-
-        language_model = load_language_model(lm_name, device=device)
-        image_decoder = spec.create(language_model, encoder)
-        shown = _DECODER_NAMES.get(spec.name, spec.name)
-        label = f"{shown} · {language_model.label()}"
-
-        def caption_fn(subjects: list) -> list[str]:
-            return [image_decoder.caption(subject.vector)[0].full_text for subject in subjects]
-
-        describe_difference = difference_fn(encoder=encoder, lm=language_model, decoder=spec.name)
-        difference_label = f"zero-shot {shown} · {language_model.label()}"
-    if diff_checkpoint is not None:
-        describe_difference = difference_fn(diff_checkpoint, encoder)
-        difference_label = f"CLIP4IDC {diff_checkpoint.name} on {encoder.info.label()}"
-    return FunctionCaptioner(label or difference_label, caption_fn, describe_difference, difference_label)

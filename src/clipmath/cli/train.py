@@ -22,6 +22,7 @@ from clipmath.cli.options import (
     PreprocessingOpt,
     QuietOpt,
     ThreadsOpt,
+    flag_of,
     option_values,
 )
 from clipmath.cli.output import emit
@@ -43,11 +44,6 @@ _SHARED_TYPES = {"device": DeviceOpt, "dtype": DtypeOpt}
 _CLI_OPTIONS = {"quiet": (QuietOpt, False), "as_json": (JsonOpt, False)}
 _ENCODER_OPTIONS = {"model": (ModelOpt, "auto"), "preprocessing": (PreprocessingOpt, None),
                     "threads": (ThreadsOpt, None)}  # fmt: skip
-
-
-def flag_of(cls: type, name: str) -> str:
-    """How this CLI spells field ``name`` of settings class ``cls``."""
-    return field_meta(cls, name).get("flag") or "--" + name.replace("_", "-")
 
 
 def _annotation(cls: type, item: dataclasses.Field) -> Any:
@@ -143,4 +139,4 @@ def _reworded(message: str, flags: dict[str, str]) -> str:
 for _spec in TRAINERS.list():
     _command(_spec)
 
-__all__ = ["app", "flag_of"]
+__all__ = ["app"]

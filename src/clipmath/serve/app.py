@@ -35,7 +35,7 @@ from clipmath.compose import infer_method, learned_methods
 from clipmath.errors import ComposeError
 from clipmath.imageio import MAX_PIXELS
 from clipmath.retrieval import Retriever
-from clipmath.serve.captioning import Captioner, captions_label, differences_label
+from clipmath.serve.captioning import Captioner, captions_label, differences_label, make_captioner
 from clipmath.serve.config import TOKEN_ENV, ServeConfig, is_loopback
 from clipmath.serve.engine import ImageKey, QueryEngine, SearchSpec, UploadRecord, upload_id_of
 from clipmath.serve.errors import RequestError
@@ -110,6 +110,10 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
     shutdown, restarted by a new startup)."""
     config = config or ServeConfig()
     config.check()
+    if captioner is None:
+        device = str(getattr(retriever.encoder, "device", "cpu"))
+        captioner = make_captioner(retriever.encoder, config.caption_lm, config.difference_checkpoint, config.decoder,
+                                   device)  # fmt: skip
     engine = QueryEngine(
         retriever,
         max_batch=config.max_batch,
@@ -139,6 +143,7 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
         lifespan=lifespan,
         responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}},
     )
+    app.state.captioner = captioner  # what the page and a launcher show (None: no captions)
     app.state.engine = engine
     app.state.config = config
     app.state.thumbnails = thumbnails

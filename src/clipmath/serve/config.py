@@ -38,6 +38,11 @@ class ServeConfig:
     allowed_hosts: tuple[str, ...] | None = None
     #: Trained weights of learned compose methods, by method name; only these learned methods are offered.
     checkpoints: dict[str, str] = field(default_factory=dict)
+    #: Captions: the language model of image captions (None: off), their decoder, and a trained CLIP4IDC
+    #: checkpoint for difference captions (None: zero-shot with the decoder when a language model is named).
+    caption_lm: str | None = None
+    decoder: str = "magic"
+    difference_checkpoint: str | None = None
 
     @property
     def loopback(self) -> bool:
