@@ -11,8 +11,8 @@ import typer
 from typer.testing import CliRunner
 
 from clipmath.cli import app, main
-from clipmath.train import TRAINERS, RunOptions
 from clipmath.options import field_meta, settings_fields
+from clipmath.train import TRAINERS, RunOptions
 from clipmath.train.synthetic import make_shapes_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -16,8 +16,8 @@ from PIL import Image  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from clipmath.caption.difference import TrainedDifferenceCaptioner  # noqa: E402
-from clipmath.cli import app as cli_app  # noqa: E402
 from clipmath.caption.service import make_captioner  # noqa: E402
+from clipmath.cli import app as cli_app  # noqa: E402
 from clipmath.data.change_set import build_change_set_clip, make_change_set  # noqa: E402
 from clipmath.data.clevr_change import load_clevr_change  # noqa: E402
 from clipmath.encoders import load_encoder  # noqa: E402

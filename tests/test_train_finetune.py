@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from clipmath.compose import ElementwiseSum
+from clipmath.compose import get_composer
 from clipmath.compose.checkpoint import load_checkpoint
 from clipmath.encoders import load_encoder
 from clipmath.train.clip4cir import FinetuneTask
@@ -30,7 +30,7 @@ def test_finetuning_learns_and_saves_a_loadable_model(tmp_path, shapes):
     validator = RetrievalValidator.from_triplets(
         encoder, shapes.triplets(held_out), shapes.images(held_out), reencode=True
     )
-    untrained = validator(ElementwiseSum())
+    untrained = validator(get_composer("sum"))
     config = FinetuneConfig(epochs=8, batch_size=32, lr=1e-3, progress=False)
     result = fit(lambda c: FinetuneTask(encoder, c, shapes.triplets(range(2))), config, tmp_path / "ft", validator)
 

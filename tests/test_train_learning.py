@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from clipmath.compose import get_composer
+from clipmath.compose import METHODS, get_composer
 from clipmath.compose.adapted_delta import AdaptationHeads, AdaptedDelta
 from clipmath.compose.checkpoint import load_checkpoint
 from clipmath.compose.searle import ConceptVocabulary, InversionSettings, OtiComposer
@@ -102,7 +102,9 @@ def test_adapter_heads_learn_colour_words(tmp_path, offline_encoder, shapes):
     validator = RetrievalValidator(offline_encoder, queries, targets, dataset.images(held_out), cache=cache)
     factory = adapter_task_factory(offline_encoder, dataset.captioned(range(2)), cache)
     config = AdapterConfig(epochs=40, batch_size=32, lr=1e-2, save_every=40, progress=False)
-    untrained = validator(AdaptedDelta.from_heads(AdaptationHeads(offline_encoder.dim)))  # identity = plain delta
+    untrained = validator(
+        METHODS.get("adapted-delta").adopt(AdaptedDelta.from_heads(AdaptationHeads(offline_encoder.dim)))
+    )
     result = fit(factory, config, tmp_path / "heads")
     trained = validator(get_composer("adapted-delta", offline_encoder, str(tmp_path / "heads")))
 
@@ -132,7 +134,9 @@ def test_oti_inverts_images_into_pseudo_words(tmp_path, offline_encoder, views):
     assert result.images == len(references) and result.last_loss < result.first_loss
 
     composer = get_composer("oti", offline_encoder, str(tmp_path / "oti"))
-    untrained = OtiComposer(torch.zeros(0, 384), torch.zeros(0, 384), InversionSettings(steps=0), seed=config.seed)
+    untrained = METHODS.get("oti").adopt(
+        OtiComposer(torch.zeros(0, 384), torch.zeros(0, 384), InversionSettings(steps=0), seed=config.seed)
+    )
     before, after = validator(untrained), validator(composer)
     assert after["recall@1"] > before["recall@1"] and after["mean_rank"] < before["mean_rank"]
 

@@ -59,8 +59,6 @@ LANGUAGE_MODELS.register(
 )
 LANGUAGE_MODELS.register(
     GPT_NEO,
-    LanguageModelSpec(
-        GPT_NEO, "GPT-Neo 125M, ZeroCap's other LM (Hugging Face hub)", _hub_loader(GPT_NEO)
-    ),
+    LanguageModelSpec(GPT_NEO, "GPT-Neo 125M, ZeroCap's other LM (Hugging Face hub)", _hub_loader(GPT_NEO)),
     aliases=("gpt-neo",),
 )

@@ -31,15 +31,15 @@ import torch
 
 from clipmath.caption.decoders import Caption, GuidedDecoder, Progress, TokenProgress, target_tensor
 from clipmath.caption.zerocap import KV, kv_tensors, make_cache
-from clipmath.options import setting
 from clipmath.errors import CaptionError
+from clipmath.options import setting
 
 
 @dataclass(frozen=True)
 class MagicConfig:
     """MAGIC's options; defaults are its MSCOCO inference settings (``k 45, alpha 0.1, beta 2.0, length 16``)."""
 
-    cond_text: str = setting("Image of a", "Prompt the caption continues (\"\" for an LM adapted to captions).")
+    cond_text: str = setting("Image of a", 'Prompt the caption continues ("" for an LM adapted to captions).')
     max_length: int = setting(16, "Maximum caption length in LM tokens (MAGIC's decoding_len).")
     k: int = setting(45, "LM candidates per token.", flag="--top-k")
     alpha: float = setting(0.1, "Weight of the degeneration penalty (and 1 − alpha of the LM confidence).")

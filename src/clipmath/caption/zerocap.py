@@ -34,8 +34,8 @@ import torch
 from clipmath.caption.decoders import Caption, GuidedDecoder, Progress, TokenProgress, target_tensor
 from clipmath.caption.language_models import LanguageModel
 from clipmath.encoders.base import Encoder
-from clipmath.options import setting
 from clipmath.errors import CaptionError
+from clipmath.options import setting
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -49,7 +49,7 @@ class ZeroCapConfig:
     False keeps the shifted cache from one token to the next instead of recomputing a clean one (PPLM-style).
     """
 
-    cond_text: str = setting("Image of a", "Prompt the caption continues (\"Image of text that says\" for OCR).")
+    cond_text: str = setting("Image of a", 'Prompt the caption continues ("Image of text that says" for OCR).')
     target_seq_length: int = setting(15, "Maximum caption length in LM tokens.", flag="--max-length")
     beam_size: int = setting(5, "Beams.")
     reset_context_delta: bool = setting(True, "Recompute a clean context before every token (ZeroCap default: on).")
@@ -59,7 +59,9 @@ class ZeroCapConfig:
     ce_scale: float = setting(0.2, "Weight of the fluency term (KL to the unmodified LM).")
     stepsize: float = setting(0.3, "Step size of the context optimisation.")
     grad_norm_factor: float = setting(0.9, "Gradient norm exponent (gradients divided by their norm ** this).")
-    fusion_factor: float = setting(0.99, "Weight of the shifted distribution (p = shifted ** f · unshifted ** (1 − f)).")
+    fusion_factor: float = setting(
+        0.99, "Weight of the shifted distribution (p = shifted ** f · unshifted ** (1 − f))."
+    )
     repetition_penalty: float = setting(1.0, "Penalty on the last 4 tokens.")
     end_token: str = setting(".", "Text of the token that ends a caption.")
     end_factor: float = setting(1.01, "End-token boost from the second token on.")

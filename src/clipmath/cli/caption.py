@@ -107,7 +107,9 @@ def _register_caption() -> None:
     }  # fmt: skip
     keyword = inspect.Parameter.KEYWORD_ONLY
     parameters = [inspect.Parameter(n, keyword, annotation=a, default=d) for n, (a, d) in own.items()]
-    parameters += [inspect.Parameter(n, keyword, annotation=a, default=None) for n, (_, a, _) in _DECODER_OPTIONS.items()]
+    parameters += [
+        inspect.Parameter(n, keyword, annotation=a, default=None) for n, (_, a, _) in _DECODER_OPTIONS.items()
+    ]
 
     def command(**values: Any) -> None:
         caption(**values)

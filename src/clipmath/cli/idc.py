@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from clipmath.cli.options import MULTI_VALUE, DeviceOpt, JsonOpt, ModelOpt, QuietOpt, ThreadsOpt, option_values
+from clipmath.cli.options import DeviceOpt, JsonOpt, ModelOpt, QuietOpt, ThreadsOpt
 from clipmath.cli.output import emit, status
 from clipmath.errors import ClipmathError
 

@@ -7,7 +7,7 @@ the CLI loads it only when ``serve`` runs or help is shown (see ``LAZY_COMMANDS`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 

@@ -28,8 +28,8 @@ from clipmath.cli.options import (
 from clipmath.cli.output import emit
 from clipmath.cli.runtime import load_model, set_threads
 from clipmath.errors import ClipmathError
-from clipmath.train import TRAINERS, RunOptions, TrainerSpec, ValidationOptions, train
 from clipmath.options import field_meta, settings_fields, value_type
+from clipmath.train import TRAINERS, RunOptions, TrainerSpec, ValidationOptions, train
 
 app = typer.Typer(
     name="train",
@@ -95,7 +95,9 @@ def _command(spec: TrainerSpec) -> None:
             name, inspect.Parameter.KEYWORD_ONLY, annotation=_annotation(cls, item), default=_default(item, cls)
         ))  # fmt: skip
     for name, (annotation, default) in extra.items():
-        parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default))
+        parameters.append(
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+        )
     flags = {name: flag_of(cls, name) for name, (cls, _) in options.items()}
 
     def run(ctx: typer.Context, **values: Any) -> None:

@@ -46,8 +46,6 @@ class LinearHead:
 
 
 class AdaptedDelta(Delta):
-    name = "adapted-delta"
-
     @classmethod
     def from_heads(cls, heads: AdaptationHeads) -> AdaptedDelta:
         return cls(image_head=LinearHead.from_linear(heads.image), text_head=LinearHead.from_linear(heads.text))

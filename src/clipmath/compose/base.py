@@ -102,7 +102,8 @@ FIELD_NAMES = {"terms": "expression"}
 
 
 class Composer(ABC):
-    """A composition method. Subclasses set ``name``, ``needs`` and implement :meth:`combine`."""
+    """A composition method: subclasses implement :meth:`combine`; ``name`` and ``needs`` are set from its
+    :class:`~clipmath.compose.methods.MethodSpec` when :func:`~clipmath.compose.get_composer` makes it."""
 
     name: str = ""
     needs: tuple[str, ...] = ()

@@ -65,9 +65,6 @@ class Combiner(nn.Module):
 
 
 class CombinerComposer(Composer):
-    name = "combiner"
-    needs = ("reference", "text")
-
     def __init__(self, combiner: Combiner) -> None:
         self.combiner = combiner
 

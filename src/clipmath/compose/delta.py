@@ -23,9 +23,6 @@ def delta(reference: np.ndarray, source: np.ndarray, target: np.ndarray, lam: fl
 
 
 class Delta(Composer):
-    name = "delta"
-    needs = ("reference", "source", "target", "lam")
-
     def __init__(self, image_head: Head | None = None, text_head: Head | None = None) -> None:
         self.image_head = image_head
         self.text_head = text_head

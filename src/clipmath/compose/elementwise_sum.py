@@ -10,8 +10,5 @@ def elementwise_sum(reference: np.ndarray, text: np.ndarray) -> np.ndarray:
 
 
 class ElementwiseSum(Composer):
-    name = "sum"
-    needs = ("reference", "text")
-
     def combine(self, embeddings: QueryEmbeddings) -> np.ndarray:
         return elementwise_sum(embeddings.reference, embeddings.text)

@@ -137,9 +137,6 @@ def weighted_sum(vectors: np.ndarray, weights: Sequence[float]) -> np.ndarray:
 
 
 class Expression(Composer):
-    name = "expr"
-    needs = ("terms",)
-
     def compose(self, encoder: Encoder, queries: Sequence[CompositionQuery], batch_size: int = 64) -> np.ndarray:
         if not queries:
             return np.zeros((0, encoder.dim), dtype=np.float32)

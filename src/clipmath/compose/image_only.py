@@ -10,8 +10,5 @@ def image_only(reference: np.ndarray) -> np.ndarray:
 
 
 class ImageOnly(Composer):
-    name = "image"
-    needs = ("reference",)
-
     def combine(self, embeddings: QueryEmbeddings) -> np.ndarray:
         return image_only(embeddings.reference)

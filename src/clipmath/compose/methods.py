@@ -75,7 +75,13 @@ class MethodSpec:
         if not self.learned and checkpoint:
             raise ComposeError(f"method '{self.name}' takes no checkpoint", field="checkpoint")
         build: Any = import_ref(self.build) if isinstance(self.build, str) else self.build
-        return build(encoder, checkpoint) if self.learned else build()
+        return self.adopt(build(encoder, checkpoint) if self.learned else build())
+
+    def adopt(self, composer: Composer) -> Composer:
+        """``composer`` with this method's name and needs (stated here once; a trainer's validation composer
+        is adopted the same way)."""
+        composer.name, composer.needs = self.name, self.needs
+        return composer
 
 
 #: Every compose method by name; built-ins are registered by ``clipmath.compose.builtin_methods``.

@@ -206,9 +206,6 @@ def invert(
 
 # ---- composers ---------------------------------------------------------------------------------------------
 class SearleComposer(Composer):
-    name = "searle"
-    needs = ("reference", "text")
-
     def __init__(self, phi: Phi, prompt: str = DEFAULT_PROMPT) -> None:
         self.phi = phi
         self.prompt = prompt
@@ -237,9 +234,6 @@ class SearleComposer(Composer):
 
 class OtiComposer(Composer):
     """Looks a reference up among the images inverted ahead of time; inverts the others on the fly (slow)."""
-
-    name = "oti"
-    needs = ("reference", "text")
 
     def __init__(
         self,

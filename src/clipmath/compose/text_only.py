@@ -10,8 +10,5 @@ def text_only(text: np.ndarray) -> np.ndarray:
 
 
 class TextOnly(Composer):
-    name = "text"
-    needs = ("text",)
-
     def combine(self, embeddings: QueryEmbeddings) -> np.ndarray:
         return text_only(embeddings.text)

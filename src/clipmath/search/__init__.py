@@ -31,9 +31,7 @@ def make_index(vectors: np.ndarray, kind: str = "exact", params: IndexParams | N
     return _tuned(spec, spec.build(vectors, params), vectors, params)
 
 
-def open_index(
-    vectors: np.ndarray, kind: str, params: IndexParams, folder: Path, fingerprint: object
-) -> VectorIndex:
+def open_index(vectors: np.ndarray, kind: str, params: IndexParams, folder: Path, fingerprint: object) -> VectorIndex:
     """An index of ``kind`` over ``vectors``, reusing the one saved in ``folder`` when it was built from the same
     rows (``fingerprint``: anything JSON that changes when they do). Kinds without a loader are built every time;
     a folder that cannot be written to only means the index is rebuilt next time."""

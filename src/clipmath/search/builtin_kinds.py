@@ -44,12 +44,16 @@ INDEX_KINDS.register(
 )
 register_faiss_kind("flat", "FAISS flat (brute force, float32 copy)", lambda n, d, p: "Flat")
 register_faiss_kind("hnsw", "FAISS HNSW graph over float32 (tunes efSearch)", lambda n, d, p: f"HNSW{p.hnsw_m},Flat")
-register_faiss_kind("ivf", "FAISS inverted file over float32 (tunes nprobe)", lambda n, d, p: f"IVF{ivf_lists(n, p)},Flat")
+register_faiss_kind(
+    "ivf", "FAISS inverted file over float32 (tunes nprobe)", lambda n, d, p: f"IVF{ivf_lists(n, p)},Flat"
+)
 register_faiss_kind("ivfpq", "FAISS inverted file + product quantizer (tunes nprobe)", _ivfpq)
 register_faiss_kind(
     "ivfsq",
     "inverted file + 8-bit scalar quantizer: dim bytes per vector (tunes nprobe)",
     lambda n, d, p: f"IVF{ivf_lists(n, p)},SQ8",
 )
-register_faiss_kind("ivfpq-fs", "IVF-PQ, 4-bit fast-scan codes: dim/16 bytes per vector (re-rank deep)", _ivfpq_fast_scan)
+register_faiss_kind(
+    "ivfpq-fs", "IVF-PQ, 4-bit fast-scan codes: dim/16 bytes per vector (re-rank deep)", _ivfpq_fast_scan
+)
 register_faiss_kind("ivfpq-opq", "IVF-PQ after an OPQ rotation, <= dim/8 bytes per vector", _ivfpq_opq)

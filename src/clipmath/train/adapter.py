@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch.nn import functional as F
 
+from clipmath.compose import method_spec
 from clipmath.compose.adapted_delta import KIND, AdaptationHeads, AdaptedDelta
 from clipmath.encoders.base import Encoder
 from clipmath.errors import DatasetError
@@ -72,7 +73,7 @@ class AdapterTask(TrainingTask):
         return symmetric_contrastive_loss(self.model.image(images), self.model.text(texts), self.config.tau)
 
     def composer(self) -> AdaptedDelta:
-        return AdaptedDelta.from_heads(self.model)
+        return method_spec("adapted-delta").adopt(AdaptedDelta.from_heads(self.model))
 
 
 def adapter_task_factory(

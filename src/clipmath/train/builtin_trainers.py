@@ -34,8 +34,12 @@ class CaptionedImagesInputs:
     images: Path | None = setting(
         None, "Folder of training images (with 'captions'), or COCO image folder (with 'coco'; default ROOT/<split>)."
     )
-    captions: Path | None = setting(None, 'Captions of the images: JSON {"file.jpg": [captions]} or TSV file<TAB>caption.')
-    coco: Path | None = setting(None, "COCO captions instead: a root holding annotations/captions_<split>.json, or that file.")
+    captions: Path | None = setting(
+        None, 'Captions of the images: JSON {"file.jpg": [captions]} or TSV file<TAB>caption.'
+    )
+    coco: Path | None = setting(
+        None, "COCO captions instead: a root holding annotations/captions_<split>.json, or that file."
+    )
     coco_split: str | None = setting(None, "COCO split, e.g. train2017.")
     val_captions: Path | None = setting(
         None, "Held-out captions file (JSON or TSV): caption→image Recall@K after every epoch (images: 'val_images')."
@@ -90,7 +94,7 @@ def _features(job: TrainJob) -> Any:
 
 
 def run_adapter(job: TrainJob) -> TrainReport:
-    from clipmath.compose.adapted_delta import AdaptedDelta
+    from clipmath.compose import METHODS
     from clipmath.train.adapter import adapter_task_factory
     from clipmath.train.data import read_captions, read_coco_captions
     from clipmath.train.validate import CaptionValidator
@@ -100,10 +104,12 @@ def run_adapter(job: TrainJob) -> TrainReport:
         raise ClipmathError("give either 'images' + 'captions', or 'coco'")
     if data.captions is not None and data.images is None:
         raise ClipmathError("'captions' needs 'images'")
-    pairs = read_coco_captions(data.coco, data.images, data.coco_split) if data.coco else read_captions(
-        data.images, data.captions
+    pairs = (
+        read_coco_captions(data.coco, data.images, data.coco_split)
+        if data.coco
+        else read_captions(data.images, data.captions)
     )
-    validate = benchmark_validator(job, AdaptedDelta.needs, "adapter", data.val_captions is not None)
+    validate = benchmark_validator(job, METHODS.get("adapted-delta").needs, "adapter", data.val_captions is not None)
     if data.val_captions is not None:
         if job.validation.val_images is None:
             raise ClipmathError("'val_captions' needs 'val_images'")

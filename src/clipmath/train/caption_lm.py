@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from clipmath.options import setting
 from clipmath.caption.language_models import LM_INFO_FILE, LanguageModel, load_language_model, resolve_lm_name
+from clipmath.options import setting
 from clipmath.train.loop import (
     TrainingError,
     _jsonable,
@@ -248,7 +248,8 @@ def _restore(output: Path, config: CaptionLMConfig) -> tuple[LanguageModel, list
     base = resolve_lm_name(config.base)
     if info.get("base") != base:
         raise TrainingError(
-            f"{output} adapts '{info.get('base')}', this run adapts '{base}': choose another 'output' or set 'resume' off"
+            f"{output} adapts '{info.get('base')}', this run adapts '{base}': "
+            "choose another 'output' or set 'resume' off"
         )
     if not (output / RESUME_DIR / "state.json").exists():
         raise TrainingError(f"{output} has no resume state; set 'resume' off to train again from scratch")

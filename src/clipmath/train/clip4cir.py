@@ -25,10 +25,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from clipmath.compose.base import open_image
+from clipmath.compose import get_composer, method_spec
+from clipmath.compose.base import Composer, open_image
 from clipmath.compose.combiner import KIND as COMBINER_KIND
 from clipmath.compose.combiner import Combiner, CombinerComposer
-from clipmath.compose.elementwise_sum import ElementwiseSum
 from clipmath.encoders.base import Encoder
 from clipmath.encoders.pipeline import ImagePipeline
 from clipmath.errors import ComposeError, DatasetError
@@ -95,7 +95,7 @@ class CombinerTask(TrainingTask):
         return target_contrastive_loss(queries, self.targets[rows], self.target_ids[rows], self.config.logit_scale)
 
     def composer(self) -> CombinerComposer:
-        return CombinerComposer(self.model)
+        return method_spec("combiner").adopt(CombinerComposer(self.model))
 
     def checkpoint_config(self) -> dict[str, Any]:
         return {**self.config.to_dict(), **self.model.dims}
@@ -197,8 +197,8 @@ class FinetuneTask(TrainingTask):
     def train_mode(self, training: bool) -> None:
         self.encoder.model.train(training)  # type: ignore[attr-defined]
 
-    def composer(self) -> ElementwiseSum:
-        return ElementwiseSum()
+    def composer(self) -> Composer:
+        return get_composer("sum")
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {}  # the weights are the transformers model folder written by write_artifacts

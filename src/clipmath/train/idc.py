@@ -31,9 +31,9 @@ from clipmath.data.change_pairs import ChangePair
 from clipmath.encoders.base import Encoder
 from clipmath.encoders.pair import PairEncoder, make_pair_encoder
 from clipmath.errors import DatasetError, ModelLoadError
+from clipmath.options import setting
 from clipmath.train.config import TrainConfig
 from clipmath.train.loop import TrainingError, TrainingTask
-from clipmath.options import setting
 
 ADAPT_KIND = "idc-adapt"
 CAPTION_KIND = "idc-caption"

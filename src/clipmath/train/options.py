@@ -44,7 +44,9 @@ class ValidationOptions:
         None, "Held-out triplets (same formats as the training triplets): Recall@1/5/10 and mean rank after every "
         "validation epoch."
     )  # fmt: skip
-    val_images: Path | None = setting(None, "Folder that the validation files' paths are under (default: their folder).")
+    val_images: Path | None = setting(
+        None, "Folder that the validation files' paths are under (default: their folder)."
+    )
     val_gallery: Path | None = setting(
         None, "Rank validation targets among the images of this folder (default: the validation triplets' own images)."
     )

@@ -23,6 +23,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from clipmath.compose import method_spec
 from clipmath.compose.checkpoint import describe, exists, load_checkpoint, save_checkpoint
 from clipmath.compose.searle import (
     OTI_KIND,
@@ -88,7 +89,9 @@ def run_oti(
         previous = load_checkpoint(output, OTI_KIND, encoder)
         done = list(previous.extra.get("ids", []))
         if done != ids[: len(done)]:
-            raise TrainingError(f"{output} holds OTI tokens of other images; choose another 'output' or set 'resume' off")
+            raise TrainingError(
+                f"{output} holds OTI tokens of other images; choose another 'output' or set 'resume' off"
+            )
         chunks = [previous.tensors.get("tokens", chunks[0]).float()]
         history = list(previous.training.get("history", []))
     bank = ConceptBank.build(encoder, vocabulary) if vocabulary is not None and settings.lambda_reg else None
@@ -192,7 +195,7 @@ class PhiTask(TrainingTask):
         return loss
 
     def composer(self) -> SearleComposer:
-        return SearleComposer(self.model, self.config.prompt)
+        return method_spec("searle").adopt(SearleComposer(self.model, self.config.prompt))
 
     def checkpoint_config(self) -> dict[str, Any]:
         return {**self.config.to_dict(), **self.model.dims}
