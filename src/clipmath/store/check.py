@@ -36,7 +36,6 @@ from clipmath.store.manifest import (
     LOCK,
     MANIFEST,
     SCHEMA,
-    block_digests,
     checksums_from,
     chunk_digest,
     connect,
@@ -88,6 +87,8 @@ class CheckReport:
 
     #: each committed row's state (set by :func:`check`; not a field, so reports stay plain data)
     _states: ClassVar[np.ndarray | None] = None
+    #: first rows of the checksummed blocks that verified (a repair keeps their boundaries)
+    _block_starts: ClassVar[list[int]] = []
 
 
 @dataclass
@@ -170,6 +171,7 @@ def _verify_chunks(
 ) -> np.ndarray:
     """Hash every checksummed block; returns the state of each committed row present in the file."""
     states = np.full(held, _UNCOVERED, dtype=np.int8)
+    report._block_starts = []
     committed = int(meta["vector_rows"])
     faults: list[str] = []
     try:
@@ -199,6 +201,7 @@ def _verify_chunks(
                     bad_ranges.append((first, end))
                 else:
                     states[first:end] = _GOOD
+                    report._block_starts.append(first)
     for first, end in bad_ranges:  # a row some checksum rejects is damaged even if another accepts it
         states[first : min(end, held)] = _BAD
     report.verified_rows = int(np.count_nonzero(states == _GOOD))
@@ -343,7 +346,7 @@ def _rebuild(store: Path, meta: dict[str, str], found: CheckReport) -> RepairRep
     if all_rows and found.damaged_rows == 0:  # every row is kept where it is: the vector file stays
         new_file, chunks = old_file, None
     else:
-        new_file, chunks = _write_kept_rows(store, meta, used)
+        new_file, chunks = _write_kept_rows(store, meta, used, found._block_starts)
         renumber = {int(old): new for new, old in enumerate(used.tolist())}
         kept = [(*row[:6], renumber[row[6]], row[7]) for row in kept]
     new_meta = {**meta, "vector_file": new_file, "vector_rows": str(len(used))}
@@ -370,17 +373,29 @@ def _rebuild(store: Path, meta: dict[str, str], found: CheckReport) -> RepairRep
     )
 
 
-def _write_kept_rows(store: Path, meta: dict[str, str], used: np.ndarray) -> tuple[str, list[tuple[int, int, str]]]:
-    """Copy rows ``used`` (sorted) of the old vector file into a new generation; returns its name and checksums."""
+def _write_kept_rows(
+    store: Path, meta: dict[str, str], used: np.ndarray, block_starts: list[int]
+) -> tuple[str, list[tuple[int, int, str]]]:
+    """Copy rows ``used`` (sorted) of the old vector file into a new generation; returns its name and checksums.
+
+    Rows of one old checksummed block stay one block (at most :data:`CHUNK_ROWS` rows), so a repair never makes
+    the blocks coarser: the next damaged byte costs no more than this one did."""
     dtype, dim = vector_dtype(meta), int(meta["dim"])
     old = store / meta["vector_file"]
     source = np.memmap(old, dtype=dtype, mode="r", shape=(int(used[-1]) + 1, dim)) if len(used) else None
+    block_of = np.searchsorted(np.asarray(sorted(block_starts), dtype=np.int64), used, side="right")
+    edges = np.flatnonzero(np.diff(block_of)) + 1
+    pieces = [
+        (start + offset, min(stop, start + offset + CHUNK_ROWS))
+        for start, stop in zip(np.concatenate(([0], edges)).tolist(), np.concatenate((edges, [len(used)])).tolist())
+        for offset in range(0, stop - start, CHUNK_ROWS)
+    ]
     chunks: list[tuple[int, int, str]] = []
 
     def blocks() -> Iterator[np.ndarray]:
-        for start in range(0, len(used), CHUNK_ROWS):
-            block = np.asarray(source[used[start : start + CHUNK_ROWS]])  # type: ignore[index]
-            chunks.extend(block_digests(block, start))
+        for start, stop in pieces:
+            block = np.asarray(source[used[start:stop]])  # type: ignore[index]
+            chunks.append((start, stop - start, chunk_digest(np.ascontiguousarray(block).tobytes())))
             yield block
 
     name = write_vector_file(store, meta["vector_file"], blocks())
