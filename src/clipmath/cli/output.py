@@ -35,6 +35,7 @@ FIELD_FLAGS = {
     "expression": "--expr",
     "checkpoint": "--checkpoint",
     "k": "--k",
+    "verified_only": "--verified-only",
     "limit": "--limit",
     "submission": "--submission",
     "half_kernel": "--half-kernel",

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from clipmath.errors import ClipmathError, StoreError
 from clipmath.imageio import ImageDecodeError, open_regular_file
 from clipmath.store.gallery import Gallery, ItemRecord
-from clipmath.store.indexer import IndexConfig, IndexReport, finish_index, plan_index
+from clipmath.store.indexer import NON_FINITE, IndexConfig, IndexReport, finish_index, finite_vector, plan_index
 
 if TYPE_CHECKING:
     from clipmath.encoders.base import Encoder
@@ -276,6 +276,8 @@ def _commit_batch(gallery: Gallery, batch: dict[str, np.ndarray], known: dict, r
             dims = pending.get(digest) or ((record.width, record.height) if record else (None, None))
             reused.append((ItemRecord(item_id, digest, size, mtime, *dims), by_hash[digest]))
             report.reused += 1
+        elif batch["has_vector"][i] and not finite_vector(batch["vector"][i], gallery.dtype):
+            bad.append((item_id, NON_FINITE, size, mtime))
         elif batch["has_vector"][i]:
             by_hash[digest] = next_row + len(records)
             pending[digest] = (int(batch["width"][i]), int(batch["height"][i]))
