@@ -36,6 +36,8 @@ FIELD_FLAGS = {
     "checkpoint": "--checkpoint",
     "k": "--k",
     "verified_only": "--verified-only",
+    "before_weight": "--before-weight",
+    "after_weight": "--after-weight",
     "limit": "--limit",
     "submission": "--submission",
     "half_kernel": "--half-kernel",

@@ -39,6 +39,7 @@ from clipmath.store.manifest import (
     SCHEMA,
     VECTOR_DTYPES,
     block_digests,
+    check_store_folder,
     connect,
     damaged,
     db_id,
@@ -109,7 +110,11 @@ class Gallery:
         ``dtype`` (``float32`` or ``float16``) is the vector precision of a new store; reopening keeps the store's own
         (an explicit different ``dtype`` is refused)."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+        check_store_folder(path)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the store folder {path}: {exc.strerror or exc}") from None
         lock_fd = take_lock(path / LOCK)
         conn = None
         try:
@@ -296,7 +301,8 @@ class Gallery:
         vector_rows = int(self.meta["vector_rows"])
         rows, chunks = [], []
         if new_items:
-            vectors = np.ascontiguousarray(new_vectors, dtype=self.dtype)
+            with np.errstate(over="ignore", invalid="ignore"):  # out of the dtype's range: refused just below
+                vectors = np.ascontiguousarray(new_vectors, dtype=self.dtype)
             if vectors.shape != (len(new_items), self.dim):
                 raise ValueError(f"expected vectors of shape {(len(new_items), self.dim)}, got {vectors.shape}")
             unusable = [r.id for r, ok in zip(new_items, np.isfinite(vectors).all(axis=1)) if not ok]

@@ -144,8 +144,40 @@ def chunk_digest(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _is_store_file(name: str) -> bool:
+    return name.startswith((MANIFEST, "vectors-", ".vectors-", "faiss-")) or name == LOCK
+
+
+def check_store_folder(path: Path) -> None:
+    """Refuse, in one line and before any work, a store path that cannot hold a store: a file, a folder with
+    other things in it than a store's files, a place that cannot be created or written. A missing folder is
+    created."""
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"{path} is a file, not a store folder (give a new or an existing store folder)")
+    if path.is_dir():
+        try:
+            foreign = next((p.name for p in path.iterdir() if not _is_store_file(p.name)), None)
+        except OSError as exc:
+            raise StoreError(f"cannot read the store folder {path}: {exc.strerror or exc}") from None
+        if foreign is not None and not (path / MANIFEST).exists():
+            raise StoreError(
+                f"{path} is a folder that is not a clipmath store (it holds {foreign!r}): give a new or an existing "
+                "store folder"
+            )
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise StoreError(f"cannot write to the store folder {path} (permission denied)")
+        return
+    try:  # created now, as the writer would: a place that cannot hold it is refused before any work
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the store folder {path}: {exc.strerror or exc}") from None
+
+
 def take_lock(path: Path) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StoreError(f"cannot write to the store folder {path.parent}: {exc.strerror or exc}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

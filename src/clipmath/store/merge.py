@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from clipmath.errors import StoreError
 from clipmath.store.check import check
 from clipmath.store.gallery import Gallery
-from clipmath.store.manifest import MANIFEST
+from clipmath.store.manifest import check_store_folder
 from clipmath.store.records import ItemRecord
 
 CHUNK = 4096
@@ -85,14 +85,6 @@ def _rerooted(item_id: str, shard_root: str, root: str) -> str:
     return item_id if prefix in ("", ".") else str(PurePosixPath(prefix) / item_id)
 
 
-def check_target(into: Path) -> None:
-    """Refuse a merge target that is a file, or a folder with other things in it than a store."""
-    if into.exists() and not into.is_dir():
-        raise StoreError(f"{into} is a file, not a store folder: merge into a new or an existing store")
-    if into.is_dir() and not (into / MANIFEST).exists() and any(into.iterdir()):
-        raise StoreError(f"{into} is a folder that is not a clipmath store: merge into a new or an existing store")
-
-
 def verify_shards(shards: Sequence[Gallery], verified_only: bool) -> list[set[str]]:
     """Check every shard; a damaged one is a one-line error unless ``verified_only`` (then: the ids to leave out)."""
     skipped = []
@@ -119,7 +111,7 @@ def merge_stores(
         raise StoreError("no shard stores to merge")
     started = time.monotonic()
     into = Path(into)
-    check_target(into)
+    check_store_folder(into)
     opened = []
     try:
         for path in shards:
