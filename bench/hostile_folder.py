@@ -2,9 +2,13 @@
 
 Each entry is made on the spot (nothing downloaded): broken and disguised images, a decompression bomb, special
 files (named pipe, device, socket), symlinks that leave the folder or loop, names that are not UTF-8 or hold a
-newline, a sideways phone photo, odd pixel formats. The indexer runs with the ``tiny-random-clip`` model (random
-weights: this checks plumbing, not quality) on a thread with a time limit, so a hang shows as a failure.
-Prints a Markdown table: file | outcome | reason.
+newline, a sideways phone photo, odd pixel formats, an image the model embeds to NaN (a simulated model fault). The
+indexer runs with the ``tiny-random-clip`` model (random weights: this checks plumbing, not quality) on a thread
+with a time limit, so a hang shows as a failure. Prints a Markdown table: file | outcome | reason.
+
+A second table tries hostile store paths and damaged stores: a store path that is a file, ``/proc/self``, a folder
+that is not a store, a place that cannot be created; a merge of a damaged shard (refused, and with
+``verified_only``), a repair after one flipped byte.
 
     python bench/hostile_folder.py [--keep DIR]
 """
@@ -119,6 +123,7 @@ def build(root: Path, outside: Path) -> dict[str, str]:
     special("loop", "symlink to the folder itself (a loop)", lambda p: os.symlink(root, p))
     special("folder.jpg", "a directory named .jpg", lambda p: p.mkdir())
     special("inside-link.jpg", "symlink to good.jpg (inside)", lambda p: os.symlink(root / "good.jpg", p))
+    put("nan-model.png", _save(Image.new("RGB", (13, 13), "gold"), "PNG"), "an image the model embeds to NaN")
     made["_socket"] = sock  # type: ignore[assignment]
     return made
 
@@ -129,6 +134,20 @@ def _shown(name: str) -> str:
         c if c.isprintable() and unicodedata.category(c) not in ("Cf", "Cs") else f"\\u{ord(c):04x}" for c in name
     )
     return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+class NaNForMarker:
+    """The tiny model, except that a 13x13 image embeds to NaN (a model fault the store must never take in)."""
+
+    def __init__(self, encoder) -> None:
+        self.encoder, self.info, self.transform = encoder, encoder.info, encoder.transform
+
+    def encode_images(self, images, batch_size: int = 32):
+        vectors = self.encoder.encode_images(images, batch_size=batch_size)
+        for i, image in enumerate(images):
+            if image.size == (13, 13):
+                vectors[i] = float("nan")
+        return vectors
 
 
 def run(keep: Path | None) -> list[tuple[str, str, str]]:
@@ -144,7 +163,9 @@ def run(keep: Path | None) -> list[tuple[str, str, str]]:
     result: list = []
     worker = threading.Thread(
         target=lambda: result.append(
-            index_folder(base / "store", root, load_encoder("tiny-random-clip"), IndexConfig(), progress=False)
+            index_folder(
+                base / "store", root, NaNForMarker(load_encoder("tiny-random-clip")), IndexConfig(), progress=False
+            )
         ),
         daemon=True,
     )
@@ -174,6 +195,50 @@ def run(keep: Path | None) -> list[tuple[str, str, str]]:
     return rows
 
 
+def store_cases(base: Path) -> list[tuple[str, str]]:
+    """Hostile store paths and damaged stores: ``(case, outcome)``."""
+    from clipmath.encoders import load_encoder
+    from clipmath.errors import ClipmathError
+    from clipmath.store import IndexConfig, check, index_folder, repair
+    from clipmath.store.merge import merge_stores
+
+    encoder = load_encoder("tiny-random-clip")
+    images = base / "few"
+    images.mkdir(parents=True, exist_ok=True)
+    for i in range(8):
+        Image.new("RGB", (16 + i, 16), (30 * i, 90, 200)).save(images / f"p{i}.png")
+    (base / "a-file").write_text("x")
+    (base / "mine").mkdir(exist_ok=True)
+    (base / "mine" / "notes.txt").write_text("x")
+
+    def outcome(call) -> str:
+        try:
+            return f"ok: {call()}"
+        except ClipmathError as exc:
+            return f"refused: {exc}"
+
+    rows = []
+    for label, store in (("a file", base / "a-file"), ("/proc/self", Path("/proc/self")),
+                         ("a folder that is not a store", base / "mine"),
+                         ("a place that cannot be created", Path("/sys/hostile.store"))):  # fmt: skip
+        rows.append((f"index --store on {label}", outcome(lambda s=store: index_folder(s, images, encoder, progress=False))))
+    shard = base / "shard"
+    index_folder(shard, images, encoder, IndexConfig(commit_every=2), progress=False)
+    vectors = next(shard.glob("vectors-*"))
+    with open(vectors, "r+b") as fh:
+        fh.seek(vectors.stat().st_size // 2)
+        fh.write(b"\xff\xfe")
+    rows.append(("merge of a shard with one flipped byte", outcome(lambda: merge_stores([shard], base / "m1", progress=False))))
+    verified = merge_stores([shard], base / "m2", progress=False, verified_only=True)
+    rows.append(("... with verified_only", f"ok: {verified.added} merged, left out: {', '.join(verified.unverified)}"))
+    fixed = repair(shard)
+    rows.append(("repair of that shard (8 items, commits of 2)",
+                 f"kept {fixed.kept_items}, dropped {', '.join(fixed.dropped_items)} ({fixed.dropped_rows} rows); "
+                 f"check after: {'ok' if check(shard).ok else 'DAMAGED'}"))  # fmt: skip
+    rows.append(("merge into a file", outcome(lambda: merge_stores([shard], base / "a-file", progress=False))))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", type=Path, help="build the folder here and keep it (default: a temporary folder)")
@@ -184,6 +249,11 @@ def main() -> None:
     print("|---|---|---|")
     for name, outcome, reason in rows:
         print(f"| `{name}` | {outcome} | {reason} |")
+    print("\n| store case | outcome |")
+    print("|---|---|")
+    base = Path(tempfile.mkdtemp(prefix="hostile-stores-"))
+    for case, outcome in store_cases(base):
+        print(f"| {case} | {outcome.replace(str(base), 'TMP')} |")
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ def test_faiss_index_round_trips_through_a_file(tmp_path):
 def test_unknown_index_and_bad_dimension():
     with pytest.raises(ClipmathError, match="unknown index"):
         make_index(clustered(10, 4, 2), "annoy")
-    with pytest.raises(ValueError, match="dimension 3"):
+    with pytest.raises(ClipmathError, match="dimension 3"):
         ExactIndex(clustered(10, 4, 2)).search(np.ones((1, 3), np.float32), 1)
 
 

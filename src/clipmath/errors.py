@@ -17,6 +17,11 @@ class StoreError(ClipmathError):
     """A gallery store is missing, corrupt, or incompatible with the request."""
 
 
+class SearchError(ClipmathError):
+    """A search that cannot mean anything: a query vector that is not finite or is zero, k below 1, a gallery that
+    is not a 2-d array of rows, an index FAISS cannot build."""
+
+
 class ComposeError(ClipmathError):
     """A composition query is missing inputs or is malformed.
 

@@ -37,6 +37,7 @@ from PIL import Image, ImageChops
 
 from clipmath.caption.difference_model import DifferenceCaptioner, build_captioner, decode_tokens
 from clipmath.compose.checkpoint import load_checkpoint
+from clipmath.compose.values import check_weight
 from clipmath.encoders.base import Encoder
 from clipmath.encoders.pair import make_pair_encoder
 from clipmath.errors import CaptionError, ClipmathError
@@ -137,6 +138,13 @@ class TrainedDifferenceCaptioner:
         return DifferenceCaption(self.describe([first], [second])[0], "trained", self.label)
 
 
+def check_weights(weights: Sequence[object]) -> tuple[float, float]:
+    """``(before_weight, after_weight)`` checked as ``lam`` is (finite, magnitude at most MAX_WEIGHT)."""
+    if len(weights) != 2:
+        raise CaptionError(f"a difference takes two weights (before, after), not {len(weights)}")
+    return check_weight(weights[0], "before_weight"), check_weight(weights[1], "after_weight")
+
+
 def difference_vector(
     encoder: Encoder,
     before: ImageInput,
@@ -146,11 +154,12 @@ def difference_vector(
     lam: float = 1.0,
 ) -> np.ndarray:
     """Unit vector ``w_after·e(after) − w_before·e(before)``; with ``reference``, unit ``reference + lam·that``."""
+    w_before, w_after = check_weights(weights)
+    lam = check_weight(lam, "lam")
     first, second = open_pair(before, after)
     if identical(first, second):
         raise CaptionError("the two images are identical: there is no difference to follow")
     vectors = encoder.encode_images([first, second])
-    w_before, w_after = weights
     direction = w_after * vectors[1] - w_before * vectors[0]
     norm = float(np.linalg.norm(direction))
     if not np.isfinite(norm) or norm < 1e-8:
@@ -184,6 +193,7 @@ def zero_shot_difference(
     """
     from clipmath.caption.decoders import DECODERS
 
+    weights = check_weights(weights)
     name = decoder or ("magic" if "magic" in DECODERS.names() else "zerocap")
     spec = DECODERS.get(name)
     label = f"zero-shot {name} ({_label(lm)}) on {encoder.info.label()}"

@@ -1,4 +1,4 @@
-"""``clipmath check STORE [--repair]``: find damage in a store, and roll it back to its last consistent commit."""
+"""``clipmath check STORE [--repair]``: find damage in a store, and repair it to the rows that still verify."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ _EXAMPLES = """Examples:
 def check(
     store: StoreArg,
     repair: Annotated[
-        bool, typer.Option("--repair", help="Roll back to the last consistent commit (says what is dropped).")
+        bool, typer.Option("--repair", help="Keep every item whose vector verifies, drop the damaged ones (and list them).")
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -40,9 +40,15 @@ def check(
             yield from (f"  found: {problem}" for problem in fixed.problems)
             yield (
                 f"kept {fixed.kept_items} items; dropped {len(fixed.dropped_items)} items, "
-                f"{fixed.dropped_rows} vector rows"
+                f"{fixed.dropped_rows} damaged vector rows"
             )
             yield from (f"  dropped: {item}" for item in fixed.dropped_items[:50])
+            if len(fixed.dropped_items) > 50:
+                yield f"  ... and {len(fixed.dropped_items) - 50} more (all of them in --json)"
+            if fixed.unreadable_items:
+                yield f"at least {fixed.unreadable_items} item rows could not be read (their ids are unknown)"
+            if fixed.vector_file:
+                yield f"the kept vectors are in {store / fixed.vector_file}"
             if fixed.damaged_copy:
                 yield f"the damaged manifest is kept as {store / fixed.damaged_copy}"
             yield "run 'clipmath index' on the folder again to re-add the dropped images"

@@ -63,9 +63,11 @@ def index(
 ) -> None:
     """Index (or update) a folder of images into a store: incremental, resumable, crash-safe."""
     from clipmath.store import Gallery, IndexConfig, index_folder
+    from clipmath.store.manifest import check_store_folder
 
     if not folder.is_dir():
         raise ClipmathError(f"image folder not found: {folder}")
+    check_store_folder(store)  # before the model loads
     if (store / "manifest.sqlite").exists() and model in (None, "auto"):
         model = Gallery.open(store).model_id  # keep using the store's model
     config = IndexConfig(

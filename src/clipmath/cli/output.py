@@ -35,10 +35,14 @@ FIELD_FLAGS = {
     "expression": "--expr",
     "checkpoint": "--checkpoint",
     "k": "--k",
+    "verified_only": "--verified-only",
+    "before_weight": "--before-weight",
+    "after_weight": "--after-weight",
     "limit": "--limit",
     "submission": "--submission",
     "half_kernel": "--half-kernel",
     "port": "--port",
+    "verified_only": "--verified-only",
     "token": "--token",
 }
 #: field names that are also values (a method is called 'text'): reworded only when the error says it is the field.

@@ -55,12 +55,20 @@ def merge(
     shards: Annotated[list[Path], typer.Argument(help="Shard stores (same model and preprocessing).")],
     into: Annotated[Path, typer.Option("--into", help="The merged store (created, or completed if it exists).")],
     store_dtype: StoreDtypeOpt = None,
+    verified_only: Annotated[
+        bool,
+        typer.Option(
+            "--verified-only", help="Merge a damaged shard's items whose vectors verify; list the others."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Merge shard stores into one: ids re-rooted under the shards' common folder, duplicate content stored once."""
+    """Merge shard stores into one: ids re-rooted under the shards' common folder, duplicate content stored once.
+
+    Every shard's checksums are verified first: a damaged shard is refused unless --verified-only."""
     from clipmath.store.merge import merge_stores
 
-    report = merge_stores(shards, into, dtype=store_dtype, progress=not as_json)
+    report = merge_stores(shards, into, dtype=store_dtype, progress=not as_json, verified_only=verified_only)
     rows = [
         ("merged store", report.into),
         ("image root", report.root),
@@ -72,9 +80,18 @@ def merge(
         ("replaced by a newer file", report.replaced),
         ("older duplicates skipped", report.older_skipped),
         ("images in the store", report.total),
+        ("left out (vector did not verify)", len(report.unverified)),
+        ("left out (vector not finite)", len(report.non_finite)),
         ("seconds", f"{report.seconds:.1f}"),
     ]
-    emit(asdict(report), as_json, lambda: key_values(rows))
+
+    def render() -> Any:
+        yield from key_values(rows)
+        yield from (f"  not verified, left out: {item}" for item in report.unverified[:50])
+        if len(report.unverified) > 50:
+            yield f"  ... and {len(report.unverified) - 50} more (all of them in --json)"
+
+    emit(asdict(report), as_json, render)
 
 
 @app.command("index-kinds", epilog="Example:\n\n  clipmath index-kinds --json")

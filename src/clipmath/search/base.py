@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from clipmath.errors import SearchError
+
 #: Per query, gallery rows that must not be returned (e.g. the reference image itself).
 Exclusions = Sequence[Sequence[int]] | None
 
@@ -60,10 +62,46 @@ def pad_results(scores: list[np.ndarray], rows: list[np.ndarray], k: int) -> Sea
 
 
 def check_queries(queries: np.ndarray, dim: int) -> np.ndarray:
-    queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+    """``queries`` as a (B, dim) float32 array; a query that is not finite or is zero is a one-line SearchError
+    (it would score every row NaN, or every row 0: no ranking at all)."""
+    queries = np.atleast_2d(np.asarray(queries))
+    if queries.ndim != 2:
+        raise SearchError(f"queries must be a 2-d array (queries x dimension), not of shape {queries.shape}")
     if queries.shape[1] != dim:
-        raise ValueError(f"queries have dimension {queries.shape[1]}, the index has {dim}")
+        raise SearchError(f"queries have dimension {queries.shape[1]}, the index has {dim}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        finite = np.isfinite(queries).all(axis=1)
+    if not finite.all():
+        raise SearchError(f"query {int(np.argmin(finite))} holds NaN or infinity: it ranks nothing")
+    zero = ~(np.abs(queries).max(axis=1) > 0) if len(queries) else np.zeros(0, bool)
+    if zero.any():
+        raise SearchError(
+            f"query {int(np.argmax(zero))} is the zero vector (its terms cancel out, e.g. +x.jpg -x.jpg): "
+            "it matches every image equally"
+        )
     return queries
+
+
+def check_k(k: object) -> int:
+    """``k`` as an int of at least 1, else a one-line SearchError."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise SearchError(f"'k' must be a whole number of at least 1, not {k!r}")
+    return int(k)
+
+
+def check_gallery(vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` if it is a (rows, dimension) array with a dimension, else a one-line SearchError."""
+    shape = getattr(vectors, "shape", None)
+    if shape is None or len(shape) != 2 or shape[1] < 1:
+        raise SearchError(f"a gallery must be a 2-d array (rows x dimension), not of shape {shape}")
+    return vectors
+
+
+def usable_rows(scores: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop candidates whose score is not finite (a gallery row holding NaN or infinity ranks nowhere)."""
+    finite = np.isfinite(scores)
+    return (scores, rows) if finite.all() else (scores[finite], rows[finite])
 
 
 def unique_rows(rows: np.ndarray) -> np.ndarray:

@@ -21,10 +21,13 @@ from clipmath.search.base import (
     Exclusions,
     SearchResults,
     VectorIndex,
+    check_gallery,
+    check_k,
     check_queries,
     pad_results,
     top_k_sorted,
     unique_rows,
+    usable_rows,
 )
 from clipmath.search.rowdot import check_half_kernel, float_dot_kernel, fused_kernel, half_scores
 
@@ -118,6 +121,7 @@ class ExactIndex(VectorIndex):
         half_kernel: str = "auto",
     ) -> None:
         self.half_kernel = check_half_kernel(half_kernel)
+        check_gallery(vectors)
         if vectors.dtype not in (np.float16, np.float32):
             vectors = np.asarray(vectors, dtype=np.float32)
         self.vectors = vectors
@@ -146,7 +150,7 @@ class ExactIndex(VectorIndex):
 
     def search(self, queries: np.ndarray, k: int, exclude: Exclusions = None) -> SearchResults:
         queries = check_queries(queries, self.dim)
-        k = max(1, int(k))
+        k = check_k(k)
         all_scores: list[np.ndarray] = []
         all_rows: list[np.ndarray] = []
         for q0 in range(0, len(queries), self.query_batch):
@@ -177,7 +181,10 @@ class ExactIndex(VectorIndex):
             best = 0.0
             for start in range(0, self.ntotal, _CONVERT_ROWS):
                 block = self._gallery_block(start, min(self.ntotal, start + _CONVERT_ROWS))
-                best = max(best, float(torch.linalg.vector_norm(block, dim=1, dtype=torch.float32).max()))
+                norms = torch.linalg.vector_norm(block, dim=1, dtype=torch.float32)
+                norms = norms[torch.isfinite(norms)]  # a row holding NaN or infinity is never a result
+                if len(norms):
+                    best = max(best, float(norms.max()))
             self._max_norm = best
         return self._max_norm
 
@@ -201,7 +208,12 @@ class ExactIndex(VectorIndex):
         return error
 
     def _scores(self, query_t: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        """(B, rows) scores of one gallery block: bandwidth-bound kernels for few queries, float32 GEMM for many."""
+        """(B, rows) scores of one gallery block (-inf for a row whose score is not finite: it ranks nowhere)."""
+        scores = self._raw_scores(query_t, start, stop)
+        return scores.nan_to_num_(nan=-torch.inf, posinf=-torch.inf)
+
+    def _raw_scores(self, query_t: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Bandwidth-bound kernels for few queries, float32 GEMM for many."""
         block = self._gallery_block(start, stop)
         if block.dtype == torch.float16 and block.device.type == "cpu" and len(query_t) >= _CPU_HALF_GEMV_QUERIES:
             return query_t.float() @ block.float().T  # many queries: one conversion of the block pays for all
@@ -274,8 +286,9 @@ class ExactIndex(VectorIndex):
             if exclude is not None and len(exclude[qi]):
                 rows = rows[~np.isin(rows, np.asarray(list(exclude[qi]), dtype=np.int64))]
             rows = unique_rows(rows)
-            scores = np.asarray(self.vectors[rows], dtype=np.float32) @ queries[qi]
-            top_scores, top_rows = top_k_sorted(scores.astype(np.float32), rows, k)
+            with np.errstate(over="ignore", invalid="ignore"):
+                scores = np.asarray(self.vectors[rows], dtype=np.float32) @ queries[qi]
+            top_scores, top_rows = top_k_sorted(*usable_rows(scores.astype(np.float32), rows), k)
             best_scores.append(top_scores)
             best_rows.append(top_rows)
         return best_scores, best_rows

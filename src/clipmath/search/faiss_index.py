@@ -12,11 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
+from clipmath.errors import SearchError
 from clipmath.search.base import (
     Exclusions,
     SearchResults,
     VectorIndex,
+    check_gallery,
+    check_k,
     check_queries,
+    usable_rows,
     pad_results,
     top_k_sorted,
     unique_rows,
@@ -37,6 +41,16 @@ def _skip_polysemous_training(index: object) -> None:
         return
     if hasattr(ivf, "do_polysemous_training"):
         ivf.do_polysemous_training = False
+
+
+def _finite_rows(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``block`` as float32 with the rows holding NaN or infinity zeroed (FAISS cannot rank NaN), and those rows."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        block = np.ascontiguousarray(block, dtype=np.float32)
+    finite = np.isfinite(block).all(axis=1)
+    if finite.all():
+        return block, np.empty(0, np.int64)
+    return np.where(finite[:, None], block, np.float32(0)), np.flatnonzero(~finite)
 
 
 def set_threads(threads: int) -> None:
@@ -62,8 +76,10 @@ class FaissIndex(VectorIndex):
     """Inner-product FAISS index over a gallery's vectors; row numbers are the gallery's rows.
 
     ``vectors`` (optional) is the gallery the index was built from, used to re-rank candidates exactly when
-    ``params.refine`` is set.
+    ``params.refine`` is set. ``unusable``: rows holding NaN or infinity (added as zeros, never returned).
     """
+
+    unusable: np.ndarray = np.empty(0, np.int64)
 
     def __init__(self, index, kind: str, params: IndexParams | None = None, vectors: np.ndarray | None = None) -> None:
         self.index = index
@@ -83,20 +99,30 @@ class FaissIndex(VectorIndex):
 
         params = params or IndexParams()
         set_threads(params.threads)
-        n, dim = vectors.shape
+        n, dim = check_gallery(vectors).shape
         description = factory or kind
-        index = faiss.index_factory(dim, description, faiss.METRIC_INNER_PRODUCT)
-        _skip_polysemous_training(index)
-        hnsw = getattr(faiss.downcast_index(index), "hnsw", None)
-        if hnsw is not None:
-            hnsw.efConstruction = params.ef_construction
-        if not index.is_trained:
-            rng = np.random.default_rng(params.seed)
-            rows = np.arange(n) if n <= params.train_size else np.sort(rng.choice(n, params.train_size, replace=False))
-            index.train(np.ascontiguousarray(vectors[rows], dtype=np.float32))
-        for start in range(0, n, _ADD_BLOCK):
-            index.add(np.ascontiguousarray(vectors[start : start + _ADD_BLOCK], dtype=np.float32))
-        return cls(index, kind, params, vectors)
+        try:
+            index = faiss.index_factory(dim, description, faiss.METRIC_INNER_PRODUCT)
+            _skip_polysemous_training(index)
+            hnsw = getattr(faiss.downcast_index(index), "hnsw", None)
+            if hnsw is not None:
+                hnsw.efConstruction = params.ef_construction
+            if not index.is_trained:
+                rng = np.random.default_rng(params.seed)
+                rows = np.arange(n) if n <= params.train_size else np.sort(rng.choice(n, params.train_size, replace=False))
+                index.train(_finite_rows(vectors[rows])[0])
+            unusable = []
+            for start in range(0, n, _ADD_BLOCK):
+                block, bad = _finite_rows(vectors[start : start + _ADD_BLOCK])
+                index.add(block)
+                unusable += (bad + start).tolist()
+        except RuntimeError as exc:  # FAISS's own refusal (e.g. more IVF lists than vectors): its first line
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            reason = text.split(" failed: ")[-1] if " failed: " in text else text.rsplit(": ", 1)[-1]
+            raise SearchError(f"FAISS cannot build the index '{description}' over {n} vectors: {reason}") from None
+        built = cls(index, kind, params, vectors)
+        built.unusable = np.asarray(unusable, dtype=np.int64)
+        return built
 
     @classmethod
     def load(
@@ -130,8 +156,9 @@ class FaissIndex(VectorIndex):
 
     def search(self, queries: np.ndarray, k: int, exclude: Exclusions = None) -> SearchResults:
         queries = check_queries(queries, self.index.d)
-        k = max(1, int(k))
+        k = check_k(k)
         extra = max((len(e) for e in exclude), default=0) if exclude is not None else 0
+        extra += len(self.unusable)  # rows holding NaN or infinity: never a result
         rerank = self.params.refine and self.vectors is not None
         fetch = min(self.ntotal, (k + extra) * (self.params.refine_factor if rerank else 1))
         if fetch == 0:
@@ -144,13 +171,16 @@ class FaissIndex(VectorIndex):
         for qi in range(len(queries)):
             found = rows[qi][rows[qi] >= 0]
             found_scores = scores[qi][rows[qi] >= 0]
+            if len(self.unusable):
+                usable = ~np.isin(found, self.unusable)
+                found, found_scores = found[usable], found_scores[usable]
             if exclude is not None and len(exclude[qi]):
                 allowed = ~np.isin(found, np.asarray(list(exclude[qi]), dtype=np.int64))
                 found, found_scores = found[allowed], found_scores[allowed]
             if rerank:
                 found = unique_rows(found)  # sorted: the re-score reads the gallery's rows forwards
                 found_scores = np.asarray(self.vectors[found], dtype=np.float32) @ queries[qi]
-            top_scores, top_rows = top_k_sorted(found_scores.astype(np.float32), found.astype(np.int64), k)
+            top_scores, top_rows = top_k_sorted(*usable_rows(found_scores.astype(np.float32), found.astype(np.int64)), k)
             out_scores.append(top_scores)
             out_rows.append(top_rows)
         return pad_results(out_scores, out_rows, k)

@@ -32,15 +32,18 @@ import numpy as np
 
 from clipmath.errors import StoreError
 from clipmath.store.manifest import (
+    CHUNK_ROWS,
     FORMAT_VERSION,
     LOCK,
     MANIFEST,
     SCHEMA,
     VECTOR_DTYPES,
-    chunk_digest,
+    block_digests,
+    check_store_folder,
     connect,
     damaged,
     db_id,
+    file_identity,
     is_new_store,
     manifest_errors,
     new_meta,
@@ -49,6 +52,7 @@ from clipmath.store.manifest import (
     take_lock,
     vector_dtype,
     write_meta,
+    write_vector_file,
 )
 from clipmath.store.records import GallerySnapshot, ItemRecord, StoreInfo
 
@@ -63,8 +67,8 @@ def check_dtype(dtype: str) -> str:
 if TYPE_CHECKING:
     from clipmath.encoders.base import EncoderInfo
 
-#: Rows per checksummed chunk when :meth:`Gallery.compact` rewrites the vector file.
-COMPACT_CHUNK_ROWS = 4096
+#: Rows per checksummed chunk (every commit and rewrite records one SHA-256 per block of this many rows).
+COMPACT_CHUNK_ROWS = CHUNK_ROWS
 
 
 class Gallery:
@@ -74,6 +78,7 @@ class Gallery:
         self.path = path
         self._conn = conn
         self._lock_fd = lock_fd
+        self._manifest_identity = file_identity(path / MANIFEST)
         with manifest_errors(path):
             self.meta = read_meta(conn, path)
         if int(self.meta["format"]) != FORMAT_VERSION:
@@ -89,7 +94,7 @@ class Gallery:
         path = Path(path)
         if not (path / MANIFEST).is_file():
             raise StoreError(f"no clipmath store at {path} (index a folder into it first)")
-        conn = connect(path / MANIFEST)
+        conn = connect(path / MANIFEST, readonly=True)
         try:
             return cls(path, conn)
         except BaseException:
@@ -105,7 +110,11 @@ class Gallery:
         ``dtype`` (``float32`` or ``float16``) is the vector precision of a new store; reopening keeps the store's own
         (an explicit different ``dtype`` is refused)."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+        check_store_folder(path)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the store folder {path}: {exc.strerror or exc}") from None
         lock_fd = take_lock(path / LOCK)
         conn = None
         try:
@@ -118,8 +127,12 @@ class Gallery:
                         meta = new_meta(encoder.model_id, encoder.backend, encoder.dim, preprocessing, root_text)
                         write_meta(conn, {**meta, "vector_dtype": check_dtype(dtype or "float32")})
                 else:
-                    read_meta(conn, path)  # a damaged store is refused, never re-initialised over its data
+                    meta = read_meta(conn, path)  # a damaged store is refused, never re-initialised over its data
+                    had_chunks = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'chunks'").fetchone()
                     conn.executescript(SCHEMA)  # adds tables of newer versions (chunks)
+                    if not had_chunks and "vector_dtype" not in meta and "checksums_from" not in meta:
+                        with conn:  # an older store: its rows so far are trusted, every later one is checksummed
+                            write_meta(conn, {"checksums_from": meta["vector_rows"]})
             gallery = cls(path, conn, lock_fd)
             gallery._check_compatible(encoder, preprocessing, root_text)
             if dtype is not None and check_dtype(dtype) != str(gallery.dtype):
@@ -151,8 +164,24 @@ class Gallery:
     def root(self) -> Path:
         return Path(self.meta["root"])
 
+    def reopen_if_replaced(self) -> bool:
+        """Reconnect a reader whose manifest file was replaced (a repair that rebuilt it); returns whether it did.
+
+        The old connection is read-only, so closing it leaves the new manifest's write-ahead log alone."""
+        identity = file_identity(self.path / MANIFEST)
+        if self._lock_fd is not None or identity is None or identity == self._manifest_identity:
+            return False
+        conn = connect(self.path / MANIFEST, readonly=True)
+        self._conn.close()
+        self._conn, self._manifest_identity = conn, identity
+        with manifest_errors(self.path):
+            self.meta = read_meta(conn, self.path)
+        return True
+
     def snapshot(self) -> GallerySnapshot:
-        """Ids and vectors of the last committed state (consistent even while a writer is appending)."""
+        """Ids and vectors of the last committed state (consistent even while a writer is appending or a repair
+        switches the store to a new generation: an old generation's files are unlinked, never shortened)."""
+        self.reopen_if_replaced()
         missing_before = None
         for _ in range(5):
             with manifest_errors(self.path):
@@ -270,17 +299,23 @@ class Gallery:
         """
         self._require_writer()
         vector_rows = int(self.meta["vector_rows"])
-        rows, chunk = [], None
+        rows, chunks = [], []
         if new_items:
-            vectors = np.ascontiguousarray(new_vectors, dtype=self.dtype)
+            with np.errstate(over="ignore", invalid="ignore"):  # out of the dtype's range: refused just below
+                vectors = np.ascontiguousarray(new_vectors, dtype=self.dtype)
             if vectors.shape != (len(new_items), self.dim):
                 raise ValueError(f"expected vectors of shape {(len(new_items), self.dim)}, got {vectors.shape}")
-            data = vectors.tobytes()
+            unusable = [r.id for r, ok in zip(new_items, np.isfinite(vectors).all(axis=1)) if not ok]
+            if unusable:
+                raise StoreError(
+                    f"refusing to store non-finite vectors (NaN or infinity in {self.dtype}) for {len(unusable)} "
+                    f"item(s), e.g. {unusable[0]!r}"
+                )
             with open(self._vector_path(self.meta["vector_file"]), "ab") as fh:
-                fh.write(data)
+                fh.write(vectors.tobytes())
                 fh.flush()
                 os.fsync(fh.fileno())
-            chunk = (vector_rows, len(new_items), chunk_digest(data))
+            chunks = block_digests(vectors, vector_rows)
             rows = [(item, vector_rows + i) for i, item in enumerate(new_items)]
             vector_rows += len(new_items)
         rows += list(reused)
@@ -306,8 +341,7 @@ class Gallery:
             self._conn.executemany("DELETE FROM bad_files WHERE id = ?", [(db_id(r.id),) for r, _ in rows])
             self._conn.executemany("INSERT OR REPLACE INTO bad_files VALUES (?, ?, ?, ?)", bad)
             self._conn.execute("DELETE FROM items WHERE id IN (SELECT id FROM bad_files)")
-            if chunk is not None:
-                self._conn.execute("INSERT OR REPLACE INTO chunks (first_row, rows, sha256) VALUES (?, ?, ?)", chunk)
+            self._conn.executemany("INSERT OR REPLACE INTO chunks (first_row, rows, sha256) VALUES (?, ?, ?)", chunks)
             write_meta(self._conn, {"vector_rows": str(vector_rows)})
         self.meta["vector_rows"] = str(vector_rows)
 
@@ -346,15 +380,11 @@ class Gallery:
         dropped = int(self.meta["vector_rows"]) - len(snapshot)
         if dropped == 0:
             return 0
-        generation = int(old_file.split("-")[1].split(".")[0]) + 1
-        new_file = f"vectors-{generation}.f32"
-        vectors = np.ascontiguousarray(snapshot.vectors, dtype=self.dtype)
-        with open(self._vector_path(new_file), "wb") as fh:
-            fh.write(vectors.tobytes())
-            fh.flush()
-            os.fsync(fh.fileno())
-        pieces = [vectors[start : start + COMPACT_CHUNK_ROWS] for start in range(0, len(vectors), COMPACT_CHUNK_ROWS)]
-        chunks = [(n * COMPACT_CHUNK_ROWS, len(piece), chunk_digest(piece.tobytes())) for n, piece in enumerate(pieces)]
+        vectors = snapshot.vectors
+        new_file = write_vector_file(
+            self.path, old_file, (vectors[start : start + CHUNK_ROWS] for start in range(0, len(vectors), CHUNK_ROWS))
+        )
+        chunks = block_digests(np.asarray(vectors, dtype=self.dtype), 0)
         with self._conn:
             self._conn.executemany(
                 "UPDATE items SET vec_row = ? WHERE id = ?",

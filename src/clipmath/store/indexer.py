@@ -250,11 +250,37 @@ def _index_chunk(
         records, vectors = _encode_files(encoder, to_decode, config, bad)
     else:  # an encoder of decoded images only: decode here
         records, vectors = _encode_decoded(encoder, to_decode, config, pool, bad)
+    records, vectors = drop_non_finite(records, vectors, gallery.dtype, bad)
     gallery.commit(records, vectors, reused, bad)
     if touched:
         gallery.touch(touched)
     report.added += len(records)
     report.bad.extend((b[0], b[1]) for b in bad)
+
+
+#: The reason recorded for an image whose embedding is not finite (it is never stored).
+NON_FINITE = "the model gave a non-finite vector (NaN or infinity) for it: not stored"
+
+
+def finite_vector(vector: np.ndarray, dtype: np.dtype) -> bool:
+    """Whether ``vector`` is finite in the store's precision (a float32 value beyond float16's range is not)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(np.asarray(vector).astype(dtype)).all())
+
+
+def drop_non_finite(
+    records: list[ItemRecord], vectors: np.ndarray | None, dtype: np.dtype, bad: list
+) -> tuple[list[ItemRecord], np.ndarray | None]:
+    """The records whose vectors are finite in ``dtype``; the others are added to ``bad`` (as bad files)."""
+    if vectors is None or not records:
+        return records, vectors
+    with np.errstate(over="ignore", invalid="ignore"):
+        keep = np.isfinite(np.asarray(vectors).astype(dtype)).all(axis=1)
+    if keep.all():
+        return records, vectors
+    bad.extend((r.id, NON_FINITE, r.size, r.mtime_ns) for r, ok in zip(records, keep.tolist()) if not ok)
+    kept = [r for r, ok in zip(records, keep.tolist()) if ok]
+    return kept, (np.asarray(vectors)[keep] if kept else None)
 
 
 def _encode_files(

@@ -25,6 +25,9 @@ MANIFEST = "manifest.sqlite"
 LOCK = "write.lock"
 #: The vector dtypes a store may declare in its ``vector_dtype`` meta value (float32 if absent).
 VECTOR_DTYPES = ("float32", "float16")
+#: Vector rows per checksum (``chunks`` row): a commit or a rewrite records one SHA-256 per block of this many rows,
+#: so one damaged byte costs a repair at most this many rows.
+CHUNK_ROWS = 1024
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -67,8 +70,14 @@ def manifest_errors(path: Path) -> Iterator[None]:
         raise damaged(path, f"manifest holds a missing or invalid value ({type(exc).__name__}: {exc})") from None
 
 
-def connect(path: Path) -> sqlite3.Connection:
+def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    """A connection to the manifest. A reader's is read-only: closing it never checkpoints or deletes the
+    write-ahead log (by name), so a reader still holding a manifest that a repair replaced cannot harm the new one."""
     try:
+        if readonly:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level="DEFERRED", check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=10000")
+            return conn
         conn = sqlite3.connect(path, isolation_level="DEFERRED", check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
@@ -135,14 +144,108 @@ def chunk_digest(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _is_store_file(name: str) -> bool:
+    return name.startswith((MANIFEST, "vectors-", ".vectors-", "faiss-")) or name == LOCK
+
+
+def check_store_folder(path: Path) -> None:
+    """Refuse, in one line and before any work, a store path that cannot hold a store: a file, a folder with
+    other things in it than a store's files, a place that cannot be created or written. A missing folder is
+    created."""
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"{path} is a file, not a store folder (give a new or an existing store folder)")
+    if path.is_dir():
+        try:
+            foreign = next((p.name for p in path.iterdir() if not _is_store_file(p.name)), None)
+        except OSError as exc:
+            raise StoreError(f"cannot read the store folder {path}: {exc.strerror or exc}") from None
+        if foreign is not None and not (path / MANIFEST).exists():
+            raise StoreError(
+                f"{path} is a folder that is not a clipmath store (it holds {foreign!r}): give a new or an existing "
+                "store folder"
+            )
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise StoreError(f"cannot write to the store folder {path} (permission denied)")
+        return
+    try:  # created now, as the writer would: a place that cannot hold it is refused before any work
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the store folder {path}: {exc.strerror or exc}") from None
+
+
 def take_lock(path: Path) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StoreError(f"cannot write to the store folder {path.parent}: {exc.strerror or exc}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         raise StoreError(f"{path.parent} is being written by another clipmath process") from None
     return fd
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """``(device, inode)`` of ``path`` (None if absent): a reader compares it to notice a replaced manifest."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def checksums_from(meta: dict[str, str], first_chunk: int | None) -> int:
+    """The first vector row that must have a checksum. A store written with checksums says so in its meta
+    (``checksums_from``, or ``vector_dtype`` which arrived with them): its rows must all be covered, whatever the
+    ``chunks`` table holds. Only an older store's first rows (before its first chunk) are trusted unverified."""
+    if meta.get("checksums_from", "").isdigit():
+        return int(meta["checksums_from"])
+    if "vector_dtype" in meta:
+        return 0
+    return int(meta["vector_rows"]) if first_chunk is None else first_chunk
+
+
+def block_digests(data: np.ndarray, first_row: int) -> list[tuple[int, int, str]]:
+    """``(first_row, rows, sha256)`` per block of :data:`CHUNK_ROWS` rows of ``data`` (rows starting at
+    ``first_row``): the ``chunks`` rows of one commit or rewrite."""
+    return [
+        (first_row + start, len(part), chunk_digest(np.ascontiguousarray(part).tobytes()))
+        for start in range(0, len(data), CHUNK_ROWS)
+        for part in (data[start : start + CHUNK_ROWS],)
+    ]
+
+
+def vector_generation(name: str) -> int:
+    """The generation number of a vector file name (``vectors-<gen>.f32``); -1 if it has none."""
+    text = name.removeprefix("vectors-").split(".", 1)[0]
+    return int(text) if text.isdigit() else -1
+
+
+def write_vector_file(store: Path, current: str, blocks: Iterator[np.ndarray]) -> str:
+    """Write ``blocks`` (rows) to a new vector file of the next generation and return its name.
+
+    The file is written under a temporary name and renamed into place: a name a reader may have mapped is never
+    truncated or rewritten (a reader of the old file keeps reading it, unlinked, until it reopens)."""
+    generation = max([vector_generation(current)] + [vector_generation(p.name) for p in store.glob("vectors-*")])
+    name = f"vectors-{generation + 1}.f32"
+    partial = store / f".{name}.partial"
+    with open(partial, "wb") as fh:
+        for block in blocks:
+            fh.write(np.ascontiguousarray(block).tobytes())
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(partial, store / name)
+    fsync_dir(store)
+    return name
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def is_new_store(conn: sqlite3.Connection, path: Path) -> bool:
@@ -166,5 +269,6 @@ def new_meta(model_id: str, backend: str, dim: int, preprocessing: str, root: st
         "vector_file": "vectors-0.f32",
         "vector_rows": "0",
         "vector_dtype": "float32",
+        "checksums_from": "0",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -7,6 +7,11 @@ so ids from different roots never collide and the result equals indexing that fo
 present in two shards with different content keeps the newer file (mtime). Each chunk is one atomic commit, so an
 interrupted merge re-run finishes the job; merging into an existing store adds what it lacks. A new merged store
 has the first shard's vector precision unless ``dtype`` says otherwise.
+
+Every shard is checked first (:func:`clipmath.store.check`, every checksum): a damaged shard is refused, naming it,
+so damage is never laundered into a store with fresh checksums. With ``verified_only`` only its items whose vectors
+verify are merged, and the others are listed (``MergeReport.unverified``). A vector that is not finite is never
+written: its item is recorded as a bad file of the merged store.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from clipmath.errors import StoreError
+from clipmath.store.check import check
 from clipmath.store.gallery import Gallery
+from clipmath.store.manifest import check_store_folder
 from clipmath.store.records import ItemRecord
 
 CHUNK = 4096
@@ -44,6 +51,8 @@ class MergeReport:
     seconds: float = 0.0
     root: str = ""
     conflicts: list[str] = field(default_factory=list)
+    unverified: list[str] = field(default_factory=list)  # shard ids left out: their vectors did not verify
+    non_finite: list[str] = field(default_factory=list)  # ids whose shard vector is NaN or infinite (bad files)
 
 
 @dataclass(frozen=True)
@@ -76,19 +85,41 @@ def _rerooted(item_id: str, shard_root: str, root: str) -> str:
     return item_id if prefix in ("", ".") else str(PurePosixPath(prefix) / item_id)
 
 
+def verify_shards(shards: Sequence[Gallery], verified_only: bool) -> list[set[str]]:
+    """Check every shard; a damaged one is a one-line error unless ``verified_only`` (then: the ids to leave out)."""
+    skipped = []
+    for shard in shards:
+        found = check(shard.path)
+        if not found.ok and not verified_only:
+            raise StoreError(
+                f"shard {shard.path} is damaged ({found.problems[0]}): repair it first, or merge only its verified "
+                "rows ('verified_only')"
+            )
+        skipped.append(set(found.bad_items))
+    return skipped
+
+
 def merge_stores(
-    shards: Sequence[str | Path], into: str | Path, dtype: str | None = None, progress: bool = True
+    shards: Sequence[str | Path],
+    into: str | Path,
+    dtype: str | None = None,
+    progress: bool = True,
+    verified_only: bool = False,
 ) -> MergeReport:
     """Merge the stores at ``shards`` into ``into`` (created if missing); see the module docstring for the rules."""
     if not shards:
         raise StoreError("no shard stores to merge")
     started = time.monotonic()
     into = Path(into)
-    opened = [Gallery.open(path) for path in shards]
+    check_store_folder(into)
+    opened = []
     try:
+        for path in shards:
+            opened.append(Gallery.open(path))
         if any(Path(g.path).resolve() == into.resolve() for g in opened):
             raise StoreError(f"{into} is one of the shards: merge into a new or another store")
         _check_same_space(opened)
+        skips = verify_shards(opened, verified_only)
         root = common_root([g.meta["root"] for g in opened])
         first = opened[0]
         facts = _StoreFacts(first.model_id, first.meta["backend"], first.dim)
@@ -98,8 +129,8 @@ def merge_stores(
         with Gallery.open_for_writing(into, facts, first.meta["preprocessing"], root, dtype) as out:  # type: ignore[arg-type]
             known = out.items()
             by_hash = out.rows_by_hash()
-            for shard in opened:
-                _merge_one(shard, out, root, known, by_hash, report, progress)
+            for shard, skip in zip(opened, skips):
+                _merge_one(shard, out, root, known, by_hash, report, progress, skip)
             report.total = out.info().count
     finally:
         for gallery in opened:
@@ -116,15 +147,24 @@ def _merge_one(
     by_hash: dict[str, int],
     report: MergeReport,
     progress: bool,
+    skip: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> None:
     snapshot = shard.snapshot()
+    non_finite: list[str] = []
     shard_root = str(Path(shard.meta["root"]).resolve())
     for start in tqdm(range(0, len(snapshot), CHUNK), desc=f"merging {shard.path.name}", disable=not progress):
         new_items: list[ItemRecord] = []
         new_rows: list[int] = []
         reused: list[tuple[ItemRecord, int]] = []
         next_row = int(out.meta["vector_rows"])
-        for item_id in snapshot.ids[start : start + CHUNK]:
+        finite = np.isfinite(np.asarray(snapshot.vectors[start : start + CHUNK])).all(axis=1)
+        for item_id, usable in zip(snapshot.ids[start : start + CHUNK], finite.tolist()):
+            if item_id in skip:
+                report.unverified.append(_rerooted(item_id, shard_root, root))
+                continue
+            if not usable:
+                non_finite.append(_rerooted(item_id, shard_root, root))
+                continue
             record = shard.record(item_id)
             if record is None:  # removed from the shard since the snapshot
                 continue
@@ -157,6 +197,8 @@ def _merge_one(
         for item_id, reason in shard.bad_files()
         if _rerooted(item_id, shard_root, root) not in known
     ]
+    bad += [(item_id, f"its vector in shard {shard.path} is not finite", None, None) for item_id in non_finite]
+    report.non_finite += non_finite
     if bad:
         out.commit(bad=bad)
         report.bad_files += len(bad)

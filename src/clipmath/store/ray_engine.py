@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from tqdm.auto import tqdm
 from clipmath.errors import ClipmathError, StoreError
 from clipmath.imageio import ImageDecodeError, open_regular_file
 from clipmath.store.gallery import Gallery, ItemRecord
-from clipmath.store.indexer import IndexConfig, IndexReport, finish_index, plan_index
+from clipmath.store.indexer import NON_FINITE, IndexConfig, IndexReport, finish_index, finite_vector, plan_index
 
 if TYPE_CHECKING:
     from clipmath.encoders.base import Encoder
@@ -49,6 +50,28 @@ class RayOptions:
     workers: int = 2
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 1.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise ClipmathError(f"'workers' must be a whole number of at least 1, not {self.workers!r}")
+        for name in ("gpus_per_worker", "cpus_per_worker"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ClipmathError(f"'{name}' must be a finite number of at least 0, not {value!r}")
+        if self.cpus_per_worker == 0 and self.gpus_per_worker == 0:
+            raise ClipmathError("each Ray worker needs a CPU or a GPU ('cpus_per_worker', 'gpus_per_worker')")
+
+    def check_capacity(self, resources: dict[str, float]) -> None:
+        """Refuse more actors than the cluster can ever run at once (Ray would wait for them forever)."""
+        for name, per_worker, unit in (("cpus_per_worker", self.cpus_per_worker, "CPU"),
+                                       ("gpus_per_worker", self.gpus_per_worker, "GPU")):
+            have = float(resources.get(unit, 0.0))
+            if per_worker and self.workers * per_worker > have:
+                fits = int(have // per_worker)
+                raise ClipmathError(
+                    f"'workers' = {self.workers} actors need {self.workers * per_worker:g} {unit}s ({per_worker:g} "
+                    f"each, '{name}'); the Ray cluster has {have:g}: use at most {fits} workers"
+                )
 
 
 def require_ray():
@@ -221,6 +244,7 @@ def index_with_ray(
     report = IndexReport(model=encoder.info.label())
     if not ray.is_initialized():
         ray.init(address=options.address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    options.check_capacity(ray.cluster_resources())
     with Gallery.open_for_writing(store, encoder.info, encoder.transform.key, root, config.dtype) as gallery:
         plan = plan_index(gallery, root, files, config, report)
         if plan.candidates:
@@ -276,6 +300,8 @@ def _commit_batch(gallery: Gallery, batch: dict[str, np.ndarray], known: dict, r
             dims = pending.get(digest) or ((record.width, record.height) if record else (None, None))
             reused.append((ItemRecord(item_id, digest, size, mtime, *dims), by_hash[digest]))
             report.reused += 1
+        elif batch["has_vector"][i] and not finite_vector(batch["vector"][i], gallery.dtype):
+            bad.append((item_id, NON_FINITE, size, mtime))
         elif batch["has_vector"][i]:
             by_hash[digest] = next_row + len(records)
             pending[digest] = (int(batch["width"][i]), int(batch["height"][i]))
