@@ -31,6 +31,16 @@ def one_error_line(code: int, err: str, *words: str) -> None:
     assert all(word in lines[-1] for word in words), lines[-1]
 
 
+def not_stores(tmp_path):
+    """A file, and a folder of someone's own: neither may become a store."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a store")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    return a_file, other
+
+
 @pytest.fixture
 def shards(tmp_path, image_folder, tiny_encoder):
     """Two shard stores of six images each (commits of 3), the first with one damaged vector block."""
@@ -74,11 +84,7 @@ def test_verified_only_merges_exactly_the_verified_rows(shards, tmp_path, monkey
 
 
 def test_store_paths_are_checked_before_the_model_loads(tmp_path, image_folder, monkeypatch, capsys):
-    a_file = tmp_path / "a_file"
-    a_file.write_text("not a store")
-    other = tmp_path / "other"
-    other.mkdir()
-    (other / "notes.txt").write_text("mine")
+    a_file, other = not_stores(tmp_path)
     cases = [(a_file, "is a file"), (other, "not a clipmath store"), ("/proc/self", "not a clipmath store")]
     cases.append(("/sys/clipmath-test.store", "cannot create"))  # sysfs: not even root may create a folder
     for store, words in cases:
@@ -90,15 +96,11 @@ def test_store_paths_are_checked_before_the_model_loads(tmp_path, image_folder, 
 
 
 def test_merge_into_a_file_or_a_foreign_folder_is_refused(shards, tmp_path, monkeypatch, capsys):
-    a_file = tmp_path / "a_file"
-    a_file.write_text("x")
-    other = tmp_path / "other"
-    other.mkdir()
-    (other / "keep.txt").write_text("x")
+    a_file, other = not_stores(tmp_path)
     for into, words in ((a_file, "is a file"), (other, "not a clipmath store")):
         code, _, err = run_cli(monkeypatch, capsys, "merge", str(shards[1]), "--into", str(into))
         one_error_line(code, err, words)
-    assert sorted(p.name for p in other.iterdir()) == ["keep.txt"]
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
 
 
 def test_an_index_faiss_cannot_build_is_one_line(tmp_path, image_folder, tiny_encoder, monkeypatch, capsys):

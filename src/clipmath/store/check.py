@@ -40,6 +40,7 @@ from clipmath.store.manifest import (
     chunk_digest,
     connect,
     fsync_dir,
+    remove_other_generations,
     py_id,
     read_meta,
     take_lock,
@@ -357,9 +358,7 @@ def _rebuild(store: Path, meta: dict[str, str], found: CheckReport) -> RepairRep
         _switch_in_place(store, new_meta, kept, chunks, salvage.bad_files, damaged_copy)
     else:
         _switch_by_rename(store, new_meta, kept, chunks, salvage.bad_files, damaged_copy)
-    if new_file != old_file:
-        (store / old_file).unlink(missing_ok=True)  # a reader that mapped it keeps its pages until it reopens
-        fsync_dir(store)
+    remove_other_generations(store, new_file)  # a reader that mapped one keeps its pages until it reopens
     return RepairReport(
         store,
         found.problems,

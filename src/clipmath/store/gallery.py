@@ -49,6 +49,7 @@ from clipmath.store.manifest import (
     new_meta,
     py_id,
     read_meta,
+    remove_other_generations,
     take_lock,
     vector_dtype,
     write_meta,
@@ -394,7 +395,7 @@ class Gallery:
             self._conn.executemany("INSERT INTO chunks (first_row, rows, sha256) VALUES (?, ?, ?)", chunks)
             write_meta(self._conn, {"vector_file": new_file, "vector_rows": str(len(snapshot))})
         self.meta.update(vector_file=new_file, vector_rows=str(len(snapshot)))
-        self._vector_path(old_file).unlink(missing_ok=True)
+        remove_other_generations(self.path, new_file)
         return dropped
 
     # ---- internals -------------------------------------------------------------------------------------

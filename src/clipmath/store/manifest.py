@@ -240,6 +240,19 @@ def write_vector_file(store: Path, current: str, blocks: Iterator[np.ndarray]) -
     return name
 
 
+def remove_other_generations(store: Path, keep: str) -> None:
+    """Unlink every vector file but ``keep`` (the old generation, and any an interrupted rewrite left behind).
+
+    Called by the writer (under the lock) once the manifest names ``keep``: a reader that still maps an old file keeps
+    reading it (an unlinked file lives on while mapped) and moves to ``keep`` on its next snapshot."""
+    for path in store.glob("vectors-*"):
+        if path.name != keep:
+            path.unlink(missing_ok=True)
+    for path in store.glob(".vectors-*.partial"):
+        path.unlink(missing_ok=True)
+    fsync_dir(store)
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
