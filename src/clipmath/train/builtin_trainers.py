@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from clipmath.errors import ClipmathError
 from clipmath.options import setting
+from clipmath.train.caption_lm import CaptionLMConfig
+from clipmath.train.config import AdapterConfig, CombinerConfig, FinetuneConfig, OtiConfig, PhiConfig
+from clipmath.train.idc import IdcAdaptConfig, IdcCaptionConfig
 from clipmath.train.run import benchmark_validator, fit_job, validator
 from clipmath.train.specs import TRAINERS, TrainerSpec, TrainJob, TrainReport
 
@@ -217,58 +220,36 @@ def run_caption_lm(job: TrainJob) -> TrainReport:
 
 
 # ---- registrations ------------------------------------------------------------------------------------------
-_CONFIGS = "clipmath.train.config"
-
-
-@dataclass(frozen=True)
-class _Builtin:
-    name: str
-    summary: str
-    inputs: type
-    config: str
-    run: Any
-    help: str = ""
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-def _register(entry: _Builtin) -> None:
-    from clipmath.registry import import_ref
-
-    TRAINERS.register(entry.name, TrainerSpec(
-        name=entry.name, summary=entry.summary, inputs=entry.inputs, config=import_ref(entry.config), run=entry.run,
-        help=entry.help, **entry.options,
-    ))  # fmt: skip
-
-
-for _entry in (
-    _Builtin("adapter", "SIMAT adaptation heads for the adapted-delta method: linear image and text heads on frozen "
+for _spec in (
+    TrainerSpec("adapter", "SIMAT adaptation heads for the adapted-delta method: linear image and text heads on frozen "
              "features, trained on image–caption pairs with a symmetric contrastive loss", CaptionedImagesInputs,
-             f"{_CONFIGS}:AdapterConfig", run_adapter,
-             "  clipmath train adapter --coco data/coco --coco-split train2017 -o runs/heads"),
-    _Builtin("finetune", "CLIP4Cir stage 1: fine-tune the towers so that img(reference) + text(caption) finds "
+             AdapterConfig, run_adapter,
+             help="  clipmath train adapter --coco data/coco --coco-split train2017 -o runs/heads"),
+    TrainerSpec("finetune", "CLIP4Cir stage 1: fine-tune the towers so that img(reference) + text(caption) finds "
              "img(target); writes a model folder (index with --model OUTPUT)", TripletInputs,
-             f"{_CONFIGS}:FinetuneConfig", run_finetune,
-             "  clipmath train finetune --triplets train.json -o runs/clip-ft --epochs 5"),
-    _Builtin("combiner", "CLIP4Cir stage 2: the Combiner network for the combiner method, on cached features of a "
-             "frozen encoder", TripletInputs, f"{_CONFIGS}:CombinerConfig", run_combiner,
-             "  clipmath train combiner --triplets train.json -o runs/combiner --val-triplets val.json"),
-    _Builtin("oti", "SEARLE optimisation-based textual inversion: one pseudo-word token per image, for the oti method "
-             "and as the teacher of phi", InversionInputs, f"{_CONFIGS}:OtiConfig", run_oti,
-             "  clipmath train oti --images data/CIRR/dev -o runs/oti --concepts concepts.json",
-             {"seeds": False}),
-    _Builtin("phi", "SEARLE's textual-inversion network phi for the searle method: image feature → pseudo-word "
-             "token, distilled from OTI tokens", PhiInputs, f"{_CONFIGS}:PhiConfig", run_phi,
-             "  clipmath train phi --oti runs/oti -o runs/phi --epochs 50 --val-triplets val.json"),
-    _Builtin("idc-adapt", "CLIP4IDC stage 1: align pair embeddings with difference captions", ChangePairInputs,
-             "clipmath.train.idc:IdcAdaptConfig", run_idc_adapt,
-             "  clipmath train idc-adapt --path data/clevr_change -o runs/idc-adapt", {"validates": False}),
-    _Builtin("idc-caption", "CLIP4IDC stage 2: the difference-caption decoder (from an idc-adapt checkpoint)",
-             ChangePairInputs, "clipmath.train.idc:IdcCaptionConfig", run_idc_caption,
-             "  clipmath train idc-caption --path data/clevr_change -o runs/idc-caption --init-from runs/idc-adapt",
-             {"validates": False}),
-    _Builtin("caption-lm", "adapt a causal LM to caption text (SimCTG objective) for the caption decoders",
-             CaptionTextInputs, "clipmath.train.caption_lm:CaptionLMConfig", run_caption_lm,
-             "  clipmath train caption-lm --texts examples/caption-corpus/coco_captions.txt -o runs/caption-lm",
-             {"validates": False, "seeds": False, "encoder": False}),
+             FinetuneConfig, run_finetune,
+             help="  clipmath train finetune --triplets train.json -o runs/clip-ft --epochs 5"),
+    TrainerSpec("combiner", "CLIP4Cir stage 2: the Combiner network for the combiner method, on cached features of a "
+             "frozen encoder", TripletInputs, CombinerConfig, run_combiner,
+             help="  clipmath train combiner --triplets train.json -o runs/combiner --val-triplets val.json"),
+    TrainerSpec("oti", "SEARLE optimisation-based textual inversion: one pseudo-word token per image, for the oti "
+             "method and as the teacher of phi", InversionInputs, OtiConfig, run_oti,
+             help="  clipmath train oti --images data/CIRR/dev -o runs/oti --concepts concepts.json",
+             seeds=False),
+    TrainerSpec("phi", "SEARLE's textual-inversion network phi for the searle method: image feature → pseudo-word "
+             "token, distilled from OTI tokens", PhiInputs, PhiConfig, run_phi,
+             help="  clipmath train phi --oti runs/oti -o runs/phi --epochs 50 --val-triplets val.json"),
+    TrainerSpec("idc-adapt", "CLIP4IDC stage 1: align pair embeddings with difference captions", ChangePairInputs,
+             IdcAdaptConfig, run_idc_adapt,
+             help="  clipmath train idc-adapt --path data/clevr_change -o runs/idc-adapt", validates=False),
+    TrainerSpec("idc-caption", "CLIP4IDC stage 2: the difference-caption decoder (from an idc-adapt checkpoint)",
+             ChangePairInputs, IdcCaptionConfig, run_idc_caption,
+             help="  clipmath train idc-caption --path data/clevr_change -o runs/idc-caption "
+             "--init-from runs/idc-adapt",
+             validates=False),
+    TrainerSpec("caption-lm", "adapt a causal LM to caption text (SimCTG objective) for the caption decoders",
+             CaptionTextInputs, CaptionLMConfig, run_caption_lm,
+             help="  clipmath train caption-lm --texts examples/caption-corpus/coco_captions.txt -o runs/caption-lm",
+             validates=False, seeds=False, encoder=False),
 ):  # fmt: skip
-    _register(_entry)
+    TRAINERS.register(_spec.name, _spec)

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from clipmath.caption.language_models import LM_INFO_FILE, LanguageModel, load_language_model, resolve_lm_name
 from clipmath.options import setting
+from clipmath.train.config import device_setting
 from clipmath.train.loop import (
     TrainingError,
     _jsonable,
@@ -61,7 +62,7 @@ class CaptionLMConfig:
     max_tokens: int = setting(40, "Captions longer than this many tokens are cut.", minimum=2)
     max_steps: int | None = setting(None, "Stop after this many steps in all (short runs).", minimum=1)
     seed: int = setting(42, "Seed of shuffling and initialisation.")
-    device: str = setting("cpu", "cpu, cuda or cuda:N.", shared=True)
+    device: str = device_setting()
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # provenance of the texts (file, count), stored as given
 

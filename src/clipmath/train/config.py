@@ -12,7 +12,21 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from clipmath.compose.searle import DEFAULT_PROMPT, InversionSettings
+from clipmath.encoders.precision import DTYPE_CHOICES
 from clipmath.options import setting
+
+
+def device_setting() -> Any:
+    """The device a trainer runs on (every command takes it: a front end fills it from its own device option)."""
+    return setting("cpu", "cpu, cuda or cuda:N.", shared=True)
+
+
+def dtype_setting() -> Any:
+    """The compute precision of a trainer (autocast; the weights stay float32)."""
+    return setting(
+        "auto", "Compute precision: auto (mixed precision on CUDA only), float32, float16 or bfloat16.",
+        choices=DTYPE_CHOICES, shared=True,
+    )  # fmt: skip
 
 
 @dataclass
@@ -24,11 +38,8 @@ class TrainConfig:
     lr: float = setting(1e-4, "AdamW learning rate.", minimum=0.0)
     weight_decay: float = setting(0.01, "AdamW weight decay.", minimum=0.0)
     seed: int = setting(42, "Random seed (weights, data order, dropout).")
-    device: str = setting("cpu", "cpu, cuda or cuda:N.", shared=True)
-    dtype: str = setting(
-        "auto", "Compute precision: auto (mixed precision on CUDA only), float32, float16 or bfloat16.",
-        choices=("auto", "float32", "float16", "bfloat16"), shared=True,
-    )  # fmt: skip
+    device: str = device_setting()
+    dtype: str = dtype_setting()
     amp: bool = setting(True, "Mixed precision on CUDA (no effect on CPU; off forces float32).")
     max_steps: int | None = setting(None, "Stop after this many optimiser steps in all.", minimum=1)
     grad_clip: float | None = setting(None, "Clip the gradient norm to this value.", minimum=0.0)
@@ -130,11 +141,8 @@ class OtiConfig(InversionSettings):
     template: str = setting("a photo of $", "Prompt whose feature must match the image's.")
     batch_size: int = setting(32, "Images inverted together.", minimum=1)
     seed: int = setting(42, "Random seed.")
-    device: str = setting("cpu", "cpu, cuda or cuda:N.", shared=True)
-    dtype: str = setting(
-        "auto", "Compute precision: auto (mixed precision on CUDA only), float32, float16 or bfloat16.",
-        choices=("auto", "float32", "float16", "bfloat16"), shared=True,
-    )  # fmt: skip
+    device: str = device_setting()
+    dtype: str = dtype_setting()
     amp: bool = setting(True, "Mixed precision on CUDA (no effect on CPU).")
     save_every: int = setting(10, "Batches between checkpoint writes (resume picks up from there).", minimum=1)
     prompt: str = setting(DEFAULT_PROMPT, _PROMPT)

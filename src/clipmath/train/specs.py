@@ -14,7 +14,7 @@ is one file (inputs, config, run function) and one registration::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -77,9 +77,6 @@ class TrainReport:
 
     payload: dict[str, Any]
     lines: list[str]
-
-    def __iter__(self) -> Iterable[str]:
-        return iter(self.lines)
 
 
 TRAINERS: Registry[TrainerSpec] = Registry("trainer", error=TrainerError, builtins="clipmath.train.builtin_trainers")
