@@ -8,7 +8,7 @@ FAISS as they are; anything else is an unknown-kind error with suggestions.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -34,6 +34,9 @@ class IndexKindSpec:
     #: ``(path, kind, params, vectors) -> index``: a built index saved next to the store is reopened with this
     #: (``None``: the kind is rebuilt on every open, as exact search is)
     load: Callable[..., VectorIndex] | None = None
+    #: kinds served by an engine outside this process (``milvus:URI``): ``(kind, vectors, ids, params, identity,
+    #: state) -> index`` over a store snapshot, nothing built here
+    attach: Callable[..., VectorIndex] | None = None
 
 
 INDEX_KINDS: Registry[IndexKindSpec] = Registry("index kind", error=IndexKindError)
@@ -48,6 +51,8 @@ def looks_like_factory(name: str) -> bool:
 
 def kind_spec(name: str) -> IndexKindSpec:
     """The spec for ``name``: a registered kind, or a FAISS factory string built as it is."""
+    if name.startswith("milvus:"):
+        return replace(INDEX_KINDS.get("milvus"), name=name)
     if name in INDEX_KINDS or not looks_like_factory(name):
         return INDEX_KINDS.get(name)
     return IndexKindSpec(
@@ -126,3 +131,26 @@ _register_faiss(
 )
 _register_faiss("ivfpq-fs", "IVF-PQ, 4-bit fast-scan codes: dim/16 bytes per vector (re-rank deep)", _ivfpq_fast_scan)
 _register_faiss("ivfpq-opq", "IVF-PQ after an OPQ rotation, <= dim/8 bytes per vector", _ivfpq_opq)
+
+
+def _attach_milvus(kind: str, *args, **kwargs) -> VectorIndex:
+    from clipmath.search.milvus import open_milvus_index
+
+    return open_milvus_index(kind, *args, **kwargs)
+
+
+def _milvus_needs_uri(vectors: np.ndarray, params: IndexParams) -> VectorIndex:
+    raise IndexKindError("the milvus kind needs a store synced to a collection: --index milvus:URI[#COLLECTION]")
+
+
+INDEX_KINDS.register(
+    "milvus",
+    IndexKindSpec(
+        "milvus",
+        "milvus:URI[#COLLECTION]: a collection filled by clipmath sync (Milvus Lite *.db or a server; "
+        "pip install 'clipmath[milvus]')",
+        True,
+        _milvus_needs_uri,
+        attach=_attach_milvus,
+    ),
+)
