@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -85,7 +86,17 @@ class Retriever:
         return True
 
     def _open_index(self, snapshot: GallerySnapshot) -> VectorIndex:
-        return open_index(snapshot.vectors, self.config.index, self.config.faiss, self.gallery.path, snapshot.state)
+        identity = {"model_id": self.gallery.model_id, "dim": self.gallery.dim}
+        identity["preprocessing"] = self.gallery.meta["preprocessing"]
+        return open_index(
+            snapshot.vectors,
+            self.config.index,
+            self.config.faiss,
+            self.gallery.path,
+            snapshot.state,
+            ids=snapshot.ids,
+            identity=identity,
+        )
 
     # ---- queries ------------------------------------------------------------------------------------
     def composer(self, method: str, checkpoint: str | None = None) -> Composer:
@@ -106,11 +117,13 @@ class Retriever:
         method: str = "sum",
         k: int = 10,
         checkpoint: str | None = None,
+        where: object | None = None,
     ) -> list[list[SearchHit]]:
         """Top-``k`` gallery hits per query.
 
         A query's reference image and its expression's images are excluded when they are in the gallery (unless
-        the config says otherwise). ``k`` beyond the gallery's size returns the whole gallery.
+        the config says otherwise). ``k`` beyond the gallery's size returns the whole gallery. ``where`` (a
+        :class:`clipmath.search.milvus.SearchFilter`) is answered by an index that takes filters (``milvus:URI``).
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ComposeError(f"'k' must be a whole number of at least 1, not {k!r}", field="k")
@@ -127,6 +140,10 @@ class Retriever:
                 index = self._transformed[key]
         exclude = exclusions_for(snapshot.ids, excluded) if excluded else None
         k = max(1, min(int(k), len(snapshot)))  # never allocate by a k larger than the gallery
+        if where:
+            if composer.transforms_gallery or "where" not in inspect.signature(index.search).parameters:
+                raise ComposeError("filters are answered by a milvus:URI index (this search has none)", field="where")
+            return index.search(vectors, k, exclude, where=where).hits(snapshot.ids)
         return index.search(vectors, k, exclude).hits(snapshot.ids)
 
     def resolve_gallery_references(self, query: CompositionQuery) -> CompositionQuery:

@@ -18,7 +18,7 @@ from typing import Any, Optional
 import typer
 from typer.core import TyperGroup
 
-from clipmath.cli import check, gallery, idc, scale
+from clipmath.cli import check, gallery, idc, scale, sync
 from clipmath.cli.output import err, error_line
 from clipmath.errors import ClipmathError
 from clipmath.registry import import_ref
@@ -77,6 +77,7 @@ app.add_typer(gallery.app)
 app.add_typer(check.app)
 app.add_typer(scale.app)
 app.add_typer(idc.app)
+app.add_typer(sync.app)
 
 
 def main() -> None:

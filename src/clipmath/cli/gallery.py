@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from clipmath.cli import scale
+from clipmath.cli import scale, sync
 from clipmath.cli.options import (
     DeviceOpt,
     DtypeOpt,
@@ -22,7 +22,7 @@ from clipmath.cli.options import (
     StoreOpt,
     ThreadsOpt,
 )
-from clipmath.cli.output import FIELD_FLAGS, emit, key_values, table
+from clipmath.cli.output import FIELD_FLAGS, emit, key_values, status, table
 from clipmath.cli.runtime import load_model, set_threads
 from clipmath.errors import ClipmathError
 from clipmath.imageio import MAX_PIXELS
@@ -132,6 +132,11 @@ def search(
     recall: scale.RecallOpt = None,
     half_kernel: scale.HalfKernelOpt = "auto",
     include_reference: Annotated[bool, typer.Option(help="Allow the reference image itself in the results.")] = False,
+    folder: sync.FolderFilterOpt = None,
+    since: sync.SinceOpt = None,
+    until: sync.UntilOpt = None,
+    caption: sync.CaptionFilterOpt = None,
+    meta: sync.MetaFilterOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "auto",
@@ -152,8 +157,11 @@ def search(
         index=index_kind, faiss=scale.index_params(device, recall, half_kernel), exclude_reference=not include_reference
     )
     retriever = Retriever.open(store, model=model, device=device, config=config, dtype=dtype)
-    hits = retriever.search([query], method=method, k=k, checkpoint=checkpoint)[0]
+    where = sync.search_filter(folder, since, until, caption, meta)
+    hits = retriever.search([query], method=method, k=k, checkpoint=checkpoint, where=where)[0]
     scale.report_tuning(retriever.index, as_json)
+    if getattr(retriever.index, "stale", False):
+        status("note: the Milvus collection was synced at another state of the store: run clipmath sync", as_json)
     label = retriever.encoder.info.label()
     payload = {
         "model": label,

@@ -31,11 +31,24 @@ def make_index(vectors: np.ndarray, kind: str = "exact", params: IndexParams | N
     return _tuned(spec, spec.build(vectors, params), vectors, params)
 
 
-def open_index(vectors: np.ndarray, kind: str, params: IndexParams, folder: Path, fingerprint: object) -> VectorIndex:
+def open_index(
+    vectors: np.ndarray,
+    kind: str,
+    params: IndexParams,
+    folder: Path,
+    fingerprint: object,
+    ids: Sequence[str] | None = None,
+    identity: dict | None = None,
+) -> VectorIndex:
     """An index of ``kind`` over ``vectors``, reusing the one saved in ``folder`` when it was built from the same
     rows (``fingerprint``: anything JSON that changes when they do). Kinds without a loader are built every time;
-    a folder that cannot be written to only means the index is rebuilt next time."""
+    a folder that cannot be written to only means the index is rebuilt next time. Kinds served elsewhere
+    (``milvus:URI``) attach to their collection: ``ids`` are the rows' ids, ``identity`` the store's embedding space
+    (model_id, preprocessing, dim) the collection must hold."""
     spec = kind_spec(kind)
+    if spec.attach is not None:
+        index = spec.attach(kind, vectors, ids, params, identity, fingerprint if isinstance(fingerprint, str) else None)
+        return _tuned(spec, index, vectors, params)
     if spec.load is None or len(vectors) == 0:
         return make_index(vectors, "exact" if len(vectors) == 0 else kind, params)
     safe = "".join(c if c.isalnum() else "_" for c in kind)

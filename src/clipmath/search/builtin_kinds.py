@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from clipmath.search.base import VectorIndex
-from clipmath.search.kinds import INDEX_KINDS, IndexKindSpec, register_faiss_kind
+from clipmath.search.kinds import INDEX_KINDS, IndexKindError, IndexKindSpec, register_faiss_kind
 from clipmath.search.params import IndexParams, ivf_lists, pq_layout
 
 
@@ -57,3 +57,26 @@ register_faiss_kind(
     "ivfpq-fs", "IVF-PQ, 4-bit fast-scan codes: dim/16 bytes per vector (re-rank deep)", _ivfpq_fast_scan
 )
 register_faiss_kind("ivfpq-opq", "IVF-PQ after an OPQ rotation, <= dim/8 bytes per vector", _ivfpq_opq)
+
+
+def _attach_milvus(kind: str, *args, **kwargs) -> VectorIndex:
+    from clipmath.search.milvus import open_milvus_index
+
+    return open_milvus_index(kind, *args, **kwargs)
+
+
+def _milvus_needs_uri(vectors: np.ndarray, params: IndexParams) -> VectorIndex:
+    raise IndexKindError("the milvus kind names its collection: milvus:URI[#COLLECTION], filled by clipmath sync")
+
+
+INDEX_KINDS.register(
+    "milvus",
+    IndexKindSpec(
+        "milvus",
+        "milvus:URI[#COLLECTION]: a collection filled by clipmath sync (Milvus Lite *.db or a server; "
+        "pip install 'clipmath[milvus]')",
+        True,
+        _milvus_needs_uri,
+        attach=_attach_milvus,
+    ),
+)

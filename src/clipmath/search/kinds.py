@@ -8,7 +8,7 @@ FAISS as they are; anything else is an unknown-kind error with suggestions.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -34,6 +34,9 @@ class IndexKindSpec:
     #: ``(path, kind, params, vectors) -> index``: a built index saved next to the store is reopened with this
     #: (``None``: the kind is rebuilt on every open, as exact search is)
     load: Callable[..., VectorIndex] | None = None
+    #: kinds served by an engine outside this process (``milvus:URI``): ``(kind, vectors, ids, params, identity,
+    #: state) -> index`` over a store snapshot, nothing built here
+    attach: Callable[..., VectorIndex] | None = None
 
 
 #: Every index kind; built-ins are registered by ``clipmath.search.builtin_kinds``.
@@ -51,6 +54,8 @@ def looks_like_factory(name: str) -> bool:
 
 def kind_spec(name: str) -> IndexKindSpec:
     """The spec for ``name``: a registered kind, or a FAISS factory string built as it is."""
+    if name.startswith("milvus:"):
+        return replace(INDEX_KINDS.get("milvus"), name=name)
     if name in INDEX_KINDS or not looks_like_factory(name):
         return INDEX_KINDS.get(name)
     return IndexKindSpec(

@@ -55,6 +55,8 @@ def recall_at_k(truth: np.ndarray, found: np.ndarray) -> float:
 
 
 def _knob_values(index: FaissIndex, knob: str | None) -> list[int]:
+    if hasattr(index, "knob_values"):  # an index served elsewhere (Milvus) knows its own ranges
+        return index.knob_values(knob)
     if knob is None:
         return [0]
     if knob == "nprobe":
@@ -67,7 +69,7 @@ def _knob_values(index: FaissIndex, knob: str | None) -> list[int]:
 
 
 def _refine_factors(index: FaissIndex, max_factor: int) -> list[int | None]:
-    if not (index.params.refine and index.vectors is not None):
+    if not (index.params.refine and getattr(index, "vectors", None) is not None):
         return [None]
     start = max(1, index.params.refine_factor)
     return [start * 2**i for i in range(64) if start * 2**i <= max(start, max_factor)]

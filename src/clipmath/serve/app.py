@@ -213,9 +213,12 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
             finally:
                 del image
 
-    @api.get("/health", response_model=Health, summary="Liveness, model and store size")
+    @api.get("/health", response_model=Health, summary="Liveness, model, store size and the index back end's state")
     def health() -> Health:
-        return Health(status="ok", model=label, store_items=len(engine.snapshot))
+        probe = getattr(retriever.index, "health", None)  # an index served elsewhere (milvus:URI) reports its state
+        backend = probe() if probe is not None else None
+        state = "ok" if backend is None or backend.get("ok") else "degraded"
+        return Health(status=state, model=label, store_items=len(engine.snapshot), backend=backend)
 
     @api.get("/info", response_model=StoreInfo, summary="The store, the model, the methods and the server's limits")
     def info() -> StoreInfo:

@@ -124,7 +124,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ClipmathError)
     async def user_error(_: Request, exc: ClipmathError) -> JSONResponse:
-        return SafeJSONResponse({"detail": str(exc)}, status_code=400)
+        # an unreachable back end (MilvusError) is the server's problem, not the request's: 503
+        return SafeJSONResponse({"detail": str(exc)}, status_code=getattr(exc, "http_status", 400))
 
     @app.exception_handler(Exception)
     async def internal_error(_: Request, exc: Exception) -> JSONResponse:

@@ -100,9 +100,10 @@ class UploadResponse(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
+    status: str = Field(description="ok, or degraded when the index back end (e.g. Milvus) does not answer.")
     model: str
     store_items: int
+    backend: dict | None = Field(default=None, description="The index back end's state (milvus:URI kinds).")
 
 
 class StoreInfo(BaseModel):
