@@ -55,8 +55,9 @@ def stores(tmp_path_factory) -> dict[str, tuple[Path, dict[str, np.ndarray]]]:
     compacted = base / "compacted" / "s"
     shutil.copytree(plain, compacted)
     gone = [_record(i).id for i in range(0, ROWS, 97)]
-    with Gallery.open_for_writing(compacted, SimpleNamespace(model_id="toy-model", backend="toy", dim=DIM), "toy",
-                                  plain.parent) as gallery:  # type: ignore[arg-type]
+    with Gallery.open_for_writing(
+        compacted, SimpleNamespace(model_id="toy-model", backend="toy", dim=DIM), "toy", plain.parent
+    ) as gallery:  # type: ignore[arg-type]
         gallery.remove(gone)
         assert gallery.compact() == len(gone)
     kept = {key: value for key, value in vectors.items() if key not in set(gone)}
@@ -145,7 +146,12 @@ def test_damaged_manifest_pages_give_a_real_dropped_list(stores, tmp_path):
     fixed = repair(store)
     assert fixed.manifest_rebuilt and all(item in vectors for item in fixed.dropped_items)
     assert 0 < len(fixed.dropped_items) + fixed.unreadable_items < 200
-    assert check(store).ok and len(Gallery.open(store).snapshot()) == fixed.kept_items == ROWS - len(fixed.dropped_items) - fixed.unreadable_items
+    assert (
+        check(store).ok
+        and len(Gallery.open(store).snapshot())
+        == fixed.kept_items
+        == ROWS - len(fixed.dropped_items) - fixed.unreadable_items
+    )
 
 
 _READER = """

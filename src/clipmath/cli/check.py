@@ -24,7 +24,8 @@ _EXAMPLES = """Examples:
 def check(
     store: StoreArg,
     repair: Annotated[
-        bool, typer.Option("--repair", help="Keep every item whose vector verifies, drop the damaged ones (and list them).")
+        bool,
+        typer.Option("--repair", help="Keep every item whose vector verifies, drop the damaged ones (and list them)."),
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:

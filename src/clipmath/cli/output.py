@@ -42,7 +42,6 @@ FIELD_FLAGS = {
     "submission": "--submission",
     "half_kernel": "--half-kernel",
     "port": "--port",
-    "verified_only": "--verified-only",
     "token": "--token",
 }
 #: field names that are also values (a method is called 'text'): reworded only when the error says it is the field.

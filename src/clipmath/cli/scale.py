@@ -57,9 +57,7 @@ def merge(
     store_dtype: StoreDtypeOpt = None,
     verified_only: Annotated[
         bool,
-        typer.Option(
-            "--verified-only", help="Merge a damaged shard's items whose vectors verify; list the others."
-        ),
+        typer.Option("--verified-only", help="Merge a damaged shard's items whose vectors verify; list the others."),
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:

@@ -20,10 +20,10 @@ from clipmath.search.base import (
     check_gallery,
     check_k,
     check_queries,
-    usable_rows,
     pad_results,
     top_k_sorted,
     unique_rows,
+    usable_rows,
 )
 from clipmath.search.params import IndexParams
 
@@ -109,7 +109,9 @@ class FaissIndex(VectorIndex):
                 hnsw.efConstruction = params.ef_construction
             if not index.is_trained:
                 rng = np.random.default_rng(params.seed)
-                rows = np.arange(n) if n <= params.train_size else np.sort(rng.choice(n, params.train_size, replace=False))
+                rows = (
+                    np.arange(n) if n <= params.train_size else np.sort(rng.choice(n, params.train_size, replace=False))
+                )
                 index.train(_finite_rows(vectors[rows])[0])
             unusable = []
             for start in range(0, n, _ADD_BLOCK):
@@ -180,7 +182,9 @@ class FaissIndex(VectorIndex):
             if rerank:
                 found = unique_rows(found)  # sorted: the re-score reads the gallery's rows forwards
                 found_scores = np.asarray(self.vectors[found], dtype=np.float32) @ queries[qi]
-            top_scores, top_rows = top_k_sorted(*usable_rows(found_scores.astype(np.float32), found.astype(np.int64)), k)
+            top_scores, top_rows = top_k_sorted(
+                *usable_rows(found_scores.astype(np.float32), found.astype(np.int64)), k
+            )
             out_scores.append(top_scores)
             out_rows.append(top_rows)
         return pad_results(out_scores, out_rows, k)

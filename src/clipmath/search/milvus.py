@@ -327,7 +327,7 @@ class MilvusIndex(VectorIndex):
         self.kind = PREFIX + target.where()
         self.client = connect(target)
         if not call(target, "look up the collection", self.client.has_collection, target.collection):
-            raise MilvusError(f"{target.where()} has no collection yet: run clipmath sync STORE --to milvus:URI first")
+            raise MilvusError(f"{target.where()} has no collection yet: sync the store to it first (clipmath sync)")
         props = properties(target, self.client)
         if identity:
             check_identity(target, props, identity)

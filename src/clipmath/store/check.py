@@ -25,8 +25,8 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -40,9 +40,9 @@ from clipmath.store.manifest import (
     chunk_digest,
     connect,
     fsync_dir,
-    remove_other_generations,
     py_id,
     read_meta,
+    remove_other_generations,
     take_lock,
     vector_dtype,
     write_meta,

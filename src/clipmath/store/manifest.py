@@ -75,7 +75,9 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     write-ahead log (by name), so a reader still holding a manifest that a repair replaced cannot harm the new one."""
     try:
         if readonly:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level="DEFERRED", check_same_thread=False)
+            conn = sqlite3.connect(
+                f"file:{path}?mode=ro", uri=True, isolation_level="DEFERRED", check_same_thread=False
+            )
             conn.execute("PRAGMA busy_timeout=10000")
             return conn
         conn = sqlite3.connect(path, isolation_level="DEFERRED", check_same_thread=False)

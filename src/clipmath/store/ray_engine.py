@@ -63,8 +63,10 @@ class RayOptions:
 
     def check_capacity(self, resources: dict[str, float]) -> None:
         """Refuse more actors than the cluster can ever run at once (Ray would wait for them forever)."""
-        for name, per_worker, unit in (("cpus_per_worker", self.cpus_per_worker, "CPU"),
-                                       ("gpus_per_worker", self.gpus_per_worker, "GPU")):
+        for name, per_worker, unit in (
+            ("cpus_per_worker", self.cpus_per_worker, "CPU"),
+            ("gpus_per_worker", self.gpus_per_worker, "GPU"),
+        ):
             have = float(resources.get(unit, 0.0))
             if per_worker and self.workers * per_worker > have:
                 fits = int(have // per_worker)
