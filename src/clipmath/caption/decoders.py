@@ -2,7 +2,7 @@
 the decoder registry :data:`DECODERS`.
 
     from clipmath.caption import DECODERS
-    spec = DECODERS.get("magic")                        # or "zerocap"
+    spec = DECODERS.get("magic")                        # or "zerocap", "memory", "decap"
     decoder = spec.create(lm, encoder, beam_width=8)    # options: fields of spec.options_class()
     best = decoder.caption(target_vector)[0]            # any (D,) vector of the encoder's space
     print(best.full_text, best.clip_score, best.seconds)
@@ -72,6 +72,7 @@ class DecoderSpec:
     description: str
     factory: str  # "module:Class", called as Class(lm, encoder, options)
     options: str  # "module:OptionsDataclass"
+    uses_lm: bool = True  # False: the decoder ignores ``lm`` (front ends need not load one; pass None)
 
     def options_class(self) -> type:
         return import_ref(self.options)
@@ -108,6 +109,27 @@ DECODERS.register(
         "similarity to the target (fast)",
         "clipmath.caption.magic:MagicDecoder",
         "clipmath.caption.magic:MagicConfig",
+    ),
+)
+DECODERS.register(
+    "memory",
+    DecoderSpec(
+        "memory",
+        "nearest captions of a text corpus (option corpus): no language model, no training, milliseconds",
+        "clipmath.caption.memory:MemoryDecoder",
+        "clipmath.caption.memory:MemoryConfig",
+        uses_lm=False,
+    ),
+)
+DECODERS.register(
+    "decap",
+    DecoderSpec(
+        "decap",
+        "DeCap: a small decoder trained on captions alone (option checkpoint), decoding the target projected onto "
+        "a memory of corpus captions; one forward pass per word",
+        "clipmath.caption.decap:DecapDecoder",
+        "clipmath.caption.decap:DecapOptions",
+        uses_lm=False,
     ),
 )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
@@ -24,6 +25,10 @@ _EXAMPLES = """Examples:
   clipmath caption --image sign.jpg --preset ocr --lm smollm2-135m --json
 
   clipmath caption --image photo.jpg --decoder magic        # gradient-free MAGIC decoding: seconds, not minutes
+
+  clipmath caption --image photo.jpg --decoder memory --corpus examples/caption-corpus/coco_captions.txt
+
+  clipmath caption --expr '+woman.jpg +king.jpg -man.jpg' --decoder decap --checkpoint runs/decap
 """
 
 
@@ -54,8 +59,16 @@ def caption(
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed (decoding is deterministic under it).")] = 0,
     decoder: Annotated[
-        str, typer.Option(help="zerocap (gradient steps per token, slow) or magic (gradient-free, fast).")
+        str,
+        typer.Option(
+            help="zerocap (gradient steps per token, slow), magic (gradient-free, fast), memory (nearest corpus "
+            "captions, --corpus) or decap (a decoder trained on captions alone, --checkpoint)."
+        ),
     ] = "zerocap",
+    corpus: Annotated[
+        Optional[str], typer.Option(help="memory/decap: caption corpus (one a line, or JSON).")
+    ] = None,
+    checkpoint: Annotated[Optional[str], typer.Option(help="decap: the trained decoder's folder.")] = None,
     top_k: Annotated[Optional[int], typer.Option("--top-k", min=1, help="magic: LM candidates per token (45).")] = None,
     alpha: Annotated[Optional[float], typer.Option(help="magic: degeneration penalty weight (0.1).")] = None,
     beta: Annotated[Optional[float], typer.Option(help="magic: target similarity weight (2.0).")] = None,
@@ -93,20 +106,23 @@ def caption(
         "seed": seed,
     }
     config = replace_fields(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
-    language_model = load_language_model(lm, device=device)
-    status(f"model: {encoder.info.label()} · language model: {language_model.label()}", as_json)
+    from clipmath.caption import DECODERS
+
+    spec = DECODERS.get(decoder)
+    language_model = load_language_model(lm, device=device) if spec.uses_lm else None
+    lm_label = language_model.label() if language_model is not None else "none"
+    status(f"model: {encoder.info.label()} · language model: {lm_label}", as_json)
     if decoder == "zerocap":
         captions = run_caption(target, language_model, encoder, config, progress=not as_json)
     else:
-        from clipmath.caption import DECODERS
-
-        magic = {"cond_text": config.cond_text, "max_length": max_length, "k": top_k, "alpha": alpha, "beta": beta}
-        spec = DECODERS.get(decoder)
-        config = spec.make_options(**{k: v for k, v in magic.items() if v is not None})
+        given = {"cond_text": config.cond_text, "max_length": max_length, "k": top_k, "alpha": alpha, "beta": beta}
+        given.update(corpus=corpus, checkpoint=checkpoint, beam_size=beam_size)
+        fields = {f.name for f in dataclasses.fields(spec.options_class())}  # options of other decoders: ignored
+        config = spec.make_options(**{k: v for k, v in given.items() if v is not None and k in fields})
         captions = spec.create(language_model, encoder, config).caption(target, progress=not as_json)
     payload = {
         "model": encoder.info.label(),
-        "language_model": language_model.label(),
+        "language_model": lm_label,
         "decoder": decoder,
         "config": asdict(config),
         "seconds": captions[0].seconds,
