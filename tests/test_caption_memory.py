@@ -134,3 +134,27 @@ def test_a_memory_refuses_another_space():
     memory = CaptionMemory.build(CORPUS, ToyEncoder())
     with pytest.raises(CaptionError, match="embedded by toy-words"):
         MemoryDecoder(None, ToyEncoder("other-model"), memory=memory)
+
+
+def test_the_bench_refuses_a_corpus_holding_an_evaluated_photos_references(tmp_path):
+    import subprocess
+    import sys
+
+    from clipmath.caption.memory import overlapping_captions
+    from tests.conftest import EXAMPLES, REPO
+    from tests.test_cli import SRC_ENV
+
+    references = json.loads((EXAMPLES / "captions.json").read_text())
+    photo = sorted(references)[0]
+    reference = references[photo]["captions"][2]
+    shipped = EXAMPLES / "caption-corpus" / "coco_captions.txt"
+    assert overlapping_captions(read_corpus(shipped), [c for r in references.values() for c in r["captions"]]) == []
+    leaking = tmp_path / "leak.txt"
+    leaking.write_text(shipped.read_text().splitlines()[0] + "\n" + reference.upper().rstrip(".") + " .\n")
+    assert overlapping_captions(read_corpus(leaking), [reference]) == [reference]
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "caption_bench.py"), "--corpus", str(leaking), "--out", str(tmp_path / "o.json")],
+        capture_output=True, text=True, timeout=300, env=SRC_ENV,
+    )
+    assert result.returncode == 2 and "reference caption" in result.stderr and reference in result.stderr, result.stderr
+    assert not (tmp_path / "o.json").exists()

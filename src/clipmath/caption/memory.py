@@ -286,3 +286,14 @@ class MemoryDecoder:
         found = self.memory.nearest(target, config.captions)
         seconds = time.perf_counter() - started
         return [Caption(text, "", score, 0.0, continuation=text, seconds=seconds) for text, score in found]
+
+
+def _normalised(text: str) -> str:
+    return " ".join(text.lower().replace(".", " ").split())
+
+
+def overlapping_captions(corpus: Sequence[str], references: Sequence[str]) -> list[str]:
+    """The reference captions that the corpus also holds (case, spacing and full stops ignored): a corpus used to
+    caption evaluated photos must hold none of their references, or the scores measure a lookup."""
+    held = {_normalised(t) for t in corpus}
+    return sorted({r for r in references if _normalised(r) in held})
