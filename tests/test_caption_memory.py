@@ -158,3 +158,37 @@ def test_the_bench_refuses_a_corpus_holding_an_evaluated_photos_references(tmp_p
     )
     assert result.returncode == 2 and "reference caption" in result.stderr and reference in result.stderr, result.stderr
     assert not (tmp_path / "o.json").exists()
+
+
+def test_the_caption_command_and_the_server_use_the_memory_decoder(tmp_path, tiny_encoder):
+    from types import SimpleNamespace
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from clipmath.cli import app
+    from clipmath.cli.serve import server_captioner
+    from tests.conftest import GALLERY
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(CORPUS) + "\n")
+    arithmetic = GALLERY / "arithmetic"
+    expr = f"+{arithmetic / 'woman2.jpg'} +{arithmetic / 'king2.jpg'} -{arithmetic / 'man2.jpg'}"
+    common = ["--decoder", "memory", "--corpus", str(corpus), "--model", "tiny-random-clip", "--beam-size", "2", "--json"]
+    for source in (["--image", str(arithmetic / "king2.jpg")], ["--expr", expr]):
+        result = CliRunner().invoke(app, ["caption", *source, *common])
+        assert result.exit_code == 0, result.output
+        payload = json.loads(result.stdout)
+        assert payload["language_model"] == "none" and payload["decoder"] == "memory"
+        assert len(payload["captions"]) == 5 and {c["text"] for c in payload["captions"]} == set(CORPUS)
+    no_corpus = ["caption", "--image", str(arithmetic / "king2.jpg"), "--decoder", "memory", "--model", "tiny-random-clip"]
+    missing = CliRunner().invoke(app, no_corpus)
+    assert isinstance(missing.exception, CaptionError) and "corpus" in str(missing.exception)  # main(): exit 2
+
+    assert server_captioner(tiny_encoder, None, None, "memory") is None  # no corpus: captions stay off
+    captioner = server_captioner(tiny_encoder, None, None, "memory", "cpu", {"corpus": str(corpus)})
+    assert captioner.captions_label.startswith("nearest caption")
+    vector = tiny_encoder.encode_texts([CORPUS[1]])[0]
+    assert captioner.caption([SimpleNamespace(vector=vector)]) == [CORPUS[1]]
+    before, after = (Image.open(arithmetic / name).convert("RGB") for name in ("man2.jpg", "woman2.jpg"))
+    assert captioner.difference(SimpleNamespace(image=before), SimpleNamespace(image=after)) in CORPUS

@@ -88,8 +88,16 @@ def serve(
         ),
     ] = None,
     decoder: Annotated[
-        str, typer.Option(help="Caption decoder for --caption-lm: magic (fast) or zerocap (slower, often better).")
+        str,
+        typer.Option(
+            help="Caption decoder: magic (fast) or zerocap (slower) with --caption-lm; memory (nearest captions of "
+            "--caption-corpus) or decap (--caption-checkpoint) need no language model."
+        ),
     ] = "magic",
+    caption_corpus: Annotated[
+        Optional[str], typer.Option(help="memory/decap: the caption corpus (one caption a line, or JSON).")
+    ] = None,
+    caption_checkpoint: Annotated[Optional[str], typer.Option(help="decap: the trained decoder's folder.")] = None,
     threads: ThreadsOpt = None,
 ) -> None:
     """Serve a store over HTTP: a JSON API (documented at /docs) and a web page for composed search."""
@@ -112,7 +120,10 @@ def serve(
     check_port_free(host, port)  # before the model loads
     set_threads(threads)
     retriever = Retriever.open(store, model, device, RetrieverConfig(index=index_kind), dtype=dtype)
-    captioner = server_captioner(retriever.encoder, caption_lm, diff_checkpoint, decoder, device)
+    options = {"corpus": caption_corpus, "checkpoint": caption_checkpoint}
+    captioner = server_captioner(
+        retriever.encoder, caption_lm, diff_checkpoint, decoder, device, {k: v for k, v in options.items() if v}
+    )
     web_app = create_app(retriever, config, captioner=captioner)
     shown_host = f"[{host}]" if ":" in host else host
     address = f"http://{shown_host}:{port}/" + (f"#token={token}" if token else "")
@@ -123,40 +134,52 @@ def serve(
     run_server(web_app, config)
 
 
-_DECODER_NAMES = {"zerocap": "ZeroCap", "magic": "MAGIC"}
+_DECODER_NAMES = {"zerocap": "ZeroCap", "magic": "MAGIC", "memory": "nearest caption", "decap": "DeCap"}
 
 
 def server_captioner(
-    encoder: Any, lm_name: Optional[str], diff_checkpoint: Optional[Path], decoder: str = "magic", device: str = "cpu"
+    encoder: Any,
+    lm_name: Optional[str],
+    diff_checkpoint: Optional[Path],
+    decoder: str = "magic",
+    device: str = "cpu",
+    decoder_options: Optional[dict] = None,
 ) -> Any:
-    """The server's captioner, or None when neither a language model nor a difference checkpoint is given.
+    """The server's captioner, or None when neither a language model (for a decoder that uses one), decoder options
+    (for one that does not) nor a difference checkpoint is given.
 
-    Image captions: ``decoder`` (a :data:`clipmath.caption.DECODERS` entry) steered by the subject's embedding.
-    Difference captions: the trained CLIP4IDC checkpoint when given (it must be of ``encoder``), else zero-shot
-    with the same decoder on ``after − before``.
+    Image captions: ``decoder`` (a :data:`clipmath.caption.DECODERS` entry, with ``decoder_options``) steered by
+    the subject's embedding. Difference captions: the trained CLIP4IDC checkpoint when given (it must be of
+    ``encoder``), else zero-shot with the same decoder on ``after − before``.
     """
-    if not lm_name and diff_checkpoint is None:
-        return None
     from clipmath.caption.decoders import DECODERS
+
+    spec = DECODERS.get(decoder)  # an unknown name: one line, with the close matches
+    decoder_options = dict(decoder_options or {})
+    enabled = bool(lm_name) if spec.uses_lm else bool(decoder_options)
+    if not enabled and diff_checkpoint is None:
+        return None
     from clipmath.caption.difference import difference_fn
     from clipmath.serve.captioning import FunctionCaptioner
 
-    spec = DECODERS.get(decoder)  # an unknown name: one line, with the close matches
     caption_fn = describe_difference = None
     label = difference_label = ""
-    if lm_name:
-        from clipmath.caption import load_language_model
+    if enabled:
+        language_model = None
+        if spec.uses_lm:
+            from clipmath.caption import load_language_model
 
-        language_model = load_language_model(lm_name, device=device)
-        image_decoder = spec.create(language_model, encoder)
+            language_model = load_language_model(lm_name, device=device)
+        image_decoder = spec.create(language_model, encoder, **decoder_options)
         shown = _DECODER_NAMES.get(spec.name, spec.name)
-        label = f"{shown} · {language_model.label()}"
+        by = language_model.label() if language_model is not None else encoder.info.label()
+        label = f"{shown} · {by}"
 
         def caption_fn(subjects: list) -> list[str]:
             return [image_decoder.caption(subject.vector)[0].full_text for subject in subjects]
 
-        describe_difference = difference_fn(encoder=encoder, lm=language_model, decoder=spec.name)
-        difference_label = f"zero-shot {shown} · {language_model.label()}"
+        describe_difference = difference_fn(encoder=encoder, lm=language_model, decoder=spec.name, **decoder_options)
+        difference_label = f"zero-shot {shown} · {by}"
     if diff_checkpoint is not None:
         describe_difference = difference_fn(diff_checkpoint, encoder)
         difference_label = f"CLIP4IDC {diff_checkpoint.name} on {encoder.info.label()}"
