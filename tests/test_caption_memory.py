@@ -152,12 +152,16 @@ def test_the_bench_refuses_a_corpus_holding_an_evaluated_photos_references(tmp_p
     leaking = tmp_path / "leak.txt"
     leaking.write_text(shipped.read_text().splitlines()[0] + "\n" + reference.upper().rstrip(".") + " .\n")
     assert overlapping_captions(read_corpus(leaking), [reference]) == [reference]
+    out = tmp_path / "o.json"
     result = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "caption_bench.py"), "--corpus", str(leaking), "--out", str(tmp_path / "o.json")],
-        capture_output=True, text=True, timeout=300, env=SRC_ENV,
+        [sys.executable, str(REPO / "bench" / "caption_bench.py"), "--corpus", str(leaking), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=SRC_ENV,
     )
     assert result.returncode == 2 and "reference caption" in result.stderr and reference in result.stderr, result.stderr
-    assert not (tmp_path / "o.json").exists()
+    assert not out.exists()
 
 
 def test_the_caption_command_and_the_server_use_the_memory_decoder(tmp_path, tiny_encoder):
@@ -174,15 +178,16 @@ def test_the_caption_command_and_the_server_use_the_memory_decoder(tmp_path, tin
     corpus.write_text("\n".join(CORPUS) + "\n")
     arithmetic = GALLERY / "arithmetic"
     expr = f"+{arithmetic / 'woman2.jpg'} +{arithmetic / 'king2.jpg'} -{arithmetic / 'man2.jpg'}"
-    common = ["--decoder", "memory", "--corpus", str(corpus), "--model", "tiny-random-clip", "--beam-size", "2", "--json"]
+    common = ["--decoder", "memory", "--corpus", str(corpus), "--model", "tiny-random-clip", "--beam-size", "2"]
+    common.append("--json")  # --beam-size: another decoder's option, ignored
     for source in (["--image", str(arithmetic / "king2.jpg")], ["--expr", expr]):
         result = CliRunner().invoke(app, ["caption", *source, *common])
         assert result.exit_code == 0, result.output
         payload = json.loads(result.stdout)
         assert payload["language_model"] == "none" and payload["decoder"] == "memory"
         assert len(payload["captions"]) == 5 and {c["text"] for c in payload["captions"]} == set(CORPUS)
-    no_corpus = ["caption", "--image", str(arithmetic / "king2.jpg"), "--decoder", "memory", "--model", "tiny-random-clip"]
-    missing = CliRunner().invoke(app, no_corpus)
+    no_corpus = ["--decoder", "memory", "--model", "tiny-random-clip"]
+    missing = CliRunner().invoke(app, ["caption", "--image", str(arithmetic / "king2.jpg"), *no_corpus])
     assert isinstance(missing.exception, CaptionError) and "corpus" in str(missing.exception)  # main(): exit 2
 
     assert server_captioner(tiny_encoder, None, None, "memory") is None  # no corpus: captions stay off

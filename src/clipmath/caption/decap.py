@@ -2,7 +2,7 @@
 
 Training (:mod:`clipmath.train.decap`): a transformer decoder, trained from scratch, learns to write each corpus
 caption from the frozen encoder's embedding of that same caption (the embedding is the decoder's first position, a
-*prefix*). No image is seen. CapDec's variant adds Gaussian noise to the prefix while training (``noise_variance``).
+*prefix*). No image is seen. CapDec's variant adds Gaussian noise to the prefix in training (``noise_variance``).
 
 Decoding (:class:`DecapDecoder`): an image embedding does not lie where text embeddings do (the modality gap), so it
 is first projected onto a memory of corpus text embeddings — ``normalise(Σ softmax(v·t_i / τ) t_i)``, τ = 0.01 over
@@ -238,7 +238,10 @@ class DecapDecoder:
             self.memory.check_space(encoder)
 
     def caption(
-        self, target_embedding: np.ndarray | torch.Tensor, config: DecapOptions | None = None, progress: Progress = False
+        self,
+        target_embedding: np.ndarray | torch.Tensor,
+        config: DecapOptions | None = None,
+        progress: Progress = False,
     ) -> list[Caption]:
         config = config or self.config
         started = time.perf_counter()

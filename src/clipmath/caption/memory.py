@@ -42,28 +42,14 @@ DECAP_TEMPERATURE = 0.01  # DeCap's projection: softmax(100 · cosine)
 
 def read_corpus(path: str | Path) -> list[str]:
     """Caption texts from a file: one per line, or JSON (a list of strings, or of items with a ``captions`` list,
-    or a dict of such items). Blank lines are skipped; duplicates are kept (a caption said twice weighs twice)."""
+    or a dict of such items), runs of whitespace collapsed. Duplicates are kept (a caption said twice weighs twice).
+    """
+    from clipmath.train.caption_lm import read_caption_texts  # the one reader of caption text files
+
     path = Path(path).expanduser()
     if not path.is_file():
         raise CaptionError(f"caption corpus not found: {path}")
-    raw = path.read_text(encoding="utf-8")
-    if path.suffix.lower() != ".json":
-        texts = [" ".join(line.split()) for line in raw.splitlines()]
-    else:
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise CaptionError(f"{path} is not valid JSON: {exc}") from None
-        texts = []
-        for item in data.values() if isinstance(data, dict) else data:
-            if isinstance(item, str):
-                texts.append(item)
-            elif isinstance(item, dict) and isinstance(item.get("captions"), list):
-                texts.extend(str(c) for c in item["captions"])
-            else:
-                raise CaptionError(f"{path}: expected strings or items with a 'captions' list, got {str(item)[:60]!r}")
-        texts = [" ".join(t.split()) for t in texts]
-    texts = [t for t in texts if t]
+    texts = [" ".join(t.split()) for t in read_caption_texts(path)]
     if not texts:
         raise CaptionError(f"caption corpus {path} holds no captions")
     return texts
@@ -278,7 +264,10 @@ class MemoryDecoder:
         self.memory = memory
 
     def caption(
-        self, target_embedding: np.ndarray | torch.Tensor, config: MemoryConfig | None = None, progress: Progress = False
+        self,
+        target_embedding: np.ndarray | torch.Tensor,
+        config: MemoryConfig | None = None,
+        progress: Progress = False,
     ) -> list[Caption]:
         config = config or self.config
         started = time.perf_counter()

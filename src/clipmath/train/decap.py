@@ -150,7 +150,9 @@ class DecapTask(TrainingTask):
 def _held_out(count: int, wanted: int, seed: int) -> np.ndarray:
     """Sorted row numbers of the held-out captions: a seeded choice, the same for every run of that seed."""
     wanted = max(0, min(wanted, count // 10))
-    return np.sort(np.random.default_rng(seed).choice(count, size=wanted, replace=False)) if wanted else np.array([], int)
+    if not wanted:
+        return np.array([], dtype=int)
+    return np.sort(np.random.default_rng(seed).choice(count, size=wanted, replace=False))
 
 
 def held_out_validator(meteor: bool = False) -> ValidateFn:
