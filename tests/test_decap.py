@@ -4,6 +4,7 @@ the `decap` decoder (the encoder check, memory projection). Tiny random encoder:
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import numpy as np
 import pytest
@@ -43,9 +44,14 @@ def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_loss_falls_and_the_reloaded_checkpoint_equals_the_trained_decoder(tiny_encoder, corpus, tmp_path):
-    result = train_decap(tiny_encoder, corpus, DecapConfig(**SMALL), tmp_path / "run")
+    result = train_decap(tiny_encoder, corpus, DecapConfig(**{**SMALL, "validation_captions": 12}), tmp_path / "run")
     losses = [epoch["loss"] for epoch in result.history]
     assert len(losses) == 3 and losses[-1] < 0.8 * losses[0], losses
+    held = set(result.task.held_rows.tolist())
+    assert len(held) == 12 and len(result.task.memory) == len(TEXTS) - 12  # held-out captions: not in the memory
+    assert not {TEXTS[i] for i in held} & set(result.task.memory.texts)
+    if shutil.which("java"):  # per-epoch validation: held-out captions through projection and decoding
+        assert all(0 <= epoch["metrics"]["CIDEr"] for epoch in result.history)
     trained = result.task.model
     loaded = TrainedDecap.load(tmp_path / "run", tiny_encoder)
     for name, tensor in weights(trained).items():

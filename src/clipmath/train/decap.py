@@ -16,6 +16,8 @@ caption itself (CIDEr, BLEU-4; one reference each, so lower than image-caption s
 
 from __future__ import annotations
 
+import logging
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +40,8 @@ from clipmath.caption.memory import DECAP_TEMPERATURE, CaptionMemory, corpus_dig
 from clipmath.encoders.base import Encoder
 from clipmath.train.config import TrainConfig
 from clipmath.train.loop import TrainingError, TrainingTask, TrainResult, ValidateFn, fit
+
+log = logging.getLogger(__name__)
 
 
 def _opt(default: Any, help: str) -> Any:  # noqa: A002 - the metadata key front ends read
@@ -187,5 +191,10 @@ def train_decap(
     """
     config = config or DecapConfig()
     texts = read_corpus(texts_path)
-    validator = validate if validate is not None else (held_out_validator() if config.validation_captions else None)
+    validator = validate
+    if validator is None and config.validation_captions:
+        if shutil.which("java") is None:  # the COCO metrics' PTB tokenizer is a Java program
+            log.warning("decap: no Java runtime, so no per-epoch validation (install one for CIDEr per epoch)")
+        else:
+            validator = held_out_validator()
     return fit(lambda c: DecapTask(encoder, c, texts, str(texts_path)), config, output, validator, resume)
