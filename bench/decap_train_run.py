@@ -4,7 +4,7 @@ from pathlib import Path
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 import torch
 from PIL import Image
-REPO = Path("/work/wt/issue-24")
+REPO = Path(__file__).resolve().parent.parent  # usage: python bench/decap_train_run.py OUTPUT [EPOCHS]
 from clipmath.encoders import load_encoder
 from clipmath.train.decap import DecapConfig, train_decap, held_out_validator
 from clipmath.caption.metrics import caption_metrics
