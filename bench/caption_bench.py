@@ -10,7 +10,12 @@ Rows:
 * ``plain LM``: the same greedy decoding without guidance or penalty (α = β = 0), for the target score;
 * ``zerocap`` (this code) and ``zerocap before`` (``zerocap.py`` of commit 853c73d, read from git): the same
   photos and settings, interleaved photo by photo, with the captions compared token for token;
+* ``memory`` (``--corpus``): the nearest caption of the corpus, no LM, no training;
+* ``decap`` (``--decap``: a ``train_decap`` checkpoint): DeCap, greedy, the photo projected onto the corpus memory;
 * the published MAGIC and ZeroCap captions of the COCO photos (GPT-2 + CLIP ViT-B/32, from MAGIC's release).
+
+A corpus (or a DeCap checkpoint's training corpus) that holds any reference caption of an evaluated photo is
+refused before anything loads (exit 2): its scores would measure a lookup, not captioning.
 
 The target score is the cosine between the photo's embedding and the caption text's (without the prompt) in the
 encoder's space. BLEU-4 / METEOR / ROUGE-L / CIDEr score the caption text against the photo's human captions
@@ -115,15 +120,21 @@ def main() -> None:
     parser.add_argument("--no-zerocap", action="store_true", help="MAGIC rows only")
     parser.add_argument("--no-base", action="store_true", help="only the adapted-LM rows (with --adapted-lm)")
     parser.add_argument("--no-before", action="store_true", help="no 'zerocap before' rows (ZeroCap now only)")
+    parser.add_argument("--corpus", type=Path, default=REPO / "examples" / "caption-corpus" / "coco_captions.txt",
+                        help="caption corpus of the memory and decap rows")
+    parser.add_argument("--no-memory", action="store_true", help="no 'memory' row")
+    parser.add_argument("--decap", type=Path, help="a DeCap checkpoint (train_decap output) for the 'decap' row")
+    parser.add_argument("--no-plain", action="store_true", help="no 'plain LM' row")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "caption_bench.json")
     args = parser.parse_args()
 
+    names = sorted(p.name for p in COCO.glob("*.jpg"))[: args.photos]
+    check_no_leakage(args.corpus, args.decap, names)
     if args.threads:
         torch.set_num_threads(args.threads)
     encoder = load_encoder(args.model)
     counter = CountingEncoder(encoder)
     lm = load_language_model(args.lm)
-    names = sorted(p.name for p in COCO.glob("*.jpg"))[: args.photos]
     targets = encoder.encode_images([Image.open(COCO / n) for n in names])
     print(f"encoder: {encoder.info.label()}\nLM: {lm.label()}\nphotos: {len(names)}\n"
           f"torch threads: {torch.get_num_threads()}", flush=True)
@@ -132,11 +143,14 @@ def main() -> None:
     magic = MagicDecoder(lm, encoder)
     magic.caption(targets[0], MagicConfig(max_length=2))  # warm-up: vocabulary tables, first-call costs
     variants = {"magic": (magic, MagicConfig()), "plain LM": (magic, MagicConfig(alpha=0.0, beta=0.0))}
+    if args.no_plain:
+        del variants["plain LM"]
     if args.no_base:
         variants = {}
     adapted = load_language_model(args.adapted_lm) if args.adapted_lm else None
     if adapted is not None:
         variants["magic + adapted LM"] = (MagicDecoder(adapted, encoder), MagicConfig(cond_text=""))
+    variants.update(corpus_variants(args, encoder, targets[0]))
     for label, (decoder, config) in variants.items():
         rows[label] = []
         for name, target in zip(names, targets):
@@ -187,6 +201,44 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(markdown(report))
+
+
+def check_no_leakage(corpus: Path, decap: Path | None, names: list[str]) -> None:
+    """Exit 2 when the corpus, or the DeCap checkpoint's training corpus, holds an evaluated photo's reference."""
+    from clipmath.caption.memory import corpus_digest, overlapping_captions, read_corpus
+
+    references = [c for n in names for c in REFERENCES[n]["captions"]]
+    corpora = [("corpus", corpus)]
+    if decap is not None:
+        recorded = json.loads((decap / "clipmath.json").read_text())["extra"]["corpus"]
+        if not Path(recorded["path"]).is_file() or corpus_digest(read_corpus(recorded["path"])) != recorded["sha256"]:
+            print(f"error: the training corpus of {decap} ({recorded['path']}) is not here as trained: "
+                  "cannot check it for the evaluated photos' captions", file=sys.stderr)
+            sys.exit(2)
+        corpora.append((f"training corpus of {decap}", Path(recorded["path"])))
+    for what, path in corpora:
+        leaked = overlapping_captions(read_corpus(path), references)
+        if leaked:
+            print(f"error: the {what} {path} holds {len(leaked)} reference caption(s) of the evaluated photos "
+                  f"(e.g. {leaked[0]!r}): hold them out", file=sys.stderr)
+            sys.exit(2)
+
+
+def corpus_variants(args, encoder, warm_target) -> dict:
+    """The rows decoding from the caption corpus: nearest caption, and DeCap when a checkpoint is given."""
+    from clipmath.caption.decap import DecapDecoder, DecapOptions
+    from clipmath.caption.memory import CaptionMemory, MemoryConfig, MemoryDecoder
+
+    variants = {}
+    memory = CaptionMemory.from_file(args.corpus, encoder, progress=True)
+    if not args.no_memory:
+        variants["memory"] = (MemoryDecoder(None, encoder, memory=memory), MemoryConfig(captions=1))
+    if args.decap is not None:
+        options = DecapOptions(checkpoint=str(args.decap))
+        decap = DecapDecoder(None, encoder, options, memory=memory)
+        decap.caption(warm_target)  # warm-up
+        variants["decap"] = (decap, options)
+    return variants
 
 
 def add_row(rows: dict[str, list[dict]], label: str, photo: str, measured: dict, out: Path) -> None:

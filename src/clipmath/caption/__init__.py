@@ -1,4 +1,5 @@
-"""Captioning: guided LM decoding (ZeroCap, MAGIC) for any target embedding, and COCO caption metrics.
+"""Captioning: guided LM decoding (ZeroCap, MAGIC), nearest corpus captions and DeCap for any target embedding, and
+COCO caption metrics.
 
 Python API::
 
@@ -14,11 +15,14 @@ Python API::
     from clipmath.caption import DECODERS, LANGUAGE_MODELS  # the named decoders and language models
     fast = DECODERS.get("magic").create(lm, encoder)      # gradient-free, seconds per caption
     print(fast.caption(target)[0].full_text)
+    nearest = DECODERS.get("memory").create(None, encoder, corpus="captions.txt")  # no LM: corpus captions
+    decap = DECODERS.get("decap").create(None, encoder, checkpoint="runs/decap")   # clipmath.train.decap
 
     from clipmath.caption import score_caption_file     # behind `clipmath eval-captions PRED_REFS.json`
     print(score_caption_file("preds.json").percent())
 """
 
+from clipmath.caption.decap import DecapDecoder, DecapOptions
 from clipmath.caption.decoders import DECODERS, Caption, DecoderSpec, TextEmbeddings
 from clipmath.caption.language_models import (
     AUTO_LM,
@@ -33,6 +37,7 @@ from clipmath.caption.language_models import (
     resolve_lm_name,
 )
 from clipmath.caption.magic import MagicConfig, MagicDecoder
+from clipmath.caption.memory import CaptionMemory, MemoryConfig, MemoryDecoder
 from clipmath.caption.metrics import (
     METRIC_NAMES,
     CaptionItem,
@@ -54,12 +59,17 @@ __all__ = [
     "TINY_LM_NAME",
     "Caption",
     "CaptionItem",
+    "CaptionMemory",
     "CaptionScores",
+    "DecapDecoder",
+    "DecapOptions",
     "DecoderSpec",
     "LanguageModel",
     "LanguageModelSpec",
     "MagicConfig",
     "MagicDecoder",
+    "MemoryConfig",
+    "MemoryDecoder",
     "TextEmbeddings",
     "ZeroCapConfig",
     "ZeroCapDecoder",

@@ -20,3 +20,20 @@ DECODERS.register("magic", DecoderSpec(
     "clipmath.caption.magic:MagicConfig",
     title="MAGIC",
 ))  # fmt: skip
+DECODERS.register("memory", DecoderSpec(
+    "memory",
+    "nearest captions of a text corpus (option corpus): no language model, no training, milliseconds",
+    "clipmath.caption.memory:MemoryDecoder",
+    "clipmath.caption.memory:MemoryConfig",
+    title="nearest caption",
+    uses_lm=False,
+))  # fmt: skip
+DECODERS.register("decap", DecoderSpec(
+    "decap",
+    "DeCap: a small decoder trained on captions alone (option checkpoint), decoding the target projected onto a "
+    "memory of corpus captions; one forward pass per word",
+    "clipmath.caption.decap:DecapDecoder",
+    "clipmath.caption.decap:DecapOptions",
+    title="DeCap",
+    uses_lm=False,
+))  # fmt: skip

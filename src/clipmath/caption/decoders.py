@@ -2,7 +2,7 @@
 the decoder registry :data:`DECODERS`.
 
     from clipmath.caption import DECODERS
-    spec = DECODERS.get("magic")                        # or "zerocap"
+    spec = DECODERS.get("magic")                        # or "zerocap", "memory", "decap"
     decoder = spec.create(lm, encoder, beam_width=8)    # options: fields of spec.options_class()
     best = decoder.caption(target_vector)[0]            # any (D,) vector of the encoder's space
     print(best.full_text, best.clip_score, best.seconds)
@@ -74,6 +74,7 @@ class DecoderSpec:
     options: str  # "module:OptionsDataclass" (fields declared with clipmath.options.setting)
     title: str = ""  # the name as papers print it (default: the registry name)
     presets: str | None = None  # "module:DICT" of named option sets, e.g. ZeroCap's tuned settings per task
+    uses_lm: bool = True  # False: the decoder ignores ``lm`` (front ends need not load one; pass None)
 
     def shown_name(self) -> str:
         return self.title or self.name
@@ -116,7 +117,7 @@ def target_tensor(target_embedding: np.ndarray | torch.Tensor, encoder: Encoder,
     """The target as a unit float32 vector on ``device`` (the LM's: every score is combined with LM outputs)."""
     if isinstance(target_embedding, torch.Tensor):
         target_embedding = target_embedding.detach().float().cpu().numpy()
-    vector = torch.as_tensor(np.asarray(target_embedding, dtype=np.float32)).flatten()
+    vector = torch.as_tensor(np.array(target_embedding, dtype=np.float32)).flatten()
     if vector.numel() != encoder.dim:
         raise CaptionError(
             f"target embedding has {vector.numel()} values but {encoder.info.model_id} embeds in "

@@ -196,7 +196,7 @@ def zero_shot_difference(
     weights = check_weights(weights)
     name = decoder or ("magic" if "magic" in DECODERS.names() else "zerocap")
     spec = DECODERS.get(name)
-    label = f"zero-shot {name} ({_label(lm)}) on {encoder.info.label()}"
+    label = f"zero-shot {name} ({_label(lm) if spec.uses_lm else 'no language model'}) on {encoder.info.label()}"
     first, second = open_pair(before, after)
     if identical(first, second):
         return DifferenceCaption(NO_CHANGE, "identical", label)
@@ -209,6 +209,12 @@ def zero_shot_difference(
     options = {prompt_field: prompt, **decoder_options} if prompt_field else dict(decoder_options)
     best = spec.create(lm, encoder, **options).caption(target)[0]
     return DifferenceCaption(best.full_text, "zero-shot", label)
+
+
+def _needs_lm(decoder: object) -> bool:
+    from clipmath.caption.decoders import DECODERS
+
+    return decoder is None or DECODERS.get(str(decoder)).uses_lm
 
 
 def _label(lm) -> str:
@@ -236,7 +242,7 @@ def caption_difference(
             else TrainedDifferenceCaptioner.load(checkpoint, encoder)
         )
         return captioner.caption(before, after)
-    if encoder is None or lm is None:
+    if encoder is None or (lm is None and _needs_lm(options.get("decoder"))):
         raise CaptionError("zero-shot difference captions need an encoder and a language model (or give a checkpoint)")
     return zero_shot_difference(before, after, encoder, lm, **options)
 

@@ -7,7 +7,7 @@ Each subject carries its embedding (always) and its decoded image, so a captione
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -92,33 +92,42 @@ def make_captioner(
     difference_checkpoint: str | Path | None = None,
     decoder: str = "magic",
     device: str = "cpu",
+    decoder_options: Mapping[str, Any] | None = None,
 ) -> FunctionCaptioner | None:
-    """A captioner for ``encoder``'s space, or ``None`` when neither a language model nor a checkpoint is named.
+    """A captioner for ``encoder``'s space, or ``None`` when captions are not asked for: a decoder that uses a
+    language model needs ``language_model``, one that does not (memory, DeCap) needs its ``decoder_options``
+    (its corpus or checkpoint), and difference captions alone need ``difference_checkpoint``.
 
-    Image captions: ``decoder`` (a :data:`clipmath.caption.DECODERS` entry) with ``language_model``, steered by the
-    subject's embedding. Difference captions: the trained CLIP4IDC ``difference_checkpoint`` when given (made in
-    ``encoder``'s space), else zero-shot with the same decoder on ``after − before``.
+    Image captions: ``decoder`` (a :data:`clipmath.caption.DECODERS` entry) steered by the subject's embedding.
+    Difference captions: the trained CLIP4IDC ``difference_checkpoint`` when given (made in ``encoder``'s space),
+    else zero-shot with the same decoder on ``after − before``.
     """
-    if not language_model and difference_checkpoint is None:
-        return None
     from clipmath.caption.decoders import DECODERS
-    from clipmath.caption.difference import difference_fn
 
     spec = DECODERS.get(decoder)  # an unknown name: one line, with the close matches
+    options = dict(decoder_options or {})
+    enabled = bool(language_model) if spec.uses_lm else bool(options)
+    if not enabled and difference_checkpoint is None:
+        return None
+    from clipmath.caption.difference import difference_fn
+
     caption_fn = describe_difference = None
     label = difference_label = ""
-    if language_model:
-        from clipmath.caption.language_models import load_language_model
+    if enabled:
+        lm = None
+        if spec.uses_lm:
+            from clipmath.caption.language_models import load_language_model
 
-        lm = load_language_model(language_model, device=device)
-        image_decoder = spec.create(lm, encoder)
-        label = f"{spec.shown_name()} · {lm.label()}"
+            lm = load_language_model(language_model, device=device)
+        image_decoder = spec.create(lm, encoder, **options)
+        by = lm.label() if lm is not None else encoder.info.label()
+        label = f"{spec.shown_name()} · {by}"
 
         def caption_fn(subjects: Sequence[CaptionSubject]) -> list[str]:
             return [image_decoder.caption(subject.vector)[0].full_text for subject in subjects]
 
-        describe_difference = difference_fn(encoder=encoder, lm=lm, decoder=spec.name)
-        difference_label = f"zero-shot {spec.shown_name()} · {lm.label()}"
+        describe_difference = difference_fn(encoder=encoder, lm=lm, decoder=spec.name, **options)
+        difference_label = f"zero-shot {spec.shown_name()} · {by}"
     if difference_checkpoint is not None:
         describe_difference = difference_fn(Path(difference_checkpoint), encoder)
         difference_label = f"CLIP4IDC {Path(difference_checkpoint).name} on {encoder.info.label()}"

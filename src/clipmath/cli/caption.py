@@ -27,6 +27,10 @@ _EXAMPLES = """Examples:
   clipmath caption --image sign.jpg --preset ocr --lm smollm2-135m --json
 
   clipmath caption --image photo.jpg --decoder magic        # gradient-free MAGIC decoding: seconds, not minutes
+
+  clipmath caption --image photo.jpg --decoder memory --corpus examples/caption-corpus/coco_captions.txt
+
+  clipmath caption --expr '+woman.jpg +king.jpg -man.jpg' --decoder decap --checkpoint runs/decap
 """
 
 
@@ -54,7 +58,8 @@ def caption(
     image: Optional[str], expr: Optional[str], preset: Optional[str], decoder: str, lm: str, model: Optional[str],
     device: str, dtype: str, threads: Optional[int], as_json: bool, **given: Any,
 ) -> None:  # fmt: skip
-    """Caption an image or an image/text expression with an LM decoder guided by the encoder (ZeroCap, MAGIC...)."""
+    """Caption an image or an image/text expression: an LM decoder guided by the encoder (ZeroCap, MAGIC), the
+    nearest captions of a corpus (memory), or a decoder trained on text alone (DeCap)."""
     from dataclasses import replace
 
     from clipmath.caption import DECODERS, load_language_model
@@ -72,12 +77,13 @@ def caption(
     encoder = load_model(model, device, dtype=dtype, threads=threads, as_json=True)
     query = CompositionQuery(terms=terms) if expr else CompositionQuery(reference=image)
     target = get_composer("expr" if expr else "image").compose(encoder, [query])[0]
-    language_model = load_language_model(lm, device=device)
-    status(f"model: {encoder.info.label()} · language model: {language_model.label()}", as_json)
+    language_model = load_language_model(lm, device=device) if spec.uses_lm else None
+    lm_label = language_model.label() if language_model is not None else "none"
+    status(f"model: {encoder.info.label()} · language model: {lm_label}", as_json)
     captions = spec.create(language_model, encoder, config).caption(target, progress=not as_json)
     payload = {
         "model": encoder.info.label(),
-        "language_model": language_model.label(),
+        "language_model": lm_label,
         "decoder": spec.name,
         "config": asdict(config),
         "seconds": captions[0].seconds,
@@ -100,7 +106,8 @@ def _register_caption() -> None:
             help="A decoder's named option set (ZeroCap: caption, arithmetic, real-world, ocr); options below "
             "override it.")], None),
         "decoder": (Annotated[str, typer.Option(help=f"Caption decoder: {names}.")], "zerocap"),
-        "lm": (Annotated[str, typer.Option("--lm", help="Language model: auto, smollm2-135m, gpt2, a folder.")],
+        "lm": (Annotated[str, typer.Option("--lm", help="Language model of the decoders that use one: auto, "
+               "smollm2-135m, gpt2, a folder.")],
                "auto"),
         "model": (ModelOpt, "auto"), "device": (DeviceOpt, "cpu"), "dtype": (DtypeOpt, "float32"),
         "threads": (ThreadsOpt, None), "as_json": (JsonOpt, False),

@@ -88,8 +88,16 @@ def serve(
         ),
     ] = None,
     decoder: Annotated[
-        str, typer.Option(help="Caption decoder for --caption-lm: magic (fast) or zerocap (slower, often better).")
+        str,
+        typer.Option(
+            help="Caption decoder: magic (fast) or zerocap (slower) with --caption-lm; memory (nearest captions of "
+            "--caption-corpus) or decap (--caption-checkpoint) need no language model."
+        ),
     ] = "magic",
+    caption_corpus: Annotated[
+        Optional[str], typer.Option(help="memory/decap: the caption corpus (one caption a line, or JSON).")
+    ] = None,
+    caption_checkpoint: Annotated[Optional[str], typer.Option(help="decap: the trained decoder's folder.")] = None,
     threads: ThreadsOpt = None,
 ) -> None:
     """Serve a store over HTTP: a JSON API (documented at /docs) and a web page for composed search."""
@@ -109,6 +117,7 @@ def serve(
         checkpoints=method_paths(checkpoint, learned_methods()),
         caption_lm=caption_lm,
         decoder=decoder,
+        decoder_options={k: v for k, v in {"corpus": caption_corpus, "checkpoint": caption_checkpoint}.items() if v},
         difference_checkpoint=str(diff_checkpoint) if diff_checkpoint is not None else None,
     )
     config.check()

@@ -30,6 +30,7 @@ from clipmath.cli.runtime import load_model, set_threads
 from clipmath.errors import ClipmathError
 from clipmath.options import field_meta, settings_fields, value_type
 from clipmath.train import TRAINERS, RunOptions, TrainerSpec, ValidationOptions, train
+from clipmath.train.run import check_job
 
 app = typer.Typer(
     name="train",
@@ -112,6 +113,7 @@ def _command(spec: TrainerSpec) -> None:
                 for cls in _groups(spec)
             ]
             groups[2].progress = progress
+            check_job(spec, *groups[:3], groups[3] if spec.validates else ValidationOptions())  # before the model
             if spec.encoder:
                 encoder = load_model(values["model"], values.get("device", "cpu"), values["preprocessing"],
                                      "float32", values["threads"], values["as_json"])  # fmt: skip

@@ -113,7 +113,7 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
     if captioner is None:
         device = str(getattr(retriever.encoder, "device", "cpu"))
         captioner = make_captioner(retriever.encoder, config.caption_lm, config.difference_checkpoint, config.decoder,
-                                   device)  # fmt: skip
+                                   device, config.decoder_options)  # fmt: skip
     engine = QueryEngine(
         retriever,
         max_batch=config.max_batch,

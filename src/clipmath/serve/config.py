@@ -38,10 +38,12 @@ class ServeConfig:
     allowed_hosts: tuple[str, ...] | None = None
     #: Trained weights of learned compose methods, by method name; only these learned methods are offered.
     checkpoints: dict[str, str] = field(default_factory=dict)
-    #: Captions: the language model of image captions (None: off), their decoder, and a trained CLIP4IDC
-    #: checkpoint for difference captions (None: zero-shot with the decoder when a language model is named).
+    #: Captions: the language model of image captions (None: off), their decoder and its options (a decoder without
+    #: a language model, memory or decap, is on when its options name a corpus or checkpoint), and a trained
+    #: CLIP4IDC checkpoint for difference captions (None: zero-shot with the decoder when captions are on).
     caption_lm: str | None = None
     decoder: str = "magic"
+    decoder_options: dict[str, object] = field(default_factory=dict)
     difference_checkpoint: str | None = None
 
     @property

@@ -11,6 +11,7 @@ from clipmath.errors import ClipmathError
 from clipmath.options import setting
 from clipmath.train.caption_lm import CaptionLMConfig
 from clipmath.train.config import AdapterConfig, CombinerConfig, FinetuneConfig, OtiConfig, PhiConfig
+from clipmath.train.decap import DecapConfig
 from clipmath.train.idc import IdcAdaptConfig, IdcCaptionConfig
 from clipmath.train.run import benchmark_validator, fit_job, validator
 from clipmath.train.specs import TRAINERS, TrainerSpec, TrainJob, TrainReport
@@ -207,7 +208,8 @@ def run_idc_caption(job: TrainJob) -> TrainReport:
 
 
 def run_caption_lm(job: TrainJob) -> TrainReport:
-    from clipmath.train.caption_lm import read_caption_texts, train_caption_lm
+    from clipmath.data.captions import read_caption_texts
+    from clipmath.train.caption_lm import train_caption_lm
 
     sentences = read_caption_texts(job.inputs.texts)
     job.config.extra = {"texts": str(job.inputs.texts), "count": len(sentences)}
@@ -217,6 +219,14 @@ def run_caption_lm(job: TrainJob) -> TrainReport:
     lines += [f"epoch {r['epoch']}: loss {r['loss']:.4f} ({r['steps']} steps)" for r in history]
     lines.append(f"adapted LM: {result.output} (use it as the language model: {result.output})")
     return TrainReport({"output": str(result.output), "history": history}, lines)
+
+
+def run_decap(job: TrainJob) -> TrainReport:
+    from clipmath.caption.memory import read_corpus
+    from clipmath.train.decap import DecapTask, default_validator
+
+    texts, source = read_corpus(job.inputs.texts), str(job.inputs.texts)
+    return fit_job(job, lambda config: DecapTask(job.encoder, config, texts, source), default_validator(job.config))
 
 
 # ---- registrations ------------------------------------------------------------------------------------------
@@ -251,5 +261,9 @@ for _spec in (
              CaptionTextInputs, CaptionLMConfig, run_caption_lm,
              help="  clipmath train caption-lm --texts examples/caption-corpus/coco_captions.txt -o runs/caption-lm",
              validates=False, seeds=False, encoder=False),
+    TrainerSpec("decap", "DeCap: a caption decoder trained on text alone, for the decap caption decoder (validates "
+             "on held-out captions when Java is installed)", CaptionTextInputs, DecapConfig, run_decap,
+             help="  clipmath train decap --texts examples/caption-corpus/coco_captions.txt -o runs/decap",
+             validates=False),
 ):  # fmt: skip
     TRAINERS.register(_spec.name, _spec)

@@ -269,27 +269,3 @@ def _restore_optimiser(output: Path, optimiser: torch.optim.Optimizer) -> None:
     random.setstate(_python_rng(state["python_rng"]))
     numpy_state = state["numpy_rng"]
     np.random.set_state((numpy_state[0], np.asarray(numpy_state[1], dtype=np.uint32), *numpy_state[2:]))
-
-
-def read_caption_texts(path: str | Path) -> list[str]:
-    """Caption sentences from a text file (one per line) or a JSON list of strings / of items with ``captions``."""
-    path = Path(path)
-    if not path.exists():
-        raise TrainingError(f"caption text file not found: {path}")
-    raw = path.read_text(encoding="utf-8")
-    if path.suffix.lower() != ".json":
-        return [line.strip() for line in raw.splitlines() if line.strip()]
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise TrainingError(f"{path} is not valid JSON: {exc}") from None
-    items = data.values() if isinstance(data, dict) else data
-    texts: list[str] = []
-    for item in items:
-        if isinstance(item, str):
-            texts.append(item)
-        elif isinstance(item, dict) and isinstance(item.get("captions"), list):
-            texts.extend(str(c) for c in item["captions"])
-        else:
-            raise TrainingError(f"{path}: expected strings or items with a 'captions' list, got {str(item)[:60]!r}")
-    return [t.strip() for t in texts if t.strip()]

@@ -35,6 +35,17 @@ def train(
     config = config if config is not None else spec.config()
     run = run or RunOptions()
     validation = validation or ValidationOptions()
+    check_job(spec, inputs, config, run, validation)
+    if spec.encoder and encoder is None:
+        raise TrainerError(f"trainer '{spec.name}' needs the encoder it trains in")
+    if hasattr(config, "progress"):
+        config.progress = run.progress
+    return spec.execute(TrainJob(spec, encoder, inputs, config, run, validation))
+
+
+def check_job(spec: TrainerSpec, inputs: Any, config: Any, run: RunOptions, validation: ValidationOptions) -> None:
+    """Refuse settings of the wrong class, outside their declared bounds, or that ``spec`` does not take (what a
+    front end checks before it loads a model)."""
     for value, cls in ((inputs, spec.inputs), (config, spec.config)):
         if not isinstance(value, cls):
             raise TrainerError(f"trainer '{spec.name}' takes {cls.__name__}, got {type(value).__name__}")
@@ -44,11 +55,6 @@ def train(
         raise TrainerError(f"trainer '{spec.name}' runs once: 'seeds' does not apply")
     if not spec.validates and any(vars(validation).values()):
         raise TrainerError(f"trainer '{spec.name}' takes no validation options")
-    if spec.encoder and encoder is None:
-        raise TrainerError(f"trainer '{spec.name}' needs the encoder it trains in")
-    if hasattr(config, "progress"):
-        config.progress = run.progress
-    return spec.execute(TrainJob(spec, encoder, inputs, config, run, validation))
 
 
 def fit_job(job: TrainJob, make_task: Callable[[Any], Any], validate: Any = None) -> TrainReport:
