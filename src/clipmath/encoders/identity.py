@@ -54,9 +54,9 @@ def is_marked_random(folder: Path) -> bool:
 def folder_model_id(folder: Path) -> str:
     """A stable id for a local model folder: its name plus a fingerprint of its config and weights."""
     digest = hashlib.sha256()
-    config = folder / "config.json"
-    if config.exists():
-        digest.update(json.dumps(json.loads(config.read_text()), sort_keys=True).encode())
+    for config in (folder / "config.json", folder / "open_clip_config.json"):
+        if config.exists():
+            digest.update(json.dumps(json.loads(config.read_text()), sort_keys=True).encode())
     for weights in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
         stat = weights.stat()
         digest.update(f"{weights.name}:{stat.st_size}".encode())

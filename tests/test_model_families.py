@@ -1,0 +1,142 @@
+"""Each model family computes what its own library computes (issue 21).
+
+Random-weight models of real architectures (shrunk, see ``tests/model_families.py``) are loaded the way a user
+brings them (a local folder: OpenCLIP's hub layout, or a transformers ``save_pretrained`` folder); clipmath's image
+embeddings of the example photos (its whole path: decode, parallel pipeline, model) and text embeddings of captions
+must equal the library's own reference path (its own preprocessing, tokenizer and encode functions) to 1e-5.
+The transformers SigLIP / SigLIP 2 / Chinese-CLIP tokenizers use a locally built vocabulary (no download here).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clipmath.encoders import load_encoder
+from clipmath.errors import ModelLoadError
+from tests.model_families import CAPTIONS, CJK_CAPTIONS, PHOTOS, hf_folder, open_clip_folder
+
+TOL = 1e-5
+needs_open_clip = pytest.mark.skipif(
+    __import__("importlib.util").util.find_spec("open_clip") is None,
+    reason="open_clip is not installed (pip install 'clipmath[models]')",
+)
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("families")
+
+
+def _normalised(features) -> np.ndarray:
+    features = features if isinstance(features, torch.Tensor) else features.pooler_output
+    return torch.nn.functional.normalize(features.float(), dim=-1).numpy()
+
+
+def open_clip_reference(folder, photos, texts):
+    """open_clip's own path: its eval transform on each PIL image, its tokenizer, encode_image/encode_text."""
+    import open_clip
+
+    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
+    model.eval()
+    with torch.no_grad():
+        images = model.encode_image(torch.stack([preprocess(Image.open(p)) for p in photos]))
+        return _normalised(images), _normalised(model.encode_text(tokenizer(texts)))
+
+
+def hf_reference(folder, photos, texts, padding):
+    """transformers' own path: the Pillow image processor, the tokenizer, get_image/text_features."""
+    import transformers as t
+
+    config = t.AutoConfig.from_pretrained(folder)
+    model = t.AutoModel.from_pretrained(folder, config=config).eval()
+    processor = t.AutoImageProcessor.from_pretrained(folder, backend="pil")
+    tokenizer = t.AutoTokenizer.from_pretrained(folder)
+    with torch.no_grad():
+        pixels = processor(images=[Image.open(p).convert("RGB") for p in photos], return_tensors="pt")["pixel_values"]
+        images = model.get_image_features(pixel_values=pixels)
+        tokens = tokenizer(texts, padding=padding, max_length=tokenizer.model_max_length, truncation=True,
+                           return_tensors="pt")  # fmt: skip
+        if padding == "max_length":
+            texts_out = model.get_text_features(input_ids=tokens["input_ids"])
+        else:
+            texts_out = model.get_text_features(**tokens)
+    return _normalised(images), _normalised(texts_out)
+
+
+def _clipmath(folder, texts):
+    encoder = load_encoder(str(folder))
+    encoded = encoder.encode_files([str(p) for p in PHOTOS], workers=0)
+    assert encoded.indices == list(range(len(PHOTOS))), encoded.failed
+    return encoder, encoded.vectors, encoder.encode_texts(texts)
+
+
+@needs_open_clip
+@pytest.mark.parametrize(("arch", "resize_mode"), [("ViT-B-32", "shortest"), ("ViT-B-32", "squash"),
+                                                   ("convnext", "shortest")])  # fmt: skip
+def test_open_clip_matches_the_library(models_dir, arch, resize_mode):
+    folder = open_clip_folder(models_dir, arch, resize_mode=resize_mode)
+    encoder, images, texts = _clipmath(folder, CAPTIONS)
+    ref_images, ref_texts = open_clip_reference(folder, PHOTOS, CAPTIONS)
+    assert encoder.info.backend == "open_clip" and encoder.pipeline_spec() is not None  # the fast pipeline ran
+    assert np.abs(images - ref_images).max() < TOL
+    assert np.abs(texts - ref_texts).max() < TOL
+    assert "RANDOM WEIGHTS" in encoder.info.label() and encoder.info.model_id.startswith("local:open_clip-")
+
+
+@needs_open_clip
+def test_open_clip_letterbox_uses_the_library_transform(models_dir):
+    folder = open_clip_folder(models_dir, "ViT-B-32", resize_mode="longest")
+    encoder, images, _ = _clipmath(folder, CAPTIONS[:1])
+    ref_images, _ = open_clip_reference(folder, PHOTOS, CAPTIONS[:1])
+    assert encoder.pipeline_spec() is None and "open_clip's own transform" in encoder.info.description
+    assert np.abs(images - ref_images).max() < TOL
+
+
+@pytest.mark.parametrize(("family", "texts", "padding"), [
+    ("siglip", CAPTIONS, "max_length"),
+    ("siglip2", CAPTIONS, "max_length"),
+    ("chinese_clip", CJK_CAPTIONS, True),
+])  # fmt: skip
+def test_transformers_families_match_the_library(models_dir, family, texts, padding):
+    folder = hf_folder(models_dir, family)
+    encoder, images, ours = _clipmath(folder, texts)
+    ref_images, ref_texts = hf_reference(folder, PHOTOS, texts, padding)
+    expected_backend = "hf-chinese_clip" if family == "chinese_clip" else "hf-siglip"
+    assert encoder.info.backend == expected_backend and encoder.pipeline_spec() is not None
+    assert np.abs(images - ref_images).max() < TOL
+    assert np.abs(ours - ref_texts).max() < TOL
+    if padding == "max_length":  # SigLIP pads every text to its full context, whatever the batch
+        assert encoder.tokenize(["a cat"])["input_ids"].shape[1] == 64
+
+
+def test_the_class_comes_from_model_type_not_the_name(models_dir, tmp_path):
+    folder = hf_folder(models_dir, "siglip")
+    renamed = tmp_path / "clip-vit-base-patch32"  # a CLIP-sounding name does not make it CLIP
+    renamed.symlink_to(folder, target_is_directory=True)
+    assert load_encoder(str(renamed)).info.backend == "hf-siglip"
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "config.json").write_text('{"model_type": "siglip2"}')
+    with pytest.raises(ModelLoadError, match="NaFlex"):
+        load_encoder(str(odd))
+
+
+@needs_open_clip
+def test_open_clip_names_and_missing_weights_say_what_to_bring(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="open_clip_config.json") as missing:
+        load_encoder("open_clip:ViT-B-32/laion2b_s34b_b79k")
+    assert "\n" not in str(missing.value) and "ViT-B-32/laion2b_s34b_b79k" in str(missing.value)
+    with pytest.raises(ModelLoadError, match="not an open_clip architecture"):
+        load_encoder("open_clip:ViT-Q-99/laion")
+    with pytest.raises(ModelLoadError, match="has no 'nope' weights"):
+        load_encoder("open_clip:ViT-B-32/nope")
+    empty = tmp_path / "brought"
+    empty.mkdir()
+    (empty / "open_clip_config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match="no weights"):
+        load_encoder(str(empty))
