@@ -140,3 +140,80 @@ def test_open_clip_names_and_missing_weights_say_what_to_bring(tmp_path, monkeyp
     (empty / "open_clip_config.json").write_text("{}")
     with pytest.raises(ModelLoadError, match="no weights"):
         load_encoder(str(empty))
+
+
+# ---- every family through the front ends ---------------------------------------------------------------------
+FAMILIES = [
+    pytest.param(("open_clip", "ViT-B-32"), marks=needs_open_clip, id="open_clip-ViT-B-32"),
+    pytest.param(("open_clip", "convnext"), marks=needs_open_clip, id="open_clip-convnext"),
+    pytest.param(("hf", "siglip"), id="siglip"),
+    pytest.param(("hf", "siglip2"), id="siglip2"),
+    pytest.param(("hf", "chinese_clip"), id="chinese_clip"),
+]
+
+
+def _folder(models_dir, family):
+    kind, name = family
+    return open_clip_folder(models_dir, name) if kind == "open_clip" else hf_folder(models_dir, name)
+
+
+@pytest.fixture(scope="module")
+def cirr_root(tmp_path_factory):
+    from tests.benchmark_folders import build_cirr
+
+    return build_cirr(tmp_path_factory.mktemp("cirr") / "CIRR")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_indexes_searches_evaluates_and_serves(models_dir, cirr_root, tmp_path, family):
+    import json
+
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from clipmath.cli import app
+    from clipmath.retrieval import Retriever
+    from clipmath.serve.app import create_app
+    from tests.model_families import GALLERY
+
+    runner = CliRunner()
+    model = str(_folder(models_dir, family))
+    store = tmp_path / "store"
+    indexed = runner.invoke(app, ["index", str(GALLERY / "skimage"), "--store", str(store), "--model", model, "--json"])
+    assert indexed.exit_code == 0, indexed.output
+    assert json.loads(indexed.stdout)["added"] == len(list((GALLERY / "skimage").iterdir()))
+    found = runner.invoke(app, ["search", "--store", str(store), "--image", "chelsea.png", "--text", "a photo of a cat",
+                                "--model", model, "-k", "2", "--json"])  # fmt: skip
+    assert found.exit_code == 0, found.output
+    assert len(json.loads(found.stdout)["results"]) == 2
+    evaluated = runner.invoke(app, ["eval", "--dataset", "cirr", "--path", str(cirr_root), "--model", model,
+                                    "--method", "sum", "--limit", "5", "--cache", str(tmp_path / "c"), "--json"])  # fmt: skip
+    assert evaluated.exit_code == 0, evaluated.output
+    (row,) = json.loads(evaluated.stdout)["results"]
+    assert row["method"] == "sum" and 0.0 <= row["metrics"]["R@1"] <= 100.0
+    with TestClient(create_app(Retriever.open(store, model)), base_url="http://127.0.0.1") as client:
+        info = client.get("/api/info").json()
+        answer = client.post("/api/search", json={"text": "a photo of a cat", "k": 3})
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["results"]) == 3
+    expected_backend = "open_clip" if family[0] == "open_clip" else f"hf-{'siglip' if 'siglip' in family[1] else family[1]}"
+    assert expected_backend in json.dumps(info)
+
+
+@needs_open_clip
+def test_a_store_of_one_family_refuses_another(models_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from clipmath.cli import app
+    from tests.model_families import GALLERY
+
+    runner = CliRunner()
+    openclip, siglip = str(open_clip_folder(models_dir, "ViT-B-32")), str(hf_folder(models_dir, "siglip"))
+    for made_with, other in ((openclip, siglip), (siglip, openclip)):
+        store = tmp_path / f"store-{len(made_with)}"
+        indexed = runner.invoke(app, ["index", str(GALLERY / "skimage"), "--store", str(store), "--model", made_with])
+        assert indexed.exit_code == 0, indexed.output
+        refused = runner.invoke(app, ["search", "--store", str(store), "--text", "a cat", "--model", other])
+        assert refused.exit_code != 0 and "vectors of two models cannot be mixed" in str(refused.exception)
+        made_id, other_id = (load_encoder(m).info.model_id for m in (made_with, other))
+        assert f"model '{made_id}'" in str(refused.exception) and f"in use is '{other_id}'" in str(refused.exception)
