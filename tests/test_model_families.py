@@ -217,3 +217,41 @@ def test_a_store_of_one_family_refuses_another(models_dir, tmp_path):
         assert refused.exit_code != 0 and "vectors of two models cannot be mixed" in str(refused.exception)
         made_id, other_id = (load_encoder(m).info.model_id for m in (made_with, other))
         assert f"model '{made_id}'" in str(refused.exception) and f"in use is '{other_id}'" in str(refused.exception)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_text_tower_takes_pseudo_tokens(models_dir, family):
+    """Textual inversion (SEARLE, LinCIR): the placeholder's input embedding replaced by a word's own embedding
+    gives that word's sentence embedding, and gradients reach the pseudo-token."""
+    encoder = load_encoder(str(_folder(models_dir, family)))
+    table = encoder.token_embedding_table()
+    word = "cat"
+    word_ids = [i for i in encoder.tokenize([word])["input_ids"][0].tolist() if i not in encoder.special_token_ids()]
+    assert len(word_ids) == 1, word_ids
+    pseudo = table.weight[word_ids[0]].detach().clone()[None].requires_grad_(True)
+    with_pseudo = encoder.text_features_with_pseudo_tokens(["a photo of $"], pseudo)
+    with torch.no_grad():
+        direct = encoder.text_features(encoder.tokenize([f"a photo of {word}"]))
+    assert torch.allclose(with_pseudo, direct, atol=1e-5)
+    with_pseudo.sum().backward()
+    assert pseudo.grad is not None and float(pseudo.grad.abs().sum()) > 0
+
+
+def test_models_lists_families_and_known_checkpoints():
+    import json
+
+    from typer.testing import CliRunner
+
+    from clipmath.cli import app
+
+    runner = CliRunner()
+    listing = json.loads(runner.invoke(app, ["models", "--json"]).stdout)
+    families = {f["name"] for f in listing["families"]}
+    assert {"open_clip", "hf-clip", "hf-siglip", "hf-chinese_clip", "hf-altclip"} <= families
+    assert {"open_clip:ARCH/TAG", "hf-hub:ORG/REPO"} <= {e["name"] for e in listing["encoders"]}
+    known = json.loads(runner.invoke(app, ["models", "--known", "--json"]).stdout)
+    names = {m["name"]: m for m in known["models"]}
+    assert names["open_clip:ViT-B-32/laion2b_s34b_b79k"]["dim"] == 512
+    assert all(m["source"] in known["sources"] and m["licence"] for m in known["models"])
+    printed = runner.invoke(app, ["models", "--known"]).stdout
+    assert "ViT-H-14/laion2b_s32b_b79k" in printed and "not clipmath's measurements" in printed
