@@ -255,3 +255,15 @@ def test_models_lists_families_and_known_checkpoints():
     assert all(m["source"] in known["sources"] and m["licence"] for m in known["models"])
     printed = runner.invoke(app, ["models", "--known"]).stdout
     assert "ViT-H-14/laion2b_s32b_b79k" in printed and "not clipmath's measurements" in printed
+
+
+@pytest.mark.parametrize("family", ["hf:siglip", pytest.param("open_clip:ViT-B-32", marks=needs_open_clip)])
+def test_gpu_check_covers_the_families_dry_run(tmp_path, family):
+    """bench/gpu_check.py's family rows, on the CPU with the tiny models (the GPU run uses real sizes)."""
+    from bench.gpu_check import CHECKS, Context
+    from tests.model_families import PHOTOS
+
+    checks = dict(CHECKS)
+    assert {"encode open_clip:ViT-B-32", "encode hf:siglip", "encode hf:siglip2", "encode hf:chinese_clip"} <= set(checks)
+    ctx = Context("cpu", "auto", True, tmp_path, photos=list(PHOTOS))
+    assert "img/s files→vectors" in checks[f"encode {family}"](ctx)
