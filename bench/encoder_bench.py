@@ -196,7 +196,8 @@ def main() -> None:
         print(json.dumps(rows, indent=1))
         return
     print(f"device {args.device}, torch threads {torch.get_num_threads()}, batch {args.batch_size}, "
-          f"{args.images} photos, {args.texts} texts, median of {args.repeats} (RANDOM WEIGHTS: timing only)\n")  # fmt: skip
+          f"{args.images} photos, {args.texts} texts, median of {args.repeats} "
+          "(RANDOM WEIGHTS: timing only)\n")  # fmt: skip
     print("| family | images/s clipmath | images/s library | × | texts/s clipmath | texts/s library | × |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:

@@ -61,7 +61,10 @@ def open_clip_folder(root: Path, arch: str = "ViT-B-32", seed: int = 0, resize_m
     if (folder / "open_clip_model.safetensors").exists():
         return folder
     folder.mkdir(parents=True)
-    config = {"model_cfg": OPEN_CLIP_CONFIGS[arch], "preprocess_cfg": {**OPEN_CLIP_PREPROCESS, "resize_mode": resize_mode}}
+    config = {
+        "model_cfg": OPEN_CLIP_CONFIGS[arch],
+        "preprocess_cfg": {**OPEN_CLIP_PREPROCESS, "resize_mode": resize_mode},
+    }
     (folder / "open_clip_config.json").write_text(json.dumps(config, indent=1))
     torch.manual_seed(seed)
     model = open_clip.create_model(f"local-dir:{folder}")

@@ -186,8 +186,8 @@ def test_each_family_indexes_searches_evaluates_and_serves(models_dir, cirr_root
                                 "--model", model, "-k", "2", "--json"])  # fmt: skip
     assert found.exit_code == 0, found.output
     assert len(json.loads(found.stdout)["results"]) == 2
-    evaluated = runner.invoke(app, ["eval", "--dataset", "cirr", "--path", str(cirr_root), "--model", model,
-                                    "--method", "sum", "--limit", "5", "--cache", str(tmp_path / "c"), "--json"])  # fmt: skip
+    evaluated = runner.invoke(app, ["eval", "--dataset", "cirr", "--path", str(cirr_root), "--model", model, "--method",
+                                    "sum", "--limit", "5", "--cache", str(tmp_path / "c"), "--json"])  # fmt: skip
     assert evaluated.exit_code == 0, evaluated.output
     (row,) = json.loads(evaluated.stdout)["results"]
     assert row["method"] == "sum" and 0.0 <= row["metrics"]["R@1"] <= 100.0
@@ -196,7 +196,9 @@ def test_each_family_indexes_searches_evaluates_and_serves(models_dir, cirr_root
         answer = client.post("/api/search", json={"text": "a photo of a cat", "k": 3})
     assert answer.status_code == 200, answer.text
     assert len(answer.json()["results"]) == 3
-    expected_backend = "open_clip" if family[0] == "open_clip" else f"hf-{'siglip' if 'siglip' in family[1] else family[1]}"
+    expected_backend = (
+        "open_clip" if family[0] == "open_clip" else f"hf-{'siglip' if 'siglip' in family[1] else family[1]}"
+    )
     assert expected_backend in json.dumps(info)
 
 
@@ -264,6 +266,8 @@ def test_gpu_check_covers_the_families_dry_run(tmp_path, family):
     from tests.model_families import PHOTOS
 
     checks = dict(CHECKS)
-    assert {"encode open_clip:ViT-B-32", "encode hf:siglip", "encode hf:siglip2", "encode hf:chinese_clip"} <= set(checks)
+    assert {"encode open_clip:ViT-B-32", "encode hf:siglip", "encode hf:siglip2", "encode hf:chinese_clip"} <= set(
+        checks
+    )
     ctx = Context("cpu", "auto", True, tmp_path, photos=list(PHOTOS))
     assert "img/s files→vectors" in checks[f"encode {family}"](ctx)

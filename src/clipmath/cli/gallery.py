@@ -304,7 +304,8 @@ def _known_models(data: dict, as_json: bool) -> None:
         ]  # fmt: skip
         columns = ("model", "dim", "size", "licence", "IN-1k", "COCO t2i R@1", "COCO i2t R@1", "GFLOPs", "source",
                    "good for")  # fmt: skip
-        yield table(columns, rows, title="known models (published zero-shot figures, %)", left=(columns[0], *columns[-3:]))
+        title = "known models (published zero-shot figures, %)"
+        yield table(columns, rows, title=title, left=(columns[0], *columns[-3:]))
         yield from (f"[{key}] {text}" for key, text in data["sources"].items())
         yield "Figures are the sources', not clipmath's measurements; docs/models.md explains how to pick one."
 

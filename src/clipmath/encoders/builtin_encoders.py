@@ -46,8 +46,9 @@ def load_open_clip_hub(arg: str | None, options: LoadOptions) -> Encoder:
     from clipmath.encoders.open_clip_encoder import OpenClipEncoder
 
     if not arg or arg.count("/") != 1:
-        raise ModelLoadError(f"hf-hub:ORG/REPO names an open_clip model's hub repo (e.g. hf-hub:timm/ViT-B-16-SigLIP2), "
-                             f"not {arg!r}")  # fmt: skip
+        raise ModelLoadError(
+            f"hf-hub:ORG/REPO names an open_clip model's hub repo (e.g. hf-hub:timm/ViT-B-16-SigLIP2), not {arg!r}"
+        )
     return OpenClipEncoder.load(f"hf-hub:{arg}", options.device, options.transform, options.dtype)
 
 

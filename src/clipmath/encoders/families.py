@@ -29,8 +29,9 @@ class HFFamily:
 HF_FAMILIES = {
     "clip": HFFamily("CLIPModel", label="CLIP"),
     "siglip": HFFamily("SiglipModel", padding="max_length", label="SigLIP / SigLIP 2 (fixed resolution)"),
-    "chinese_clip": HFFamily("ChineseCLIPModel", token_table="text_model.embeddings.word_embeddings",
-                             label="Chinese-CLIP"),  # fmt: skip
+    "chinese_clip": HFFamily(
+        "ChineseCLIPModel", token_table="text_model.embeddings.word_embeddings", label="Chinese-CLIP"
+    ),  # fmt: skip
     "altclip": HFFamily("AltCLIPModel", token_table="text_model.roberta.embeddings.word_embeddings", label="AltCLIP"),
 }
 #: Families transformers has but clipmath cannot run yet, with the reason.
@@ -56,7 +57,7 @@ FAMILIES = (
            "a folder with open_clip_config.json + weights"),
     *(
         Family(f"hf-{model_type}", "transformers",
-               f"a hub name or save_pretrained folder whose config.json says model_type '{model_type}' ({f.model_class})")
+               f"a hub name or save_pretrained folder whose config.json model_type is '{model_type}' ({f.model_class})")
         for model_type, f in HF_FAMILIES.items()
     ),
     Family("offline-imagenet-minilm", "clipmath", "offline-imagenet-minilm (installs from the package registry)"),

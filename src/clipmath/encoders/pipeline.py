@@ -141,9 +141,13 @@ def clip_spec(processor) -> PixelSpec | None:
 def describe_pixels(spec: PixelSpec) -> str:
     """A short description of an image preparation, for a model's description line."""
     height, width = spec.crop
-    how = f"squash to {width}x{height}" if spec.squash else f"short side {spec.short_side}, centre crop {width}x{height}"
+    how = (
+        f"squash to {width}x{height}" if spec.squash else f"short side {spec.short_side}, centre crop {width}x{height}"
+    )
     resample = Image.Resampling(spec.resample).name.lower()
-    return f"{how} ({resample}), mean {tuple(round(m, 4) for m in spec.mean)} std {tuple(round(s, 4) for s in spec.std)}"
+    return (
+        f"{how} ({resample}), mean {tuple(round(m, 4) for m in spec.mean)} std {tuple(round(s, 4) for s in spec.std)}"
+    )
 
 
 # ---- one image -----------------------------------------------------------------------------------------------
