@@ -33,6 +33,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import clipmath  # noqa: E402, F401 - its torchvision guard must be in place before open_clip is imported
+from clipmath.encoders.identity import RANDOM_MARKER  # noqa: E402
 
 CAPTIONS = ["a photo of a cat", "Wooden spoons are lined up on a table", "an astronaut", "一只猫的照片"]
 
@@ -49,6 +50,7 @@ def open_clip_real(folder: Path, arch: str) -> Path:
     config["preprocess_cfg"] = dict(model.visual.preprocess_cfg)
     (folder / "open_clip_config.json").write_text(json.dumps(config))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
+    (folder / RANDOM_MARKER).write_text("{}")
     return folder
 
 
@@ -72,6 +74,7 @@ def hf_real(folder: Path, family: str) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     processor.save_pretrained(folder)
+    (folder / RANDOM_MARKER).write_text("{}")
     return folder
 
 
