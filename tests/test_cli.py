@@ -85,7 +85,7 @@ def test_info_json(store):
         (["search", "--store", "{store}", "--text", "x", "--index", "annoy"], "unknown index"),
         (["search", "--store", "{tmp}/none", "--text", "x"], "no clipmath store"),
         (["index", "{tmp}/none", "--store", "{tmp}/s2", "--model", "tiny-random-clip"], "image folder not found"),
-        (["index", "{tmp}", "--store", "{tmp}/s3", "--model", "{tmp}"], "not a saved CLIP model folder"),
+        (["index", "{tmp}", "--store", "{tmp}/s3", "--model", "{tmp}"], "is not a saved model folder"),
         (["index", "{tmp}", "--store", "{tmp}/s3", "--model", "no-such/model"], "could not load 'no-such/model'"),
         (["index", "{tmp}", "--store", "{tmp}/s3", "--model", "tiny-random-clip", "--device", "cuda"], "no CUDA"),
         (["search", "--store", "{store}", "--text", "x", "--dtype", "float16"], "float16 is not supported on the CPU"),

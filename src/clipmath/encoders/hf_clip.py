@@ -89,6 +89,12 @@ class HFClipEncoder(Encoder):
         is_folder = path.is_dir()
         if not is_folder and (os.sep in name_or_path and name_or_path.count("/") != 1 or path.suffix):
             raise ModelLoadError(f"model folder not found: {name_or_path}")
+        if is_folder and not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"{path} is not a saved model folder (no config.json): a transformers model needs config.json, the "
+                "weights, the tokenizer and preprocessor_config.json as save_pretrained writes them; an OpenCLIP "
+                "model needs open_clip_config.json and its weights"
+            )
         kwargs = {}
         if local_files_only is not None:
             kwargs["local_files_only"] = local_files_only
