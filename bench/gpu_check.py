@@ -6,7 +6,8 @@
 Nothing is downloaded: the CLIP model is built from ``CLIPConfig()`` (ViT-B/32's sizes) and GPT-2 medium from a
 ``GPT2Config`` with random weights and byte-level tokenizers, saved to a temporary folder. The numbers are timing
 only: a random model's results mean nothing. Paths: encode (encode_files, and the model alone), ``clipmath index``,
-``search``, ``eval`` (a toy CIRR), every ``train`` command, ``caption`` and the server's ``/api/search``. Each row
+``search``, ``eval`` (a toy CIRR), every ``train`` command, ``caption``, the server's ``/api/search``, and encoding
+with each model family of ``bench/encoder_bench.py`` (OpenCLIP, SigLIP, SigLIP 2, Chinese-CLIP). Each row
 says ok or the one-line error; peak memory is torch's CUDA peak on a GPU, the process's peak RSS on a CPU.
 """
 
@@ -234,6 +235,34 @@ def check_serve(ctx: Context) -> str:
     return f"{20 / (time.perf_counter() - started):,.1f} text queries/s (server worker thread)"
 
 
+def check_family(name: str) -> Callable[[Context], str]:
+    """Encode the photos and a few texts with family ``name`` of ``bench/encoder_bench.py`` (real size; tiny:
+    the tests' shrunk model) on the device."""
+
+    def check(ctx: Context) -> str:
+        from bench.encoder_bench import build
+        from clipmath.encoders import load_encoder
+
+        folder = build(name, ctx.work / "families" / name.replace(":", "-"), ctx.tiny)
+        encoder = load_encoder(str(folder), device=ctx.device, **_dtype_kwargs(load_encoder, ctx.dtype))
+        encoder.encode_files(ctx.photos[:8], batch_size=8)  # warm-up
+        started = time.perf_counter()
+        encoded = encoder.encode_files(ctx.photos, batch_size=64)
+        _sync(ctx)
+        rate = len(encoded.indices) / (time.perf_counter() - started)
+        vectors = encoder.encode_texts(["a photo of a cat"] * 64)
+        assert vectors.shape == (64, encoder.dim) and len(encoded.indices) == len(ctx.photos)
+        return f"{rate:,.0f} img/s files→vectors ({encoder.info.backend}, {encoder.dim}-d, {encoder.dtype})"
+
+    return check
+
+
+def _family_checks() -> list[tuple[str, Callable[[Context], str]]]:
+    from bench.encoder_bench import FAMILIES
+
+    return [(f"encode {name}", check_family(name)) for name in FAMILIES]
+
+
 CHECKS: list[tuple[str, Callable[[Context], str]]] = [
     ("encode", check_encode),
     ("index", check_index),
@@ -246,6 +275,7 @@ CHECKS: list[tuple[str, Callable[[Context], str]]] = [
     ("train phi", check_train_phi),
     ("caption", check_caption),
     ("serve", check_serve),
+    *_family_checks(),  # OpenCLIP, SigLIP, SigLIP 2, Chinese-CLIP (open_clip ones fail in one line without it)
 ]
 
 

@@ -81,7 +81,7 @@ def test_fp16_is_ignored_on_cpu():
 def test_bad_names_fail_with_one_line(tmp_path):
     with pytest.raises(ModelLoadError, match="model folder not found"):
         load_encoder("./no/such/folder")
-    with pytest.raises(ModelLoadError, match="could not load CLIP 'no-such/model'"):
+    with pytest.raises(ModelLoadError, match="could not load 'no-such/model' from the Hugging Face hub"):
         load_encoder("no-such/model")
     with pytest.raises(ModelLoadError, match="unknown device"):
         load_encoder("tiny-random-clip", device="tpu")

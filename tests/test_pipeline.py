@@ -34,10 +34,16 @@ def _odd_images() -> list[Image.Image]:
     ]
 
 
-def test_equals_transformers_clip_processor(photos):
-    from transformers import CLIPImageProcessor
+def _pil_clip_processor():
+    """transformers' Pillow CLIP processor (transformers 5 picks a torchvision one when torchvision is installed;
+    the pipeline reproduces the Pillow one, which is also what clipmath loads)."""
+    import transformers
 
-    processor = CLIPImageProcessor()  # openai/clip-vit-base-patch32's settings (224, bicubic, CLIP mean/std)
+    return getattr(transformers, "CLIPImageProcessorPil", transformers.CLIPImageProcessor)()
+
+
+def test_equals_transformers_clip_processor(photos):
+    processor = _pil_clip_processor()  # openai/clip-vit-base-patch32's settings (224, bicubic, CLIP mean/std)
     spec = clip_spec(processor)
     assert spec is not None and spec.short_side == 224 and spec.crop == (224, 224)
     images = [Image.open(p) for p in photos[:12]] + _odd_images()
@@ -48,9 +54,7 @@ def test_equals_transformers_clip_processor(photos):
 
 
 def test_targetpad_equals_padding_then_processor(photos):
-    from transformers import CLIPImageProcessor
-
-    processor = CLIPImageProcessor()
+    processor = _pil_clip_processor()
     spec = clip_spec(processor).with_pad(1.25)
     images = [Image.open(p).convert("RGB") for p in photos[:6]] + [_odd_images()[2].convert("RGB")]
     expected = processor(images=[target_pad(img, 1.25) for img in images], return_tensors="pt")["pixel_values"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from clipmath import torchvision_guard as _torchvision_guard
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
@@ -39,6 +41,10 @@ _EXPORTS = {
 }
 
 __all__ = ["__version__", *_EXPORTS]
+
+# A CUDA torchvision beside a CPU torch must not break open_clip, timm or transformers' image code
+# (clipmath.torchvision_guard; imports nothing heavy until torchvision itself is imported).
+_torchvision_guard.install()
 
 
 def __getattr__(name: str) -> Any:

@@ -246,17 +246,34 @@ _MODELS_EXAMPLES = """Examples:
 
   clipmath models
 
+  clipmath models --known
+
   clipmath models --json
 """
 
 
 @app.command(epilog=_MODELS_EXAMPLES)
-def models(as_json: JsonOpt = False) -> None:
-    """List the named encoders (--model) and language models (--lm); a hub name or a local folder also works."""
+def models(
+    as_json: JsonOpt = False,
+    known: Annotated[
+        bool, typer.Option("--known", help="List notable checkpoints with their published zero-shot figures.")
+    ] = False,
+) -> None:
+    """List the named encoders (--model), the model families and language models (--lm); a hub name or a local
+    folder also works."""
+    from clipmath.encoders.families import FAMILIES, known_models
+
+    if known:
+        _known_models(known_models(), as_json)
+        return
     from clipmath.caption import LANGUAGE_MODELS
     from clipmath.encoders import ENCODERS
 
-    listing = {"encoders": _listing(ENCODERS), "language_models": _listing(LANGUAGE_MODELS)}
+    listing = {
+        "encoders": _listing(ENCODERS),
+        "families": [asdict(f) for f in FAMILIES],
+        "language_models": _listing(LANGUAGE_MODELS),
+    }
 
     def render():
         for kind, option in (("encoders", "--model"), ("language_models", "--lm")):
@@ -272,7 +289,34 @@ def models(as_json: JsonOpt = False) -> None:
             title = f"{kind.replace('_', ' ')} ({option})"
             columns = ("name", "pretrained", "aliases", "description")
             yield table(columns, rows, title=title, left=columns)
-        yield "Any other --model is a Hugging Face CLIP name (openai/clip-vit-base-patch32) or a local model folder;"
-        yield "any other --lm a Hugging Face causal LM or a local folder."
+            if kind == "encoders":
+                rows = [(f["name"], f["library"], f["accepts"]) for f in listing["families"]]
+                columns = ("family", "library", "--model accepts")
+                yield table(columns, rows, title="model families (--model)", left=columns)
+        yield "Any other --model is a Hugging Face model name (a family above) or a local model folder;"
+        yield "any other --lm a Hugging Face causal LM or a local folder. clipmath models --known: notable checkpoints."
 
     emit(listing, as_json, render)
+
+
+def _known_models(data: dict, as_json: bool) -> None:
+    def figure(value) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    def render():
+        rows = [
+            (
+                m["name"], str(m["dim"]), str(m["input_size"]), m["licence"], figure(m["imagenet_zero_shot"]),
+                figure(m["coco_text_to_image_r1"]), figure(m["coco_image_to_text_r1"]),
+                "-" if m.get("gflops") is None else f"{m['gflops']:g}", m["source"], m.get("use", ""),
+            )
+            for m in data["models"]
+        ]  # fmt: skip
+        columns = ("model", "dim", "size", "licence", "IN-1k", "COCO t2i R@1", "COCO i2t R@1", "GFLOPs", "source",
+                   "good for")  # fmt: skip
+        title = "known models (published zero-shot figures, %)"
+        yield table(columns, rows, title=title, left=(columns[0], *columns[-3:]))
+        yield from (f"[{key}] {text}" for key, text in data["sources"].items())
+        yield "Figures are the sources', not clipmath's measurements; docs/models.md explains how to pick one."
+
+    emit(data, as_json, render)

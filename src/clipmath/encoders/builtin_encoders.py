@@ -36,6 +36,22 @@ def load_tiny(arg: str | None, options: LoadOptions) -> Encoder:
     )
 
 
+def load_open_clip(arg: str | None, options: LoadOptions) -> Encoder:
+    from clipmath.encoders.open_clip_encoder import OpenClipEncoder
+
+    return OpenClipEncoder.load(arg or "", options.device, options.transform, options.dtype)
+
+
+def load_open_clip_hub(arg: str | None, options: LoadOptions) -> Encoder:
+    from clipmath.encoders.open_clip_encoder import OpenClipEncoder
+
+    if not arg or arg.count("/") != 1:
+        raise ModelLoadError(
+            f"hf-hub:ORG/REPO names an open_clip model's hub repo (e.g. hf-hub:timm/ViT-B-16-SigLIP2), not {arg!r}"
+        )
+    return OpenClipEncoder.load(f"hf-hub:{arg}", options.device, options.transform, options.dtype)
+
+
 register_encoder(
     EncoderSpec(
         OFFLINE_NAME,
@@ -52,5 +68,25 @@ register_encoder(
         pretrained=False,
         build=load_tiny,
         arg_name="SEED",
+    )
+)
+register_encoder(
+    EncoderSpec(
+        "open_clip",
+        "OpenCLIP (pip install 'clipmath[models]'): ':ARCH/TAG', any open_clip.list_models() architecture with one "
+        "of its list_pretrained() tags (open_clip:ViT-B-32/laion2b_s34b_b79k); a folder in the hub layout "
+        "(open_clip_config.json + weights) loads as a path",
+        pretrained=True,
+        build=load_open_clip,
+        arg_name="ARCH/TAG",
+    )
+)
+register_encoder(
+    EncoderSpec(
+        "hf-hub",
+        "an OpenCLIP model by its hub repo (hf-hub:timm/ViT-B-16-SigLIP2, hf-hub:apple/MobileCLIP2-S2-OpenCLIP)",
+        pretrained=True,
+        build=load_open_clip_hub,
+        arg_name="ORG/REPO",
     )
 )

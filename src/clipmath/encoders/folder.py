@@ -1,4 +1,6 @@
-"""Encoders that are not registry entries: a Hugging Face hub name, or a local folder holding a saved CLIP.
+"""Encoders that are not registry entries: a Hugging Face hub name, or a local folder holding a saved model (a
+transformers ``save_pretrained`` folder of any family in ``HF_FAMILIES``, or an OpenCLIP hub-layout folder with
+``open_clip_config.json``).
 
 A folder written by ``clipmath train finetune`` holds a transformers model plus ``clipmath.json`` (its kind, the
 model it was fine-tuned from, its dimension and the image preprocessing it was trained with). Loading such a folder
@@ -46,8 +48,11 @@ def load_hub_or_folder(name: str, options: LoadOptions, preprocessing_given: boo
     preprocessing is used.
     """
     from clipmath.encoders.hf_clip import HFClipEncoder
+    from clipmath.encoders.open_clip_encoder import OpenClipEncoder, is_open_clip_folder
 
     folder = Path(name).expanduser()
+    if folder.is_dir() and is_open_clip_folder(folder):
+        return OpenClipEncoder.load(str(folder), options.device, options.transform, options.dtype)
     description = folder_description(folder) if folder.is_dir() else None
     if description is None:
         return HFClipEncoder.load(name, device=options.device, transform=options.transform, dtype=options.dtype)

@@ -54,9 +54,9 @@ def is_marked_random(folder: Path) -> bool:
 def folder_model_id(folder: Path) -> str:
     """A stable id for a local model folder: its name plus a fingerprint of its config and weights."""
     digest = hashlib.sha256()
-    config = folder / "config.json"
-    if config.exists():
-        digest.update(json.dumps(json.loads(config.read_text()), sort_keys=True).encode())
+    for config in (folder / "config.json", folder / "open_clip_config.json"):
+        if config.exists():
+            digest.update(json.dumps(json.loads(config.read_text()), sort_keys=True).encode())
     for weights in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
         stat = weights.stat()
         digest.update(f"{weights.name}:{stat.st_size}".encode())
@@ -68,16 +68,22 @@ def folder_model_id(folder: Path) -> str:
 
 
 def clip_folder_info(folder: Path, model_id: str | None = None) -> EncoderInfo | None:
-    """The info a saved ``CLIPModel`` folder loads with, read from its files (``None`` if it is not one)."""
+    """The info a saved transformers model folder (any family in ``HF_FAMILIES``) loads with, read from its files
+    (``None`` if it is not one)."""
+    from clipmath.encoders.families import HF_FAMILIES
+
     try:
         config = json.loads((folder / "config.json").read_text())
-        dim = int(config["projection_dim"])
+        family = str(config.get("model_type", "clip"))
+        dim = int(config.get("projection_dim") or config["text_config"]["hidden_size"])
     except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if family not in HF_FAMILIES:
         return None
     pretrained = not is_marked_random(folder)
     return EncoderInfo(
         model_id=model_id or folder_model_id(folder),
-        backend="hf-clip" if pretrained else "tiny-random-clip",
+        backend=f"hf-{family}" if pretrained or family != "clip" else "tiny-random-clip",
         dim=dim,
         pretrained=pretrained,
         description="CLIP via transformers (CLIPModel)",

@@ -16,6 +16,7 @@ resize needs. Decoding is :mod:`clipmath.imageio`'s (pixel limit, formats, EXIF 
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import math
 import multiprocessing
 import os
@@ -48,8 +49,10 @@ DRAFT_MARGIN = 2.0
 @dataclass(frozen=True)
 class PixelSpec:
     """How a model wants its pixels. ``rounding`` of the long side after the short-side resize: ``floor``
-    (transformers) or ``round`` (EfficientNet-Lite's reference code). ``pad_ratio``: pad to a square first when
-    the aspect ratio is at least this (``targetpad``)."""
+    (transformers, torchvision) or ``round`` (EfficientNet-Lite's reference code). ``squash``: resize straight to
+    ``crop`` (aspect ratio not kept, nothing cropped: SigLIP). ``crop_offset`` of the centre crop: ``floor``
+    (transformers) or ``round`` (torchvision's ``CenterCrop``, open_clip). ``pad_ratio``: pad to a square first
+    when the aspect ratio is at least this (``targetpad``)."""
 
     short_side: int
     crop: tuple[int, int]  # (height, width)
@@ -59,11 +62,11 @@ class PixelSpec:
     resample: int = int(Image.Resampling.BICUBIC)
     pad_ratio: float | None = None
     rescale: float = 1 / 255
+    squash: bool = False
+    crop_offset: str = "floor"
 
     def with_pad(self, pad_ratio: float | None) -> PixelSpec:
-        return PixelSpec(
-            self.short_side, self.crop, self.mean, self.std, self.rounding, self.resample, pad_ratio, self.rescale
-        )
+        return dataclasses.replace(self, pad_ratio=pad_ratio)
 
 
 #: EfficientNet-Lite0's reference preprocessing: short side to 256 (bicubic, rounded), centre crop 224, [-1, 1].
@@ -105,29 +108,45 @@ def clip_spec_from_file(path: Path) -> PixelSpec | None:
 
 
 def clip_spec(processor) -> PixelSpec | None:
-    """The :class:`PixelSpec` of a transformers CLIP image processor, or ``None`` if it does something else."""
+    """The :class:`PixelSpec` of a transformers image processor (CLIP's short-side resize + centre crop, or
+    SigLIP's / ChineseCLIP's resize to a fixed size), or ``None`` if it does something else."""
     size = dict(getattr(processor, "size", None) or {})
     crop = dict(getattr(processor, "crop_size", None) or {})
-    simple = (
+    center_crop = bool(getattr(processor, "do_center_crop", False))
+    plain = (
         getattr(processor, "do_resize", True)
-        and getattr(processor, "do_center_crop", True)
         and getattr(processor, "do_rescale", True)
         and getattr(processor, "do_normalize", True)
         and getattr(processor, "do_convert_rgb", True) is not False
         and not getattr(processor, "do_pad", False)
-        and set(size) == {"shortest_edge"}
-        and crop.get("height")
-        and crop.get("width")
     )
-    if not simple:
+    if plain and center_crop and set(size) == {"shortest_edge"} and crop.get("height") and crop.get("width"):
+        short, box, squash = int(size["shortest_edge"]), (int(crop["height"]), int(crop["width"])), False
+    elif plain and not center_crop and set(size) == {"height", "width"}:
+        box = (int(size["height"]), int(size["width"]))
+        short, squash = max(box), True
+    else:
         return None
     return PixelSpec(
-        short_side=int(size["shortest_edge"]),
-        crop=(int(crop["height"]), int(crop["width"])),
+        short_side=short,
+        crop=box,
         mean=tuple(float(m) for m in processor.image_mean),
         std=tuple(float(s) for s in processor.image_std),
         resample=int(getattr(processor, "resample", Image.Resampling.BICUBIC)),
         rescale=float(getattr(processor, "rescale_factor", 1 / 255)),
+        squash=squash,
+    )
+
+
+def describe_pixels(spec: PixelSpec) -> str:
+    """A short description of an image preparation, for a model's description line."""
+    height, width = spec.crop
+    how = (
+        f"squash to {width}x{height}" if spec.squash else f"short side {spec.short_side}, centre crop {width}x{height}"
+    )
+    resample = Image.Resampling(spec.resample).name.lower()
+    return (
+        f"{how} ({resample}), mean {tuple(round(m, 4) for m in spec.mean)} std {tuple(round(s, 4) for s in spec.std)}"
     )
 
 
@@ -143,6 +162,8 @@ def _pad_square(image: Image.Image, ratio: float | None) -> Image.Image:
 
 
 def _resized_size(width: int, height: int, spec: PixelSpec) -> tuple[int, int]:
+    if spec.squash:
+        return spec.crop[1], spec.crop[0]
     short, long = min(width, height), max(width, height)
     if spec.rounding == "round":
         scale = spec.short_side / short
@@ -152,8 +173,9 @@ def _resized_size(width: int, height: int, spec: PixelSpec) -> tuple[int, int]:
     return (new_short, new_long) if width <= height else (new_long, new_short)
 
 
-def _centre_crop(array: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
-    """transformers' centre crop on ``(H, W, 3)``, zero-padding (centred) an image smaller than the crop."""
+def _centre_crop(array: np.ndarray, crop: tuple[int, int], offset: str = "floor") -> np.ndarray:
+    """transformers' (``offset="floor"``) or torchvision's (``"round"``) centre crop on ``(H, W, 3)``, zero-padding
+    (centred) an image smaller than the crop."""
     height, width = array.shape[:2]
     crop_h, crop_w = crop
     if height < crop_h or width < crop_w:
@@ -162,7 +184,10 @@ def _centre_crop(array: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
         top, left = math.ceil((new_h - height) / 2), math.ceil((new_w - width) / 2)
         padded[top : top + height, left : left + width] = array
         array, height, width = padded, new_h, new_w
-    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    if offset == "round":
+        top, left = round((height - crop_h) / 2.0), round((width - crop_w) / 2.0)
+    else:
+        top, left = (height - crop_h) // 2, (width - crop_w) // 2
     return array[top : top + crop_h, left : left + crop_w]
 
 
@@ -171,7 +196,7 @@ def prepare_pixels(image: Image.Image, spec: PixelSpec) -> np.ndarray:
     image = _pad_square(image if image.mode == "RGB" else image.convert("RGB"), spec.pad_ratio)
     size = _resized_size(*image.size, spec)
     resized = image.resize(size, resample=spec.resample)
-    return np.array(_centre_crop(np.asarray(resized), spec.crop), dtype=np.uint8, order="C")
+    return np.array(_centre_crop(np.asarray(resized), spec.crop, spec.crop_offset), dtype=np.uint8, order="C")
 
 
 def decode_for_model(source: str | Path | bytes, spec: PixelSpec, max_pixels: int, draft: bool) -> Image.Image:
