@@ -91,7 +91,12 @@ class Gallery:
             raise StoreError(f"no clipmath store at {path} (create one with: clipmath index DIR --store {path})")
         conn = connect(path / MANIFEST)
         try:
-            return cls(path, conn)
+            gallery = cls(path, conn)
+            if gallery.meta.get("vector_source") == "external" and cls is Gallery:
+                from clipmath.store.external import ExternalGallery  # vectors in an imported embeddings folder
+
+                return ExternalGallery(path, conn)
+            return gallery
         except BaseException:
             conn.close()
             raise
@@ -121,6 +126,8 @@ class Gallery:
                     read_meta(conn, path)  # a damaged store is refused, never re-initialised over its data
                     conn.executescript(SCHEMA)  # adds tables of newer versions (chunks)
             gallery = cls(path, conn, lock_fd)
+            if gallery.meta.get("vector_source") == "external":
+                raise StoreError(f"{path} is an imported embeddings folder: it is read-only")
             gallery._check_compatible(encoder, preprocessing, root_text)
             if dtype is not None and check_dtype(dtype) != str(gallery.dtype):
                 raise StoreError(
@@ -380,6 +387,11 @@ class Gallery:
             )
         if self.meta["root"] != root:
             raise StoreError(f"{self.path} indexes images under {self.meta['root']}, not {root}")
+
+    @property
+    def manifest(self) -> sqlite3.Connection:
+        """The manifest's connection, for store modules that keep a table of their own in it (shard progress)."""
+        return self._conn
 
     @property
     def row_bytes(self) -> int:

@@ -1,0 +1,110 @@
+"""LAION-scale data in and out: ``clipmath export`` (clip-retrieval's embeddings layout) and
+``clipmath import-embeddings`` (such a folder opened as a store); the tar-shard branch of ``clipmath index``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from clipmath.cli.options import JsonOpt, PreprocessingOpt, StoreArg, StoreOpt
+from clipmath.cli.output import emit, key_values, status
+from clipmath.errors import ClipmathError
+
+app = typer.Typer(add_completion=False)
+
+
+def index_shard_sources(sources: list[Path], store: Path, encoder: Any, config: Any, as_json: bool):
+    """``clipmath index SHARDS...``: index webdataset tar shards; returns the report and the shards' root."""
+    from clipmath.store.shard_indexer import index_shards
+    from clipmath.store.shards import expand_shards, shards_root
+
+    shards = expand_shards([str(s) for s in sources])
+    status(f"{len(shards)} tar shards", as_json)
+    return index_shards(store, shards, encoder, config, progress=not as_json), shards_root(shards)
+
+
+_EXPORT_EXAMPLES = """Examples:
+
+  clipmath export photos.store photos-emb --format clip-retrieval
+
+  clipmath export photos.store photos-emb --shard-size 100000 --index ivf
+"""
+
+
+@app.command(epilog=_EXPORT_EXAMPLES)
+def export(
+    store: StoreArg,
+    out: Annotated[Path, typer.Argument(help="Output folder (img_emb/, metadata/, knn.index).")],
+    format: Annotated[str, typer.Option("--format", help="Output layout: clip-retrieval.")] = "clip-retrieval",
+    shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Rows per npy/parquet file.")] = 1_000_000,
+    index: Annotated[
+        Optional[str],
+        typer.Option("--index", help="Also write knn.index + index_infos.json: flat, ivf, hnsw, ivfpq or a factory."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a store's embeddings and metadata as clip-retrieval does (float16, L2-normalised, row-aligned)."""
+    from clipmath.store.export import ExportConfig, export_store
+
+    report = export_store(store, out, ExportConfig(format, shard_size, index), progress=not as_json)
+    rows = [
+        ("output", report.out),
+        ("model", report.model),
+        ("rows", report.rows),
+        ("dimension", report.dim),
+        ("shards", len(report.shards)),
+        ("captions", report.captions),
+        ("index", report.index or "-"),
+        ("seconds", f"{report.seconds:.1f}"),
+    ]
+    emit(asdict(report), as_json, lambda: key_values(rows))
+
+
+_IMPORT_EXAMPLES = """Examples:
+
+  clipmath import-embeddings laion-emb/ --store laion.store --model openai/clip-vit-large-patch14
+
+  clipmath import-embeddings photos-emb/ --store copy.store --model tiny-random-clip --no-checksum
+"""
+
+
+@app.command("import-embeddings", epilog=_IMPORT_EXAMPLES)
+def import_embeddings(
+    folder: Annotated[Path, typer.Argument(help="A clip-retrieval / LAION embeddings folder (img_emb/, metadata/).")],
+    store: StoreOpt,
+    model: Annotated[
+        Optional[str], typer.Option("--model", help="The model that made the embeddings (its dimension must match).")
+    ] = None,
+    preprocessing: PreprocessingOpt = None,
+    checksum: Annotated[bool, typer.Option(help="Hash every shard's vectors at import (reads them once).")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Open an embeddings folder as a store without copying its vectors (the npy files are memory-mapped)."""
+    from clipmath.encoders import load_encoder
+    from clipmath.store.external import ImportConfig
+    from clipmath.store.external import import_embeddings as run_import
+
+    if not model:
+        raise ClipmathError("name the model that made the embeddings: --model NAME")
+    if not folder.is_dir():
+        raise ClipmathError(f"embeddings folder not found: {folder}")
+    encoder = load_encoder(model, preprocessing=preprocessing)
+    status(f"model: {encoder.info.label()}", as_json)
+    report = run_import(folder, store, encoder.info, encoder.transform.key, ImportConfig(checksum), not as_json)
+    rows = [
+        ("store", report.store),
+        ("embeddings", report.folder),
+        ("model", report.model),
+        ("rows", report.rows),
+        ("dimension", report.dim),
+        ("dtype", report.dtype),
+        ("shards", report.shards),
+        ("ids from", report.id_column or "shard/row"),
+        ("captions", report.captions),
+        ("seconds", f"{report.seconds:.1f}"),
+    ]
+    emit(asdict(report), as_json, lambda: key_values(rows))
+
