@@ -113,7 +113,9 @@ def import_embeddings(
     shards = read_npy_shards(folder)
     dim, dtype = shards[0].dim, shards[0].dtype
     if encoder.dim != dim:
-        raise ClipmathError(f"{folder} holds {dim}-dimensional embeddings; model {encoder.model_id} makes {encoder.dim}")
+        raise ClipmathError(
+            f"{folder} holds {dim}-dimensional embeddings; model {encoder.model_id} makes {encoder.dim}-dimensional ones"
+        )
     if (store / MANIFEST).exists():
         raise ClipmathError(f"{store} already exists; import into a new store")
     store.mkdir(parents=True, exist_ok=True)
@@ -233,7 +235,8 @@ def _npy_header(number: int, path: Path) -> NpyShard:
     with open(path, "rb") as fh:
         try:
             version = np.lib.format.read_magic(fh)
-            shape, fortran, dtype = np.lib.format._read_array_header(fh, version)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(fh)
         except ValueError as exc:
             raise ClipmathError(f"{path} is not a readable npy file ({exc})") from None
         offset = fh.tell()
