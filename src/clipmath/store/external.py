@@ -114,7 +114,7 @@ def import_embeddings(
     dim, dtype = shards[0].dim, shards[0].dtype
     if encoder.dim != dim:
         raise ClipmathError(
-            f"{folder} holds {dim}-dimensional embeddings; model {encoder.model_id} makes {encoder.dim}-dimensional ones"
+            f"{folder} holds {dim}-dimensional embeddings; model {encoder.model_id} makes {encoder.dim}-dimensional"
         )
     if (store / MANIFEST).exists():
         raise ClipmathError(f"{store} already exists; import into a new store")
