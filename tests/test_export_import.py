@@ -15,7 +15,8 @@ import pytest
 from clipmath.errors import ClipmathError, StoreError
 from clipmath.store import Gallery, IndexConfig, index_folder
 from clipmath.store.export import ExportConfig, export_store, normalised_half
-from clipmath.store.external import import_embeddings, verify_external
+from clipmath.store.check import check
+from clipmath.store.external import import_embeddings
 from tests.conftest import write_images
 
 pytest.importorskip("pyarrow")
@@ -107,7 +108,7 @@ def test_a_single_shard_is_memory_mapped_in_place_and_changes_are_found(store, t
     import_embeddings(out, tmp_path / "s", tiny_encoder.info, tiny_encoder.transform.key, progress=False)
     vectors = Gallery.open(tmp_path / "s").snapshot().vectors
     assert isinstance(vectors, np.memmap) and Path(vectors.filename) == out / "img_emb" / "img_emb_0.npy"
-    assert verify_external(tmp_path / "s") == []
+    assert check(tmp_path / "s").ok and check(tmp_path / "s").verified_rows == COUNT
 
     with pytest.raises(StoreError, match="read-only"):
         Gallery.open_for_writing(tmp_path / "s", tiny_encoder.info, tiny_encoder.transform.key, out)
@@ -117,7 +118,8 @@ def test_a_single_shard_is_memory_mapped_in_place_and_changes_are_found(store, t
     stat = shard.stat()
     shard.write_bytes(bytes(data))
     os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size and mtime: only the checksum sees it
-    assert len(verify_external(tmp_path / "s")) == 1
+    found = check(tmp_path / "s")
+    assert not found.ok and "changed since it was imported" in found.problems[0]
     shard.write_bytes(bytes(data[:-64]))
     with pytest.raises(StoreError, match="changed since it was imported"):
         Gallery.open(tmp_path / "s").snapshot()

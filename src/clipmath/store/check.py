@@ -102,6 +102,11 @@ def _check_manifest(conn: sqlite3.Connection, store: Path, report: CheckReport) 
     except (StoreError, sqlite3.DatabaseError) as exc:
         report.problems.append(_reason(exc))
         return
+    if meta.get("vector_source") == "external":  # vectors in an imported embeddings folder
+        from clipmath.store.external import check_external
+
+        check_external(conn, meta, report)
+        return
     row_bytes = int(meta["dim"]) * vector_dtype(meta).itemsize
     report.vector_rows = committed = int(meta["vector_rows"])
     vector_path = store / meta["vector_file"]
@@ -194,6 +199,8 @@ def repair(store: str | Path) -> RepairReport:
         if found.ok:
             return RepairReport(store, [], [], 0, found.items)
         meta = _salvage_meta(store)
+        if meta is not None and meta.get("vector_source") == "external":
+            raise StoreError(f"{store} is an imported embeddings folder: import it again ({found.problems[0]})")
         if meta is None:
             raise StoreError(
                 f"the store at {store} cannot be repaired: its manifest has lost the model and dimension "

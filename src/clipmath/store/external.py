@@ -12,8 +12,8 @@ Ids come from the metadata's ``id`` column (what ``clipmath export`` writes), el
 
 Reading: one shard is mapped as it is (no copy at all); several shards are mapped and gathered into one array in
 memory when the store is opened for search (the files are never copied on disk). An imported store is read-only.
-A shard whose size or mtime changed since the import is reported as damage; :func:`verify_external` re-hashes
-every shard's bytes against the checksums taken at import.
+A shard whose size or mtime changed since the import is reported as damage; ``clipmath check`` (:func:`check_external`)
+re-hashes every shard's bytes against the checksums taken at import.
 """
 
 from __future__ import annotations
@@ -164,19 +164,27 @@ def import_embeddings(
     return report
 
 
-def verify_external(store: str | Path) -> list[str]:
-    """Problems found re-hashing every shard of an imported store against its import checksums (empty: none)."""
-    problems = []
-    with Gallery.open(store) as gallery:
-        for shard, expected, _ in _shard_rows(gallery.manifest):
-            try:
-                actual = _data_sha256(shard)
-            except OSError as exc:
-                problems.append(f"{shard.path}: {exc.strerror or exc}")
-                continue
-            if expected is not None and actual != expected:
-                problems.append(f"{shard.path}: its vector bytes changed since the import (checksum differs)")
-    return problems
+def check_external(conn: sqlite3.Connection, meta: dict[str, str], report) -> None:
+    """What :func:`clipmath.store.check.check` verifies of an imported store: every shard present, unchanged in
+    size, and its vector bytes hashing to the import checksum; rows and items agreeing with the shards."""
+    shards = _shard_rows(conn)
+    report.vector_rows = int(meta["vector_rows"])
+    report.items = conn.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+    verified = 0
+    for shard, expected, (size, _) in shards:
+        try:
+            held = shard.path.stat().st_size
+            actual = _data_sha256(shard) if expected is not None else None
+        except OSError as exc:
+            report.problems.append(f"embeddings shard {shard.path}: {exc.strerror or exc}")
+            break
+        if held != size or actual != expected:
+            report.problems.append(f"embeddings shard {shard.path} changed since it was imported")
+            break
+        verified += shard.rows
+    if sum(s.rows for s, _, _ in shards) != report.vector_rows:
+        report.problems.append("the manifest's row count differs from its shards' rows")
+    report.verified_rows = report.consistent_rows = verified
 
 
 class ExternalGallery(Gallery):
