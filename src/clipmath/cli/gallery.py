@@ -43,7 +43,8 @@ def index(
         list[Path],
         typer.Argument(
             help="Folder of images (searched recursively), or webdataset tar shards: a brace pattern "
-            "('shards/{00000..00099}.tar'), tar files, or a folder of them (img2dataset's output).",
+            "('shards/{00000..00099}.tar'), tar files, or a folder of them (img2dataset's output); or a table "
+            "(.parquet/.csv/.tsv/.jsonl) of image paths with optional captions.",
             metavar="SOURCE...",
         ),
     ],
@@ -69,12 +70,11 @@ def index(
     as_json: JsonOpt = False,
 ) -> None:
     """Index (or update) a folder of images into a store: incremental, resumable, crash-safe."""
+    from clipmath.cli.sources import index_source, source_kind
     from clipmath.store import Gallery, IndexConfig, index_folder
-    from clipmath.store.shards import is_shard_spec
 
-    folder = sources[0]
-    shards = len(sources) > 1 or is_shard_spec(str(folder))
-    if not shards and not folder.is_dir():
+    folder, kind = sources[0], source_kind(sources)
+    if kind == "folder" and not folder.is_dir():
         raise ClipmathError(f"image folder not found: {folder}")
     if (store / "manifest.sqlite").exists() and model in (None, "auto"):
         model = Gallery.open(store).model_id  # keep using the store's model
@@ -86,13 +86,11 @@ def index(
         prune=prune,
         follow_symlinks=follow_symlinks,
     )
-    if shards:
-        from clipmath.cli.sources import index_shard_sources
-
+    if kind != "folder":
         if scale.check_engine(engine) != "local" or files is not None:
-            raise ClipmathError("tar shards are indexed by the local engine, without --files")
+            raise ClipmathError(f"a {kind} source is indexed by the local engine only, without --files")
         encoder = load_model(model, device, preprocessing, dtype, threads, as_json, lazy=True)
-        report, folder = index_shard_sources(sources, store, encoder, config, as_json)
+        report, folder = index_source(kind, sources, store, encoder, config, as_json)
     elif scale.check_engine(engine) == "ray":
         ray_options = scale.RayCommand(model, device, dtype, preprocessing, address, workers, gpus_per_worker)
         report, encoder = scale.run_ray_index(folder, store, config, files, ray_options, as_json)
@@ -100,7 +98,7 @@ def index(
         encoder = load_model(model, device, preprocessing, dtype, threads, as_json, lazy=True)
         listed = scale.read_listed(files, folder)
         report = index_folder(store, folder, encoder, config, files=listed, progress=not as_json)
-    if prune and report.pruned and not shards:
+    if prune and report.pruned:
         with Gallery.open_for_writing(store, encoder.info, encoder.transform.key, folder) as gallery:
             gallery.compact()
 

@@ -16,8 +16,22 @@ from clipmath.errors import ClipmathError
 app = typer.Typer(add_completion=False)
 
 
-def index_shard_sources(sources: list[Path], store: Path, encoder: Any, config: Any, as_json: bool):
-    """``clipmath index SHARDS...``: index webdataset tar shards; returns the report and the shards' root."""
+def source_kind(sources: list[Path]) -> str:
+    """What ``clipmath index SOURCE...`` names: ``folder``, ``shards`` (webdataset tars) or ``table``."""
+    from clipmath.store.shards import is_shard_spec
+    from clipmath.store.tables import is_table_spec
+
+    if len(sources) > 1 or is_shard_spec(str(sources[0])):
+        return "shards"
+    return "table" if is_table_spec(str(sources[0])) else "folder"
+
+
+def index_source(kind: str, sources: list[Path], store: Path, encoder: Any, config: Any, as_json: bool):
+    """``clipmath index`` of tar shards or a table: the report and the store's image root."""
+    if kind == "table":
+        from clipmath.store.tables import index_table
+
+        return index_table(store, sources[0], encoder, config, progress=not as_json), sources[0].parent
     from clipmath.store.shard_indexer import index_shards
     from clipmath.store.shards import expand_shards, shards_root
 
