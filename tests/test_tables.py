@@ -47,7 +47,8 @@ def test_csv_tsv_and_jsonl_tables_read_the_same_rows(images):
     base, names = images
     (base / "a.csv").write_text("path,caption\n" + "".join(f"images/{n},c {n}\n" for n in names))
     (base / "a.tsv").write_text("filepath\ttext\n" + "".join(f"images/{n}\tc {n}\n" for n in names))
-    (base / "a.jsonl").write_text("".join(json.dumps({"path": f"images/{n}", "caption": f"c {n}"}) + "\n" for n in names))
+    lines = (json.dumps({"path": f"images/{n}", "caption": f"c {n}"}) for n in names)
+    (base / "a.jsonl").write_text("".join(line + "\n" for line in lines))
     rows = [read_table(base / f"a.{ext}") for ext in ("csv", "tsv", "jsonl")]
     assert all(r.ids == [f"images/{n}" for n in names] and r.captions == [f"c {n}" for n in names] for r in rows)
     (base / "bad.csv").write_text("url_only\nhttp://x\n")
