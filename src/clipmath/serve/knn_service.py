@@ -2,10 +2,11 @@
 clip-retrieval's front end and scripts (``ClipClient``) can query a clipmath store.
 
 A request names one query: ``text``, ``image`` (base64 bytes) or ``embedding_input`` (a vector in the store's space),
-and ``num_images`` (k; the server's default k when absent). The answer is clip-retrieval's: a JSON list, best first, of ``{"id", "similarity"}`` plus the
-item's ``caption``, ``url`` and ``image_path`` where the store holds them (and ``item_id``, the store's id).
-``modality: "text"`` (a caption index) and ``image_url`` (fetching) are not served: 400 with the reason. Options
-clip-retrieval has for LAION's filters (``deduplicate``, ``use_safety_model``, ``aesthetic_score``, ...) are ignored.
+and ``num_images`` (k; the server's default k when absent). The answer is clip-retrieval's: a JSON list, best first,
+of ``{"id", "similarity"}`` plus the item's ``caption``, ``url`` and ``image_path`` where the store holds them (and
+``item_id``, the store's id). ``modality: "text"`` (a caption index) and ``image_url`` (fetching) are not served: 400
+with the reason. Options clip-retrieval has for LAION's filters (``deduplicate``, ``use_safety_model``,
+``aesthetic_score``, ...) are ignored.
 """
 
 from __future__ import annotations
