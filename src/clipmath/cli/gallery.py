@@ -67,6 +67,9 @@ def index(
     gpus_per_worker: scale.GpusOpt = 0.0,
     files: scale.FilesOpt = None,
     store_dtype: scale.StoreDtypeOpt = None,
+    captions: Annotated[
+        bool, typer.Option("--captions", help="Also encode each item's caption (shards, tables) into STORE/text.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Index (or update) a folder of images into a store: incremental, resumable, crash-safe."""
@@ -101,6 +104,11 @@ def index(
     if prune and report.pruned:
         with Gallery.open_for_writing(store, encoder.info, encoder.transform.key, folder) as gallery:
             gallery.compact()
+    caption_report = None
+    if captions:
+        from clipmath.store.captions import index_captions
+
+        caption_report = index_captions(store, encoder, commit_every, batch_size, progress=not as_json)
 
     def render():
         yield (
@@ -112,8 +120,14 @@ def index(
         if report.bad:
             yield f"{len(report.bad)} files skipped:"
             yield from (f"  {item_id}: {reason}" for item_id, reason in report.bad)
+        if caption_report is not None:
+            yield (
+                f"captions: {caption_report.added} encoded, {caption_report.unchanged} unchanged, "
+                f"{caption_report.removed} removed; {caption_report.captions} captions in {store / 'text'}"
+            )
 
-    emit(asdict(report), as_json, render)
+    payload = asdict(report) | ({"captions": asdict(caption_report)} if caption_report else {})
+    emit(payload, as_json, render)
 
 
 # ---- search -------------------------------------------------------------------------------------------------
@@ -145,6 +159,9 @@ def search(
     recall: scale.RecallOpt = None,
     half_kernel: scale.HalfKernelOpt = "auto",
     include_reference: Annotated[bool, typer.Option(help="Allow the reference image itself in the results.")] = False,
+    against: Annotated[
+        str, typer.Option("--target", help="image: the image vectors; text: the captions' (index --captions).")
+    ] = "image",
     model: ModelOpt = None,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "auto",
@@ -164,6 +181,14 @@ def search(
     config = RetrieverConfig(
         index=index_kind, faiss=scale.index_params(device, recall, half_kernel), exclude_reference=not include_reference
     )
+    if against not in ("image", "text"):
+        raise ClipmathError(f"--target is image or text, not {against!r}")
+    if against == "text":
+        from clipmath.store.captions import has_text_store, text_store
+
+        if not has_text_store(store):
+            raise ClipmathError(f"{store} holds no caption vectors (index it with --captions)")
+        store = text_store(store)
     retriever = Retriever.open(store, model=model, device=device, config=config, dtype=dtype)
     hits = retriever.search([query], method=method, k=k, checkpoint=checkpoint)[0]
     scale.report_tuning(retriever.index, as_json)

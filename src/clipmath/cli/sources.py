@@ -71,6 +71,7 @@ def export(
         ("dimension", report.dim),
         ("shards", len(report.shards)),
         ("captions", report.captions),
+        ("text_emb", "written" if report.text_emb else "-"),
         ("index", report.index or "-"),
         ("seconds", f"{report.seconds:.1f}"),
     ]

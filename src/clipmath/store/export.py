@@ -2,6 +2,7 @@
 embedding-reader and autofaiss read, the layout LAION publishes its embeddings in)::
 
     OUT/img_emb/img_emb_{N}.npy           float16, L2-normalised, ``shard_size`` rows each
+    OUT/text_emb/text_emb_{N}.npy         the captions' vectors, row-aligned (when STORE/text holds every item's)
     OUT/metadata/metadata_{N}.parquet     row-aligned with img_emb_{N}: image_path, id, caption, url, width, height
     OUT/knn.index + OUT/index_infos.json  with ``index``: an inner-product FAISS index over all rows (autofaiss' names)
 
@@ -46,6 +47,7 @@ class ExportReport:
     model: str = ""
     shards: list[str] = field(default_factory=list)
     captions: int = 0
+    text_emb: bool = False
     index: str | None = None
     seconds: float = 0.0
 
@@ -65,13 +67,20 @@ def export_store(store: str | Path, out: str | Path, config: ExportConfig | None
         report = ExportReport(out=out, rows=n, dim=dim, model=snapshot.model_id)
         shards = max(1, -(-n // config.shard_size))
         width = len(str(shards - 1))
-        for folder in ("img_emb", "metadata"):
-            (out / folder).mkdir(parents=True, exist_ok=True)
         metadata = _metadata_rows(gallery)
+        texts = _text_vectors(store, snapshot.ids)
+        report.text_emb = texts is not None
+        folders = ("img_emb", "metadata", "text_emb") if texts is not None else ("img_emb", "metadata")
+        for folder in folders:
+            (out / folder).mkdir(parents=True, exist_ok=True)
         for number in tqdm(range(shards), desc="exporting", unit="shard", disable=not progress):
             start, stop = number * config.shard_size, min(n, (number + 1) * config.shard_size)
             suffix = f"{number:0{width}d}"
             _save_npy(out / "img_emb" / f"img_emb_{suffix}.npy", normalised_half(snapshot.vectors[start:stop]))
+            if texts is not None:
+                vectors, rows_of = texts
+                text = normalised_half(vectors[rows_of[start:stop]])
+                _save_npy(out / "text_emb" / f"text_emb_{suffix}.npy", text)
             rows = [next(metadata) for _ in range(stop - start)]
             if [r["id"] for r in rows] != snapshot.ids[start:stop]:
                 raise ClipmathError(f"{store} changed during the export; run it again")
@@ -82,6 +91,20 @@ def export_store(store: str | Path, out: str | Path, config: ExportConfig | None
             report.index = write_knn_index(out, snapshot.vectors, config.index)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _text_vectors(store: str | Path, ids: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The caption store's vectors and, per exported id, its row there; None unless it holds every id's caption."""
+    from clipmath.store.captions import has_text_store, text_store
+
+    if not has_text_store(store):
+        return None
+    with Gallery.open(text_store(store)) as texts:
+        snapshot = texts.snapshot()
+    rows = [snapshot.row_of(item_id) for item_id in ids]
+    if any(row is None for row in rows):
+        return None
+    return snapshot.vectors, np.asarray(rows, dtype=np.int64)
 
 
 def normalised_half(vectors: np.ndarray) -> np.ndarray:
