@@ -49,9 +49,11 @@ class Sample:
 
 @dataclass
 class ShardRead:
-    """The outcome of reading one shard to its end: ``problem`` says why it ended early (None: read whole)."""
+    """The outcome of reading one shard to its end: ``problem`` says why it ended early (None: read whole);
+    ``count``: samples handed out (kept by the reader's caller)."""
 
     problem: str | None = None
+    count: int = 0
 
 
 def is_shard_spec(text: str) -> bool:
