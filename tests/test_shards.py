@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from clipmath.store import Gallery, IndexConfig, index_folder  # noqa: E402
 from clipmath.store.shard_indexer import index_shards  # noqa: E402
 from clipmath.store.shards import expand_shards, is_shard_spec  # noqa: E402
 from tests.conftest import write_images  # noqa: E402
+from tests.test_crash_safety import committed_rows  # noqa: E402
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 SRC_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.getenv("PYTHONPATH", "")])}
@@ -128,15 +128,6 @@ def test_a_corrupt_sample_a_sample_without_image_and_a_truncated_tar_are_skipped
 def index_command(pattern: str, store: Path) -> list[str]:
     return [sys.executable, "-m", "clipmath", "index", pattern, "--store", str(store), "--model", "tiny-random-clip",
             "--commit-every", "3", "--batch-size", "3", "--json"]  # fmt: skip
-
-
-def committed_rows(store: Path) -> int:
-    try:
-        with sqlite3.connect(store / "manifest.sqlite", timeout=1) as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'vector_rows'").fetchone()
-            return int(row[0]) if row else 0
-    except sqlite3.Error:
-        return 0
 
 
 def test_kill_9_mid_shard_then_rerun_equals_an_uninterrupted_run_bit_for_bit(corpus, tmp_path):

@@ -73,7 +73,7 @@ def index(
     as_json: JsonOpt = False,
 ) -> None:
     """Index (or update) a folder of images into a store: incremental, resumable, crash-safe."""
-    from clipmath.cli.sources import index_source, source_kind
+    from clipmath.cli.sources import index_source, index_source_on_ray, source_kind
     from clipmath.store import Gallery, IndexConfig, index_folder
 
     folder, kind = sources[0], source_kind(sources)
@@ -89,13 +89,16 @@ def index(
         prune=prune,
         follow_symlinks=follow_symlinks,
     )
+    ray_options = scale.RayCommand(model, device, dtype, preprocessing, address, workers, gpus_per_worker)
     if kind != "folder":
-        if scale.check_engine(engine) != "local" or files is not None:
-            raise ClipmathError(f"a {kind} source is indexed by the local engine only, without --files")
-        encoder = load_model(model, device, preprocessing, dtype, threads, as_json, lazy=True)
-        report, folder = index_source(kind, sources, store, encoder, config, as_json)
+        if files is not None or (kind == "table" and scale.check_engine(engine) == "ray"):
+            raise ClipmathError(f"a {kind} source is indexed without --files (and a table without --engine ray)")
+        if scale.check_engine(engine) == "ray":
+            report, folder, encoder = index_source_on_ray(sources, store, config, ray_options, as_json)
+        else:
+            encoder = load_model(model, device, preprocessing, dtype, threads, as_json, lazy=True)
+            report, folder = index_source(kind, sources, store, encoder, config, as_json)
     elif scale.check_engine(engine) == "ray":
-        ray_options = scale.RayCommand(model, device, dtype, preprocessing, address, workers, gpus_per_worker)
         report, encoder = scale.run_ray_index(folder, store, config, files, ray_options, as_json)
     else:
         encoder = load_model(model, device, preprocessing, dtype, threads, as_json, lazy=True)

@@ -40,6 +40,30 @@ def index_source(kind: str, sources: list[Path], store: Path, encoder: Any, conf
     return index_shards(store, shards, encoder, config, progress=not as_json), shards_root(shards)
 
 
+def index_source_on_ray(sources: list[Path], store: Path, config: Any, ray: Any, as_json: bool):
+    """``clipmath index SHARDS... --engine ray``: one Ray task per shard; the report, the shards' root, the
+    driver's encoder (built here for its identity, and once per actor)."""
+    import functools
+
+    from clipmath.encoders import load_encoder
+    from clipmath.store.ray_engine import RayOptions, require_ray
+    from clipmath.store.ray_shards import index_shards_with_ray
+    from clipmath.store.shards import expand_shards, shards_root
+
+    require_ray()
+    shards = expand_shards([str(s) for s in sources])
+    device = "cuda" if ray.gpus_per_worker and ray.device == "cpu" else ray.device
+    factory = functools.partial(
+        load_encoder, ray.model, device=device, preprocessing=ray.preprocessing, dtype=ray.dtype
+    )
+    encoder = load_encoder(ray.model, device="cpu", preprocessing=ray.preprocessing)
+    status(f"model: {encoder.info.label()} (on {ray.workers} Ray actors, device {device})", as_json)
+    status(f"{len(shards)} tar shards", as_json)
+    options = RayOptions(address=ray.address, workers=ray.workers, gpus_per_worker=ray.gpus_per_worker)
+    report = index_shards_with_ray(store, shards, factory, config, options, encoder, progress=not as_json)
+    return report, shards_root(shards), encoder
+
+
 _EXPORT_EXAMPLES = """Examples:
 
   clipmath export photos.store photos-emb --format clip-retrieval
