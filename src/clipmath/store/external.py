@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import sqlite3
 import time
@@ -123,6 +124,8 @@ def import_embeddings(
     tmp = store / (MANIFEST + ".importing")
     tmp.unlink(missing_ok=True)
     conn = connect(tmp)
+    conn.execute("PRAGMA journal_mode=OFF")  # a scratch file until renamed: made durable once, at the end
+    conn.execute("PRAGMA synchronous=OFF")
     try:
         conn.executescript(SCHEMA + EXTERNAL_TABLE)
         first_row, used = 0, set()
@@ -154,10 +157,11 @@ def import_embeddings(
         )
         with conn:
             write_meta(conn, meta)
+        conn.execute("PRAGMA journal_mode=WAL")  # as every store's manifest
     finally:
         conn.close()
-    for suffix in ("-wal", "-shm"):
-        Path(str(tmp) + suffix).unlink(missing_ok=True)
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
     tmp.replace(store / MANIFEST)  # the store exists only once complete
     report.rows = first_row
     report.seconds = time.monotonic() - started
