@@ -2,8 +2,9 @@
 resident memory, with and without the per-shard checksum; then opening it and one exact single-query search.
 
 The folder is generated (random unit vectors, float16, written shard by shard through a memmap: never in RAM). Each
-measured step runs in its own process, which reports its wall time and peak resident memory (``ru_maxrss``), so one
-step's memory is not another's. The files are in the page cache after being written (a warm import: the cold one
+measured step runs in its own process, which reports its wall time and peak resident memory (``VmHWM``: not
+``ru_maxrss``, which a child inherits from its parent's peak across fork and exec), so one step's memory is not
+another's; after the search, the resident memory is split into the process's own (anonymous) and mapped file pages. The files are in the page cache after being written (a warm import: the cold one
 reads the same bytes from disk once for the checksum and not at all without it).
 
     python bench/laion_bench.py --rows 1000000 --dim 768 --shards 100      # ~1.5 GB, a few minutes on 2 cores
@@ -29,19 +30,20 @@ import numpy as np
 BLOCK_ROWS = 50_000
 
 _IMPORT = """
-import json, resource, sys, time
+import json, sys, time
 from clipmath.encoders.identity import EncoderInfo
 from clipmath.store.external import ImportConfig, import_embeddings
 folder, store, checksum, dim = sys.argv[1], sys.argv[2], sys.argv[3] == "1", int(sys.argv[4])
 info = EncoderInfo(model_id=f"bench-{dim}", backend="bench", dim=dim, pretrained=False)
 started = time.perf_counter()
 report = import_embeddings(folder, store, info, "clip", ImportConfig(checksum=checksum), progress=False)
+status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
 print(json.dumps({"seconds": time.perf_counter() - started, "rows": report.rows,
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "rss_mb": int(status["VmHWM"].split()[0]) / 1024}))
 """
 
 _SEARCH = """
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
 sys.path.insert(0, sys.argv[2])
 from search_bench import single_vs_floor_detail, streaming_read
@@ -58,9 +60,11 @@ t = time.perf_counter()
 index.search(queries[:1], 10)  # the first query: kernel set-up, pages mapped
 first = time.perf_counter() - t
 measured = single_vs_floor_detail(index, queries[1:], 10, streaming_read(np.asarray(snapshot.vectors)), 11)
+status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
+mb = lambda key: int(status[key].split()[0]) / 1024
 print(json.dumps({"open_seconds": opened, "ids": len(snapshot.ids), "memmap": isinstance(snapshot.vectors, np.memmap),
-                  "first_ms": first * 1000, **measured,
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "first_ms": first * 1000, **measured, "rss_mb": mb("VmHWM"), "anon_mb": mb("RssAnon"),
+                  "file_mb": mb("RssFile")}))
 """
 
 
@@ -116,8 +120,9 @@ def main() -> None:
                          f"{imported['rss_mb']:.0f} MB", f"manifest {manifest / 1e6:.0f} MB"))  # fmt: skip
         searched = run(_SEARCH, str(work / "store-0"), str(Path(__file__).resolve().parent))
         mapped = "memory-mapped in place" if searched["memmap"] else "shards gathered into RAM"
-        rows.append(("open (ids + vectors)", f"{searched['open_seconds']:.1f} s", f"{searched['rss_mb']:.0f} MB",
-                     mapped))  # fmt: skip
+        rows.append(("open (ids + vectors) + search", f"{searched['open_seconds']:.1f} s (open)",
+                     f"{searched['rss_mb']:.0f} MB", f"{mapped}; after: {searched['anon_mb']:.0f} MB own + "
+                     f"{searched['file_mb']:.0f} MB mapped file pages"))  # fmt: skip
         rows.append(("exact search, 1 query, k=10", f"{searched['search_ms']:.1f} ms (median of 11)", "",
                      f"floor (one read of the vectors) {searched['floor_ms']:.1f} ms; best-time ratio "
                      f"{searched['best_ratio']:.2f}, CPU-time ratio {searched['cpu_ratio']:.2f}; "
