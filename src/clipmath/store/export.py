@@ -126,8 +126,7 @@ def write_knn_index(out: Path, vectors: np.ndarray, kind: str) -> str:
     n, dim = vectors.shape
     params = IndexParams()
     factory = factory_string(kind, n, dim, params)
-    rows = np.concatenate([normalised_half(vectors[s : s + 65536]) for s in range(0, n, 65536)]).astype(np.float32)
-    index = FaissIndex.build(rows, kind, params, factory=factory)
+    index = FaissIndex.build(_AsExported(vectors), kind, params, factory=factory)
     index.save(out / "knn.index")
     size = (out / "knn.index").stat().st_size
     infos = {
@@ -142,6 +141,18 @@ def write_knn_index(out: Path, vectors: np.ndarray, kind: str) -> str:
     }
     (out / "index_infos.json").write_text(json.dumps(infos, indent=2) + "\n")
     return factory
+
+
+class _AsExported:
+    """``vectors`` read as exported (normalised, float16-rounded) and handed out as float32, a slice at a time: the
+    index is built without a float32 copy of the store in memory."""
+
+    def __init__(self, vectors: np.ndarray) -> None:
+        self.vectors = vectors
+        self.shape = vectors.shape
+
+    def __getitem__(self, key) -> np.ndarray:
+        return normalised_half(self.vectors[key]).astype(np.float32)
 
 
 def _index_param(index) -> str:

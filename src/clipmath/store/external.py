@@ -130,8 +130,9 @@ def import_embeddings(
         conn.executescript(SCHEMA + EXTERNAL_TABLE)
         conn.execute("DROP INDEX items_sha")  # no content hashes to look up (half the insert time without it)
         first_row, used = 0, set()
+        metadata = _metadata_paths(folder)
         for shard in tqdm(shards, desc="importing", unit="shard", disable=not progress):
-            ids, extras, sizes = _shard_metadata(folder, shard, report)
+            ids, extras, sizes = _shard_metadata(metadata.get(shard.number), shard, report)
             if ids is None or any(i in used for i in ids) or len(set(ids)) != len(ids):
                 ids = [f"{shard.number}/{row}" for row in range(shard.rows)]
             used.update(ids)
@@ -267,15 +268,15 @@ def _data_sha256(shard: NpyShard) -> str:
     return digest.hexdigest()
 
 
-def _shard_metadata(folder: Path, shard: NpyShard, report: ImportReport):
+def _shard_metadata(path: Path | None, shard: NpyShard, report: ImportReport):
     """``(ids or None, extras, sizes)`` from the shard's metadata parquet (None ids: no usable id column)."""
     blank = [None] * shard.rows
-    path = _metadata_path(folder, shard)
     if path is None:
         return None, blank, [(None, None)] * shard.rows
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    wanted = {*ID_COLUMNS, "caption", "url", "width", "height"}
+    table = pq.read_table(path, columns=[c for c in pq.read_schema(path).names if c in wanted])
     if table.num_rows != shard.rows:
         raise ClipmathError(f"{path} has {table.num_rows} rows, {shard.path.name} {shard.rows}: not row-aligned")
     names = table.column_names
@@ -298,11 +299,7 @@ def _shard_metadata(folder: Path, shard: NpyShard, report: ImportReport):
     return ids, extras, list(zip(column("width"), column("height")))
 
 
-def _metadata_path(folder: Path, shard: NpyShard) -> Path | None:
+def _metadata_paths(folder: Path) -> dict[int, Path]:
+    """``shard number -> metadata parquet`` of ``folder/metadata`` (empty when there is none)."""
     meta = folder / "metadata"
-    if not meta.is_dir():
-        return None
-    for path in meta.glob("*.parquet"):
-        if _shard_number(path) == shard.number:
-            return path
-    return None
+    return {_shard_number(path): path for path in meta.glob("*.parquet")} if meta.is_dir() else {}
