@@ -65,3 +65,19 @@ def test_export_writes_text_emb_row_aligned_with_img_emb(captioned, tmp_path):
     exported = np.concatenate([np.load(tmp_path / "out" / "text_emb" / f"text_emb_{n}.npy") for n in range(2)])
     expected = normalised_half(np.stack([texts.vectors[texts.row_of(i)] for i in ids]))
     assert np.array_equal(exported, expected)
+
+
+def test_import_of_an_export_keeps_the_caption_vectors_searchable(captioned, tmp_path, tiny_encoder):
+    from clipmath.store.external import import_embeddings
+
+    base, _ = captioned
+    export_store(base / "store", tmp_path / "out", ExportConfig(shard_size=5), progress=False)
+    key = tiny_encoder.transform.key
+    report = import_embeddings(tmp_path / "out", tmp_path / "imported", tiny_encoder.info, key, progress=False)
+    assert report.text_emb and report.rows == 9
+    original = Gallery.open(text_store(base / "store")).snapshot()
+    imported = Gallery.open(text_store(tmp_path / "imported")).snapshot()
+    assert sorted(imported.ids) == sorted(original.ids)
+    for item_id in original.ids:
+        expected = normalised_half(original.vectors[original.row_of(item_id) : original.row_of(item_id) + 1])[0]
+        assert np.array_equal(imported.vectors[imported.row_of(item_id)], expected)

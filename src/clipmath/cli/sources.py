@@ -143,6 +143,7 @@ def import_embeddings(
         ("shards", report.shards),
         ("ids from", report.id_column or "shard/row"),
         ("captions", report.captions),
+        ("text_emb", f"{report.store / 'text'} (search --target text)" if report.text_emb else "-"),
         ("seconds", f"{report.seconds:.1f}"),
     ]
     emit(asdict(report), as_json, lambda: key_values(rows))

@@ -70,6 +70,7 @@ class ImportReport:
     shards: int = 0
     captions: int = 0
     id_column: str = ""
+    text_emb: bool = False
     seconds: float = 0.0
 
 
@@ -83,13 +84,14 @@ class NpyShard:
     data_offset: int
 
 
-def read_npy_shards(folder: Path) -> list[NpyShard]:
-    """The ``img_emb/*.npy`` shards of an embeddings folder (or of the folder itself), in shard-number order."""
+def read_npy_shards(folder: Path, kind: str = "img") -> list[NpyShard]:
+    """The ``{kind}_emb/*.npy`` shards of an embeddings folder (``img``: or of the folder itself), in shard-number
+    order."""
     folder = Path(folder)
-    emb = folder / "img_emb" if (folder / "img_emb").is_dir() else folder
+    emb = folder / f"{kind}_emb" if (folder / f"{kind}_emb").is_dir() or kind != "img" else folder
     files = sorted(emb.glob("*.npy"), key=_shard_number)
     if not files:
-        raise ClipmathError(f"no embeddings (img_emb/*.npy) in {folder}")
+        raise ClipmathError(f"no embeddings ({kind}_emb/*.npy) in {folder}")
     shards = [_npy_header(_shard_number(path), path) for path in files]
     dims, dtypes = {s.dim for s in shards}, {s.dtype for s in shards}
     if len(dims) > 1 or len(dtypes) > 1:
@@ -119,8 +121,31 @@ def import_embeddings(
         )
     if (store / MANIFEST).exists():
         raise ClipmathError(f"{store} already exists; import into a new store")
-    store.mkdir(parents=True, exist_ok=True)
     report = ImportReport(store=store, folder=folder, model=encoder.model_id, dim=dim, dtype=dtype, shards=len(shards))
+    metadata = _metadata_paths(folder)
+    meta = new_meta(encoder.model_id, encoder.backend, dim, preprocessing, str(folder))
+    texts = _text_shards(folder, shards)
+    if texts is not None:  # the captions' vectors, row-aligned: STORE/text (same ids), written first
+        from clipmath.store.captions import text_store
+
+        _write_manifest(text_store(store), texts, metadata, meta, config, ImportReport(store, folder, report.model))
+        report.text_emb = True
+    report.rows = _write_manifest(store, shards, metadata, meta, config, report, progress)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _write_manifest(
+    store: Path,
+    shards: list[NpyShard],
+    metadata: dict[int, Path],
+    meta: dict[str, str],
+    config: ImportConfig,
+    report: ImportReport,
+    progress: bool = False,
+) -> int:
+    """Write the manifest of an imported store (a scratch file renamed once complete); returns its rows."""
+    store.mkdir(parents=True, exist_ok=True)
     tmp = store / (MANIFEST + ".importing")
     tmp.unlink(missing_ok=True)
     conn = connect(tmp)
@@ -130,7 +155,6 @@ def import_embeddings(
         conn.executescript(SCHEMA + EXTERNAL_TABLE)
         conn.execute("DROP INDEX items_sha")  # no content hashes to look up (half the insert time without it)
         first_row, used = 0, set()
-        metadata = _metadata_paths(folder)
         for shard in tqdm(shards, desc="importing", unit="shard", disable=not progress):
             ids, extras, sizes = _shard_metadata(metadata.get(shard.number), shard, report)
             if ids is None or any(i in used for i in ids) or len(set(ids)) != len(ids):
@@ -153,21 +177,28 @@ def import_embeddings(
                      stat.st_mtime_ns, digest),
                 )
             first_row += shard.rows
-        meta = new_meta(encoder.model_id, encoder.backend, dim, preprocessing, str(folder))
-        meta.update(
-            vector_file=EXTERNAL_VECTOR_FILE, vector_rows=str(first_row), vector_dtype=dtype, vector_source=EXTERNAL
-        )
+        values = {"vector_file": EXTERNAL_VECTOR_FILE, "vector_rows": str(first_row), "vector_source": EXTERNAL}
         with conn:
-            write_meta(conn, meta)
+            write_meta(conn, {**meta, **values, "vector_dtype": shards[0].dtype})
         conn.execute("PRAGMA journal_mode=WAL")  # as every store's manifest
     finally:
         conn.close()
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
     tmp.replace(store / MANIFEST)  # the store exists only once complete
-    report.rows = first_row
-    report.seconds = time.monotonic() - started
-    return report
+    return first_row
+
+
+def _text_shards(folder: Path, images: list[NpyShard]) -> list[NpyShard] | None:
+    """The ``text_emb`` shards when they are row-aligned with the image shards (None otherwise, or absent)."""
+    if not (folder / "text_emb").is_dir():
+        return None
+    try:
+        texts = read_npy_shards(folder, "text")
+    except ClipmathError:
+        return None
+    aligned = [(t.number, t.rows, t.dim) for t in texts] == [(i.number, i.rows, i.dim) for i in images]
+    return texts if aligned else None
 
 
 def check_external(conn: sqlite3.Connection, meta: dict[str, str], report) -> None:
