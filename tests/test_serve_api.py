@@ -493,6 +493,8 @@ API_CALLS = [
         "/api/caption/difference",
         {"json": {"before": {"gallery_id": "skimage/coffee.png"}, "after": {"gallery_id": "skimage/chelsea.png"}}},
     ),
+    ("post", "/knn-service", {"json": {"text": "x"}}),  # clip-retrieval's API (serve/knn_service.py)
+    ("get", "/indices-list", {}),
 ]
 
 

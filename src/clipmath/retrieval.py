@@ -146,6 +146,13 @@ class Retriever:
             return index.search(vectors, k, exclude, where=where).hits(snapshot.ids)
         return index.search(vectors, k, exclude).hits(snapshot.ids)
 
+    def search_vectors(self, vectors: np.ndarray, k: int = 10) -> tuple[GallerySnapshot, list[list[SearchHit]]]:
+        """Top-``k`` hits of query vectors ``(Q, D)`` (already in the store's space), with the snapshot searched."""
+        with self._lock:
+            snapshot, index = self.snapshot, self.index
+        k = max(1, min(int(k), len(snapshot)))
+        return snapshot, index.search(np.asarray(vectors, dtype=np.float32), k, None).hits(snapshot.ids)
+
     def resolve_gallery_references(self, query: CompositionQuery) -> CompositionQuery:
         """Image operands naming a gallery id (not an existing file) use the stored vector, no re-encoding."""
         snapshot = self.snapshot

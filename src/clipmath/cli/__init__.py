@@ -18,7 +18,7 @@ from typing import Any, Optional
 import typer
 from typer.core import TyperGroup
 
-from clipmath.cli import check, gallery, idc, scale, sync
+from clipmath.cli import check, gallery, idc, scale, sources, sync
 from clipmath.cli.output import err, error_line
 from clipmath.errors import ClipmathError
 from clipmath.registry import import_ref
@@ -78,6 +78,7 @@ app.add_typer(check.app)
 app.add_typer(scale.app)
 app.add_typer(idc.app)
 app.add_typer(sync.app)
+app.add_typer(sources.app)
 
 
 def main() -> None:

@@ -39,7 +39,15 @@ _INDEX_EXAMPLES = """Examples:
 
 @app.command(epilog=_INDEX_EXAMPLES)
 def index(
-    folder: Annotated[Path, typer.Argument(help="Folder of images (searched recursively).")],
+    sources: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Folder of images (searched recursively), or webdataset tar shards: a brace pattern "
+            "('shards/{00000..00099}.tar'), tar files, or a folder of them (img2dataset's output); or a table "
+            "(.parquet/.csv/.tsv/.jsonl) of image paths with optional captions.",
+            metavar="SOURCE...",
+        ),
+    ],
     store: StoreOpt,
     model: ModelOpt = "auto",
     device: DeviceOpt = "cpu",
@@ -59,13 +67,18 @@ def index(
     gpus_per_worker: scale.GpusOpt = 0.0,
     files: scale.FilesOpt = None,
     store_dtype: scale.StoreDtypeOpt = None,
+    captions: Annotated[
+        bool, typer.Option("--captions", help="Also encode each item's caption (shards, tables) into STORE/text.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Index (or update) a folder of images into a store: incremental, resumable, crash-safe."""
+    from clipmath.cli.sources import index_source, index_source_on_ray, source_kind
     from clipmath.store import Gallery, IndexConfig, index_folder
     from clipmath.store.manifest import check_store_folder
 
-    if not folder.is_dir():
+    folder, kind = sources[0], source_kind(sources)
+    if kind == "folder" and not folder.is_dir():
         raise ClipmathError(f"image folder not found: {folder}")
     check_store_folder(store)  # before the model loads
     if (store / "manifest.sqlite").exists() and model in (None, "auto"):
@@ -78,8 +91,16 @@ def index(
         prune=prune,
         follow_symlinks=follow_symlinks,
     )
-    if scale.check_engine(engine) == "ray":
-        ray_options = scale.RayCommand(model, device, dtype, preprocessing, address, workers, gpus_per_worker)
+    ray_options = scale.RayCommand(model, device, dtype, preprocessing, address, workers, gpus_per_worker)
+    if kind != "folder":
+        if files is not None or (kind == "table" and scale.check_engine(engine) == "ray"):
+            raise ClipmathError(f"a {kind} source is indexed without --files (and a table without --engine ray)")
+        if scale.check_engine(engine) == "ray":
+            report, folder, encoder = index_source_on_ray(sources, store, config, ray_options, as_json)
+        else:
+            encoder = load_model(model, device, preprocessing, dtype, threads, as_json, lazy=True)
+            report, folder = index_source(kind, sources, store, encoder, config, as_json)
+    elif scale.check_engine(engine) == "ray":
         report, encoder = scale.run_ray_index(folder, store, config, files, ray_options, as_json)
     else:
         encoder = load_model(model, device, preprocessing, dtype, threads, as_json, lazy=True)
@@ -88,6 +109,11 @@ def index(
     if prune and report.pruned:
         with Gallery.open_for_writing(store, encoder.info, encoder.transform.key, folder) as gallery:
             gallery.compact()
+    caption_report = None
+    if captions:
+        from clipmath.store.captions import index_captions
+
+        caption_report = index_captions(store, encoder, commit_every, batch_size, progress=not as_json)
 
     def render():
         yield (
@@ -99,8 +125,14 @@ def index(
         if report.bad:
             yield f"{len(report.bad)} files skipped:"
             yield from (f"  {item_id}: {reason}" for item_id, reason in report.bad)
+        if caption_report is not None:
+            yield (
+                f"captions: {caption_report.added} encoded, {caption_report.unchanged} unchanged, "
+                f"{caption_report.removed} removed; {caption_report.captions} captions in {store / 'text'}"
+            )
 
-    emit(asdict(report), as_json, render)
+    payload = asdict(report) | ({"captions": asdict(caption_report)} if caption_report else {})
+    emit(payload, as_json, render)
 
 
 # ---- search -------------------------------------------------------------------------------------------------
@@ -137,6 +169,9 @@ def search(
     until: sync.UntilOpt = None,
     caption: sync.CaptionFilterOpt = None,
     meta: sync.MetaFilterOpt = None,
+    against: Annotated[
+        str, typer.Option("--target", help="image: the image vectors; text: the captions' (index --captions).")
+    ] = "image",
     model: ModelOpt = None,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "auto",
@@ -156,6 +191,14 @@ def search(
     config = RetrieverConfig(
         index=index_kind, faiss=scale.index_params(device, recall, half_kernel), exclude_reference=not include_reference
     )
+    if against not in ("image", "text"):
+        raise ClipmathError(f"--target is image or text, not {against!r}")
+    if against == "text":
+        from clipmath.store.captions import has_text_store, text_store
+
+        if not has_text_store(store):
+            raise ClipmathError(f"{store} holds no caption vectors (index it with --captions)")
+        store = text_store(store)
     retriever = Retriever.open(store, model=model, device=device, config=config, dtype=dtype)
     where = sync.search_filter(folder, since, until, caption, meta)
     hits = retriever.search([query], method=method, k=k, checkpoint=checkpoint, where=where)[0]

@@ -52,6 +52,7 @@ from clipmath.serve.http import (
     version,
 )
 from clipmath.serve.images import ThumbnailCache, decode_upload
+from clipmath.serve.knn_service import add_knn_service
 from clipmath.serve.schemas import (
     MAX_K,
     CaptionRequest,
@@ -345,6 +346,7 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
         return CaptionResponse(caption=text, captioner=differences_label(captioner) or "")
 
     app.include_router(api)
+    add_knn_service(app, retriever, config, require_token)  # clip-retrieval's back-end API
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

@@ -13,9 +13,8 @@ is next opened for writing. Readers (search, a server) read the manifest in one 
 by a writer) and see exactly the last committed state.
 
 Damage (a truncated or missing vector file, a damaged or emptied manifest, rows pointing past the vector file,
-garbage values) is reported as a one-line :class:`StoreError` naming the fault; :mod:`clipmath.store.check` finds
-it (including bytes changed inside the vector file) and rolls the store back to its last consistent commit.
-"""
+garbage values) is a one-line :class:`StoreError` naming the fault; :mod:`clipmath.store.check` finds it (bytes
+changed inside the vector file too) and :mod:`clipmath.store.repair` keeps the rows that still verify."""
 
 from __future__ import annotations
 
@@ -31,14 +30,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from clipmath.errors import StoreError
+from clipmath.registry import import_ref
 from clipmath.store.manifest import (
-    CHUNK_ROWS,
     FORMAT_VERSION,
     LOCK,
     MANIFEST,
     SCHEMA,
-    VECTOR_DTYPES,
     block_digests,
+    check_dtype,
     check_store_folder,
     connect,
     damaged,
@@ -49,27 +48,17 @@ from clipmath.store.manifest import (
     new_meta,
     py_id,
     read_meta,
-    remove_other_generations,
     take_lock,
     vector_dtype,
     write_meta,
-    write_vector_file,
 )
 from clipmath.store.records import GallerySnapshot, ItemRecord, StoreInfo
-
-
-def check_dtype(dtype: str) -> str:
-    """``dtype`` if a store can hold it (one of :data:`VECTOR_DTYPES`), else a one-line StoreError."""
-    if dtype not in VECTOR_DTYPES:
-        raise StoreError(f"vector dtype {dtype!r} is not one a store holds (use {' or '.join(VECTOR_DTYPES)})")
-    return dtype
-
 
 if TYPE_CHECKING:
     from clipmath.encoders.base import EncoderInfo
 
-#: Rows per checksummed chunk (every commit and rewrite records one SHA-256 per block of this many rows).
-COMPACT_CHUNK_ROWS = CHUNK_ROWS
+#: Stores whose vectors live outside the store folder, by their meta ``vector_source``: the Gallery that reads them.
+VECTOR_SOURCES = {"external": "clipmath.store.external:ExternalGallery"}
 
 
 class Gallery:
@@ -97,7 +86,9 @@ class Gallery:
             raise StoreError(f"no clipmath store at {path} (index a folder into it first)")
         conn = connect(path / MANIFEST, readonly=True)
         try:
-            return cls(path, conn)
+            gallery = cls(path, conn)
+            source = gallery.meta.get("vector_source")
+            return import_ref(VECTOR_SOURCES[source])(path, conn) if source and cls is Gallery else gallery
         except BaseException:
             conn.close()
             raise
@@ -135,6 +126,8 @@ class Gallery:
                         with conn:  # an older store: its rows so far are trusted, every later one is checksummed
                             write_meta(conn, {"checksums_from": meta["vector_rows"]})
             gallery = cls(path, conn, lock_fd)
+            if gallery.meta.get("vector_source") == "external":
+                raise StoreError(f"{path} is an imported embeddings folder: it is read-only")
             gallery._check_compatible(encoder, preprocessing, root_text)
             if dtype is not None and check_dtype(dtype) != str(gallery.dtype):
                 raise StoreError(
@@ -375,28 +368,9 @@ class Gallery:
 
     def compact(self) -> int:
         """Rewrite the vector file without rows no item uses; returns the number of rows dropped."""
-        self._require_writer()
-        snapshot = self.snapshot()
-        old_file = self.meta["vector_file"]
-        dropped = int(self.meta["vector_rows"]) - len(snapshot)
-        if dropped == 0:
-            return 0
-        vectors = snapshot.vectors
-        new_file = write_vector_file(
-            self.path, old_file, (vectors[start : start + CHUNK_ROWS] for start in range(0, len(vectors), CHUNK_ROWS))
-        )
-        chunks = block_digests(np.asarray(vectors, dtype=self.dtype), 0)
-        with self._conn:
-            self._conn.executemany(
-                "UPDATE items SET vec_row = ? WHERE id = ?",
-                [(row, db_id(item_id)) for row, item_id in enumerate(snapshot.ids)],
-            )
-            self._conn.execute("DELETE FROM chunks")
-            self._conn.executemany("INSERT INTO chunks (first_row, rows, sha256) VALUES (?, ?, ?)", chunks)
-            write_meta(self._conn, {"vector_file": new_file, "vector_rows": str(len(snapshot))})
-        self.meta.update(vector_file=new_file, vector_rows=str(len(snapshot)))
-        remove_other_generations(self.path, new_file)
-        return dropped
+        from clipmath.store.compaction import compact
+
+        return compact(self)
 
     # ---- internals -------------------------------------------------------------------------------------
     def _check_compatible(self, encoder: EncoderInfo, preprocessing: str, root: str) -> None:
@@ -411,6 +385,11 @@ class Gallery:
             )
         if self.meta["root"] != root:
             raise StoreError(f"{self.path} indexes images under {self.meta['root']}, not {root}")
+
+    @property
+    def manifest(self) -> sqlite3.Connection:
+        """The manifest's connection, for store modules that keep a table of their own in it (shard progress)."""
+        return self._conn
 
     @property
     def row_bytes(self) -> int:

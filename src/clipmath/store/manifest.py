@@ -287,3 +287,10 @@ def new_meta(model_id: str, backend: str, dim: int, preprocessing: str, root: st
         "checksums_from": "0",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def check_dtype(dtype: str) -> str:
+    """``dtype`` if a store can hold it (one of :data:`VECTOR_DTYPES`), else a one-line StoreError."""
+    if dtype not in VECTOR_DTYPES:
+        raise StoreError(f"vector dtype {dtype!r} is not one a store holds (use {' or '.join(VECTOR_DTYPES)})")
+    return dtype
