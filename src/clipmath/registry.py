@@ -240,3 +240,23 @@ def _exists(path: str) -> bool:
         return os.path.exists(path)
     except (ValueError, OSError):  # a NUL byte, a name too long
         return False
+
+
+#: The entry-point group of installed plugins: modules that register methods, models, trainers, decoders,
+#: benchmarks or index kinds when imported (``[project.entry-points."clipmath.plugins"] mine = "my_package.plugin"``).
+PLUGIN_GROUP = "clipmath.plugins"
+
+
+def load_plugins() -> list[str]:
+    """Import every installed plugin of :data:`PLUGIN_GROUP` (front ends call this once at start-up); returns their
+    names. A plugin that fails to import is a one-line :class:`ClipmathError` naming it."""
+    from importlib.metadata import entry_points
+
+    loaded = []
+    for point in entry_points(group=PLUGIN_GROUP):
+        try:
+            point.load()
+        except Exception as exc:  # noqa: BLE001 - any failure of a third-party import is reported the same way
+            raise ClipmathError(f"the clipmath plugin {point.name!r} ({point.value}) failed to load: {exc}") from None
+        loaded.append(point.name)
+    return loaded

@@ -21,7 +21,7 @@ from typer.core import TyperGroup
 from clipmath.cli import check, gallery, idc, scale, sources, sync
 from clipmath.cli.output import err, error_line
 from clipmath.errors import ClipmathError
-from clipmath.registry import import_ref
+from clipmath.registry import import_ref, load_plugins
 
 #: commands (or groups) imported on first use: name -> "module:typer app" (the app's command of that name, else the
 #: app itself). Their modules import heavy or optional packages: torch (train configs), FastAPI (serve), the
@@ -84,6 +84,7 @@ app.add_typer(sources.app)
 def main() -> None:
     """Entry point: run the app, turning user errors into one line on stderr and exit status 2."""
     try:
+        load_plugins()
         app()
     except ClipmathError as exc:
         if os.environ.get("CLIPMATH_DEBUG"):

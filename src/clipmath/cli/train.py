@@ -12,6 +12,7 @@ import inspect
 from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from clipmath.cli.options import (
     MULTI_VALUE,
@@ -32,12 +33,35 @@ from clipmath.options import field_meta, settings_fields, value_type
 from clipmath.train import TRAINERS, RunOptions, TrainerSpec, ValidationOptions, train
 from clipmath.train.run import check_job
 
+
+class _Trainers(TyperGroup):
+    """``clipmath train``'s commands: one per :data:`TRAINERS` entry, made when asked for (so a trainer registered
+    after this module was imported, by a plugin or a test, is a command too)."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), *(s.name for s in TRAINERS.list() if s.name not in self.commands)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Optional[Any]:
+        if cmd_name not in self.commands and cmd_name in TRAINERS:
+            one = typer.Typer(add_completion=False)
+            _command(TRAINERS.get(cmd_name), one)
+            self.add_command(typer.main.get_command(one), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
 app = typer.Typer(
+    cls=_Trainers,
     name="train",
     help="Train the learned parts: compose methods, difference captioners, caption language models. Checkpoints are "
     "folders of safetensors + JSON (config inside); an unfinished run in --output is resumed.",
     no_args_is_help=True,
 )
+
+
+@app.callback()
+def _group() -> None:
+    """Train the learned parts: compose methods, difference captioners, caption decoders and language models."""
+
 
 #: options this CLI declares itself for fields every command shares (the device and precision of every command)
 _SHARED_TYPES = {"device": DeviceOpt, "dtype": DtypeOpt}
@@ -87,7 +111,7 @@ def _fields(spec: TrainerSpec) -> dict[str, tuple[type, dataclasses.Field]]:
     return out
 
 
-def _command(spec: TrainerSpec) -> None:
+def _command(spec: TrainerSpec, target: typer.Typer) -> None:
     options = _fields(spec)
     extra = {**(_ENCODER_OPTIONS if spec.encoder else {"threads": _ENCODER_OPTIONS["threads"]}), **_CLI_OPTIONS}
     parameters = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
@@ -130,7 +154,7 @@ def _command(spec: TrainerSpec) -> None:
     help_text = spec.summary[0].upper() + spec.summary[1:] + "."
     if spec.help:
         help_text += f"\n\nExample:\n\n{spec.help.strip()}"
-    app.command(spec.name, help=help_text, context_settings=MULTI_VALUE)(run)
+    target.command(spec.name, help=help_text, context_settings=MULTI_VALUE)(run)
 
 
 def _reworded(message: str, flags: dict[str, str]) -> str:
@@ -139,8 +163,5 @@ def _reworded(message: str, flags: dict[str, str]) -> str:
         message = message.replace(f"set '{name}' off", f"pass --no-{flag[2:]}").replace(f"'{name}'", flag)
     return message
 
-
-for _spec in TRAINERS.list():
-    _command(_spec)
 
 __all__ = ["app"]
