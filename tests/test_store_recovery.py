@@ -186,7 +186,7 @@ def test_a_reader_keeps_its_mapped_generation_and_moves_to_the_repaired_one(stor
 
 
 def test_readers_follow_a_rebuilt_manifest(stores, tmp_path):
-    from clipmath.serve.engine import StoreWatcher
+    from clipmath.store.watch import StoreWatcher
 
     source, _ = stores["plain"]
     store = tmp_path / "follow"

@@ -12,6 +12,7 @@ from clipmath.compose.base import (
     CompositionQuery,
     QueryEmbeddings,
     Term,
+    check_needs,
     embed_queries,
     encode_image_inputs,
     normalise,
@@ -35,6 +36,7 @@ from clipmath.compose.text_only import TextOnly, text_only
 from clipmath.compose.values import MAX_WEIGHT, check_weight, clean_text
 
 __all__ = [
+    "check_needs",
     "MAX_WEIGHT",
     "METHODS",
     "QUERY_FIELDS",

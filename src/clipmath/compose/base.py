@@ -142,7 +142,7 @@ def embed_queries(
             out.lam = np.array([q.lam for q in queries], dtype=np.float32)
             continue
         values = [getattr(q, name) for q in queries]
-        missing = [i for i, v in enumerate(values) if v is None or (isinstance(v, str) and not v.strip())]
+        missing = [i for i, v in enumerate(values) if _absent(v)]
         if missing:
             raise missing_input(method, name, missing[0])
         if name == "reference":
@@ -190,10 +190,20 @@ def open_image(path: str | Path) -> Image.Image:
 normalise = l2_normalise
 
 
-def missing_input(method: str, field_name: str, query_index: int) -> ComposeError:
+def _absent(value: object) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, list) and not value)
+
+
+def check_needs(method: str, needs: Sequence[str], query: CompositionQuery) -> None:
+    """Raise the :func:`missing_input` error for the first field of ``needs`` that ``query`` lacks (before any
+    encoding: what a front end checks when a request arrives)."""
+    for name in needs:
+        if name != "lam" and _absent(getattr(query, name)):
+            raise missing_input(method, name)
+
+
+def missing_input(method: str, field_name: str, query_index: int | None = None) -> ComposeError:
     """The error for a query that lacks a field its method needs, naming the field (never a front end's flag)."""
     words = FIELD_WORDS.get(field_name, f"the '{field_name}' field")
-    return ComposeError(
-        f"method '{method}' needs {words} (missing for query {query_index})",
-        field=FIELD_NAMES.get(field_name, field_name),
-    )
+    where = f" (missing for query {query_index})" if query_index is not None else ""
+    return ComposeError(f"method '{method}' needs {words}{where}", field=FIELD_NAMES.get(field_name, field_name))

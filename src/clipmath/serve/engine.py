@@ -6,8 +6,9 @@ each group as one batched :meth:`Retriever.search` call, so concurrent requests 
 are serialized safely.
 
 Before each batch the worker asks the store whether anything was committed since it last looked
-(:class:`StoreWatcher`: SQLite's ``PRAGMA data_version``, one tiny query) and, if so, refreshes the retriever. A
-store can therefore be re-indexed while serving: every answer comes from one committed state.
+(:class:`~clipmath.store.watch.StoreWatcher`: SQLite's ``PRAGMA data_version``, one tiny query) and, if so,
+refreshes the retriever. A store can therefore be re-indexed while serving: every answer comes from one committed
+state.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import queue
-import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from clipmath.compose import CompositionQuery, build_query, method_spec
+from clipmath.compose import CompositionQuery, build_query, check_needs, method_spec
 from clipmath.errors import ClipmathError
 from clipmath.imageio import ImageDecodeError, decode_image
 from clipmath.retrieval import Retriever
@@ -36,7 +36,7 @@ from clipmath.serve.captioning import Captioner, CaptionSubject
 from clipmath.serve.errors import RequestError
 from clipmath.serve.images import contained_path
 from clipmath.store import GallerySnapshot, StoreInfo
-from clipmath.store.manifest import MANIFEST, file_identity
+from clipmath.store.watch import StoreWatcher
 
 log = logging.getLogger(__name__)
 
@@ -95,40 +95,6 @@ class UploadRecord:
 def upload_id_of(data: bytes) -> str:
     """Content-addressed id of an upload (the same file uploaded twice gets the same id)."""
     return hashlib.sha256(data).hexdigest()[:32]
-
-
-class StoreWatcher:
-    """Tells whether the store changed since the last call (cheap: one PRAGMA and one stat).
-
-    A commit by another connection changes SQLite's ``data_version``; a repair that had to rebuild the manifest
-    renames a new file into place, which the watcher notices by its identity and follows (read-only, so closing the
-    old connection leaves the new manifest's write-ahead log alone)."""
-
-    def __init__(self, store: Path) -> None:
-        self._path = store / MANIFEST
-        self._lock = threading.Lock()
-        self._conn, self._identity = self._connect()
-        self._version = self._read()
-
-    def _connect(self) -> tuple[sqlite3.Connection, tuple[int, int] | None]:
-        identity = file_identity(self._path)
-        return sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, check_same_thread=False), identity
-
-    def _read(self) -> int:
-        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
-
-    def changed(self) -> bool:
-        with self._lock:
-            identity = file_identity(self._path)
-            if identity is not None and identity != self._identity:
-                old = self._conn
-                self._conn, self._identity = self._connect()
-                old.close()
-                self._version = self._read()
-                return True
-            version = self._read()
-            changed, self._version = version != self._version, version
-            return changed
 
 
 class UploadCache:
@@ -372,18 +338,8 @@ class QueryEngine:
             job.future.set_result(SearchOutcome(hits, [snapshot.path_of(h.id) for h in hits], len(snapshot)))
 
     def _query_for(self, spec: SearchSpec) -> CompositionQuery:
-        needs = set(method_spec(spec.method).needs)
-        method = spec.method
-        if "reference" in needs and spec.reference is None:
-            raise RequestError(400, f"method '{method}' needs a reference image (gallery_id or upload_id)")
-        if "text" in needs and not (spec.text and spec.text.strip()):
-            raise RequestError(400, f"method '{method}' needs a modification text")
-        if "source" in needs and not (spec.source and spec.source.strip() and spec.target and spec.target.strip()):
-            raise RequestError(400, f"method '{method}' needs both 'from' and 'to' words (source, target)")
-        if "terms" in needs and not spec.expression:
-            raise RequestError(400, f"method '{method}' needs an expression")
         reference = None if spec.reference is None else self._vector_of(spec.reference)
-        return build_query(
+        query = build_query(
             reference=reference,
             reference_id=spec.reference.gallery_id if spec.reference is not None else None,
             text=spec.text,
@@ -393,6 +349,8 @@ class QueryEngine:
             expression=spec.expression,
             resolve_image=self._resolve_operand,
         )
+        check_needs(spec.method, method_spec(spec.method).needs, query)  # the core's rule and wording
+        return query
 
     def _resolve_operand(self, name: str) -> tuple[np.ndarray, str | None]:
         """An expression's image operand: ``upload:<id>`` or a gallery id (excluded from the results)."""
