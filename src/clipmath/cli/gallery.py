@@ -26,6 +26,7 @@ from clipmath.cli.output import FIELD_FLAGS, emit, key_values, status, table
 from clipmath.cli.runtime import load_model, set_threads
 from clipmath.errors import ClipmathError
 from clipmath.imageio import MAX_PIXELS
+from clipmath.paths import existing_folder
 
 app = typer.Typer()
 
@@ -78,8 +79,8 @@ def index(
     from clipmath.store.manifest import check_store_folder
 
     folder, kind = sources[0], source_kind(sources)
-    if kind == "folder" and not folder.is_dir():
-        raise ClipmathError(f"image folder not found: {folder}")
+    if kind == "folder":
+        existing_folder(folder)
     check_store_folder(store)  # before the model loads
     if (store / "manifest.sqlite").exists() and model in (None, "auto"):
         model = Gallery.open(store).model_id  # keep using the store's model

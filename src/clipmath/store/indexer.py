@@ -35,6 +35,7 @@ from clipmath.imageio import (
     open_regular_file,
     special_file_kind,
 )
+from clipmath.paths import existing_folder
 from clipmath.store.gallery import Gallery, ItemRecord
 
 if TYPE_CHECKING:
@@ -129,9 +130,7 @@ def index_folder(
 ) -> IndexReport:
     """Bring the store at ``store`` up to date with the images under ``root`` (or just ``files``, relative ids)."""
     config = config or IndexConfig()
-    root = Path(root)
-    if not root.is_dir():
-        raise StoreError(f"image folder not found: {root}")
+    root = existing_folder(root, error=StoreError)
     started = time.monotonic()
     report = IndexReport(model=encoder.info.label())
     with Gallery.open_for_writing(store, encoder.info, encoder.transform.key, root, config.dtype) as gallery:

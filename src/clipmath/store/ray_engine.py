@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from clipmath.errors import ClipmathError, StoreError
 from clipmath.imageio import ImageDecodeError, open_regular_file
+from clipmath.paths import existing_folder
 from clipmath.store.gallery import Gallery, ItemRecord
 from clipmath.store.indexer import NON_FINITE, IndexConfig, IndexReport, finish_index, finite_vector, plan_index
 
@@ -238,9 +239,7 @@ def index_with_ray(
     """
     ray = require_ray()
     config, options = config or IndexConfig(), options or RayOptions()
-    root = Path(root)
-    if not root.is_dir():
-        raise StoreError(f"image folder not found: {root}")
+    root = existing_folder(root, error=StoreError)
     started = time.monotonic()
     encoder = encoder or factory()
     report = IndexReport(model=encoder.info.label())

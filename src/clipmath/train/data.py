@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipmath.errors import DatasetError
+from clipmath.paths import existing_folder
 from clipmath.store.indexer import list_images
 
 #: Any iterable of (reference image path, modification caption, target image path).
@@ -41,9 +42,7 @@ class Triplet:
 # ---- captioned images --------------------------------------------------------------------------------------------
 def read_captions(images: str | Path, captions: str | Path) -> list[CaptionedImage]:
     """Images under ``images`` with their captions from a JSON or TSV ``captions`` file."""
-    images, captions = Path(images), Path(captions)
-    if not images.is_dir():
-        raise DatasetError(f"image folder not found: {images}")
+    images, captions = existing_folder(images, error=DatasetError), Path(captions)
     text = _read(captions)
     table: dict[str, list[str]] = {}
     if captions.suffix.lower() == ".json":
@@ -170,9 +169,7 @@ def read_triplets(path: str | Path, images: str | Path | None = None) -> list[Tr
 # ---- image folders ------------------------------------------------------------------------------------------------
 def image_files(folder: str | Path) -> list[Path]:
     """Image files under ``folder`` (recursive, sorted)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DatasetError(f"image folder not found: {folder}")
+    folder = existing_folder(folder, error=DatasetError)
     files = [folder / name for name in list_images(folder)]
     if not files:
         raise DatasetError(f"no images in {folder}")
