@@ -141,6 +141,9 @@ def test_text_search_scores_are_the_encoders_cosines(client, retriever, encoder,
     for hit in body["results"]:
         assert Path(hit["path"]).resolve() == (root / hit["id"]).resolve()
         assert hit["thumbnail_url"] == f"/api/thumbnail/{hit['id']}"
+    steps = body["timings"]
+    assert set(steps) == {"queue", "encode", "search"} and all(ms >= 0 for ms in steps.values())
+    assert steps["encode"] + steps["search"] <= body["milliseconds"]  # parts of the request's own time
 
 
 def test_default_k_applies(client):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -118,19 +119,24 @@ class Retriever:
         k: int = 10,
         checkpoint: str | None = None,
         where: object | None = None,
+        timings: dict[str, float] | None = None,
     ) -> list[list[SearchHit]]:
         """Top-``k`` gallery hits per query.
 
         A query's reference image and its expression's images are excluded when they are in the gallery (unless
         the config says otherwise). ``k`` beyond the gallery's size returns the whole gallery. ``where`` (a
         :class:`clipmath.search.milvus.SearchFilter`) is answered by an index that takes filters (``milvus:URI``).
+        ``timings``, when given, receives the milliseconds spent composing (``encode_ms``: encoding and combining)
+        and searching (``search_ms``), for all queries together.
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ComposeError(f"'k' must be a whole number of at least 1, not {k!r}", field="k")
         composer = self.composer(method, checkpoint)
         excluded = [self.excluded_ids(q) for q in queries] if self.config.exclude_reference else None
         queries = [self.resolve_gallery_references(q) for q in queries]
+        started = time.perf_counter()
         vectors = composer.compose(self.encoder, queries)
+        composed = time.perf_counter()
         with self._lock:
             snapshot, index = self.snapshot, self.index
             if composer.transforms_gallery:
@@ -143,8 +149,13 @@ class Retriever:
         if where:
             if composer.transforms_gallery or "where" not in inspect.signature(index.search).parameters:
                 raise ComposeError("filters are answered by a milvus:URI index (this search has none)", field="where")
-            return index.search(vectors, k, exclude, where=where).hits(snapshot.ids)
-        return index.search(vectors, k, exclude).hits(snapshot.ids)
+            hits = index.search(vectors, k, exclude, where=where).hits(snapshot.ids)
+        else:
+            hits = index.search(vectors, k, exclude).hits(snapshot.ids)
+        if timings is not None:
+            timings["encode_ms"] = (composed - started) * 1000
+            timings["search_ms"] = (time.perf_counter() - composed) * 1000
+        return hits
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10) -> tuple[GallerySnapshot, list[list[SearchHit]]]:
         """Top-``k`` hits of query vectors ``(Q, D)`` (already in the store's space), with the snapshot searched."""

@@ -198,6 +198,7 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
             store_items=outcome.store_items,
             results=results,
             milliseconds=round((time.perf_counter() - started) * 1000, 2),
+            timings={step: round(ms, 2) for step, ms in outcome.timings.items()},
         )
 
     async def read_upload(file: UploadFile) -> UploadRecord:

@@ -17,10 +17,11 @@ import hashlib
 import logging
 import queue
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,8 @@ class SearchOutcome:
     hits: list[SearchHit]
     paths: list[Path]
     store_items: int
+    #: milliseconds: ``queue`` (waiting for the worker), ``encode`` and ``search`` (the batch this query was in)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -125,6 +128,7 @@ class _Job:
     kind: str  # "search" | "encode" | "caption" | "difference"
     payload: Any
     future: Future
+    submitted: float = field(default_factory=time.perf_counter)
 
 
 @dataclass
@@ -330,12 +334,18 @@ class QueryEngine:
     def _search_prepared(self, method: str, prepared: list[tuple[_Job, CompositionQuery]]) -> None:
         k = max(job.payload.k for job, _ in prepared)
         snapshot = self.retriever.snapshot
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
         results = self.retriever.search(
-            [query for _, query in prepared], method=method, k=k, checkpoint=self.checkpoints.get(method)
-        )
+            [query for _, query in prepared], method=method, k=k, checkpoint=self.checkpoints.get(method),
+            timings=timings,
+        )  # fmt: skip
         for (job, _), hits in zip(prepared, results):
             hits = hits[: job.payload.k]
-            job.future.set_result(SearchOutcome(hits, [snapshot.path_of(h.id) for h in hits], len(snapshot)))
+            waited = {"queue": (started - job.submitted) * 1000, "encode": timings["encode_ms"],
+                      "search": timings["search_ms"]}  # fmt: skip
+            outcome = SearchOutcome(hits, [snapshot.path_of(h.id) for h in hits], len(snapshot), waited)
+            job.future.set_result(outcome)
 
     def _query_for(self, spec: SearchSpec) -> CompositionQuery:
         reference = None if spec.reference is None else self._vector_of(spec.reference)

@@ -89,7 +89,12 @@ class SearchResponse(BaseModel):
     k: int
     store_items: int = Field(description="Images in the committed store state that answered.")
     results: list[Hit]
-    milliseconds: float
+    milliseconds: float = Field(description="The whole request, as the server measured it.")
+    timings: dict[str, float] = Field(
+        default_factory=dict,
+        description="Milliseconds by step: queue (waiting for the model worker), encode (encoding and composing the "
+        "batch this query was in), search (the index).",
+    )
 
 
 class UploadResponse(BaseModel):
