@@ -75,15 +75,15 @@ def index(
 ) -> None:
     """Index (or update) a folder of images into a store: incremental, resumable, crash-safe."""
     from clipmath.cli.sources import index_source, index_source_on_ray, source_kind
-    from clipmath.store import Gallery, IndexConfig, index_folder
+    from clipmath.store import IndexConfig, index_folder
+    from clipmath.store.indexer import index_model
     from clipmath.store.manifest import check_store_folder
 
     folder, kind = sources[0], source_kind(sources)
     if kind == "folder":
         existing_folder(folder)
     check_store_folder(store)  # before the model loads
-    if (store / "manifest.sqlite").exists() and model in (None, "auto"):
-        model = Gallery.open(store).model_id  # keep using the store's model
+    model = index_model(store, model)
     config = IndexConfig(
         dtype=store_dtype,
         batch_size=batch_size,
@@ -107,9 +107,6 @@ def index(
         encoder = load_model(model, device, preprocessing, dtype, threads, as_json, lazy=True)
         listed = scale.read_listed(files, folder)
         report = index_folder(store, folder, encoder, config, files=listed, progress=not as_json)
-    if prune and report.pruned:
-        with Gallery.open_for_writing(store, encoder.info, encoder.transform.key, folder) as gallery:
-            gallery.compact()
     caption_report = None
     if captions:
         from clipmath.store.captions import index_captions

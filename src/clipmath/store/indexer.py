@@ -37,6 +37,7 @@ from clipmath.imageio import (
 )
 from clipmath.paths import existing_folder
 from clipmath.store.gallery import Gallery, ItemRecord
+from clipmath.store.manifest import MANIFEST
 
 if TYPE_CHECKING:
     from clipmath.encoders.base import Encoder
@@ -120,6 +121,14 @@ def list_images(root: Path, exclude: Path | None = None, follow_symlinks: bool =
     return sorted(found)
 
 
+def index_model(store: str | Path, model: str | None) -> str | None:
+    """The model to index into ``store`` with: ``model``, or, when none (or ``auto``) is named and the store exists,
+    the model its vectors were made with (a store holds one model's vectors)."""
+    if model in (None, "auto") and (Path(store) / MANIFEST).exists():
+        return Gallery.open(store).model_id
+    return model
+
+
 def index_folder(
     store: str | Path,
     root: str | Path,
@@ -170,9 +179,11 @@ def plan_index(
 
 
 def finish_index(gallery: Gallery, plan: IndexPlan, config: IndexConfig, report: IndexReport) -> None:
-    """Prune the gone ids (``config.prune``) or count them as missing, and record the store's item count."""
+    """Prune the gone ids (``config.prune``: forgotten, then their vector rows compacted away) or count them as
+    missing, and record the store's item count."""
     if config.prune and plan.gone:
         report.pruned = gallery.remove(plan.gone)
+        gallery.compact()
     else:
         report.missing = len(plan.gone)
     report.total = gallery.info().count

@@ -281,6 +281,7 @@ def finish_shards(gallery: Gallery, names: set[str], config: IndexConfig, report
         with gallery.manifest as conn:
             listed = {row[0] for row in conn.execute("SELECT name FROM shards")}
             conn.executemany("DELETE FROM shards WHERE name = ?", [(n,) for n in listed - names])
+        gallery.compact()
     else:
         report.missing = len(gone)
     report.total = gallery.info().count
