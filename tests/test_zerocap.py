@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from clipmath.caption import PRESETS, ZeroCapConfig, ZeroCapDecoder, caption, load_language_model
-from clipmath.caption.zerocap import kv_tensors, make_cache
+from clipmath.caption.zerocap import cache_arg, kv_tensors, returned_cache
 from clipmath.errors import CaptionError
 from tests.conftest import GALLERY
 
@@ -45,12 +45,12 @@ def test_rebuilt_cache_reproduces_the_full_context_and_carries_gradients(lm_name
     context = torch.tensor([lm.encode(lm.context_prefix + "Image of a cat")] * 2)
     with torch.no_grad():
         full = model(context).logits[:, -1]
-        past = kv_tensors(model(context[:, :-1], use_cache=True).past_key_values)
-        cached = model(context[:, -1:], past_key_values=make_cache(past, model.config)).logits[:, -1]
+        past = kv_tensors(returned_cache(model(context[:, :-1], use_cache=True)))
+        cached = model(context[:, -1:], **cache_arg(model, past)).logits[:, -1]
     torch.testing.assert_close(cached, full, atol=1e-4, rtol=1e-4)
     deltas = [torch.zeros_like(k, requires_grad=True) for k, _ in past]
     shifted = [(k + d, v) for (k, v), d in zip(past, deltas)]
-    logits = model(context[:, -1:], past_key_values=make_cache(shifted, model.config)).logits[:, -1]
+    logits = model(context[:, -1:], **cache_arg(model, shifted)).logits[:, -1]
     grads = torch.autograd.grad(logits[0, 5], deltas)
     assert all(g[0].abs().sum() > 0 for g in grads)  # the loss reaches every layer's cached keys...
     assert all(g[1].abs().sum() == 0 for g in grads)  # ...of its own beam only

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from clipmath.caption.decoders import Caption, GuidedDecoder, Progress, TokenProgress, target_tensor
-from clipmath.caption.zerocap import KV, kv_tensors, make_cache
+from clipmath.caption.zerocap import KV, cache_arg, kv_tensors, returned_cache
 from clipmath.errors import CaptionError
 from clipmath.options import setting
 
@@ -131,8 +131,8 @@ class MagicDecoder(GuidedDecoder):
         """Last-layer hidden states ``(B, T, H)`` (float32) and the new cache. No vocabulary projection here: only
         the chosen candidate's next-token logits are needed, so the LM head runs on one row per step."""
         model = self.lm.model
-        out = model.base_model(input_ids=input_ids, past_key_values=make_cache(cache, model.config), use_cache=True)
-        return out.last_hidden_state.float(), kv_tensors(out.past_key_values)
+        out = model.base_model(input_ids=input_ids, **cache_arg(model.base_model, cache), use_cache=True)
+        return out.last_hidden_state.float(), kv_tensors(returned_cache(out))
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         head = self.lm.model.get_output_embeddings()

@@ -24,6 +24,8 @@ with any :class:`~clipmath.encoders.base.Encoder`.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -202,20 +204,20 @@ class ZeroCapDecoder(GuidedDecoder):
         past: KV | None = None
         with torch.no_grad():
             if context.shape[1] > 1:
-                past = kv_tensors(model(context[:, :-1], use_cache=True).past_key_values)
-            logits_before = model(last, past_key_values=make_cache(past, model.config), use_cache=True).logits
+                past = kv_tensors(returned_cache(model(context[:, :-1], use_cache=True)))
+            logits_before = model(last, **cache_arg(model, past), use_cache=True).logits
         probs_before = torch.softmax(logits_before[:, -1, :].float(), dim=-1)
         if carried is not None and not config.reset_context_delta:
             past = carried
         if past is not None and config.guided:
             past = self._shift_context(past, last, context, probs_before, target, config)
         with torch.no_grad():
-            out = model(last, past_key_values=make_cache(past, model.config), use_cache=True)
+            out = model(last, **cache_arg(model, past), use_cache=True)
         logits = self._adjust_special_tokens(out.logits[:, -1, :].float(), context, step, config)
         probs = torch.softmax(logits, dim=-1)
         fused = probs.pow(config.fusion_factor) * probs_before.pow(1.0 - config.fusion_factor)
         fused = fused / fused.sum(dim=-1, keepdim=True)
-        carry = None if config.reset_context_delta else kv_tensors(out.past_key_values)
+        carry = None if config.reset_context_delta else kv_tensors(returned_cache(out))
         return fused.log(), carry
 
     # ---- the context shift ----------------------------------------------------------------------------------
@@ -238,7 +240,7 @@ class ZeroCapDecoder(GuidedDecoder):
             for d in deltas:
                 d.requires_grad_(True)
             shifted = [(k + deltas[2 * i], v + deltas[2 * i + 1]) for i, (k, v) in enumerate(past)]
-            logits = model(last, past_key_values=make_cache(shifted, model.config), use_cache=True).logits
+            logits = model(last, **cache_arg(model, shifted), use_cache=True).logits
             log_probs = torch.log_softmax(logits[:, -1, :].float(), dim=-1)
             probs = log_probs.exp()
             clip_loss = self._clip_loss(log_probs, prefixes, target, config)
@@ -323,6 +325,24 @@ def kv_tensors(cache: object) -> KV:
     if hasattr(cache, "to_legacy_cache"):
         cache = cache.to_legacy_cache()
     return [(layer[0], layer[1]) for layer in cache]
+
+
+def cache_arg(model: torch.nn.Module, kv: KV | None) -> dict[str, object]:
+    """The keyword that hands ``kv`` to ``model.forward`` as a fresh cache: ``cache`` in the transformers releases
+    that renamed it (passing the old name there only earns a deprecation warning per call), else
+    ``past_key_values``."""
+    return {_cache_keyword(type(model)): make_cache(kv, model.config)}
+
+
+def returned_cache(output: object) -> object:
+    """The cache a forward pass returned, under either of its names."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values  # type: ignore[attr-defined]
+
+
+@functools.cache
+def _cache_keyword(model_class: type) -> str:
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
 def make_cache(kv: KV | None, config: object) -> object | None:
