@@ -56,7 +56,8 @@ def test_help_documents_every_option(name):
 
 
 def train_command(name: str) -> click.Command:
-    return typer.main.get_command(app).get_command(None, "train").commands[name]  # type: ignore[attr-defined]
+    group = typer.main.get_command(app).get_command(None, "train")
+    return group.get_command(None, name)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("name", TRAINERS.names())
