@@ -18,7 +18,7 @@ from typing import Any, Optional
 import typer
 from typer.core import TyperGroup
 
-from clipmath.cli import check, gallery, idc, scale, sources, sync
+from clipmath.cli import check, duplicates, gallery, idc, scale, sources, sync
 from clipmath.cli.output import err, error_line
 from clipmath.errors import ClipmathError
 from clipmath.registry import import_ref, load_plugins
@@ -79,6 +79,7 @@ app.add_typer(scale.app)
 app.add_typer(idc.app)
 app.add_typer(sync.app)
 app.add_typer(sources.app)
+app.add_typer(duplicates.app)
 
 
 def main() -> None:
