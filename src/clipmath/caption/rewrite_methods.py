@@ -19,6 +19,7 @@ captions and rewrites made each query.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from clipmath.caption.rewrite_cache import RewriteCache, cache_key, content_hash, default_cache
-from clipmath.compose.base import Composer, CompositionQuery, QueryEmbeddings, embed_queries
+from clipmath.compose.base import Composer, CompositionQuery, QueryEmbeddings, embed_queries, missing_input
 from clipmath.errors import ComposeError
 from clipmath.options import check_fields, setting
 from clipmath.vectors import l2_normalise
@@ -130,7 +131,10 @@ class RewriteRetrieval(Composer):
 
     def plan(self, encoder: Any, queries: Sequence[CompositionQuery], batch_size: int = 64) -> list[QueryPlan]:
         """Caption, rewrite and embed every query (cached captions and rewrites are not made again)."""
-        gathered = embed_queries(encoder, queries, ("reference", "text"), self.name, batch_size)
+        missing = [i for i, q in enumerate(queries) if not (q.text or "").strip()]
+        if missing:  # checked first: the instruction is not encoded, only rewritten
+            raise missing_input(self.name, "text", missing[0])
+        gathered = embed_queries(encoder, queries, ("reference",), self.name, batch_size)
         assert gathered.reference is not None
         caption_fn, caption_label = self.captioner(encoder)
         plans = []
@@ -176,7 +180,8 @@ class RewriteRetrieval(Composer):
 
     def _captions(self, encoder: Any, caption_fn: CaptionFn, label: str, image: np.ndarray) -> list[str]:
         count = self.settings.captions
-        key = cache_key("captions", encoder.info.model_id, content_hash(image), label, count)
+        space = getattr(getattr(encoder, "info", None), "model_id", type(encoder).__name__)
+        key = cache_key("captions", space, content_hash(image), label, count)
         found = self.cache.get(key)
         if found is None:
             self.caption_calls += 1
@@ -237,9 +242,11 @@ def decoder_captioner(encoder: Any, settings: RewriteSettings) -> tuple[CaptionF
     base = decoder.config  # type: ignore[attr-defined]
 
     def caption_fn(image: np.ndarray, count: int) -> list[str]:
-        starts = CAPTION_STARTS[:count]
-        if hasattr(base, "cond_text"):
-            return [decoder.caption(image, replace(base, cond_text=s))[0].full_text for s in starts]
-        return [c.full_text for c in decoder.caption(image)][:count]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # transformers' deprecations: nothing a user can act on
+            if hasattr(base, "cond_text"):
+                starts = CAPTION_STARTS[:count]
+                return [decoder.caption(image, replace(base, cond_text=s))[0].full_text for s in starts]
+            return [c.full_text for c in decoder.caption(image)][:count]
 
     return caption_fn, f"{spec.shown_name()} · {lm.label()}"

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 from typing import Any, Protocol
@@ -132,22 +132,38 @@ class LanguageModelRewriter:
         self.label = f"lm:{self.lm.model_id} ({prompt.name} prompt) [{self.lm.label()}]"
 
     def rewrite(self, caption: str, instruction: str) -> str:
+        import warnings
+
         import torch
 
-        tokenizer: Any = self.lm.tokenizer
-        if getattr(tokenizer, "chat_template", None):
-            ids = tokenizer.apply_chat_template(
-                self.prompt.messages(caption, instruction), add_generation_prompt=True, return_tensors="pt"
-            )
-            ids = ids["input_ids"] if not isinstance(ids, torch.Tensor) else ids
-        else:
-            text = self.lm.context_prefix + self.prompt.plain(caption, instruction)
-            ids = torch.tensor([self.lm.encode(text)], dtype=torch.long)
-        ids = ids.to(self.lm.device)
-        with torch.no_grad():
+        ids = self.prompt_ids(caption, instruction).to(self.lm.device)
+        eos = self.lm.end_of_text_ids()
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # transformers' own deprecations, nothing a user can act on
             out = self.lm.model.generate(
                 ids, attention_mask=torch.ones_like(ids), max_new_tokens=self.max_new_tokens, do_sample=False,
-                pad_token_id=self.lm.end_of_text_ids()[0] if self.lm.end_of_text_ids() else 0,
+                pad_token_id=eos[0] if eos else 0,
             )  # fmt: skip
         answer = first_line(self.lm.decode(out[0, ids.shape[1] :].tolist()))
         return answer or f"{caption}, {instruction}"
+
+    def prompt_ids(self, caption: str, instruction: str) -> Any:
+        """The prompt's token ids ``(1, T)``: as many examples as fit the model's context, the query always."""
+        import torch
+
+        config = self.lm.model.config
+        room = int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 2048))
+        room -= self.max_new_tokens
+        tokenizer: Any = self.lm.tokenizer
+        ids: list[int] = []
+        for shots in range(len(self.prompt.examples), -1, -1):
+            prompt = replace(self.prompt, examples=self.prompt.examples[:shots])
+            if getattr(tokenizer, "chat_template", None):
+                ids = list(tokenizer.apply_chat_template(
+                    prompt.messages(caption, instruction), add_generation_prompt=True, tokenize=True,
+                    return_dict=True)["input_ids"])  # fmt: skip
+            else:
+                ids = self.lm.encode(self.lm.context_prefix + prompt.plain(caption, instruction))
+            if len(ids) <= room:
+                break
+        return torch.tensor([ids[-room:]], dtype=torch.long)
