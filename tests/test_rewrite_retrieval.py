@@ -286,3 +286,29 @@ def test_registered_methods_compose_with_a_decoder_and_an_lm_rewriter(tiny_encod
     assert why["captions"][0].startswith("Image of a") and why["rewrites"][0]
     assert "RANDOM WEIGHTS" in why["captioner"] and "RANDOM WEIGHTS" in why["rewriter"]
     assert composer.caption_calls == 1 and composer.rewrite_calls == 1  # explain() reused both
+
+
+# ---- front ends: search --json says which caption and rewrite made the query ------------------------------------
+def test_cli_search_json_shows_captions_and_rewrites_and_seize_rescores(tmp_path, image_folder, monkeypatch):
+    from typer.testing import CliRunner
+
+    from clipmath.cli import app
+
+    monkeypatch.setenv("CLIPMATH_LM", "tiny-random-lm")
+    monkeypatch.setenv("CLIPMATH_CACHE", str(tmp_path / "cache"))
+    runner, store = CliRunner(), str(tmp_path / "s")
+    assert runner.invoke(app, ["index", str(image_folder), "--store", store, "--model", "tiny-random-clip"]).exit_code == 0
+    reference = str(image_folder / sorted(p.name for p in image_folder.iterdir())[0])
+    found = {}
+    for method in ("cirevl", "seize"):
+        result = runner.invoke(app, ["search", "--store", store, "--image", reference, "--text", "make it red",
+                                     "--method", method, "-k", "3", "--json"])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        found[method] = json.loads(result.stdout)
+    why = found["cirevl"]["query"]
+    assert why["captions"][0].startswith("Image of a") and len(why["rewrites"]) == 1
+    assert "RANDOM WEIGHTS" in why["captioner"] and why["rewriter"].startswith("template")
+    assert len(found["seize"]["query"]["captions"]) == 15 and len(found["seize"]["results"]) == 3
+    scores = [r["score"] for r in found["seize"]["results"]]
+    assert scores == sorted(scores, reverse=True)
+    assert (tmp_path / "cache" / "rewrites.sqlite").exists()

@@ -127,7 +127,28 @@ class Retriever:
                 index = self._transformed[key]
         exclude = exclusions_for(snapshot.ids, excluded) if excluded else None
         k = max(1, min(int(k), len(snapshot)))  # never allocate by a k larger than the gallery
-        return index.search(vectors, k, exclude).hits(snapshot.ids)
+        if not hasattr(composer, "gallery_scores"):
+            return index.search(vectors, k, exclude).hits(snapshot.ids)
+        # A method scoring the gallery its own way (SEIZE) re-scores a shortlist found by its query vector.
+        shortlist = index.search(vectors, min(len(snapshot), max(10 * k, 100)), exclude)
+        return [
+            self._rescored(composer, query, rows[rows >= 0], snapshot, k)
+            for query, rows in zip(queries, shortlist.rows)
+        ]
+
+    def _rescored(self, composer: Composer, query: CompositionQuery, rows: np.ndarray, snapshot, k: int):
+        scores = composer.gallery_scores(self.encoder, [query], np.asarray(snapshot.vectors[rows]))[0]
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [SearchHit(snapshot.ids[int(rows[i])], float(scores[i]), rank) for rank, i in enumerate(order)]
+
+    def explain(
+        self, queries: Sequence[CompositionQuery], method: str, checkpoint: str | None = None
+    ) -> list[dict] | None:
+        """What made each query, for methods that can say (the captions and rewrites of ``cirevl``…), else None."""
+        composer = self.composer(method, checkpoint)
+        if not hasattr(composer, "explain"):
+            return None
+        return composer.explain(self.encoder, [self.resolve_gallery_references(q) for q in queries])
 
     def resolve_gallery_references(self, query: CompositionQuery) -> CompositionQuery:
         """Image operands naming a gallery id (not an existing file) use the stored vector, no re-encoding."""

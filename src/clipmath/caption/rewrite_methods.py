@@ -50,7 +50,7 @@ class RewriteSettings:
     captions: int = setting(1, "Captions of the reference image, each rewritten (LDRE and SEIZE use 15).",
                             minimum=1, maximum=len(CAPTION_STARTS))  # fmt: skip
     decoder: str = setting("magic", "Caption decoder of the reference image (a DECODERS entry).")
-    language_model: str = setting("auto", "Language model the caption decoder steers (a LANGUAGE_MODELS entry).")
+    language_model: str | None = setting(None, "LM the caption decoder steers (default: $CLIPMATH_LM, else auto).")
     rewriter: str = setting("template", "Rewriter: template, lm:NAME or openai:URL[#MODEL].")
     prompt: str = setting("cirevl", "Few-shot prompt of the rewriter (caption/data/rewrite_prompts.json).")
     temperature: float = setting(0.05, "Softmax temperature of the ensemble weights (LDRE, SEIZE).", minimum=1e-4)
