@@ -64,6 +64,14 @@ BUILTIN_METHODS = (
         learned=True,
         train_command="oti",
     ),
+    MethodSpec(
+        "lincir",
+        'text("a photo of $ that {caption}"), $ = phi(image), phi trained on text only  (LinCIR; `clipmath train lincir`)',
+        _IMAGE_TEXT,
+        "clipmath.compose.searle:load_searle",
+        learned=True,
+        train_command="lincir",
+    ),
 )
 
 for _spec in BUILTIN_METHODS:
