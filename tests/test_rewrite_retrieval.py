@@ -312,3 +312,11 @@ def test_cli_search_json_shows_captions_and_rewrites_and_seize_rescores(tmp_path
     scores = [r["score"] for r in found["seize"]["results"]]
     assert scores == sorted(scores, reverse=True)
     assert (tmp_path / "cache" / "rewrites.sqlite").exists()
+
+
+def test_rewriter_defaults_to_the_environment_then_template(monkeypatch):
+    monkeypatch.delenv("CLIPMATH_REWRITER", raising=False)
+    assert RewriteRetrieval(RewriteSettings(cache=False)).rewriter.label.startswith("template")
+    monkeypatch.setenv("CLIPMATH_REWRITER", "openai:http://127.0.0.1:9/v1#m")
+    assert RewriteRetrieval(RewriteSettings(cache=False)).rewriter.label.startswith("openai:http://127.0.0.1:9/v1")
+    assert RewriteRetrieval(RewriteSettings(rewriter="template", cache=False)).rewriter.label.startswith("template")

@@ -18,6 +18,7 @@ captions and rewrites made each query.
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -51,7 +52,8 @@ class RewriteSettings:
                             minimum=1, maximum=len(CAPTION_STARTS))  # fmt: skip
     decoder: str = setting("magic", "Caption decoder of the reference image (a DECODERS entry).")
     language_model: str | None = setting(None, "LM the caption decoder steers (default: $CLIPMATH_LM, else auto).")
-    rewriter: str = setting("template", "Rewriter: template, lm:NAME or openai:URL[#MODEL].")
+    rewriter: str | None = setting(None, "Rewriter: template, lm:NAME or openai:URL[#MODEL] "
+                                         "(default: $CLIPMATH_REWRITER, else template).")
     prompt: str = setting("cirevl", "Few-shot prompt of the rewriter (caption/data/rewrite_prompts.json).")
     temperature: float = setting(0.05, "Softmax temperature of the ensemble weights (LDRE, SEIZE).", minimum=1e-4)
     image_weight: float = setting(0.5, "Weight of (image − caption) added to the rewrite (pdv).", minimum=-10, maximum=10)
@@ -166,7 +168,8 @@ class RewriteRetrieval(Composer):
             if self._rewriter is None:
                 from clipmath.caption.rewriters import load_rewriter
 
-                self._rewriter = load_rewriter(self.settings.rewriter, self.settings.prompt)
+                name = self.settings.rewriter or os.environ.get("CLIPMATH_REWRITER") or "template"
+                self._rewriter = load_rewriter(name, self.settings.prompt)
             return self._rewriter
 
     def captioner(self, encoder: Any) -> tuple[CaptionFn, str]:
