@@ -65,9 +65,9 @@ def run(args: argparse.Namespace) -> dict:
                      "R@1": 100 * np.mean([r < 1 for r in ranks]), "R@5": 100 * np.mean([r < 5 for r in ranks]),
                      "seconds_per_query": round(seconds, 3), "caption_calls": getattr(composer, "caption_calls", 0),
                      "rewrite_calls": getattr(composer, "rewrite_calls", 0), "examples": why})  # fmt: skip
-        print(f"{method:7s} {rows[-1]['rewriter']:24s} R@1 {rows[-1]['R@1']:5.1f}  R@5 {rows[-1]['R@5']:5.1f}"
-              f"  {seconds:7.2f} s/query  captions made {rows[-1]['caption_calls']}, rewrites {rows[-1]['rewrite_calls']}",
-              flush=True)  # fmt: skip
+        last = rows[-1]
+        print(f"{method:7s} {last['rewriter']:24s} R@1 {last['R@1']:5.1f}  R@5 {last['R@5']:5.1f}  {seconds:7.2f} "
+              f"s/query  captions made {last['caption_calls']}, rewrites {last['rewrite_calls']}", flush=True)
     return {"model": encoder.info.label(), "caption_lm": args.caption_lm, "captions": args.captions,
             "queries": len(queries), "gallery": len(names), "about": data["about"], "rows": rows}  # fmt: skip
 

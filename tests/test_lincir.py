@@ -48,7 +48,8 @@ def test_train_lincir_loss_falls_checkpoint_reloads_and_method_searches(tmp_path
         assert np.array_equal(tensor.numpy(), saved[name].numpy()), name
 
     store = str(tmp_path / "store")
-    assert runner.invoke(app, ["index", str(image_folder), "--store", store, "--model", "tiny-random-clip"]).exit_code == 0
+    indexed = runner.invoke(app, ["index", str(image_folder), "--store", store, "--model", "tiny-random-clip"])
+    assert indexed.exit_code == 0
     reference = str(next(p for p in sorted(image_folder.iterdir())))
     found = runner.invoke(app, ["search", "--store", store, "--image", reference, "--text", "is red", "--method",
                                 "lincir", "--checkpoint", str(checkpoint), "-k", "3", "--json"])  # fmt: skip

@@ -34,7 +34,7 @@ from clipmath.vectors import l2_normalise
     ("caption", "instruction", "expected"),
     [
         ("a brown dog sitting on a sofa", "make the dog white", "a white dog sitting on a sofa"),
-        ("a red car parked in front of a house", "replace the car with a bicycle", "a red bicycle parked in front of a house"),
+        ("a red car by a house", "replace the car with a bicycle", "a red bicycle by a house"),
         ("the car is parked", "replace the car with a bicycle", "a bicycle is parked"),
         ("a cat on a bed", "change cat to dog", "a dog on a bed"),
         ("a man", "two dogs instead of a man", "two dogs"),
@@ -160,7 +160,8 @@ def test_seize_score_and_gallery_scores():
     gallery = l2_normalise(np.array([[0, 1, 0, 0], [1, 0, 0, 0], [1, 1, 0, 0]], dtype=np.float32))
     scores = composer.gallery_scores(TableEncoder(TABLE), [QUERY], gallery)[0]
     after, before = gallery @ unit(TABLE["a white dog"]), gallery @ unit(TABLE["a brown dog"])
-    np.testing.assert_allclose(scores, after + 2.1 * np.minimum(after - before, 0) + 0.13 * np.maximum(after - before, 0))
+    d = after - before
+    np.testing.assert_allclose(scores, after + 2.1 * np.minimum(d, 0) + 0.13 * np.maximum(d, 0))
     assert int(np.argmax(scores)) == 0 and scores[1] < scores[2]  # the image that lost the change ranks last
 
 
@@ -297,7 +298,8 @@ def test_cli_search_json_shows_captions_and_rewrites_and_seize_rescores(tmp_path
     monkeypatch.setenv("CLIPMATH_LM", "tiny-random-lm")
     monkeypatch.setenv("CLIPMATH_CACHE", str(tmp_path / "cache"))
     runner, store = CliRunner(), str(tmp_path / "s")
-    assert runner.invoke(app, ["index", str(image_folder), "--store", store, "--model", "tiny-random-clip"]).exit_code == 0
+    indexed = runner.invoke(app, ["index", str(image_folder), "--store", store, "--model", "tiny-random-clip"])
+    assert indexed.exit_code == 0
     reference = str(image_folder / sorted(p.name for p in image_folder.iterdir())[0])
     found = {}
     for method in ("cirevl", "seize"):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -90,11 +89,11 @@ class OpenAIRewriter:
                     delay = max(delay, min(retry_after, self.settings.max_retry_after))
                     continue
                 raise CaptionError(f"{self.url} refused the rewrite: HTTP {exc.code}") from None
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 last = f"no answer within {self.settings.timeout:g} s"
                 continue
             except urllib.error.URLError as exc:
-                if isinstance(exc.reason, (TimeoutError, socket.timeout)):
+                if isinstance(exc.reason, TimeoutError):
                     last = f"no answer within {self.settings.timeout:g} s"
                     continue
                 raise CaptionError(f"cannot reach {self.url}: {exc.reason}") from None

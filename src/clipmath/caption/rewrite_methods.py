@@ -56,7 +56,8 @@ class RewriteSettings:
                                          "(default: $CLIPMATH_REWRITER, else template).")
     prompt: str = setting("cirevl", "Few-shot prompt of the rewriter (caption/data/rewrite_prompts.json).")
     temperature: float = setting(0.05, "Softmax temperature of the ensemble weights (LDRE, SEIZE).", minimum=1e-4)
-    image_weight: float = setting(0.5, "Weight of (image − caption) added to the rewrite (pdv).", minimum=-10, maximum=10)
+    image_weight: float = setting(0.5, "Weight of (image − caption) added to the rewrite (pdv).",
+                                  minimum=-10, maximum=10)  # fmt: skip
     seize_negative: float = setting(2.1, "SEIZE: weight of min(d, 0), d = s_after − s_before.", minimum=0)
     seize_positive: float = setting(0.13, "SEIZE: weight of max(d, 0).", minimum=0)
     cache: bool = setting(True, "Keep captions and rewrites in the cache folder (re-runs cost only retrieval).")
@@ -93,7 +94,9 @@ def softmax_weights(after: np.ndarray, temperature: float) -> np.ndarray:
     return (weights / weights.sum()).astype(np.float32)
 
 
-def seize_scores(s_after: np.ndarray, s_before: np.ndarray, negative: float = 2.1, positive: float = 0.13) -> np.ndarray:
+def seize_scores(
+    s_after: np.ndarray, s_before: np.ndarray, negative: float = 2.1, positive: float = 0.13
+) -> np.ndarray:
     """SEIZE's score: ``s_after + negative·min(d, 0) + positive·max(d, 0)`` with ``d = s_after − s_before``."""
     d = s_after - s_before
     return s_after + negative * np.minimum(d, 0.0) + positive * np.maximum(d, 0.0)

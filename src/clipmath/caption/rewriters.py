@@ -56,7 +56,8 @@ class FewShotPrompt:
         """Chat messages: the system text, one user/assistant pair per example, then the query."""
         out = [{"role": "system", "content": self.system}]
         for before, change, after in self.examples:
-            out += [{"role": "user", "content": self.user_text(before, change)}, {"role": "assistant", "content": after}]
+            out.append({"role": "user", "content": self.user_text(before, change)})
+            out.append({"role": "assistant", "content": after})
         return out + [{"role": "user", "content": self.user_text(caption, instruction)}]
 
     def plain(self, caption: str, instruction: str) -> str:

@@ -13,7 +13,7 @@ COLOURS = (
     "red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white", "grey", "gray",
     "beige", "navy", "teal", "gold", "silver", "maroon", "violet", "turquoise", "cream", "khaki", "olive",
 )  # fmt: skip
-_COLOUR = r"(?:%s)" % "|".join(COLOURS)
+_COLOUR = "(?:" + "|".join(COLOURS) + ")"
 _ART = r"(?:(?:the|a|an|some)\s+)?"
 _CLAUSES = re.compile(r"\s*(?:,|;|\band\b|\bbut\b|\balso\b)\s*", re.IGNORECASE)
 _KEEP = re.compile(r"^(?:keep|same|no change|unchanged|nothing)\b", re.IGNORECASE)

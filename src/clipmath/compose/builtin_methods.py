@@ -66,7 +66,7 @@ BUILTIN_METHODS = (
     ),
     MethodSpec(
         "lincir",
-        'text("a photo of $ that {caption}"), $ = phi(image), phi trained on text only  (LinCIR; `clipmath train lincir`)',
+        'text("a photo of $ that {caption}"), $ = phi(image), phi from captions only  (LinCIR; `train lincir`)',
         _IMAGE_TEXT,
         "clipmath.compose.searle:load_searle",
         learned=True,
