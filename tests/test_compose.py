@@ -138,8 +138,8 @@ def test_builtin_specs_agree_with_their_composers_and_checkpoints():
 
     from clipmath.compose import METHODS, learned_methods, zero_shot_methods
 
-    assert zero_shot_methods() == ["image", "text", "sum", "delta", "expr"]
-    assert learned_methods() == ["combiner", "adapted-delta", "searle", "oti"]
+    assert zero_shot_methods() == ["image", "text", "sum", "delta", "expr", "cirevl", "ldre", "seize", "pdv"]
+    assert learned_methods() == ["combiner", "adapted-delta", "searle", "oti", "lincir"]
     for spec in METHODS.list():
         if spec.learned:
             module = importlib.import_module(spec.build.split(":")[0])

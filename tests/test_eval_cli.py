@@ -267,10 +267,13 @@ def test_table_names_the_model_and_warns_about_random_weights(roots, shared_cach
         assert text in result.stdout, text
 
 
-def test_methods_all_json_side_by_side_and_cached(roots, tmp_path):
-    args = ["--dataset", "cirr", "--path", str(roots["cirr"]), "--methods", "all", "--cache", str(tmp_path)]
+def test_methods_all_json_side_by_side_and_cached(roots, tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIPMATH_LM", "tiny-random-lm")  # the rewrite methods' captions: plumbing only
+    monkeypatch.setenv("CLIPMATH_CACHE", str(tmp_path / "home"))
+    args = ["--dataset", "cirr", "--path", str(roots["cirr"]), "--methods", "all", "--cache", str(tmp_path),
+            "--limit", "3"]  # fmt: skip
     first = invoke_json(*args)
-    assert [r["method"] for r in first["results"]] == ["image", "text", "sum"]
+    assert [r["method"] for r in first["results"]] == ["image", "text", "sum", "cirevl", "ldre", "seize", "pdv"]
     assert {"delta", "expr", "combiner", "adapted-delta", "searle", "oti"} <= set(first["skipped"])
     assert first["encoded_images"] == first["gallery_images"] == 217
     assert "RANDOM WEIGHTS" in first["model"] and first["pretrained"] is False

@@ -150,12 +150,33 @@ class Retriever:
             if composer.transforms_gallery or "where" not in inspect.signature(index.search).parameters:
                 raise ComposeError("filters are answered by a milvus:URI index (this search has none)", field="where")
             hits = index.search(vectors, k, exclude, where=where).hits(snapshot.ids)
+        elif hasattr(composer, "gallery_scores"):
+            # A method scoring the gallery its own way (SEIZE) re-scores a shortlist found by its query vector.
+            shortlist = index.search(vectors, min(len(snapshot), max(10 * k, 100)), exclude)
+            hits = [
+                self._rescored(composer, query, rows[rows >= 0], snapshot, k)
+                for query, rows in zip(queries, shortlist.rows)
+            ]
         else:
             hits = index.search(vectors, k, exclude).hits(snapshot.ids)
         if timings is not None:
             timings["encode_ms"] = (composed - started) * 1000
-            timings["search_ms"] = (time.perf_counter() - composed) * 1000
+            timings["search_ms"] = (time.perf_counter() - composed) * 1000  # a re-scoring method's rescoring too
         return hits
+
+    def _rescored(self, composer: Composer, query: CompositionQuery, rows: np.ndarray, snapshot, k: int):
+        scores = composer.gallery_scores(self.encoder, [query], np.asarray(snapshot.vectors[rows]))[0]
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [SearchHit(snapshot.ids[int(rows[i])], float(scores[i]), rank) for rank, i in enumerate(order)]
+
+    def explain(
+        self, queries: Sequence[CompositionQuery], method: str, checkpoint: str | None = None
+    ) -> list[dict] | None:
+        """What made each query, for methods that can say (the captions and rewrites of ``cirevl``…), else None."""
+        composer = self.composer(method, checkpoint)
+        if not hasattr(composer, "explain"):
+            return None
+        return composer.explain(self.encoder, [self.resolve_gallery_references(q) for q in queries])
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10) -> tuple[GallerySnapshot, list[list[SearchHit]]]:
         """Top-``k`` hits of query vectors ``(Q, D)`` (already in the store's space), with the snapshot searched."""

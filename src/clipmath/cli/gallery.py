@@ -204,16 +204,28 @@ def search(
     if getattr(retriever.index, "stale", False):
         status("note: the Milvus collection was synced at another state of the store: run clipmath sync", as_json)
     label = retriever.encoder.info.label()
+    why = (retriever.explain([query], method, checkpoint) or [None])[0]  # captions and rewrites (cirevl, ldre…)
     payload = {
         "model": label,
         "method": method,
         "index": index_kind,
+        **({"query": why} if why else {}),
         "results": [
             {"rank": h.rank + 1, "id": h.id, "path": str(retriever.path_of(h.id)), "score": h.score} for h in hits
         ],
     }
     rows = [(h.rank + 1, f"{h.score:.4f}", h.id) for h in hits]
-    emit(payload, as_json, lambda: [table(("rank", "score", "id"), rows, title=f"method {method} · model {label}")])
+    emit(
+        payload,
+        as_json,
+        lambda: [
+            table(
+                ("rank", "score", "id"),
+                rows,
+                title=f"method {method} · model {label}" + (f" · query text: {why['rewrites'][0]!r}" if why else ""),
+            )
+        ],
+    )
 
 
 # ---- info / methods / models --------------------------------------------------------------------------------

@@ -23,6 +23,31 @@ BUILTIN_METHODS = (
         ("terms",),
         "clipmath.compose.expression:Expression",
     ),
+    # Caption -> rewrite -> text retrieval (zero-shot; they live with the caption decoders, one layer up).
+    MethodSpec(
+        "cirevl",
+        "text(rewrite(caption(img), text))  (CIReVL)",
+        _IMAGE_TEXT,
+        "clipmath.caption.rewrite_methods:RewriteRetrieval",
+    ),
+    MethodSpec(
+        "ldre",
+        "softmax-weighted ensemble of 15 caption rewrites  (LDRE)",
+        _IMAGE_TEXT,
+        "clipmath.caption.rewrite_methods:EnsembleRetrieval",
+    ),
+    MethodSpec(
+        "seize",
+        "LDRE ensemble, gallery re-scored by s_after and s_after − s_before  (SEIZE)",
+        _IMAGE_TEXT,
+        "clipmath.caption.rewrite_methods:SeizeRetrieval",
+    ),
+    MethodSpec(
+        "pdv",
+        "text(rewrite) + w·(img − text(caption)): the image added back  (CIReVL + PDV)",
+        _IMAGE_TEXT,
+        "clipmath.caption.rewrite_methods:ImageFusionRetrieval",
+    ),
     MethodSpec(
         "combiner",
         "learned gated fusion (1−λ)·img + λ·text + v  (CLIP4Cir Combiner; `clipmath train combiner`)",
@@ -54,6 +79,14 @@ BUILTIN_METHODS = (
         "clipmath.compose.searle:load_oti",
         learned=True,
         train_command="oti",
+    ),
+    MethodSpec(
+        "lincir",
+        'text("a photo of $ that {caption}"), $ = phi(image), phi from captions only  (LinCIR; `train lincir`)',
+        _IMAGE_TEXT,
+        "clipmath.compose.searle:load_searle",
+        learned=True,
+        train_command="lincir",
     ),
 )
 

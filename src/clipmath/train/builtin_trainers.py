@@ -10,7 +10,7 @@ from typing import Any
 from clipmath.errors import ClipmathError
 from clipmath.options import setting
 from clipmath.train.caption_lm import CaptionLMConfig
-from clipmath.train.config import AdapterConfig, CombinerConfig, FinetuneConfig, OtiConfig, PhiConfig
+from clipmath.train.config import AdapterConfig, CombinerConfig, FinetuneConfig, LincirConfig, OtiConfig, PhiConfig
 from clipmath.train.decap import DecapConfig
 from clipmath.train.idc import IdcAdaptConfig, IdcCaptionConfig
 from clipmath.train.run import benchmark_validator, fit_job, validator
@@ -183,6 +183,14 @@ def run_phi(job: TrainJob) -> TrainReport:
     return fit_job(job, factory, validator(job, "phi"))
 
 
+def run_lincir(job: TrainJob) -> TrainReport:
+    from clipmath.data.captions import read_caption_texts
+    from clipmath.train.lincir import LincirTask
+
+    captions = read_caption_texts(job.inputs.texts)
+    return fit_job(job, lambda config: LincirTask(job.encoder, config, captions), validator(job, "lincir"))
+
+
 def _change_pairs(inputs: ChangePairInputs, split: str) -> list:
     from clipmath.eval.benchmarks import BENCHMARKS
 
@@ -249,6 +257,9 @@ for _spec in (
     TrainerSpec("phi", "SEARLE's textual-inversion network phi for the searle method: image feature → pseudo-word "
              "token, distilled from OTI tokens", PhiInputs, PhiConfig, run_phi,
              help="  clipmath train phi --oti runs/oti -o runs/phi --epochs 50 --val-triplets val.json"),
+    TrainerSpec("lincir", "LinCIR: phi for the lincir method trained on captions only (text feature → pseudo-word "
+             "token; self-masking and noise)", CaptionTextInputs, LincirConfig, run_lincir,
+             help="  clipmath train lincir --texts examples/caption-corpus/coco_captions.txt -o runs/lincir"),
     TrainerSpec("idc-adapt", "CLIP4IDC stage 1: align pair embeddings with difference captions", ChangePairInputs,
              IdcAdaptConfig, run_idc_adapt,
              help="  clipmath train idc-adapt --path data/clevr_change -o runs/idc-adapt", validates=False),

@@ -153,3 +153,17 @@ class OtiConfig(InversionSettings):
 
     def settings(self) -> InversionSettings:
         return InversionSettings.from_dict(asdict(self))
+
+
+@dataclass
+class LincirConfig(TrainConfig):
+    """LinCIR's text-only phi (defaults after the paper where it gives them; noise and masking: see the module)."""
+
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    dropout: float = setting(0.5, _DROPOUT, minimum=0.0, maximum=1.0)
+    hidden_dim: int | None = setting(None, "Hidden width (default 4 × the embedding size).", minimum=1)
+    noise: float = setting(0.5, "Largest scale of the Gaussian noise added to the text feature phi reads.", minimum=0)
+    prompt: str = setting(DEFAULT_PROMPT, _PROMPT)
