@@ -22,7 +22,6 @@ from search_bench import clip_like  # noqa: E402
 from clipmath.encoders import EncoderInfo  # noqa: E402
 from clipmath.search import ExactIndex, IndexParams, make_index, milvus, recall_at_k  # noqa: E402
 from clipmath.search.milvus import MilvusIndex, MilvusTarget, search_params  # noqa: E402
-from clipmath.search.tuning import tune_recall  # noqa: E402
 from clipmath.store import Gallery, ItemRecord  # noqa: E402
 from clipmath.store.sync import SyncConfig, sync_store  # noqa: E402
 
@@ -59,40 +58,44 @@ def main() -> None:
             writer.commit(items, gallery[start:stop])
     snapshot = Gallery.open(store).snapshot()
     target = MilvusTarget.parse(f"milvus:{tmp / 'bench.db'}#bench", timeout=600)
-    params = IndexParams(recall=args.recall, tune_queries=200)
     started = time.perf_counter()
-    sync_store(store, target, SyncConfig(index_type=args.type, params=IndexParams()), progress=True)
+    sync_store(store, target, SyncConfig(index_type=args.type), progress=True)
     sync_s = time.perf_counter() - started
-    index = MilvusIndex(target, snapshot.ids, args.dim, params)
-    tuned = tune_recall(index, snapshot.vectors, args.recall, sample=200)
+    # what clipmath sync --recall does on a synced collection: tune the query knob, record it in the collection
+    tuned = sync_store(
+        store, target, SyncConfig(params=IndexParams(recall=args.recall, tune_queries=200)), progress=False
+    )
+    tune_s = tuned.seconds
+    index = MilvusIndex(target, snapshot.ids, args.dim)  # a searcher: reads the recorded setting
+    setting = ", ".join(f"{k}={v}" for k, v in tuned.query.items())
     faiss = make_index(gallery, "ivfsq", IndexParams(recall=args.recall, tune_queries=200))
-    rows = []
     client = milvus.connect(target)
     bare_params = search_params(index.index_type, index.params, 10)
 
     def bare(q):
         return client.search("bench", data=q, limit=10, output_fields=[], search_params=bare_params)
 
-    for label, search in (
-        (f"Milvus Lite {args.type} via clipmath ({tuned.knob}={tuned.value})", lambda q: index.search(q, 10)),
-        (f"Milvus Lite {args.type}, bare pymilvus", bare),
-        (f"FAISS ivfsq in-process ({faiss.tuning.knob}={faiss.tuning.value})", lambda q: faiss.search(q, 10)),
+    def bare_rows(q):
+        return np.asarray([[snapshot.row_of(hit["id"]) for hit in hits] for hits in bare(q)])
+
+    rows = []
+    for label, search, found in (
+        (f"Milvus Lite {args.type} via clipmath ({setting})", lambda q: index.search(q, 10), None),
+        (f"Milvus Lite {args.type}, bare pymilvus ({setting})", bare, bare_rows),
+        (f"FAISS ivfsq in-process ({faiss.tuning.knob}={faiss.tuning.value})", lambda q: faiss.search(q, 10), None),
     ):
         search(queries[:5])
         ms = latencies(search, queries)
-        found = (
-            index.search(queries, 10).rows
-            if "clipmath" in label
-            else faiss.search(queries, 10).rows
-            if "FAISS" in label
-            else None
+        got = found(queries) if found else search(queries).rows
+        rows.append(
+            (label, f"{recall_at_k(truth, got):.3f}", 1000 / ms.mean(), np.percentile(ms, 50), np.percentile(ms, 99))
         )
-        recall = f"{recall_at_k(truth, found):.3f}" if found is not None else "(same as above)"
-        rows.append((label, recall, 1000 / ms.mean(), np.percentile(ms, 50), np.percentile(ms, 99)))
     overhead = rows[0][3] / rows[1][3]
     lines = [
-        f"{args.n:,} x {args.dim} synthetic CLIP-like vectors; sync to Milvus Lite ({args.type}) {sync_s:.1f} s; "
-        f"{args.queries} new single queries; recall target {args.recall}",
+        f"{args.n:,} x {args.dim} synthetic CLIP-like vectors (bench/search_bench.py clip_like); sync to Milvus Lite "
+        f"({args.type} {tuned.index_params}) {sync_s:.1f} s, then tuning to recall@10 {args.recall} on 200 held-out "
+        f"gallery vectors {tune_s:.1f} s (clipmath sync --recall: {tuned.tuning['recall']:.3f}); {args.queries} new "
+        "single queries (not in the gallery), one at a time; recall@10 against exact search",
         "",
         "| index | recall@10 | q/s | p50 ms | p99 ms |",
         "| --- | ---: | ---: | ---: | ---: |",

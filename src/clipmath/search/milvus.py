@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -27,7 +28,7 @@ import numpy as np
 
 from clipmath.errors import ClipmathError
 from clipmath.search.base import Exclusions, SearchResults, VectorIndex, check_queries, pad_results, top_k_sorted
-from clipmath.search.params import IndexParams, ivf_lists, pq_layout
+from clipmath.search.params import IndexParams
 
 PREFIX = "milvus:"
 DEFAULT_COLLECTION = "clipmath"
@@ -43,7 +44,6 @@ LITE_INDEX_TYPES = ("FLAT", "IVF_FLAT", "IVF_SQ8", "HNSW", "HNSW_SQ")
 SERVER_INDEX_TYPES = ("FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "HNSW", "HNSW_SQ", "DISKANN", "AUTOINDEX")
 #: metadata fields of a clipmath collection (besides ``id`` and ``vector``); filters may name any of them
 FIELDS = ("sha256", "path", "folder", "mtime", "width", "height", "caption", "meta")
-_STRING_MAX = 4096
 
 
 class MilvusError(ClipmathError):
@@ -149,17 +149,43 @@ def close_all() -> None:
         entries = list(_clients.items())
         _clients.clear()
     for (uri, _, _), client in entries:
-        try:
-            client.close()
-        except Exception:  # noqa: BLE001 - closing is best effort
-            pass
-        if not uri.startswith(("http://", "https://")):
-            try:
-                from milvus_lite.server_manager import server_manager_instance
+        _close(uri, client)
 
-                server_manager_instance.release_server(uri)
-            except ImportError:
-                pass
+
+def _close(uri: str, client: Any) -> None:
+    try:
+        client.close()
+    except Exception:  # noqa: BLE001 - closing is best effort
+        pass
+    if not uri.startswith(("http://", "https://")):
+        try:
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(uri)  # waits for its background work (index builds)
+        except ImportError:
+            pass
+
+
+def settle(target: MilvusTarget, client: Any, wait: float = 600.0) -> Any:
+    """Wait until every flushed row of the collection is searched through its index; returns the client to use.
+
+    Until then a search answers part of the collection brute force, and tuning would measure a recall the index
+    does not give. Milvus Lite builds a flushed segment's index in a background thread (its ``describe_index``
+    says finished all along): its engine is closed, which waits for that work, and loaded again, which builds
+    what is missing before it returns. A server counts its pending rows, polled here."""
+    if target.lite:
+        with _clients_lock:
+            _clients.pop((target.uri, target.token, target.db_name), None)
+        _close(target.uri, client)
+        client = connect(target)
+        call(target, "load the collection", client.load_collection, target.collection)
+        return client
+    deadline = time.monotonic() + wait
+    while int(describe_index(target, client).get("pending_index_rows") or 0) > 0:
+        if time.monotonic() > deadline:
+            raise MilvusError(f"Milvus at {target.where()}: the index is still being built after {wait:.0f} s")
+        time.sleep(1.0)
+    return client
 
 
 def call(target: MilvusTarget, what: str, fn, *args, **kwargs):
@@ -178,26 +204,6 @@ def _short(exc: BaseException) -> str:
 
 
 # ---- the collection: schema, identity, index ---------------------------------------------------------------
-def collection_schema(dim: int, dtype: str, lite: bool) -> Any:
-    """``id`` (the store's item id) + ``vector`` + :data:`FIELDS`. Float16 stores keep float16 on a server; Milvus
-    Lite holds float32 only."""
-    from pymilvus import DataType, MilvusClient
-
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=_STRING_MAX)
-    vector_type = DataType.FLOAT16_VECTOR if dtype == "float16" and not lite else DataType.FLOAT_VECTOR
-    schema.add_field("vector", vector_type, dim=dim)
-    schema.add_field("sha256", DataType.VARCHAR, max_length=64)
-    for name in ("path", "folder"):
-        schema.add_field(name, DataType.VARCHAR, max_length=_STRING_MAX)
-    schema.add_field("mtime", DataType.INT64)
-    schema.add_field("width", DataType.INT32)
-    schema.add_field("height", DataType.INT32)
-    schema.add_field("caption", DataType.VARCHAR, max_length=_STRING_MAX)
-    schema.add_field("meta", DataType.JSON)
-    return schema
-
-
 def properties(target: MilvusTarget, client: Any) -> dict[str, str]:
     info = call(target, "describe the collection", client.describe_collection, target.collection)
     return dict(info.get("properties") or {})
@@ -220,17 +226,13 @@ def check_identity(target: MilvusTarget, props: dict[str, str], identity: dict[s
             )
 
 
-def index_build_params(index_type: str, n: int, dim: int, params: IndexParams) -> dict[str, Any]:
-    """Milvus build parameters for ``index_type``, sized like clipmath's FAISS kinds (:mod:`clipmath.search.params`)."""
-    if index_type.startswith("IVF"):
-        build: dict[str, Any] = {"nlist": min(65536, ivf_lists(n, params))}
-        if index_type == "IVF_PQ":
-            pq_m, pq_bits = pq_layout(n, dim, params)
-            build.update(m=pq_m, nbits=pq_bits)
-        return build
-    if index_type.startswith("HNSW"):
-        return {"M": params.hnsw_m, "efConstruction": params.ef_construction}
-    return {}
+def built_with(index: dict[str, Any]) -> dict[str, Any]:
+    """The build parameters (``nlist``, ``M``...) of an index as :func:`describe_index` gives it."""
+    params = index.get("params") or {}
+    if isinstance(params, str):
+        params = json.loads(params)
+    keys = ("nlist", "M", "efConstruction", "m", "nbits")
+    return {k: int(v) for k, v in {**params, **index}.items() if k in keys}
 
 
 def knob_of(index_type: str) -> str | None:
@@ -364,11 +366,7 @@ class MilvusIndex(VectorIndex):
         return [0]
 
     def index_params(self) -> dict[str, Any]:
-        index = describe_index(self.target, self.client)
-        params = index.get("params")
-        if isinstance(params, str):
-            params = json.loads(params)
-        return {**(params or {}), **{k: v for k, v in index.items() if k in ("nlist", "M", "efConstruction")}}
+        return built_with(describe_index(self.target, self.client))
 
     def with_params(self, **changes: int) -> MilvusIndex:
         """Change query knobs (``ef_search``, ``nprobe``, ``search_list``) in place; returns self."""

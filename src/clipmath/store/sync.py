@@ -41,16 +41,16 @@ from clipmath.search.milvus import (
     MilvusError,
     MilvusIndex,
     MilvusTarget,
+    built_with,
     call,
     check_identity,
-    collection_schema,
     connect,
     describe_index,
-    index_build_params,
     properties,
     set_property,
+    settle,
 )
-from clipmath.search.params import IndexParams
+from clipmath.search.params import IndexParams, ivf_lists, pq_layout
 from clipmath.store.gallery import Gallery
 from clipmath.store.manifest import MANIFEST, db_id, py_id
 from clipmath.store.manifest import connect as connect_manifest
@@ -60,6 +60,8 @@ LEDGER = "milvus-sync.sqlite"
 SYNC_LOCK = "milvus-sync.lock"
 #: the default index type of a new collection
 DEFAULT_INDEX_TYPE = "HNSW"
+#: the longest id, path or caption a collection holds (bytes)
+STRING_MAX = 4096
 _LEDGER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS targets (target TEXT PRIMARY KEY, state TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS synced (target TEXT NOT NULL, id TEXT NOT NULL, sha256 TEXT NOT NULL,
@@ -202,25 +204,66 @@ def _row(item_id: str, sha: str, vector: np.ndarray, record: tuple, root: Path, 
         "id": item_id,
         "vector": vector.astype(np.float16 if dtype == "float16" else np.float32),
         "sha256": sha,
-        "path": (root / item_id).as_posix()[:4096],
+        "path": (root / item_id).as_posix()[:STRING_MAX],
         "folder": "" if folder == "." else folder,
         "mtime": int(mtime_ns // 1_000_000_000),
         "width": int(width or 0),
         "height": int(height or 0),
-        "caption": str(caption)[:4096],
+        "caption": str(caption)[:STRING_MAX],
         "meta": extra,
     }
 
 
 def _utf8(item_id: str) -> bool:
     try:
-        item_id.encode("utf-8")
-        return len(item_id.encode("utf-8")) <= 4096
+        return len(item_id.encode("utf-8")) <= STRING_MAX
     except UnicodeEncodeError:
         return False
 
 
 # ---- the collection side ------------------------------------------------------------------------------------------
+def collection_schema(dim: int, dtype: str, lite: bool) -> Any:
+    """``id`` (the store's item id), ``vector`` and :data:`clipmath.search.milvus.FIELDS`. Float16 stores keep
+    float16 on a server; Milvus Lite holds float32 only."""
+    from pymilvus import DataType, MilvusClient
+
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=STRING_MAX)
+    vector_type = DataType.FLOAT16_VECTOR if dtype == "float16" and not lite else DataType.FLOAT_VECTOR
+    schema.add_field("vector", vector_type, dim=dim)
+    schema.add_field("sha256", DataType.VARCHAR, max_length=64)
+    for name in ("path", "folder"):
+        schema.add_field(name, DataType.VARCHAR, max_length=STRING_MAX)
+    schema.add_field("mtime", DataType.INT64)
+    schema.add_field("width", DataType.INT32)
+    schema.add_field("height", DataType.INT32)
+    schema.add_field("caption", DataType.VARCHAR, max_length=STRING_MAX)
+    schema.add_field("meta", DataType.JSON)
+    return schema
+
+
+def add_vector_index(target: MilvusTarget, client: Any, index_type: str, build: dict[str, Any]) -> None:
+    """Create the ``vector`` field's index. pymilvus sends ``build`` as separate keys, which a server reads but
+    Milvus Lite (3.2) ignores for its own defaults (nlist 128...); it reads them as one JSON ``params`` value."""
+    index_params = client.prepare_index_params()
+    options = {"params": {"params": build}} if target.lite and build else {"params": build}
+    index_params.add_index("vector", index_type=index_type, metric_type="IP", **options)
+    call(target, "create the index", client.create_index, target.collection, index_params)
+
+
+def index_build_params(index_type: str, n: int, dim: int, params: IndexParams) -> dict[str, Any]:
+    """Milvus build parameters for ``index_type``, sized like clipmath's FAISS kinds (:mod:`clipmath.search.params`)."""
+    if index_type.startswith("IVF"):
+        build: dict[str, Any] = {"nlist": min(65536, ivf_lists(n, params))}
+        if index_type == "IVF_PQ":
+            pq_m, pq_bits = pq_layout(n, dim, params)
+            build.update(m=pq_m, nbits=pq_bits)
+        return build
+    if index_type.startswith("HNSW"):
+        return {"M": params.hnsw_m, "efConstruction": params.ef_construction}
+    return {}
+
+
 def _ensure_collection(target: MilvusTarget, client: Any, identity: dict[str, Any]) -> dict[str, str]:
     """Create the collection (recording ``identity``) or check the existing one holds this store; its properties."""
     exists = call(target, "look up the collection", client.has_collection, target.collection)
@@ -275,16 +318,15 @@ def _ensure_index(
             f"{engine} has no {wanted} index (it has {', '.join(target.index_types())})"
             + ("; IVF_PQ and DISKANN need a Milvus server" if target.lite else "")
         )
-    if current and current.get("index_type") == wanted:
-        build = {k: v for k, v in current.items() if k in ("nlist", "M", "efConstruction", "m", "nbits")}
-    else:
+    build = built_with(current)
+    # built again: an index of another type, or one without clipmath's sizes (Milvus Lite used its defaults)
+    unsized = not build and bool(index_build_params(wanted, n, dim, config.params))
+    if not current or current.get("index_type") != wanted or unsized:
         if current:
             call(target, "release the collection", client.release_collection, target.collection)
             call(target, "drop the old index", client.drop_index, target.collection, "vector")
         build = index_build_params(wanted, n, dim, config.params)
-        index_params = client.prepare_index_params()
-        index_params.add_index("vector", index_type=wanted, metric_type="IP", params=build)
-        call(target, "create the index", client.create_index, target.collection, index_params)
+        add_vector_index(target, client, wanted, build)
     call(target, "load the collection", client.load_collection, target.collection)
     return wanted, build
 
@@ -331,6 +373,7 @@ def _sync(gallery: Gallery, target: MilvusTarget, config: SyncConfig, progress: 
                 set_property(target, client, SYNCED_KEY, IN_PROGRESS)  # changing: a crash from here on reconciles
             _apply(target, client, gallery, snapshot, desired, upserts, deletes, identity["dtype"], config, progress)
             call(target, "flush", client.flush, target.collection)
+            client = settle(target, client)  # searched through the index from here on (tuning measures it)
         if marker != snapshot.state or upserts or deletes:
             set_property(target, client, SYNCED_KEY, snapshot.state)
         sent = desired if not fast else {i: desired[i] for i in upserts}
