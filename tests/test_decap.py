@@ -81,7 +81,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_encoder, corpus, t
     assert [e["loss"] for e in resumed.history] == [e["loss"] for e in straight.history]
 
 
-def test_the_decoder_projects_onto_the_memory_and_refuses_another_encoder(tiny_encoder, corpus, tmp_path):
+def test_the_decoder_projects_onto_the_memory_and_refuses_another_encoder(tiny_encoder, corpus, tmp_path, monkeypatch):
     from clipmath.encoders import load_encoder
 
     train_decap(tiny_encoder, corpus, DecapConfig(**{**SMALL, "epochs": 1}), tmp_path / "run")
@@ -96,6 +96,13 @@ def test_the_decoder_projects_onto_the_memory_and_refuses_another_encoder(tiny_e
     # without projection the raw target is decoded (CapDec's inference)
     raw = decoder.caption(target, DecapOptions(checkpoint=str(tmp_path / "run"), projection=False))[0].text
     assert raw == decoder.trained.generate(torch.from_numpy(target)[None])[0]
+    # decoding runs on decoder_threads (default 1) and gives the caller's thread count back; 0 leaves it alone
+    calls, real = [], torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append(n), real(n))[1])
+    real(2)
+    assert decoder.caption(target)[0].text == expected and calls == [1, 2] and torch.get_num_threads() == 2
+    decoder.caption(target, DecapOptions(checkpoint=str(tmp_path / "run"), decoder_threads=0))
+    assert calls == [1, 2]
     with pytest.raises(ModelLoadError, match="trained on"):
         spec.create(None, load_encoder("tiny-random-clip:7"), checkpoint=str(tmp_path / "run"))
     with pytest.raises(CaptionError, match="checkpoint"):
