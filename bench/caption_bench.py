@@ -3,6 +3,9 @@
     nice python bench/caption_bench.py                                   # 22 COCO photos, offline models
     nice python bench/caption_bench.py --photos 6 --zerocap-photos 2 --adapted-lm runs/caption-lm
     nice python bench/caption_bench.py --zerocap-settings default        # ZeroCap at its defaults (slow!)
+    python bench/caption_bench.py --zerocap-photos 22 --zerocap-settings small --no-before --no-plain \
+        --decap runs/decap                                   # the four decoders, one run (docs/captioning.md)
+    python bench/caption_bench.py --rows OUT.partial.json --same-photos  # score a run stopped early
 
 Rows:
 * ``magic`` at its defaults (k 45, α 0.1, β 2.0, 16 tokens) with the base LM, prompt "Image of a";
@@ -125,6 +128,10 @@ def main() -> None:
     parser.add_argument("--no-memory", action="store_true", help="no 'memory' row")
     parser.add_argument("--decap", type=Path, help="a DeCap checkpoint (train_decap output) for the 'decap' row")
     parser.add_argument("--no-plain", action="store_true", help="no 'plain LM' row")
+    parser.add_argument("--rows", type=Path, help="summarise the rows an earlier run saved (OUT.partial.json, "
+                        "e.g. of a run stopped early) instead of decoding")
+    parser.add_argument("--same-photos", action="store_true",
+                        help="score every row on the photos all rows share (a row stopped early decides)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "caption_bench.json")
     args = parser.parse_args()
 
@@ -133,9 +140,54 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     encoder = load_encoder(args.model)
+    targets = encoder.encode_images([Image.open(COCO / n) for n in names])
+    if args.rows:
+        rows, lm_label = json.loads(args.rows.read_text()), f"{args.lm} (rows read from {args.rows})"
+    else:
+        rows, lm_label = decode_all(args, names, encoder, targets)
+    if args.same_photos:
+        shared = set.intersection(*({i["photo"] for i in items} for items in rows.values() if items))
+        rows = {label: [i for i in items if i["photo"] in shared] for label, items in rows.items()}
+        targets = [t for n, t in zip(names, targets) if n in shared]
+        names = [n for n in names if n in shared]
+
+    summary = {}
+    for label, items in rows.items():
+        if not items:
+            continue
+        photos = [i["photo"] for i in items]
+        summary[label] = {
+            "photos": len(items),
+            "seconds_per_caption": float(np.mean([i["seconds"] for i in items])),
+            "cpu_seconds_per_caption": float(np.mean([i["cpu_seconds"] for i in items])),
+            "texts_encoded_per_caption": float(np.mean([i["texts_encoded"] for i in items])),
+            "target_score": float(np.mean([i["score"] for i in items])),
+            "metrics": metrics([i["text"] for i in items], photos, not args.no_meteor),
+        }
+    for published in () if args.no_base else ("magic", "zerocap"):
+        texts = [REFERENCES[n][published] for n in names]
+        scores = encoder.encode_texts(texts) @ np.asarray(targets).T
+        summary[f"published {published}"] = {
+            "photos": len(names),
+            "target_score": float(np.mean(np.diag(scores))),
+            "metrics": metrics(texts, names, not args.no_meteor),
+        }
+    same = [a["tokens"] == b["tokens"] for a, b in zip(rows.get("zerocap", []), rows.get("zerocap before", []))]
+    report = {
+        "encoder": encoder.info.label(), "lm": lm_label, "adapted_lm": args.adapted_lm,
+        "zerocap_settings": args.zerocap_settings, "zerocap_identical": same,
+        "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+        "summary": summary, "rows": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(markdown(report))
+
+
+def decode_all(args, names: list[str], encoder, targets) -> tuple[dict[str, list[dict]], str]:
+    """Caption every photo with every chosen decoder; the rows per decoder and the LM's label."""
     counter = CountingEncoder(encoder)
     lm = load_language_model(args.lm)
-    targets = encoder.encode_images([Image.open(COCO / n) for n in names])
     print(f"encoder: {encoder.info.label()}\nLM: {lm.label()}\nphotos: {len(names)}\n"
           f"torch threads: {torch.get_num_threads()}", flush=True)
     rows: dict[str, list[dict]] = {}
@@ -169,38 +221,7 @@ def main() -> None:
     for name, target in zip(chosen, targets[first:]):
         for label, decoder in zerocaps:
             add_row(rows, label, name, run_decoder(decoder, target, zc_config, counter), args.out)
-
-    summary = {}
-    for label, items in rows.items():
-        if not items:
-            continue
-        photos = [i["photo"] for i in items]
-        summary[label] = {
-            "photos": len(items),
-            "seconds_per_caption": float(np.mean([i["seconds"] for i in items])),
-            "cpu_seconds_per_caption": float(np.mean([i["cpu_seconds"] for i in items])),
-            "texts_encoded_per_caption": float(np.mean([i["texts_encoded"] for i in items])),
-            "target_score": float(np.mean([i["score"] for i in items])),
-            "metrics": metrics([i["text"] for i in items], photos, not args.no_meteor),
-        }
-    for published in () if args.no_base else ("magic", "zerocap"):
-        texts = [REFERENCES[n][published] for n in names]
-        scores = encoder.encode_texts(texts) @ np.asarray(targets).T
-        summary[f"published {published}"] = {
-            "photos": len(names),
-            "target_score": float(np.mean(np.diag(scores))),
-            "metrics": metrics(texts, names, not args.no_meteor),
-        }
-    same = [a["tokens"] == b["tokens"] for a, b in zip(rows.get("zerocap", []), rows.get("zerocap before", []))]
-    report = {
-        "encoder": encoder.info.label(), "lm": lm.label(), "adapted_lm": args.adapted_lm,
-        "zerocap_settings": args.zerocap_settings, "zerocap_identical": same,
-        "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-        "summary": summary, "rows": rows,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
-    print(markdown(report))
+    return rows, lm.label()
 
 
 def check_no_leakage(corpus: Path, decap: Path | None, names: list[str]) -> None:
@@ -245,7 +266,7 @@ def add_row(rows: dict[str, list[dict]], label: str, photo: str, measured: dict,
     """Record one caption, print it, and save the rows so far beside the final report (``OUT.partial.json``): a long
     run that dies keeps what it measured."""
     rows[label].append({"photo": photo, **measured})
-    print(f"{label:20s} {photo} {measured['seconds']:6.1f}s  {measured['text']}", flush=True)
+    print(f"{label:20s} {photo} {_seconds(measured['seconds']):>6}s  {measured['text']}", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_suffix(".partial.tmp")
     staging.write_text(json.dumps(rows, indent=1))
@@ -260,13 +281,20 @@ def markdown(report: dict) -> str:
     ]
     for label, row in report["summary"].items():
         m = row["metrics"]
-        seconds = f"{row['seconds_per_caption']:.1f}" if "seconds_per_caption" in row else ""
-        cpu = f"{row['cpu_seconds_per_caption']:.1f}" if "cpu_seconds_per_caption" in row else ""
+        seconds = _seconds(row.get("seconds_per_caption"))
+        cpu = _seconds(row.get("cpu_seconds_per_caption"))
         texts = f"{row['texts_encoded_per_caption']:.0f}" if "texts_encoded_per_caption" in row else ""
         cells = [f"{m[k]:.1f}" if m.get(k) is not None else "–" for k in ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr")]
         lead = f"| {label} | {row['photos']} | {seconds} | {cpu} | {texts} | {row['target_score']:.3f} | "
         lines.append(lead + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _seconds(value: float | None) -> str:
+    """Seconds for the table: milliseconds visible below a second (the corpus decoders), tenths above."""
+    if value is None:
+        return ""
+    return f"{value:.1f}" if value >= 1 else f"{value:.3f}"
 
 
 if __name__ == "__main__":

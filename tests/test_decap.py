@@ -81,7 +81,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_encoder, corpus, t
     assert [e["loss"] for e in resumed.history] == [e["loss"] for e in straight.history]
 
 
-def test_the_decoder_projects_onto_the_memory_and_refuses_another_encoder(tiny_encoder, corpus, tmp_path):
+def test_the_decoder_projects_onto_the_memory_and_refuses_another_encoder(tiny_encoder, corpus, tmp_path, monkeypatch):
     from clipmath.encoders import load_encoder
 
     train_decap(tiny_encoder, corpus, DecapConfig(**{**SMALL, "epochs": 1}), tmp_path / "run")
@@ -96,6 +96,13 @@ def test_the_decoder_projects_onto_the_memory_and_refuses_another_encoder(tiny_e
     # without projection the raw target is decoded (CapDec's inference)
     raw = decoder.caption(target, DecapOptions(checkpoint=str(tmp_path / "run"), projection=False))[0].text
     assert raw == decoder.trained.generate(torch.from_numpy(target)[None])[0]
+    # decoding runs on decoder_threads (default 1) and gives the caller's thread count back; 0 leaves it alone
+    calls, real = [], torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append(n), real(n))[1])
+    real(2)
+    assert decoder.caption(target)[0].text == expected and calls == [1, 2] and torch.get_num_threads() == 2
+    decoder.caption(target, DecapOptions(checkpoint=str(tmp_path / "run"), decoder_threads=0))
+    assert calls == [1, 2]
     with pytest.raises(ModelLoadError, match="trained on"):
         spec.create(None, load_encoder("tiny-random-clip:7"), checkpoint=str(tmp_path / "run"))
     with pytest.raises(CaptionError, match="checkpoint"):
@@ -129,3 +136,51 @@ def test_train_decap_and_caption_with_it_from_the_command_line(corpus, tmp_path)
     assert payload["decoder"] == "decap" and payload["language_model"] == "none" and payload["captions"][0]["text"]
     bad = CliRunner().invoke(app, ["train", "decap", "--texts", str(corpus), "-o", str(run), "--heads", "0"])
     assert "--heads must be at least 1" in str(bad.exception) and "model:" not in bad.output  # before any model
+
+
+def test_diff_caption_zero_shot_with_the_memory_and_decap_decoders(tiny_encoder, corpus, tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from clipmath.caption.difference import difference_vector
+    from clipmath.caption.memory import CaptionMemory
+    from clipmath.cli import app
+    from tests.conftest import GALLERY
+
+    def no_language_model(*args, **kwargs):
+        raise AssertionError("a decoder without a language model loaded one")
+
+    monkeypatch.setattr("clipmath.caption.load_language_model", no_language_model)
+    before, after = (str(GALLERY / "arithmetic" / name) for name in ("man2.jpg", "king2.jpg"))
+    common = ["diff-caption", before, after, "--model", "tiny-random-clip", "--json"]
+
+    def run(*args: str) -> dict:
+        result = CliRunner().invoke(app, [*common, *args])
+        assert result.exit_code == 0, (result.output, result.exception)
+        return json.loads(result.stdout)
+
+    # memory: the corpus caption nearest to after − before (computed here independently)
+    memory = run("--decoder", "memory", "--corpus", str(corpus))
+    direction = difference_vector(tiny_encoder, before, after)
+    expected = CaptionMemory.build(TEXTS, tiny_encoder, "toy").nearest(direction, k=1)[0][0]
+    assert memory["mode"] == "zero-shot" and memory["text"] == expected
+    assert "zero-shot memory (no language model)" in memory["model"]
+    # the weights reach the difference: before − after points elsewhere than after − before
+    reverse = difference_vector(tiny_encoder, before, after, weights=(-1.0, -1.0))
+    flipped = run("--decoder", "memory", "--corpus", str(corpus), "--before-weight", "-1", "--after-weight", "-1")
+    assert flipped["text"] == CaptionMemory.build(TEXTS, tiny_encoder, "toy").nearest(reverse, k=1)[0][0]
+
+    # decap: --checkpoint is the DeCap checkpoint when --decoder decap is given; decoder options pass through
+    train_decap(tiny_encoder, corpus, DecapConfig(**SMALL), tmp_path / "run")
+    decap = run("--decoder", "decap", "--checkpoint", str(tmp_path / "run"), "--beam-size", "2")
+    assert decap["mode"] == "zero-shot" and decap["text"] and "zero-shot decap (no language model)" in decap["model"]
+    options = DecapOptions(checkpoint=str(tmp_path / "run"), beam_size=2)
+    expected = DecapDecoder(None, tiny_encoder, options).caption(direction)[0].full_text
+    assert decap["text"] == expected
+
+    # options of another decoder, or decoder options beside a CLIP4IDC checkpoint: one-line user errors
+    wrong = CliRunner().invoke(app, [*common, "--decoder", "memory", "--corpus", str(corpus), "--beam-size", "2"])
+    assert wrong.exit_code != 0 and "--beam-size does not apply to the nearest caption decoder" in str(wrong.exception)
+    mixed = CliRunner().invoke(app, [*common, "--checkpoint", str(tmp_path), "--corpus", str(corpus)])
+    assert mixed.exit_code != 0 and "takes no --decoder nor decoder options" in str(mixed.exception)

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from clipmath.caption.decoders import Caption, Progress, target_tensor
+from clipmath.caption.decoders import Caption, Progress, target_tensor, torch_threads
 from clipmath.caption.difference_model import beam_search
 from clipmath.caption.memory import DECAP_TEMPERATURE, CaptionMemory, read_corpus
 from clipmath.encoders.base import Encoder
@@ -217,6 +217,9 @@ class DecapOptions:
     )
     beam_size: int = setting(1, "Beams (1: greedy, as DeCap).", minimum=1)
     max_length: int | None = setting(None, "Caption length limit in words (default: the checkpoint's).", minimum=1)
+    decoder_threads: int = setting(
+        1, "CPU threads while decoding a caption (projection, per-word passes, score; 0: torch's setting).", minimum=0
+    )
 
 
 class DecapDecoder:
@@ -252,13 +255,14 @@ class DecapDecoder:
     ) -> list[Caption]:
         config = config or self.config
         started = time.perf_counter()
-        target = target_tensor(target_embedding, self.encoder, torch.device("cpu"))
-        prefix = target
-        if config.projection:
-            memory = self.memory.subset(config.memory_size)
-            prefix = memory.project(target, config.temperature, config.nearest)
-        text = self.trained.generate(prefix[None], config.beam_size, config.max_length)[0]
-        lm_score = self.trained.mean_log_probability(prefix, text)
-        clip_score = float(self.encoder.encode_texts([text])[0] @ target.numpy()) if text else 0.0
+        with torch_threads(config.decoder_threads):  # one vector, a few rows per pass: more threads only wait
+            target = target_tensor(target_embedding, self.encoder, torch.device("cpu"))
+            prefix = target
+            if config.projection:
+                memory = self.memory.subset(config.memory_size)
+                prefix = memory.project(target, config.temperature, config.nearest)
+            text = self.trained.generate(prefix[None], config.beam_size, config.max_length)[0]
+            lm_score = self.trained.mean_log_probability(prefix, text)
+            clip_score = float(self.encoder.encode_texts([text])[0] @ target.numpy()) if text else 0.0
         seconds = time.perf_counter() - started
         return [Caption(text, "", clip_score, lm_score, continuation=text, seconds=seconds)]

@@ -10,10 +10,11 @@ Python API::
 
 * **Trained** (:class:`TrainedDifferenceCaptioner`): the checkpoint of ``clipmath train idc-caption``; the
   pair encoder reads both images, the decoder writes the caption with beam search.
-* **Zero-shot** (:func:`zero_shot_difference`): a caption decoder (MAGIC or ZeroCap) steered towards
-  ``w_after·e(after) − w_before·e(before)`` (normalised image embeddings), continuing ``prompt``. It needs a
-  language model and says what the direction points to ("a red cube"); it is no match for a trained captioner on a
-  dataset's own phrasing.
+* **Zero-shot** (:func:`zero_shot_difference`): a caption decoder of ``DECODERS`` on
+  ``w_after·e(after) − w_before·e(before)`` (normalised image embeddings): MAGIC or ZeroCap (a language model,
+  continuing ``prompt``), the nearest corpus caption (``memory``) or DeCap (``decap``), which need no language model.
+  It says what the direction points to ("a red cube"); it is no match for a trained captioner on a dataset's own
+  phrasing.
 * **Search by difference** (:func:`difference_vector`): the unit vector ``after − before`` (optionally added to a
   reference embedding with weight ``lam``): hand it to :func:`clipmath.search.make_index` ``.search`` to find images
   that changed the same way, or that look like the reference changed like the pair.
@@ -188,14 +189,12 @@ def zero_shot_difference(
 ) -> DifferenceCaption:
     """A caption decoder of :data:`clipmath.caption.DECODERS` on the embedding difference (no training).
 
-    ``decoder`` defaults to the fastest registered one (``magic`` when present, else ``zerocap``);
-    ``decoder_options`` are fields of its options dataclass.
+    ``decoder`` defaults to :func:`zero_shot_decoder`'s choice; ``lm`` may be ``None`` for a decoder without a language
+    model (``uses_lm`` false); ``decoder_options`` are fields of its options dataclass.
     """
-    from clipmath.caption.decoders import DECODERS
-
     weights = check_weights(weights)
-    name = decoder or ("magic" if "magic" in DECODERS.names() else "zerocap")
-    spec = DECODERS.get(name)
+    spec = zero_shot_decoder(decoder)
+    name = spec.name
     label = f"zero-shot {name} ({_label(lm) if spec.uses_lm else 'no language model'}) on {encoder.info.label()}"
     first, second = open_pair(before, after)
     if identical(first, second):
@@ -211,10 +210,16 @@ def zero_shot_difference(
     return DifferenceCaption(best.full_text, "zero-shot", label)
 
 
-def _needs_lm(decoder: object) -> bool:
+def zero_shot_decoder(name: str | None = None):
+    """The :class:`~clipmath.caption.decoders.DecoderSpec` of ``name``; ``None``: the fastest LM decoder registered
+    (``magic`` when present, else ``zerocap``)."""
     from clipmath.caption.decoders import DECODERS
 
-    return decoder is None or DECODERS.get(str(decoder)).uses_lm
+    return DECODERS.get(name or ("magic" if "magic" in DECODERS.names() else "zerocap"))
+
+
+def _needs_lm(decoder: object) -> bool:
+    return zero_shot_decoder(None if decoder is None else str(decoder)).uses_lm
 
 
 def _label(lm) -> str:

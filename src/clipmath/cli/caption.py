@@ -3,18 +3,22 @@ options dataclasses) and ``clipmath eval-captions`` (COCO metrics)."""
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from clipmath.cli.options import DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, ThreadsOpt, flag_of
+from clipmath.cli.decoder_options import (
+    decoder_fields,
+    decoder_names,
+    decoder_options,
+    register_with_decoder_options,
+)
+from clipmath.cli.options import DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, ThreadsOpt
 from clipmath.cli.output import emit, status
 from clipmath.cli.runtime import load_model
 from clipmath.errors import ClipmathError
-from clipmath.options import field_help, settings_fields, value_type
 
 app = typer.Typer()
 
@@ -34,26 +38,6 @@ _EXAMPLES = """Examples:
 """
 
 
-def _decoder_options() -> dict[str, tuple[str, Any, dict[str, str]]]:
-    """Every decoder option, by parameter name: (flag, annotation, {decoder: its field}); an option two decoders
-    share (the prompt, the length) is one option that fills each one's own field."""
-    from clipmath.caption import DECODERS
-
-    options: dict[str, tuple[str, Any, dict[str, str]]] = {}
-    for spec in DECODERS.list():
-        cls = spec.options_class()
-        for item in settings_fields(cls):
-            flag = flag_of(cls, item.name)
-            param = flag[2:].replace("-", "_")
-            kind, _ = value_type(cls, item)
-            if param not in options:
-                decls = [f"{flag}/--no-{flag[2:]}"] if kind is bool else [flag]
-                option = typer.Option(*decls, help=field_help(cls, item.name))
-                options[param] = (flag, Annotated[Optional[kind], option], {})
-            options[param][2][spec.name] = item.name
-    return options
-
-
 def caption(
     image: Optional[str], expr: Optional[str], preset: Optional[str], decoder: str, lm: str, model: Optional[str],
     device: str, dtype: str, threads: Optional[int], as_json: bool, **given: Any,
@@ -68,11 +52,7 @@ def caption(
     if (image is None) == (expr is None):
         raise ClipmathError("give exactly one of --image or --expr")
     spec = DECODERS.get(decoder)
-    fields_of = {param: fields.get(spec.name) for param, (_, _, fields) in _DECODER_OPTIONS.items()}
-    foreign = [_DECODER_OPTIONS[p][0] for p, v in given.items() if v is not None and fields_of[p] is None]
-    if foreign:
-        raise ClipmathError(f"{', '.join(foreign)} does not apply to the {spec.shown_name()} decoder")
-    config = replace(spec.preset_options(preset), **{fields_of[p]: v for p, v in given.items() if v is not None})
+    config = replace(spec.preset_options(preset), **decoder_fields(_DECODER_OPTIONS, spec, given))
     terms = parse_expression(expr) if expr else []
     encoder = load_model(model, device, dtype=dtype, threads=threads, as_json=True)
     query = CompositionQuery(terms=terms) if expr else CompositionQuery(reference=image)
@@ -94,9 +74,7 @@ def caption(
 
 def _register_caption() -> None:
     """``clipmath caption``: its own options, then one per decoder option (read from the options dataclasses)."""
-    from clipmath.caption import DECODERS
-
-    names = ", ".join(f"{s.name} ({s.description.split(':')[0]})" for s in DECODERS.list())
+    names = decoder_names()
     own: dict[str, tuple[Any, Any]] = {
         "image": (Annotated[Optional[str], typer.Option("--image", "-i", help="Image to caption.")], None),
         "expr": (Annotated[Optional[str], typer.Option(
@@ -112,21 +90,10 @@ def _register_caption() -> None:
         "model": (ModelOpt, "auto"), "device": (DeviceOpt, "cpu"), "dtype": (DtypeOpt, "float32"),
         "threads": (ThreadsOpt, None), "as_json": (JsonOpt, False),
     }  # fmt: skip
-    keyword = inspect.Parameter.KEYWORD_ONLY
-    parameters = [inspect.Parameter(n, keyword, annotation=a, default=d) for n, (a, d) in own.items()]
-    parameters += [
-        inspect.Parameter(n, keyword, annotation=a, default=None) for n, (_, a, _) in _DECODER_OPTIONS.items()
-    ]
-
-    def command(**values: Any) -> None:
-        caption(**values)
-
-    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
-    command.__doc__ = caption.__doc__
-    app.command("caption", epilog=_EXAMPLES)(command)
+    register_with_decoder_options(app, "caption", caption, own, _DECODER_OPTIONS, _EXAMPLES)
 
 
-_DECODER_OPTIONS = _decoder_options()
+_DECODER_OPTIONS = decoder_options()
 _register_caption()
 
 
