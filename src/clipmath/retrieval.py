@@ -18,7 +18,10 @@ from clipmath.compose import Composer, CompositionQuery, get_composer
 from clipmath.encoders import EmbeddingSpace, Encoder, ImageTransform, check_same_space, load_encoder
 from clipmath.errors import ComposeError, StoreError
 from clipmath.search import IndexParams, SearchHit, VectorIndex, exclusions_for, make_index, open_index
+from clipmath.search.exact import ExactIndex
 from clipmath.store import Gallery, GallerySnapshot
+from clipmath.store.controls import QueryControls, ResultPage, controlled_search
+from clipmath.store.photometa import PhotoMeta, all_photo_meta
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class Retriever:
         self._lock = threading.RLock()
         self._composers: dict[tuple[str, str | None], Composer] = {}
         self._transformed: dict[tuple[str, str | None], VectorIndex] = {}
+        self._metadata: tuple[str | None, dict[str, PhotoMeta]] = (None, {})
         self.snapshot: GallerySnapshot
         self.index: VectorIndex
         self._load()
@@ -114,6 +118,40 @@ class Retriever:
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ComposeError(f"'k' must be a whole number of at least 1, not {k!r}", field="k")
+        vectors, snapshot, index, exclude = self._prepare(queries, method, checkpoint)
+        k = max(1, min(int(k), len(snapshot)))  # never allocate by a k larger than the gallery
+        return index.search(vectors, k, exclude).hits(snapshot.ids)
+
+    def search_page(
+        self,
+        query: CompositionQuery,
+        controls: QueryControls,
+        method: str = "sum",
+        k: int = 10,
+        checkpoint: str | None = None,
+    ) -> ResultPage:
+        """One page of ``k`` hits for ``query`` under ``controls`` (cutoff, sort, filters, offset), each hit with
+        its photo metadata in :attr:`metadata` (see :mod:`clipmath.store.controls`)."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ComposeError(f"'k' must be a whole number of at least 1, not {k!r}", field="k")
+        vectors, snapshot, index, exclude = self._prepare([query], method, checkpoint)
+        metas = self.metadata()
+        approximate = not isinstance(index, ExactIndex)
+        rows = exclude[0] if exclude else []
+        return controlled_search(index, snapshot.ids, vectors[0], int(k), controls, metas, rows, approximate)
+
+    def metadata(self) -> dict[str, PhotoMeta]:
+        """``id -> PhotoMeta`` of the loaded snapshot (read once per committed state)."""
+        with self._lock:
+            state = self.snapshot.state
+            if self._metadata[0] != state:
+                self._metadata = (state, all_photo_meta(self.gallery))
+            return self._metadata[1]
+
+    def _prepare(
+        self, queries: Sequence[CompositionQuery], method: str, checkpoint: str | None
+    ) -> tuple[np.ndarray, GallerySnapshot, VectorIndex, list[list[int]] | None]:
+        """The query vectors, the snapshot and index to search, and the rows each query excludes."""
         composer = self.composer(method, checkpoint)
         excluded = [self.excluded_ids(q) for q in queries] if self.config.exclude_reference else None
         queries = [self.resolve_gallery_references(q) for q in queries]
@@ -125,9 +163,7 @@ class Retriever:
                 if key not in self._transformed:
                     self._transformed[key] = make_index(composer.transform_gallery(np.asarray(snapshot.vectors)))
                 index = self._transformed[key]
-        exclude = exclusions_for(snapshot.ids, excluded) if excluded else None
-        k = max(1, min(int(k), len(snapshot)))  # never allocate by a k larger than the gallery
-        return index.search(vectors, k, exclude).hits(snapshot.ids)
+        return vectors, snapshot, index, exclusions_for(snapshot.ids, excluded) if excluded else None
 
     def resolve_gallery_references(self, query: CompositionQuery) -> CompositionQuery:
         """Image operands naming a gallery id (not an existing file) use the stored vector, no re-encoding."""

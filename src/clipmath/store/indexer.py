@@ -36,6 +36,7 @@ from clipmath.imageio import (
     special_file_kind,
 )
 from clipmath.store.gallery import Gallery, ItemRecord
+from clipmath.store.photometa import backfill, with_photo_meta
 
 if TYPE_CHECKING:
     from clipmath.encoders.base import Encoder
@@ -67,6 +68,8 @@ class IndexReport:
     reused: int = 0
     pruned: int = 0
     missing: int = 0
+    #: Items of an older store that gained their photo metadata (date taken, camera, GPS) in this run.
+    migrated: int = 0
     bad: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     total: int = 0
@@ -176,6 +179,7 @@ def finish_index(gallery: Gallery, plan: IndexPlan, config: IndexConfig, report:
         report.pruned = gallery.remove(plan.gone)
     else:
         report.missing = len(plan.gone)
+    report.migrated = backfill(gallery)  # items of an older store gain their photo metadata
     report.total = gallery.info().count
 
 
@@ -251,6 +255,9 @@ def _index_chunk(
     else:  # an encoder of decoded images only: decode here
         records, vectors = _encode_decoded(encoder, to_decode, config, pool, bad)
     records, vectors = drop_non_finite(records, vectors, gallery.dtype, bad)
+    path_of = {candidate.id: candidate.path for candidate in chunk}
+    records = [with_photo_meta(r, path_of[r.id]) for r in records]
+    reused = [(with_photo_meta(r, path_of[r.id]), row) for r, row in reused]
     gallery.commit(records, vectors, reused, bad)
     if touched:
         gallery.touch(touched)

@@ -1,0 +1,143 @@
+"""Query controls, declared once for every front end: a score cutoff, sorting, filters on photo metadata, paging.
+
+Sorting by date orders every hit over ``min_score`` when a cutoff is set, else the best ``offset + k`` by score.
+Filters are applied before ranking. An exact index ranks only the rows that pass (so ``k`` results come back
+whenever ``k`` rows pass). An approximate index cannot be restricted, so it is searched deeper, doubling the depth
+until ``offset + k`` hits pass or the whole gallery has been ranked; :class:`ResultPage` says which.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from clipmath.errors import ComposeError
+from clipmath.options import check_fields, setting
+from clipmath.search import SearchHit, VectorIndex
+from clipmath.store.photometa import PhotoMeta
+
+SORTS = ("score", "date")
+
+
+@dataclass(frozen=True)
+class QueryControls:
+    min_score: float | None = setting(None, "Drop results scoring below this cosine similarity.", minimum=-1, maximum=1)
+    sort: str = setting("score", "Order of the results: by score, or by date taken (newest first).", choices=SORTS)
+    folder: str | None = setting(None, "Only images in this folder (relative to the image root) or below it.")
+    glob: str | None = setting(None, "Only images whose id matches this pattern (e.g. '*/2023-*/*.jpg').")
+    after: str | None = setting(None, "Only images taken on or after this date (YYYY-MM-DD or ISO 8601).")
+    before: str | None = setting(None, "Only images taken before this date (YYYY-MM-DD or ISO 8601).")
+    camera: str | None = setting(None, "Only images whose camera (make and model) contains this text.")
+    min_size: int | None = setting(None, "Only images at least this many pixels wide and high.", minimum=1)
+    offset: int = setting(0, "Skip this many results (paging: the page starts after them).", minimum=0)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        for name in ("after", "before"):
+            _date(getattr(self, name), name)
+
+    @property
+    def filters(self) -> bool:
+        return any(v is not None for v in (self.folder, self.glob, self.after, self.before, self.camera, self.min_size))
+
+    def allows(self, meta: PhotoMeta) -> bool:
+        """Whether an item with ``meta`` passes every filter."""
+        if self.folder is not None:
+            folder = self.folder.strip("/")
+            if folder and not (meta.folder == folder or meta.folder.startswith(folder + "/")):
+                return False
+        if self.glob is not None and not fnmatch.fnmatchcase(meta.id, self.glob):
+            return False
+        taken = meta.taken[:19]
+        if self.after is not None and taken < _date(self.after, "after"):
+            return False
+        if self.before is not None and taken >= _date(self.before, "before"):
+            return False
+        if self.camera is not None and self.camera.lower() not in (meta.camera or "").lower():
+            return False
+        if self.min_size is not None and min(meta.width or 0, meta.height or 0) < self.min_size:
+            return False
+        return True
+
+    def mask(self, ids: list[str], metas: dict[str, PhotoMeta]) -> np.ndarray:
+        """A boolean per gallery row: whether it passes the filters."""
+        return np.fromiter((i in metas and self.allows(metas[i]) for i in ids), dtype=bool, count=len(ids))
+
+
+def _date(text: str | None, name: str) -> str:
+    if text is None:
+        return ""
+    try:
+        return datetime.fromisoformat(text.strip()).replace(tzinfo=None).isoformat()[:19]
+    except ValueError:
+        raise ComposeError(f"'{name}' must be a date like 2024-05-31 or 2024-05-31T18:00, not {text!r}", field=name)
+
+
+@dataclass
+class ResultPage:
+    """One page of results. ``passed``: hits that passed the filters and cutoff up to the depth searched;
+    ``complete``: the page is full, or every row of the gallery was considered (no hit was missed)."""
+
+    hits: list[SearchHit]
+    passed: int
+    searched_depth: int
+    complete: bool
+    exhausted: bool
+
+
+def controlled_search(
+    index: VectorIndex,
+    ids: list[str],
+    query: np.ndarray,
+    k: int,
+    controls: QueryControls,
+    metas: dict[str, PhotoMeta],
+    exclude: list[int],
+    approximate: bool,
+) -> ResultPage:
+    """One query's page of ``k`` hits under ``controls`` (see the module's docstring)."""
+    want = controls.offset + k
+    allowed = controls.mask(ids, metas) if controls.filters else np.ones(len(ids), dtype=bool)
+    allowed[np.asarray(exclude, dtype=np.int64)] = False
+    query = np.asarray(query, dtype=np.float32).reshape(1, -1)
+    if controls.filters and not approximate and getattr(index, "vectors", None) is not None:
+        rows = np.flatnonzero(allowed)  # exact: rank only the rows that pass
+        scores = np.asarray(index.vectors[rows], dtype=np.float32) @ query[0] if len(rows) else np.zeros(0, np.float32)
+        order = np.lexsort((rows, -scores))
+        ranked = [(int(rows[i]), float(scores[i])) for i in order]
+        return _page(ranked, ids, k, controls, metas, len(ids), True)
+    all_above = controls.sort == "date" and controls.min_score is not None  # every hit over the cutoff, by date
+    depth = min(len(ids), max(want + len(exclude), 64 if approximate else 0, want * (4 if controls.filters else 1)))
+    while True:
+        result = index.search(query, depth)
+        scores = result.scores[0]
+        ranked = [(int(r), float(s)) for r, s in zip(result.rows[0], scores) if r >= 0 and allowed[r]]
+        passed = sum(controls.min_score is None or s >= controls.min_score for _, s in ranked)
+        below = controls.min_score is not None and len(scores) > 0 and scores[-1] < controls.min_score
+        exhausted = depth >= len(ids) or bool(below)
+        if exhausted or (passed >= want and not all_above):
+            return _page(ranked, ids, k, controls, metas, depth, exhausted)
+        depth = min(len(ids), depth * 2)
+
+
+def _page(
+    ranked: list[tuple[int, float]],
+    ids: list[str],
+    k: int,
+    controls: QueryControls,
+    metas: dict[str, PhotoMeta],
+    depth: int,
+    exhausted: bool,
+) -> ResultPage:
+    if controls.min_score is not None:
+        ranked = [x for x in ranked if x[1] >= controls.min_score]
+    if controls.sort == "date":
+        if controls.min_score is None:  # the best offset + k by score, shown by date
+            ranked = ranked[: controls.offset + k]
+        ranked = sorted(ranked, key=lambda x: metas[ids[x[0]]].taken if ids[x[0]] in metas else "", reverse=True)
+    chosen = ranked[controls.offset : controls.offset + k]
+    hits = [SearchHit(ids[row], score, controls.offset + rank) for rank, (row, score) in enumerate(chosen)]
+    return ResultPage(hits, len(ranked), depth, len(chosen) == k or exhausted, exhausted)
