@@ -18,9 +18,8 @@ from clipmath.compose import Composer, CompositionQuery, get_composer
 from clipmath.encoders import EmbeddingSpace, Encoder, ImageTransform, check_same_space, load_encoder
 from clipmath.errors import ComposeError, StoreError
 from clipmath.search import IndexParams, SearchHit, VectorIndex, exclusions_for, make_index, open_index
-from clipmath.search.exact import ExactIndex
 from clipmath.store import Gallery, GallerySnapshot
-from clipmath.store.controls import QueryControls, ResultPage, controlled_search
+from clipmath.store.controls import QueryControls, ResultPage, controlled_search, is_approximate
 from clipmath.store.photometa import PhotoMeta, all_photo_meta
 
 
@@ -136,9 +135,11 @@ class Retriever:
             raise ComposeError(f"'k' must be a whole number of at least 1, not {k!r}", field="k")
         vectors, snapshot, index, exclude = self._prepare([query], method, checkpoint)
         metas = self.metadata()
-        approximate = not isinstance(index, ExactIndex)
+        approximate = is_approximate(index)
         rows = exclude[0] if exclude else []
-        return controlled_search(index, snapshot.ids, vectors[0], int(k), controls, metas, rows, approximate)
+        gallery = getattr(index, "vectors", None)
+        gallery = snapshot.vectors if gallery is None else gallery
+        return controlled_search(index, snapshot.ids, vectors[0], int(k), controls, metas, rows, approximate, gallery)
 
     def metadata(self) -> dict[str, PhotoMeta]:
         """``id -> PhotoMeta`` of the loaded snapshot (read once per committed state)."""

@@ -14,9 +14,9 @@ from datetime import datetime
 
 import numpy as np
 
-from clipmath.errors import ComposeError
+from clipmath.errors import ClipmathError, ComposeError
 from clipmath.options import check_fields, setting
-from clipmath.search import SearchHit, VectorIndex
+from clipmath.search import INDEX_KINDS, SearchHit, VectorIndex
 from clipmath.store.photometa import PhotoMeta
 
 SORTS = ("score", "date")
@@ -79,13 +79,24 @@ def _date(text: str | None, name: str) -> str:
 @dataclass
 class ResultPage:
     """One page of results. ``passed``: hits that passed the filters and cutoff up to the depth searched;
-    ``complete``: the page is full, or every row of the gallery was considered (no hit was missed)."""
+    ``complete``: the page is full, or every row of the gallery was considered (no hit was missed);
+    ``exhausted``: every passing row was considered."""
 
     hits: list[SearchHit]
     passed: int
     searched_depth: int
     complete: bool
     exhausted: bool
+    #: The approximate index could not reach every row that passes, so those rows were scored exactly.
+    exact_fallback: bool = False
+
+
+def is_approximate(index: VectorIndex) -> bool:
+    """Whether ``index`` may miss rows (its kind says so; a FAISS factory string is taken as approximate)."""
+    try:
+        return INDEX_KINDS.get(index.kind).approximate
+    except ClipmathError:
+        return True
 
 
 def controlled_search(
@@ -97,30 +108,53 @@ def controlled_search(
     metas: dict[str, PhotoMeta],
     exclude: list[int],
     approximate: bool,
+    vectors: np.ndarray | None = None,
 ) -> ResultPage:
-    """One query's page of ``k`` hits under ``controls`` (see the module's docstring)."""
+    """One query's page of ``k`` hits under ``controls`` (see the module's docstring). ``vectors``: the rows the
+    index holds (default: the index's own), scored directly when an exact ranking of the passing rows is needed."""
     want = controls.offset + k
     allowed = controls.mask(ids, metas) if controls.filters else np.ones(len(ids), dtype=bool)
     allowed[np.asarray(exclude, dtype=np.int64)] = False
     query = np.asarray(query, dtype=np.float32).reshape(1, -1)
-    if controls.filters and not approximate and getattr(index, "vectors", None) is not None:
-        rows = np.flatnonzero(allowed)  # exact: rank only the rows that pass
-        scores = np.asarray(index.vectors[rows], dtype=np.float32) @ query[0] if len(rows) else np.zeros(0, np.float32)
-        order = np.lexsort((rows, -scores))
-        ranked = [(int(rows[i]), float(scores[i])) for i in order]
-        return _page(ranked, ids, k, controls, metas, len(ids), True)
+    vectors = vectors if vectors is not None else getattr(index, "vectors", None)
+    if controls.filters and not approximate and vectors is not None:
+        return _rank_rows(vectors, np.flatnonzero(allowed), ids, query[0], k, controls, metas, 0)
     all_above = controls.sort == "date" and controls.min_score is not None  # every hit over the cutoff, by date
     depth = min(len(ids), max(want + len(exclude), 64 if approximate else 0, want * (4 if controls.filters else 1)))
     while True:
         result = index.search(query, depth)
-        scores = result.scores[0]
-        ranked = [(int(r), float(s)) for r, s in zip(result.rows[0], scores) if r >= 0 and allowed[r]]
+        scores, found = result.scores[0], result.rows[0]
+        ranked = [(int(r), float(s)) for r, s in zip(found, scores) if r >= 0 and allowed[r]]
         passed = sum(controls.min_score is None or s >= controls.min_score for _, s in ranked)
         below = controls.min_score is not None and len(scores) > 0 and scores[-1] < controls.min_score
-        exhausted = depth >= len(ids) or bool(below)
-        if exhausted or (passed >= want and not all_above):
-            return _page(ranked, ids, k, controls, metas, depth, exhausted)
+        if passed >= want and not all_above or below:
+            return _page(ranked, ids, k, controls, metas, depth, bool(below))
+        if depth >= len(ids):
+            if int((found >= 0).sum()) == len(ids):
+                return _page(ranked, ids, k, controls, metas, depth, True)
+            if vectors is None:  # the index cannot reach every row (e.g. IVF probing few lists): say so
+                return _page(ranked, ids, k, controls, metas, depth, False)
+            return _rank_rows(vectors, np.flatnonzero(allowed), ids, query[0], k, controls, metas, depth)
         depth = min(len(ids), depth * 2)
+
+
+def _rank_rows(
+    vectors: np.ndarray,
+    rows: np.ndarray,
+    ids: list[str],
+    query: np.ndarray,
+    k: int,
+    controls: QueryControls,
+    metas: dict[str, PhotoMeta],
+    depth: int,
+) -> ResultPage:
+    """Score ``rows`` of ``vectors`` exactly (the rows that pass the filters); ``depth``: how deep an approximate
+    search went first (0: none)."""
+    scores = np.asarray(vectors[rows], dtype=np.float32) @ query if len(rows) else np.zeros(0, np.float32)
+    order = np.lexsort((rows, -scores))
+    page = _page([(int(rows[i]), float(scores[i])) for i in order], ids, k, controls, metas, len(ids), True)
+    page.exact_fallback = depth > 0
+    return page
 
 
 def _page(
