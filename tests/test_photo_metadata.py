@@ -139,3 +139,37 @@ def test_an_interrupted_migration_keeps_its_done_part_and_resumes(tmp_path, phot
     assert list(done) == [calls[0]] and done[calls[0]]["meta"] == 1
     monkeypatch.setattr(photometa, "with_photo_meta", real)
     assert index_folder(store, photo_folder, tiny_encoder, progress=False).migrated == 2
+
+
+def test_cli_info_and_search_show_metadata_and_take_the_controls(tmp_path, photo_folder):
+    from typer.testing import CliRunner
+
+    from clipmath.cli import app
+
+    runner, store = CliRunner(), str(tmp_path / "s")
+    done = runner.invoke(app, ["index", str(photo_folder), "--store", store, "--model", "tiny-random-clip", "--json"])
+    assert done.exit_code == 0, done.output
+    info = runner.invoke(app, ["info", store])
+    assert info.exit_code == 0 and "Canon EOS 80D (1)" in info.output and "2019-07-14T16:05:09" in info.output
+    found = runner.invoke(
+        app, ["search", "--store", store, "--image", str(photo_folder / "plain.png"), "--json", "--camera", "canon"]
+    )
+    assert found.exit_code == 0, found.output
+    payload = json.loads(found.stdout)
+    assert [r["id"] for r in payload["results"]] == ["2019/beach.jpg"] and payload["exhausted"]
+    assert payload["results"][0]["photo"]["camera"] == "Canon EOS 80D"
+    table = runner.invoke(app, ["search", "--store", store, "--text", "a dog", "--sort", "date", "--after", "2019-07-15"])
+    assert table.exit_code == 0 and "2023/x/dog.jpg" in table.output and "beach" not in table.output
+
+
+
+def test_a_bad_date_is_one_error_line(tmp_path, photo_folder, tiny_encoder, monkeypatch, capsys):
+    from clipmath.cli import main
+
+    index_folder(tmp_path / "s", photo_folder, tiny_encoder, progress=False)
+    argv = ["clipmath", "search", "--store", str(tmp_path / "s"), "--text", "a dog", "--before", "soon"]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error:") and "before" in err and len(err.splitlines()) == 1

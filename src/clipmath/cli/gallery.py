@@ -23,9 +23,11 @@ from clipmath.cli.options import (
     ThreadsOpt,
 )
 from clipmath.cli.output import FIELD_FLAGS, emit, key_values, table
+from clipmath.cli.photos import describe, page_facts, page_note, summary_rows, with_query_controls
 from clipmath.cli.runtime import load_model, set_threads
 from clipmath.errors import ClipmathError
 from clipmath.imageio import MAX_PIXELS
+from clipmath.store.filters import QueryControls
 
 app = typer.Typer()
 
@@ -115,7 +117,9 @@ _SEARCH_EXAMPLES = """Examples:
 
 
 @app.command(epilog=_SEARCH_EXAMPLES)
+@with_query_controls
 def search(
+    controls: QueryControls,
     store: StoreOpt,
     image: Annotated[Optional[str], typer.Option("--image", "-i", help="Reference image file.")] = None,
     text: Annotated[Optional[str], typer.Option("--text", "-t", help="Modification text.")] = None,
@@ -152,19 +156,17 @@ def search(
         index=index_kind, faiss=scale.index_params(device, recall, half_kernel), exclude_reference=not include_reference
     )
     retriever = Retriever.open(store, model=model, device=device, config=config, dtype=dtype)
-    hits = retriever.search([query], method=method, k=k, checkpoint=checkpoint)[0]
+    page = retriever.search_page(query, controls, method=method, k=k, checkpoint=checkpoint)
     scale.report_tuning(retriever.index, as_json)
-    label = retriever.encoder.info.label()
-    payload = {
-        "model": label,
-        "method": method,
-        "index": index_kind,
-        "results": [
-            {"rank": h.rank + 1, "id": h.id, "path": str(retriever.path_of(h.id)), "score": h.score} for h in hits
-        ],
-    }
-    rows = [(h.rank + 1, f"{h.score:.4f}", h.id) for h in hits]
-    emit(payload, as_json, lambda: [table(("rank", "score", "id"), rows, title=f"method {method} · model {label}")])
+    label, metas = retriever.encoder.info.label(), retriever.metadata()
+    results = [
+        {"rank": h.rank + 1, "id": h.id, "path": str(retriever.path_of(h.id)), "score": h.score,
+         "photo": metas[h.id].as_dict() if h.id in metas else None} for h in page.hits
+    ]  # fmt: skip
+    payload = {"model": label, "method": method, "index": index_kind, "results": results, **page_facts(page)}
+    rows = [(h.rank + 1, f"{h.score:.4f}", h.id, describe(metas.get(h.id))) for h in page.hits]
+    title = f"method {method} · model {label} · {page_note(page)}"
+    emit(payload, as_json, lambda: [table(("rank", "score", "id", "photo"), rows, title=title)])
 
 
 # ---- info / methods / models --------------------------------------------------------------------------------
@@ -172,9 +174,11 @@ def search(
 def info(store: StoreArg, as_json: JsonOpt = False) -> None:
     """Print a store's model, item count, dimension and size on disk."""
     from clipmath.store import Gallery
+    from clipmath.store.photometa import summary as photo_summary
 
     with Gallery.open(store) as gallery:
         details = gallery.info()
+        photos = photo_summary(gallery)
     rows = [
         ("store", details.path),
         ("model", details.model_id),
@@ -186,8 +190,9 @@ def info(store: StoreArg, as_json: JsonOpt = False) -> None:
         ("image root", details.root),
         ("size on disk", f"{details.size_bytes / 1e6:.2f} MB"),
         ("created", details.created),
+        *summary_rows(photos),
     ]
-    emit(asdict(details), as_json, lambda: key_values(rows))
+    emit({**asdict(details), "photos": photos}, as_json, lambda: key_values(rows))
 
 
 @app.command(epilog="Example:\n\n  clipmath methods --json")

@@ -8,72 +8,16 @@ until ``offset + k`` hits pass or the whole gallery has been ranked; :class:`Res
 
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass
-from datetime import datetime
 
 import numpy as np
 
-from clipmath.errors import ClipmathError, ComposeError
-from clipmath.options import check_fields, setting
+from clipmath.errors import ClipmathError
 from clipmath.search import INDEX_KINDS, SearchHit, VectorIndex
+from clipmath.store.filters import SORTS, QueryControls
 from clipmath.store.photometa import PhotoMeta
 
-SORTS = ("score", "date")
-
-
-@dataclass(frozen=True)
-class QueryControls:
-    min_score: float | None = setting(None, "Drop results scoring below this cosine similarity.", minimum=-1, maximum=1)
-    sort: str = setting("score", "Order of the results: by score, or by date taken (newest first).", choices=SORTS)
-    folder: str | None = setting(None, "Only images in this folder (relative to the image root) or below it.")
-    glob: str | None = setting(None, "Only images whose id matches this pattern (e.g. '*/2023-*/*.jpg').")
-    after: str | None = setting(None, "Only images taken on or after this date (YYYY-MM-DD or ISO 8601).")
-    before: str | None = setting(None, "Only images taken before this date (YYYY-MM-DD or ISO 8601).")
-    camera: str | None = setting(None, "Only images whose camera (make and model) contains this text.")
-    min_size: int | None = setting(None, "Only images at least this many pixels wide and high.", minimum=1)
-    offset: int = setting(0, "Skip this many results (paging: the page starts after them).", minimum=0)
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-        for name in ("after", "before"):
-            _date(getattr(self, name), name)
-
-    @property
-    def filters(self) -> bool:
-        return any(v is not None for v in (self.folder, self.glob, self.after, self.before, self.camera, self.min_size))
-
-    def allows(self, meta: PhotoMeta) -> bool:
-        """Whether an item with ``meta`` passes every filter."""
-        if self.folder is not None:
-            folder = self.folder.strip("/")
-            if folder and not (meta.folder == folder or meta.folder.startswith(folder + "/")):
-                return False
-        if self.glob is not None and not fnmatch.fnmatchcase(meta.id, self.glob):
-            return False
-        taken = meta.taken[:19]
-        if self.after is not None and taken < _date(self.after, "after"):
-            return False
-        if self.before is not None and taken >= _date(self.before, "before"):
-            return False
-        if self.camera is not None and self.camera.lower() not in (meta.camera or "").lower():
-            return False
-        if self.min_size is not None and min(meta.width or 0, meta.height or 0) < self.min_size:
-            return False
-        return True
-
-    def mask(self, ids: list[str], metas: dict[str, PhotoMeta]) -> np.ndarray:
-        """A boolean per gallery row: whether it passes the filters."""
-        return np.fromiter((i in metas and self.allows(metas[i]) for i in ids), dtype=bool, count=len(ids))
-
-
-def _date(text: str | None, name: str) -> str:
-    if text is None:
-        return ""
-    try:
-        return datetime.fromisoformat(text.strip()).replace(tzinfo=None).isoformat()[:19]
-    except ValueError:
-        raise ComposeError(f"'{name}' must be a date like 2024-05-31 or 2024-05-31T18:00, not {text!r}", field=name)
+__all__ = ["SORTS", "QueryControls", "ResultPage", "controlled_search", "is_approximate"]
 
 
 @dataclass
