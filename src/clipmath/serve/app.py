@@ -52,6 +52,7 @@ from clipmath.serve.http import (
     version,
 )
 from clipmath.serve.images import ThumbnailCache, decode_upload
+from clipmath.serve.photos import add_photo_routes
 from clipmath.serve.schemas import (
     MAX_K,
     CaptionRequest,
@@ -341,6 +342,7 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
         text = await asyncio.wrap_future(engine.difference(request.before.key(), request.after.key()))
         return CaptionResponse(caption=text, captioner=differences_label(captioner) or "")
 
+    add_photo_routes(api, retriever, engine.refresh_if_changed)
     app.include_router(api)
 
     @app.get("/", include_in_schema=False)
