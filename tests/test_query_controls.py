@@ -121,3 +121,22 @@ def test_retriever_pages_with_metadata(tmp_path, photo_folder, tiny_encoder):  #
     page = retriever.search_page(query, QueryControls(sort="date"), method="image", k=5)
     assert [h.id for h in page.hits] == ["2023/x/dog.jpg", "plain.png"]  # the reference itself is excluded
     assert retriever.metadata()["2023/x/dog.jpg"].camera == "Apple iPhone 13"
+
+
+@pytest.mark.parametrize(
+    "controls",
+    [
+        QueryControls(folder="f7"),
+        QueryControls(folder="f1/"),
+        QueryControls(glob="f3*/img1*.jpg", camera="PIXEL"),
+        QueryControls(after="2015-03-01", before="2020-01-01T00:00"),
+        QueryControls(min_size=350, camera="canon"),
+    ],
+)
+def test_the_vectorised_mask_agrees_with_the_per_item_rules(gallery, controls):
+    from clipmath.store.controls import MetaColumns
+
+    _, ids, metas, _ = gallery
+    ids = ids + ["not/in/metas.jpg"]
+    fast = controls.mask(ids, metas, MetaColumns.of(ids, metas))
+    assert np.array_equal(fast, controls.mask(ids, metas)) and 0 < fast.sum() < len(ids)

@@ -19,7 +19,7 @@ from clipmath.encoders import EmbeddingSpace, Encoder, ImageTransform, check_sam
 from clipmath.errors import ComposeError, StoreError
 from clipmath.search import IndexParams, SearchHit, VectorIndex, exclusions_for, make_index, open_index
 from clipmath.store import Gallery, GallerySnapshot
-from clipmath.store.controls import QueryControls, ResultPage, controlled_search, is_approximate
+from clipmath.store.controls import MetaColumns, QueryControls, ResultPage, controlled_search, is_approximate
 from clipmath.store.photometa import PhotoMeta, all_photo_meta
 
 
@@ -47,6 +47,7 @@ class Retriever:
         self._composers: dict[tuple[str, str | None], Composer] = {}
         self._transformed: dict[tuple[str, str | None], VectorIndex] = {}
         self._metadata: tuple[str | None, dict[str, PhotoMeta]] = (None, {})
+        self._meta_columns: tuple[str | None, MetaColumns | None] = (None, None)
         self.snapshot: GallerySnapshot
         self.index: VectorIndex
         self._load()
@@ -134,12 +135,14 @@ class Retriever:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ComposeError(f"'k' must be a whole number of at least 1, not {k!r}", field="k")
         vectors, snapshot, index, exclude = self._prepare([query], method, checkpoint)
-        metas = self.metadata()
+        metas, columns = self.metadata(), self._columns(snapshot)
         approximate = is_approximate(index)
         rows = exclude[0] if exclude else []
         gallery = getattr(index, "vectors", None)
         gallery = snapshot.vectors if gallery is None else gallery
-        return controlled_search(index, snapshot.ids, vectors[0], int(k), controls, metas, rows, approximate, gallery)
+        return controlled_search(
+            index, snapshot.ids, vectors[0], int(k), controls, metas, rows, approximate, gallery, columns
+        )
 
     def metadata(self) -> dict[str, PhotoMeta]:
         """``id -> PhotoMeta`` of the loaded snapshot (read once per committed state)."""
@@ -148,6 +151,14 @@ class Retriever:
             if self._metadata[0] != state:
                 self._metadata = (state, all_photo_meta(self.gallery))
             return self._metadata[1]
+
+    def _columns(self, snapshot: GallerySnapshot) -> MetaColumns:
+        """The snapshot's metadata as arrays for vectorised filters (built once per committed state)."""
+        metas = self.metadata()
+        with self._lock:
+            if self._meta_columns[0] != snapshot.state:
+                self._meta_columns = (snapshot.state, MetaColumns.of(snapshot.ids, metas))
+            return self._meta_columns[1]
 
     def _prepare(
         self, queries: Sequence[CompositionQuery], method: str, checkpoint: str | None

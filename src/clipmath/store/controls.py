@@ -14,10 +14,10 @@ import numpy as np
 
 from clipmath.errors import ClipmathError
 from clipmath.search import INDEX_KINDS, SearchHit, VectorIndex
-from clipmath.store.filters import SORTS, QueryControls
+from clipmath.store.filters import SORTS, MetaColumns, QueryControls
 from clipmath.store.photometa import PhotoMeta
 
-__all__ = ["SORTS", "QueryControls", "ResultPage", "controlled_search", "is_approximate"]
+__all__ = ["SORTS", "MetaColumns", "QueryControls", "ResultPage", "controlled_search", "is_approximate"]
 
 
 @dataclass
@@ -53,11 +53,13 @@ def controlled_search(
     exclude: list[int],
     approximate: bool,
     vectors: np.ndarray | None = None,
+    columns: MetaColumns | None = None,
 ) -> ResultPage:
     """One query's page of ``k`` hits under ``controls`` (see the module's docstring). ``vectors``: the rows the
-    index holds (default: the index's own), scored directly when an exact ranking of the passing rows is needed."""
+    index holds (default: the index's own), scored directly when an exact ranking of the passing rows is needed;
+    ``columns``: ``metas`` as arrays for ``ids`` (:meth:`MetaColumns.of`), for a vectorised filter."""
     want = controls.offset + k
-    allowed = controls.mask(ids, metas) if controls.filters else np.ones(len(ids), dtype=bool)
+    allowed = controls.mask(ids, metas, columns) if controls.filters else np.ones(len(ids), dtype=bool)
     allowed[np.asarray(exclude, dtype=np.int64)] = False
     query = np.asarray(query, dtype=np.float32).reshape(1, -1)
     vectors = vectors if vectors is not None else getattr(index, "vectors", None)
