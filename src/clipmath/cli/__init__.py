@@ -33,6 +33,7 @@ LAZY_COMMANDS = {
     "train": "clipmath.cli.train:app",
     "caption": "clipmath.cli.caption:app",
     "eval-captions": "clipmath.cli.caption:app",
+    "duplicates": "clipmath.cli.duplicates:app",
 }
 
 

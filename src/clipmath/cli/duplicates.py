@@ -1,0 +1,51 @@
+"""``clipmath duplicates STORE``: near-duplicate groups, the best copy first (nothing is deleted)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Annotated
+
+import typer
+
+from clipmath.cli.options import JsonOpt, StoreArg
+from clipmath.cli.output import emit
+
+app = typer.Typer()
+
+
+@app.command(epilog="Examples:\n\n  clipmath duplicates photos.store --threshold 0.97\n\n"
+             "  clipmath duplicates photos.store --csv > groups.csv")  # fmt: skip
+def duplicates(
+    store: StoreArg,
+    threshold: Annotated[float, typer.Option(min=-1.0, max=1.0, help="Cosine similarity that makes a pair.")] = 0.95,
+    neighbours: Annotated[int, typer.Option(min=1, help="Neighbours looked at per image.")] = 8,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV rows: group, rank, id, best, min_score.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Group near-duplicate images of a store (an approximate self-join of its vectors); deletes nothing."""
+    from clipmath.store import Gallery
+    from clipmath.store.duplicates import duplicate_groups, duplicate_pairs
+    from clipmath.store.photometa import all_photo_meta
+
+    with Gallery.open(store) as gallery:
+        snapshot, metas = gallery.snapshot(), all_photo_meta(gallery)
+    pairs = duplicate_pairs(snapshot.vectors, threshold, neighbours, progress=not (as_json or as_csv))
+    groups = duplicate_groups(snapshot.ids, pairs, metas)
+    if as_csv:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["group", "rank", "id", "best", "min_score"])
+        for number, group in enumerate(groups, 1):
+            writer.writerows([number, rank, i, i == group.best, group.min_score] for rank, i in enumerate(group.ids, 1))
+        typer.echo(out.getvalue(), nl=False)
+        return
+    payload = {"threshold": threshold, "pairs": len(pairs),
+               "groups": [{"best": g.best, "ids": g.ids, "min_score": g.min_score} for g in groups]}  # fmt: skip
+
+    def render():
+        yield f"{len(groups)} groups of near-duplicates (cosine >= {threshold}); nothing was deleted"
+        for group in groups:
+            yield f"  keep {group.best}  (also: {', '.join(group.ids[1:])}; weakest link {group.min_score:.3f})"
+
+    emit(payload, as_json, render)
