@@ -1,6 +1,6 @@
 """Duplicates on generated vectors with planted near-duplicate pairs: precision, recall and time.
 
-    PYTHONPATH=src python bench/duplicates_bench.py --rows 100000 --dim 512 --pairs 1000
+PYTHONPATH=src python bench/duplicates_bench.py --rows 100000 --dim 512 --pairs 1000
 """
 
 from __future__ import annotations

@@ -35,9 +35,7 @@ def main() -> None:
     vectors = rng.standard_normal((args.rows, args.dim), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     ids = [f"f{i % 100}/{i}.jpg" for i in range(args.rows)]
-    metas = {
-        i: PhotoMeta(i, i.split("/")[0], "2020-01-01T00:00:00", "exif", None, 640, 480, None, 1) for i in ids
-    }
+    metas = {i: PhotoMeta(i, i.split("/")[0], "2020-01-01T00:00:00", "exif", None, 640, 480, None, 1) for i in ids}
     query = vectors[0] + 0.1
     query /= np.linalg.norm(query)
     index = make_index(vectors)
@@ -49,7 +47,7 @@ def main() -> None:
     )
     mask = median_seconds(lambda: controls.mask(ids, metas, columns))
     print(f"rows={args.rows} dim={args.dim} filter keeps 1%")
-    print(f"| unfiltered exact top-10 | filtered top-10 (total) | of which the mask |")
+    print("| unfiltered exact top-10 | filtered top-10 (total) | of which the mask |")
     print(f"| {plain * 1000:.1f} ms | {filtered * 1000:.1f} ms | {mask * 1000:.1f} ms |")
 
 

@@ -38,7 +38,9 @@ def test_planted_pairs_are_found_with_precision_and_recall(kind):
 
 def test_groups_join_chains_and_suggest_the_biggest_copy():
     ids = ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
-    metas = {i: PhotoMeta(i, "", "2020-01-01T00:00:00", "exif", None, w, w, None, 10) for i, w in zip(ids, (10, 40, 20, 5))}
+    metas = {
+        i: PhotoMeta(i, "", "2020-01-01T00:00:00", "exif", None, w, w, None, 10) for i, w in zip(ids, (10, 40, 20, 5))
+    }
     groups = duplicate_groups(ids, [(0, 1, 0.99), (1, 2, 0.97)], metas)
     assert len(groups) == 1 and groups[0].ids == ["b.jpg", "c.jpg", "a.jpg"] and groups[0].best == "b.jpg"
     assert groups[0].min_score == 0.97

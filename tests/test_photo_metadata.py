@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipmath.store import Gallery, index_folder
-from clipmath.store import photometa
+from clipmath.store import Gallery, index_folder, photometa
 from clipmath.store.photometa import all_photo_meta, pending, summary
 
 MAIN_SRC = Path("/work/main/src")
@@ -32,7 +31,9 @@ def exif_photo(path: Path, taken: str, make: str, model: str, gps: tuple[float, 
             value = abs(value)
             return (float(int(value)), float(int(value * 60 % 60)), round(value * 3600 % 60, 4))
 
-        exif.get_ifd(0x8825).update({1: "N" if lat >= 0 else "S", 2: dms(lat), 3: "E" if lon >= 0 else "W", 4: dms(lon)})
+        exif.get_ifd(0x8825).update(
+            {1: "N" if lat >= 0 else "S", 2: dms(lat), 3: "E" if lon >= 0 else "W", 4: dms(lon)}
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, exif=exif)
 
@@ -58,7 +59,10 @@ def test_index_time_metadata_is_stored_and_read_back(tmp_path, photo_folder, tin
         assert (beach.width, beach.height, beach.folder) == (64, 48, "2019")
         assert dog.folder == "2023/x" and dog.gps is None and dog.camera == "Apple iPhone 13"
         assert (plain.taken, plain.taken_from, plain.camera, plain.folder) == (
-            "2020-09-13T12:26:40+00:00", "file", None, ""
+            "2020-09-13T12:26:40+00:00",
+            "file",
+            None,
+            "",
         )
         facts = summary(gallery)
     assert facts["dated_by_exif"] == 2 and facts["with_gps"] == 1 and facts["awaiting_metadata"] == 0
@@ -158,9 +162,10 @@ def test_cli_info_and_search_show_metadata_and_take_the_controls(tmp_path, photo
     payload = json.loads(found.stdout)
     assert [r["id"] for r in payload["results"]] == ["2019/beach.jpg"] and payload["exhausted"]
     assert payload["results"][0]["photo"]["camera"] == "Canon EOS 80D"
-    table = runner.invoke(app, ["search", "--store", store, "--text", "a dog", "--sort", "date", "--after", "2019-07-15"])
+    table = runner.invoke(
+        app, ["search", "--store", store, "--text", "a dog", "--sort", "date", "--after", "2019-07-15"]
+    )
     assert table.exit_code == 0 and "2023/x/dog.jpg" in table.output and "beach" not in table.output
-
 
 
 def test_a_bad_date_is_one_error_line(tmp_path, photo_folder, tiny_encoder, monkeypatch, capsys):

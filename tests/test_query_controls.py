@@ -13,7 +13,6 @@ from clipmath.search import make_index
 from clipmath.store import Gallery, index_folder
 from clipmath.store.controls import QueryControls, controlled_search
 from clipmath.store.photometa import PhotoMeta
-
 from tests.test_photo_metadata import photo_folder  # noqa: F401 - a fixture shared with the metadata tests
 
 N, DIM = 4000, 32

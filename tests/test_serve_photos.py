@@ -47,7 +47,11 @@ def test_more_like_this_uses_the_stored_vector(client, tiny_encoder, monkeypatch
     for name in ("encode_images", "encode_files"):  # the encoder must not be asked to encode
         monkeypatch.setattr(tiny_encoder, name, lambda *a, **k: pytest.fail("re-encoded a stored image"), raising=False)
     page = client.post("/api/photos/similar", json={"reference": "plain.png", "k": 5}).json()
-    assert page["method"] == "image" and len(page["results"]) == 2 and "plain.png" not in [r["id"] for r in page["results"]]
+    assert (
+        page["method"] == "image"
+        and len(page["results"]) == 2
+        and "plain.png" not in [r["id"] for r in page["results"]]
+    )
     assert client.post("/api/photos/similar", json={"reference": "nope.jpg"}).status_code == 404
 
 

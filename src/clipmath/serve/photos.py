@@ -26,7 +26,7 @@ class PhotoSearchRequest(BaseModel):
     reference: GalleryId | None = Field(None, description="Gallery id of the reference image.")  # type: ignore[valid-type]
     text: str | None = Field(None, max_length=500)
     expression: ExpressionText | None = Field(  # type: ignore[valid-type]
-        None, description="Terms over gallery ids and quoted texts; a negative term: +beach.jpg -\"people\"."
+        None, description='Terms over gallery ids and quoted texts; a negative term: +beach.jpg -"people".'
     )
     method: str | None = Field(None, max_length=64)
     k: int = Field(24, ge=1, le=MAX_K)

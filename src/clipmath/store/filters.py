@@ -105,4 +105,5 @@ def _date(text: str | None, name: str) -> str:
     try:
         return datetime.fromisoformat(text.strip()).replace(tzinfo=None).isoformat()[:19]
     except ValueError:
-        raise ComposeError(f"'{name}' must be a date like 2024-05-31 or 2024-05-31T18:00, not {text!r}", field=name)
+        message = f"'{name}' must be a date like 2024-05-31 or 2024-05-31T18:00, not {text!r}"
+        raise ComposeError(message, field=name) from None
