@@ -486,6 +486,8 @@ API_CALLS = [
     ("get", "/api/info", {}),
     ("get", "/api/items", {}),
     ("post", "/api/search", {"json": {"text": "x"}}),
+    ("post", "/api/photos/search", {"json": {"text": "x"}}),
+    ("post", "/api/photos/similar", {"json": {"reference": "skimage/coffee.png"}}),
     ("post", "/api/uploads", {"files": {"image": ("a.png", png_bytes(), "image/png")}}),
     ("post", "/api/search/upload", {"files": {"image": ("a.png", png_bytes(), "image/png")}}),
     ("get", "/api/thumbnail/skimage/coffee.png", {}),

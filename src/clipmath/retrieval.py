@@ -21,6 +21,8 @@ from clipmath.encoders import EmbeddingSpace, Encoder, ImageTransform, check_sam
 from clipmath.errors import ComposeError, StoreError
 from clipmath.search import IndexParams, SearchHit, VectorIndex, exclusions_for, make_index, open_index
 from clipmath.store import Gallery, GallerySnapshot
+from clipmath.store.controls import MetaColumns, QueryControls, ResultPage, controlled_search, is_approximate
+from clipmath.store.photometa import PhotoMeta, all_photo_meta
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class Retriever:
         self._lock = threading.RLock()
         self._composers: dict[tuple[str, str | None], Composer] = {}
         self._transformed: dict[tuple[str, str | None], VectorIndex] = {}
+        self._metadata: tuple[str | None, dict[str, PhotoMeta]] = (None, {})
+        self._meta_columns: tuple[str | None, MetaColumns | None] = (None, None)
         self.snapshot: GallerySnapshot
         self.index: VectorIndex
         self._load()
@@ -132,19 +136,9 @@ class Retriever:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ComposeError(f"'k' must be a whole number of at least 1, not {k!r}", field="k")
         composer = self.composer(method, checkpoint)
-        excluded = [self.excluded_ids(q) for q in queries] if self.config.exclude_reference else None
-        queries = [self.resolve_gallery_references(q) for q in queries]
         started = time.perf_counter()
-        vectors = composer.compose(self.encoder, queries)
+        vectors, snapshot, index, exclude, queries = self._prepare(queries, method, checkpoint)
         composed = time.perf_counter()
-        with self._lock:
-            snapshot, index = self.snapshot, self.index
-            if composer.transforms_gallery:
-                key = (method, checkpoint)
-                if key not in self._transformed:
-                    self._transformed[key] = make_index(composer.transform_gallery(np.asarray(snapshot.vectors)))
-                index = self._transformed[key]
-        exclude = exclusions_for(snapshot.ids, excluded) if excluded else None
         k = max(1, min(int(k), len(snapshot)))  # never allocate by a k larger than the gallery
         if where:
             if composer.transforms_gallery or "where" not in inspect.signature(index.search).parameters:
@@ -184,6 +178,62 @@ class Retriever:
             snapshot, index = self.snapshot, self.index
         k = max(1, min(int(k), len(snapshot)))
         return snapshot, index.search(np.asarray(vectors, dtype=np.float32), k, None).hits(snapshot.ids)
+
+    def search_page(
+        self,
+        query: CompositionQuery,
+        controls: QueryControls,
+        method: str = "sum",
+        k: int = 10,
+        checkpoint: str | None = None,
+    ) -> ResultPage:
+        """One page of ``k`` hits for ``query`` under ``controls`` (cutoff, sort, filters, offset), each hit with
+        its photo metadata in :attr:`metadata` (see :mod:`clipmath.store.controls`)."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ComposeError(f"'k' must be a whole number of at least 1, not {k!r}", field="k")
+        vectors, snapshot, index, exclude, _ = self._prepare([query], method, checkpoint)
+        metas, columns = self.metadata(), self._columns(snapshot)
+        approximate = is_approximate(index)
+        rows = exclude[0] if exclude else []
+        gallery = getattr(index, "vectors", None)
+        gallery = snapshot.vectors if gallery is None else gallery
+        return controlled_search(
+            index, snapshot.ids, vectors[0], int(k), controls, metas, rows, approximate, gallery, columns
+        )
+
+    def metadata(self) -> dict[str, PhotoMeta]:
+        """``id -> PhotoMeta`` of the loaded snapshot (read once per committed state)."""
+        with self._lock:
+            state = self.snapshot.state
+            if self._metadata[0] != state:
+                self._metadata = (state, all_photo_meta(self.gallery))
+            return self._metadata[1]
+
+    def _columns(self, snapshot: GallerySnapshot) -> MetaColumns:
+        """The snapshot's metadata as arrays for vectorised filters (built once per committed state)."""
+        metas = self.metadata()
+        with self._lock:
+            if self._meta_columns[0] != snapshot.state:
+                self._meta_columns = (snapshot.state, MetaColumns.of(snapshot.ids, metas))
+            return self._meta_columns[1]
+
+    def _prepare(
+        self, queries: Sequence[CompositionQuery], method: str, checkpoint: str | None
+    ) -> tuple[np.ndarray, GallerySnapshot, VectorIndex, list[list[int]] | None, list[CompositionQuery]]:
+        """The query vectors, the snapshot and index to search, the rows each query excludes, and the queries with
+        their gallery references resolved."""
+        composer = self.composer(method, checkpoint)
+        excluded = [self.excluded_ids(q) for q in queries] if self.config.exclude_reference else None
+        queries = [self.resolve_gallery_references(q) for q in queries]
+        vectors = composer.compose(self.encoder, queries)
+        with self._lock:
+            snapshot, index = self.snapshot, self.index
+            if composer.transforms_gallery:
+                key = (method, checkpoint)
+                if key not in self._transformed:
+                    self._transformed[key] = make_index(composer.transform_gallery(np.asarray(snapshot.vectors)))
+                index = self._transformed[key]
+        return vectors, snapshot, index, exclusions_for(snapshot.ids, excluded) if excluded else None, queries
 
     def resolve_gallery_references(self, query: CompositionQuery) -> CompositionQuery:
         """Image operands naming a gallery id (not an existing file) use the stored vector, no re-encoding."""

@@ -18,14 +18,14 @@ from typing import Any, Optional
 import typer
 from typer.core import TyperGroup
 
-from clipmath.cli import check, duplicates, gallery, idc, scale, sources, sync
+from clipmath.cli import check, gallery, scale, sources, sync
 from clipmath.cli.output import err, error_line
 from clipmath.errors import ClipmathError
 from clipmath.registry import import_ref, load_plugins
 
 #: commands (or groups) imported on first use: name -> "module:typer app" (the app's command of that name, else the
 #: app itself). Their modules import heavy or optional packages: torch (train configs), FastAPI (serve), the
-#: benchmark registry (eval).
+#: benchmark registry (eval), the caption decoders' options (caption, diff-caption).
 LAZY_COMMANDS = {
     "eval": "clipmath.cli.eval:app",
     "benchmarks": "clipmath.cli.eval:app",
@@ -33,6 +33,9 @@ LAZY_COMMANDS = {
     "train": "clipmath.cli.train:app",
     "caption": "clipmath.cli.caption:app",
     "eval-captions": "clipmath.cli.caption:app",
+    "duplicates": "clipmath.cli.duplicates:app",
+    "diff-caption": "clipmath.cli.idc:app",
+    "data": "clipmath.cli.idc:app",
 }
 
 
@@ -76,10 +79,8 @@ app = typer.Typer(
 app.add_typer(gallery.app)
 app.add_typer(check.app)
 app.add_typer(scale.app)
-app.add_typer(idc.app)
 app.add_typer(sync.app)
 app.add_typer(sources.app)
-app.add_typer(duplicates.app)
 
 
 def main() -> None:

@@ -1,69 +1,51 @@
-"""``clipmath duplicates STORE``: groups of near-duplicate photos, best copy first (nothing is deleted)."""
+"""``clipmath duplicates STORE``: near-duplicate groups, the best copy first (nothing is deleted)."""
 
 from __future__ import annotations
 
-import sys
-from dataclasses import asdict
-from pathlib import Path
-from typing import Annotated, Optional
+import csv
+import io
+from typing import Annotated
 
 import typer
 
-from clipmath.cli.options import IndexKindOpt, JsonOpt, StoreArg
-from clipmath.cli.output import emit, status, table
+from clipmath.cli.options import JsonOpt, StoreArg
+from clipmath.cli.output import emit
 
 app = typer.Typer()
 
-_EXAMPLES = """Examples:
 
-  clipmath duplicates photos.store
-
-  clipmath duplicates photos.store --threshold 0.9 --csv duplicates.csv
-
-  clipmath duplicates big.store --index hnsw --json       # an approximate self-join for millions of photos
-"""
-
-
-@app.command(epilog=_EXAMPLES)
+@app.command(epilog="Examples:\n\n  clipmath duplicates photos.store --threshold 0.97\n\n"
+             "  clipmath duplicates photos.store --csv > groups.csv")  # fmt: skip
 def duplicates(
     store: StoreArg,
-    threshold: Annotated[
-        float, typer.Option(min=-1.0, max=1.0, help="Cosine similarity at which two photos count as copies.")
-    ] = 0.95,
-    neighbours: Annotated[int, typer.Option(min=1, help="Nearest photos each photo is compared with.")] = 10,
-    index_kind: IndexKindOpt = "exact",
-    csv_out: Annotated[
-        Optional[Path], typer.Option("--csv", help="Also write every copy as a CSV row ('-': standard output).")
-    ] = None,
+    threshold: Annotated[float, typer.Option(min=-1.0, max=1.0, help="Cosine similarity that makes a pair.")] = 0.95,
+    neighbours: Annotated[int, typer.Option(min=1, help="Neighbours looked at per image.")] = 8,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV rows: group, rank, id, best, min_score.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """List groups of near-duplicate photos in a store, the copy to keep first (most pixels, then largest file).
-    Nothing is deleted or moved."""
-    from clipmath.store.duplicates import find_duplicates
+    """Group near-duplicate images of a store (an approximate self-join of its vectors); deletes nothing."""
+    from clipmath.store import Gallery
+    from clipmath.store.duplicates import duplicate_groups, duplicate_pairs
+    from clipmath.store.photometa import all_photo_meta
 
-    report = find_duplicates(store, threshold, neighbours, index_kind)
-    status(f"model: {report.model}", as_json)
-    if csv_out is not None:
-        if str(csv_out) == "-":
-            report.write_csv(sys.stdout)
-            return
-        with open(csv_out, "w", newline="", encoding="utf-8") as out:
-            report.write_csv(out)
-    payload = asdict(report) | {"redundant": report.redundant}
+    with Gallery.open(store) as gallery:
+        snapshot, metas = gallery.snapshot(), all_photo_meta(gallery)
+    pairs = duplicate_pairs(snapshot.vectors, threshold, neighbours, progress=not (as_json or as_csv))
+    groups = duplicate_groups(snapshot.ids, pairs, metas)
+    if as_csv:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["group", "rank", "id", "best", "min_score"])
+        for number, group in enumerate(groups, 1):
+            writer.writerows([number, rank, i, i == group.best, group.min_score] for rank, i in enumerate(group.ids, 1))
+        typer.echo(out.getvalue(), nl=False)
+        return
+    payload = {"threshold": threshold, "pairs": len(pairs),
+               "groups": [{"best": g.best, "ids": g.ids, "min_score": g.min_score} for g in groups]}  # fmt: skip
 
     def render():
-        yield (
-            f"{len(report.groups)} groups of near-duplicates among {report.items} photos (cosine ≥ {threshold}); "
-            f"{report.redundant} copies beyond the one to keep"
-        )
-        rows = [
-            (number, "keep" if rank == 0 else "", f"{score:.3f}", copy.id, f"{copy.width or '?'}x{copy.height or '?'}")
-            for number, (group, score) in enumerate(zip(report.groups, report.scores), start=1)
-            for rank, copy in enumerate(group)
-        ]
-        if rows:
-            yield table(("group", "keep", "score", "id", "size"), rows)
-        if csv_out is not None:
-            yield f"csv: {csv_out}"
+        yield f"{len(groups)} groups of near-duplicates (cosine >= {threshold}); nothing was deleted"
+        for group in groups:
+            yield f"  keep {group.best}  (also: {', '.join(group.ids[1:])}; weakest link {group.min_score:.3f})"
 
     emit(payload, as_json, render)

@@ -23,10 +23,12 @@ from clipmath.cli.options import (
     ThreadsOpt,
 )
 from clipmath.cli.output import FIELD_FLAGS, emit, key_values, status, table
+from clipmath.cli.photos import describe, page_facts, page_note, summary_rows, with_query_controls
 from clipmath.cli.runtime import load_model, set_threads
 from clipmath.errors import ClipmathError
 from clipmath.imageio import MAX_PIXELS
 from clipmath.paths import existing_folder
+from clipmath.store.filters import QueryControls
 
 app = typer.Typer()
 
@@ -145,7 +147,9 @@ _SEARCH_EXAMPLES = """Examples:
 
 
 @app.command(epilog=_SEARCH_EXAMPLES)
+@with_query_controls
 def search(
+    controls: QueryControls,
     store: StoreOpt,
     image: Annotated[Optional[str], typer.Option("--image", "-i", help="Reference image file.")] = None,
     text: Annotated[Optional[str], typer.Option("--text", "-t", help="Modification text.")] = None,
@@ -162,7 +166,6 @@ def search(
     recall: scale.RecallOpt = None,
     half_kernel: scale.HalfKernelOpt = "auto",
     include_reference: Annotated[bool, typer.Option(help="Allow the reference image itself in the results.")] = False,
-    folder: sync.FolderFilterOpt = None,
     since: sync.SinceOpt = None,
     until: sync.UntilOpt = None,
     caption: sync.CaptionFilterOpt = None,
@@ -198,34 +201,31 @@ def search(
             raise ClipmathError(f"{store} holds no caption vectors (index it with --captions)")
         store = text_store(store)
     retriever = Retriever.open(store, model=model, device=device, config=config, dtype=dtype)
-    where = sync.search_filter(folder, since, until, caption, meta)
-    hits = retriever.search([query], method=method, k=k, checkpoint=checkpoint, where=where)[0]
-    scale.report_tuning(retriever.index, as_json)
-    if getattr(retriever.index, "stale", False):
-        status("note: the Milvus collection was synced at another state of the store: run clipmath sync", as_json)
-    label = retriever.encoder.info.label()
     why = (retriever.explain([query], method, checkpoint) or [None])[0]  # captions and rewrites (cirevl, ldre…)
-    payload = {
-        "model": label,
-        "method": method,
-        "index": index_kind,
-        **({"query": why} if why else {}),
-        "results": [
-            {"rank": h.rank + 1, "id": h.id, "path": str(retriever.path_of(h.id)), "score": h.score} for h in hits
-        ],
-    }
-    rows = [(h.rank + 1, f"{h.score:.4f}", h.id) for h in hits]
-    emit(
-        payload,
-        as_json,
-        lambda: [
-            table(
-                ("rank", "score", "id"),
-                rows,
-                title=f"method {method} · model {label}" + (f" · query text: {why['rewrites'][0]!r}" if why else ""),
-            )
-        ],
-    )
+    if index_kind.startswith("milvus:"):  # the collection answers the filters it holds
+        where = sync.milvus_filter(controls, since, until, caption, meta)
+        hits = retriever.search([query], method=method, k=k, checkpoint=checkpoint, where=where)[0]
+        hits = [h for h in hits if controls.min_score is None or h.score >= controls.min_score]
+        facts: dict = {}
+        if getattr(retriever.index, "stale", False):
+            status("note: the Milvus collection was synced at another state of the store: run clipmath sync", as_json)
+    else:
+        if any((since, until, caption, meta)):
+            raise ClipmathError("--since, --until, --caption and --meta are answered by a milvus:URI index")
+        page = retriever.search_page(query, controls, method=method, k=k, checkpoint=checkpoint)
+        hits, facts = page.hits, page_facts(page)
+    scale.report_tuning(retriever.index, as_json)
+    label, metas = retriever.encoder.info.label(), retriever.metadata()
+    results = [
+        {"rank": h.rank + 1, "id": h.id, "path": str(retriever.path_of(h.id)), "score": h.score,
+         "photo": metas[h.id].as_dict() if h.id in metas else None} for h in hits
+    ]  # fmt: skip
+    payload = {"model": label, "method": method, "index": index_kind, **({"query": why} if why else {}),
+               "results": results, **facts}  # fmt: skip
+    rows = [(h.rank + 1, f"{h.score:.4f}", h.id, describe(metas.get(h.id))) for h in hits]
+    title = f"method {method} · model {label}" + (f" · {page_note(page)}" if facts else "")
+    title += f" · query text: {why['rewrites'][0]!r}" if why else ""
+    emit(payload, as_json, lambda: [table(("rank", "score", "id", "photo"), rows, title=title)])
 
 
 # ---- info / methods / models --------------------------------------------------------------------------------
@@ -233,9 +233,11 @@ def search(
 def info(store: StoreArg, as_json: JsonOpt = False) -> None:
     """Print a store's model, item count, dimension and size on disk."""
     from clipmath.store import Gallery
+    from clipmath.store.photometa import summary as photo_summary
 
     with Gallery.open(store) as gallery:
         details = gallery.info()
+        photos = photo_summary(gallery)
     rows = [
         ("store", details.path),
         ("model", details.model_id),
@@ -247,8 +249,9 @@ def info(store: StoreArg, as_json: JsonOpt = False) -> None:
         ("image root", details.root),
         ("size on disk", f"{details.size_bytes / 1e6:.2f} MB"),
         ("created", details.created),
+        *summary_rows(photos),
     ]
-    emit(asdict(details), as_json, lambda: key_values(rows))
+    emit({**asdict(details), "photos": photos}, as_json, lambda: key_values(rows))
 
 
 @app.command(epilog="Example:\n\n  clipmath methods --json")

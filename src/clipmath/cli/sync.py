@@ -15,9 +15,6 @@ from clipmath.errors import ClipmathError
 
 app = typer.Typer(add_completion=False)
 
-FolderFilterOpt = Annotated[
-    Optional[str], typer.Option("--folder", help="milvus index: only images in this folder (and below it).")
-]
 SinceOpt = Annotated[
     Optional[str], typer.Option("--since", help="milvus index: only files modified on or after this date (YYYY-MM-DD).")
 ]
@@ -33,11 +30,16 @@ MetaFilterOpt = Annotated[
 ]
 
 
-def search_filter(
-    folder: Optional[str], since: Optional[str], until: Optional[str], caption: Optional[str], meta: Optional[list[str]]
+def milvus_filter(
+    controls: Any, since: Optional[str], until: Optional[str], caption: Optional[str], meta: Optional[list[str]]
 ) -> Any:
-    """The filter options of ``clipmath search`` as a :class:`SearchFilter` (None when none is given)."""
-    if not any((folder, since, until, caption, meta)):
+    """``clipmath search``'s filters for a ``milvus:URI`` index as a :class:`SearchFilter` (None when none is given):
+    the query controls' folder, and the options only the collection answers (file time, caption, metadata)."""
+    others = [name for name in ("glob", "after", "before", "camera", "min_size") if getattr(controls, name) is not None]
+    if others or controls.sort != "score" or controls.offset:
+        shown = ", ".join(f"--{name.replace('_', '-')}" for name in others) or "--sort date / --offset"
+        raise ClipmathError(f"{shown}: not answered by a milvus:URI index (use --since/--until for file times)")
+    if not any((controls.folder, since, until, caption, meta)):
         return None
     from clipmath.search.milvus import SearchFilter
 
@@ -47,7 +49,7 @@ def search_filter(
         if not sep or not key:
             raise ClipmathError(f"--meta {entry}: write KEY=VALUE")
         pairs.append((key, value))
-    return SearchFilter(folder, _date(since, "--since"), _date(until, "--until"), caption, tuple(pairs))
+    return SearchFilter(controls.folder, _date(since, "--since"), _date(until, "--until"), caption, tuple(pairs))
 
 
 def _date(text: Optional[str], option: str) -> Optional[float]:

@@ -53,6 +53,7 @@ from clipmath.serve.http import (
 )
 from clipmath.serve.images import ThumbnailCache, decode_upload
 from clipmath.serve.knn_service import add_knn_service
+from clipmath.serve.photos import add_photo_routes
 from clipmath.serve.schemas import (
     MAX_K,
     CaptionRequest,
@@ -346,6 +347,7 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
         text = await asyncio.wrap_future(engine.difference(request.before.key(), request.after.key()))
         return CaptionResponse(caption=text, captioner=differences_label(captioner) or "")
 
+    add_photo_routes(api, retriever, engine.refresh_if_changed)
     app.include_router(api)
     add_knn_service(app, retriever, config, require_token)  # clip-retrieval's back-end API
 

@@ -1,83 +1,87 @@
-"""Near-duplicate photos of a store: groups of items whose vectors are near-identical, with the copy to keep.
-
-Nothing is deleted or moved: the report lists each group, best copy first (most pixels, then the largest file,
-then the first id), for a person or a script to act on.
-"""
+"""Near-duplicate groups in a store: an approximate self-join of its vectors (each row's nearest neighbours from a
+FAISS index, pairs at or above a cosine threshold, joined into groups), with the best copy of each group suggested.
+Nothing is deleted: this only reports."""
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO
+from dataclasses import dataclass
 
-from clipmath.search.duplicates import duplicate_groups
-from clipmath.search.params import IndexParams
-from clipmath.store.gallery import Gallery
-from clipmath.store.records import ItemRecord
+import numpy as np
+from tqdm.auto import tqdm
+
+from clipmath.errors import StoreError
+from clipmath.search import make_index
+from clipmath.store.photometa import PhotoMeta
+
+#: Below this many rows the self-join is exact; above, an HNSW graph answers it.
+EXACT_UP_TO = 50_000
 
 
 @dataclass(frozen=True)
-class DuplicateCopy:
-    id: str
-    path: str
-    width: int | None
-    height: int | None
-    size: int
+class DuplicateGroup:
+    ids: list[str]  # best copy first
+    best: str
+    min_score: float  # the weakest link that joined the group
 
 
-@dataclass
-class DuplicateReport:
-    """``groups[i][0]`` is the copy suggested to keep; ``score``: each group's weakest joining similarity."""
-
-    store: str
-    model: str
-    threshold: float
-    items: int
-    groups: list[list[DuplicateCopy]] = field(default_factory=list)
-    scores: list[float] = field(default_factory=list)
-
-    @property
-    def redundant(self) -> int:
-        """Copies beyond the one kept in each group."""
-        return sum(len(group) - 1 for group in self.groups)
-
-    def write_csv(self, out: IO[str]) -> None:
-        """One row per copy: group, keep (1 for the suggested copy), score, id, path, width, height, bytes."""
-        writer = csv.writer(out)
-        writer.writerow(["group", "keep", "score", "id", "path", "width", "height", "bytes"])
-        for number, (group, score) in enumerate(zip(self.groups, self.scores), start=1):
-            for rank, copy in enumerate(group):
-                writer.writerow([number, int(rank == 0), f"{score:.4f}", copy.id, copy.path, copy.width or "",
-                                 copy.height or "", copy.size])  # fmt: skip
+def duplicate_pairs(
+    vectors: np.ndarray, threshold: float, neighbours: int = 8, kind: str | None = None, progress: bool = False
+) -> list[tuple[int, int, float]]:
+    """``(row, other, score)`` with ``row < other`` for every pair found at or above ``threshold``."""
+    if not -1.0 <= threshold <= 1.0:
+        raise StoreError(f"the duplicate threshold must be a cosine similarity in [-1, 1], not {threshold}")
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if len(vectors) < 2:
+        return []
+    index = make_index(vectors, kind or ("exact" if len(vectors) <= EXACT_UP_TO else "hnsw"))
+    depth = min(len(vectors), neighbours + 1)
+    pairs: dict[tuple[int, int], float] = {}
+    step = 4096
+    for start in tqdm(range(0, len(vectors), step), desc="duplicates", disable=not progress):
+        found = index.search(vectors[start : start + step], depth)
+        for offset, (rows, scores) in enumerate(zip(found.rows, found.scores)):
+            row = start + offset
+            for other, score in zip(rows.tolist(), scores.tolist()):
+                if other >= 0 and other != row and score >= threshold:
+                    pairs[(min(row, other), max(row, other))] = float(score)
+    return [(a, b, s) for (a, b), s in sorted(pairs.items())]
 
 
-def find_duplicates(
-    store: str | Path,
-    threshold: float = 0.95,
-    neighbours: int = 10,
-    kind: str = "exact",
-    params: IndexParams | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> DuplicateReport:
-    """Groups of near-duplicate items of ``store`` (cosine ≥ ``threshold`` between their vectors), best copy first;
-    ``kind`` is the index the self-join searches with (an approximate kind for millions of items)."""
-    with Gallery.open(store) as gallery:
-        snapshot = gallery.snapshot()
-        found = duplicate_groups(snapshot.vectors, threshold, neighbours, kind, params, progress)
-        report = DuplicateReport(str(store), gallery.model_id, threshold, len(snapshot))
-        for group in found:
-            records = [gallery.record(snapshot.ids[row]) for row in group.rows]
-            copies = [_copy(record, snapshot.path_of(record.id)) for record in records if record is not None]
-            report.groups.append(sorted(copies, key=_keep_order))
-            report.scores.append(group.score)
-    return report
+def duplicate_groups(
+    ids: list[str], pairs: list[tuple[int, int, float]], metas: dict[str, PhotoMeta]
+) -> list[DuplicateGroup]:
+    """Join pairs into groups (connected rows); the best copy is the one with the most pixels, then the largest
+    file, then the earliest taken."""
+    parent = list(range(len(ids)))
 
+    def root(row: int) -> int:
+        while parent[row] != row:
+            parent[row] = parent[parent[row]]
+            row = parent[row]
+        return row
 
-def _copy(record: ItemRecord, path: Path) -> DuplicateCopy:
-    return DuplicateCopy(record.id, str(path), record.width, record.height, record.size)
+    weakest: dict[int, float] = {}
+    for a, b, score in pairs:
+        ra, rb = root(a), root(b)
+        low = min(score, weakest.pop(ra, 1.0), weakest.pop(rb, 1.0) if rb != ra else 1.0)
+        parent[rb] = ra
+        weakest[ra] = low
+    members: dict[int, list[str]] = {}
+    for a, b, _ in pairs:
+        for row in (a, b):
+            members.setdefault(root(row), [])
+    for row in range(len(ids)):
+        if root(row) in members:
+            members[root(row)].append(ids[row])
 
+    def quality(item_id: str) -> tuple:
+        meta = metas.get(item_id)
+        if meta is None:
+            return (0, 0, "")
+        return (-(meta.width or 0) * (meta.height or 0), -meta.size_bytes, meta.taken, item_id)
 
-def _keep_order(copy: DuplicateCopy) -> tuple:
-    return (-((copy.width or 0) * (copy.height or 0)), -copy.size, copy.id)
+    groups = []
+    for group_root, names in members.items():
+        ordered = sorted(names, key=quality)
+        groups.append(DuplicateGroup(ordered, ordered[0], round(weakest.get(group_root, 1.0), 6)))
+    return sorted(groups, key=lambda g: (-len(g.ids), g.best))

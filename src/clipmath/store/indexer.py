@@ -38,6 +38,7 @@ from clipmath.imageio import (
 from clipmath.paths import existing_folder
 from clipmath.store.gallery import Gallery, ItemRecord
 from clipmath.store.manifest import MANIFEST
+from clipmath.store.photometa import backfill, with_photo_meta
 
 if TYPE_CHECKING:
     from clipmath.encoders.base import Encoder
@@ -69,6 +70,8 @@ class IndexReport:
     reused: int = 0
     pruned: int = 0
     missing: int = 0
+    #: Items of an older store that gained their photo metadata (date taken, camera, GPS) in this run.
+    migrated: int = 0
     bad: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     total: int = 0
@@ -186,6 +189,7 @@ def finish_index(gallery: Gallery, plan: IndexPlan, config: IndexConfig, report:
         gallery.compact()
     else:
         report.missing = len(plan.gone)
+    report.migrated = backfill(gallery)  # items of an older store gain their photo metadata
     report.total = gallery.info().count
 
 
@@ -261,6 +265,9 @@ def _index_chunk(
     else:  # an encoder of decoded images only: decode here
         records, vectors = _encode_decoded(encoder, to_decode, config, pool, bad)
     records, vectors = drop_non_finite(records, vectors, gallery.dtype, bad)
+    path_of = {candidate.id: candidate.path for candidate in chunk}
+    records = [with_photo_meta(r, path_of[r.id]) for r in records]
+    reused = [(with_photo_meta(r, path_of[r.id]), row) for r, row in reused]
     gallery.commit(records, vectors, reused, bad)
     if touched:
         gallery.touch(touched)

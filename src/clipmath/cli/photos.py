@@ -1,0 +1,86 @@
+"""The photo-library options of ``clipmath search``: one option per field of :class:`QueryControls` (generated from
+the dataclass, never listed by hand), and how a result's photo metadata is shown."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Annotated, Any, Optional
+
+import typer
+
+from clipmath.cli.options import flag_of
+from clipmath.options import field_help, settings_fields, value_type
+from clipmath.store.filters import QueryControls
+
+
+def with_query_controls(command: Callable[..., None]) -> Callable[..., None]:
+    """``command`` taking ``controls: QueryControls``, exposed with one option per field instead."""
+    names = [item.name for item in settings_fields(QueryControls)]
+    defaults = {item.name: item.default for item in fields(QueryControls)}
+    hints = typing.get_type_hints(command, include_extras=True)  # the command's own module resolves its names
+    own = [
+        p.replace(annotation=hints[p.name], kind=inspect.Parameter.KEYWORD_ONLY)
+        for p in inspect.signature(command).parameters.values()
+        if p.name != "controls"
+    ]
+    added = []
+    for item in settings_fields(QueryControls):
+        kind, _ = value_type(QueryControls, item)
+        option = typer.Option(flag_of(QueryControls, item.name), help=field_help(QueryControls, item.name))
+        annotation = Annotated[Optional[kind], option] if defaults[item.name] is None else Annotated[kind, option]
+        added.append(inspect.Parameter(item.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                       default=defaults[item.name]))  # fmt: skip
+
+    def wrapped(**values):  # noqa: ANN003 - the signature below is what typer reads
+        controls = QueryControls(**{name: values.pop(name) for name in names})
+        command(controls=controls, **values)
+
+    wrapped.__signature__ = inspect.Signature(own + added)  # type: ignore[attr-defined]
+    wrapped.__name__, wrapped.__doc__ = command.__name__, command.__doc__
+    return wrapped
+
+
+def describe(meta: Any) -> str:
+    """One line about a result's photo: date taken, camera, size, place."""
+    if meta is None:
+        return ""
+    parts = [meta.taken[:16].replace("T", " ") + ("" if meta.taken_from == "exif" else " (file)")]
+    if meta.camera:
+        parts.append(meta.camera)
+    if meta.width and meta.height:
+        parts.append(f"{meta.width}x{meta.height}")
+    if meta.gps:
+        parts.append(f"{meta.gps[0]:.4f},{meta.gps[1]:.4f}")
+    return " · ".join(parts)
+
+
+def page_facts(page: Any) -> dict:
+    """What ``--json`` says about a page beyond its hits: whether it is complete and how deep the search went."""
+    return {"passed": page.passed, "complete": page.complete, "exhausted": page.exhausted,
+            "searched_depth": page.searched_depth, "exact_fallback": page.exact_fallback}  # fmt: skip
+
+
+def page_note(page: Any) -> str:
+    if page.exact_fallback:
+        return "filtered rows scored exactly (the index could not reach them all)"
+    if page.exhausted:
+        return f"all {page.passed} matches" if page.passed < 10**6 else "every match"
+    return f"top {page.searched_depth} searched"
+
+
+def summary_rows(photos: dict) -> list[tuple[str, Any]]:
+    """``info`` rows about the photos: dates, cameras, GPS, folders, items awaiting their metadata."""
+    cameras = ", ".join(f"{name} ({n})" for name, n in list(photos["cameras"].items())[:5]) or "none recorded"
+    rows = [
+        ("taken", f"{photos['first_taken'] or '-'} .. {photos['last_taken'] or '-'}"),
+        ("dated by EXIF", photos["dated_by_exif"]),
+        ("with GPS", photos["with_gps"]),
+        ("cameras", cameras),
+        ("folders", photos["folders"]),
+    ]
+    if photos["awaiting_metadata"]:
+        rows.append(("awaiting metadata", f"{photos['awaiting_metadata']} (run clipmath index again to read them)"))
+    return rows
