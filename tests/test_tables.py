@@ -36,7 +36,8 @@ def test_a_parquet_table_indexes_its_files_with_their_captions(images, tiny_enco
     assert report.added == 5 and report.bad == [("https://example.invalid/x.jpg", report.bad[0][1])]
     assert "does not download" in report.bad[0][1]
     gallery = Gallery.open(base / "store")
-    assert gallery.record("images/" + names[4]).extra == {"caption": "caption 4"}
+    extra = gallery.record("images/" + names[4]).extra
+    assert extra["caption"] == "caption 4" and extra["photo_meta"] == 1  # the caption, beside the photo metadata
     index_folder(base / "folder.store", base / "images", tiny_encoder, IndexConfig(), progress=False)
     a, b = Gallery.open(base / "folder.store").snapshot(), gallery.snapshot()
     for name in names[:5]:
@@ -64,4 +65,4 @@ def test_the_index_command_takes_a_table(images):
     result = subprocess.run(command, env=SRC_ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["added"] == len(names)
-    assert Gallery.open(base / "s").record(f"images/{names[0]}").extra == {"caption": f"c {names[0]}"}
+    assert Gallery.open(base / "s").record(f"images/{names[0]}").extra["caption"] == f"c {names[0]}"
