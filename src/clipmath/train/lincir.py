@@ -25,7 +25,7 @@ from clipmath.compose import method_spec
 from clipmath.compose.searle import PHI_KIND, Phi, SearleComposer, frozen
 from clipmath.encoders.base import PLACEHOLDER, Encoder
 from clipmath.train.config import LincirConfig
-from clipmath.train.loop import TrainingError, TrainingTask
+from clipmath.train.loop import TrainingError, TrainingTask, shuffled_batches
 
 #: Words kept as they are when a caption is masked (everything else is content, replaced by the token).
 FUNCTION_WORDS = frozenset(
@@ -66,10 +66,7 @@ class LincirTask(TrainingTask):
 
     def batches(self, generator: torch.Generator) -> Iterator[tuple[int, torch.Tensor]]:
         self._generator = generator
-        order = torch.randperm(len(self.captions), generator=generator)
-        for rows in order.split(max(1, self.config.batch_size)):
-            if len(rows) > 1:
-                yield len(rows), rows
+        yield from shuffled_batches(len(self.captions), self.config.batch_size, generator)
 
     def loss(self, rows: torch.Tensor) -> torch.Tensor:
         target = self.features[rows.to(self.features.device)]

@@ -46,6 +46,15 @@ class TrainingError(ClipmathError):
     """A training run cannot start or continue (bad data, an incompatible checkpoint in the output path)."""
 
 
+def shuffled_batches(count: int, batch_size: int, generator: torch.Generator) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(size, rows)`` over ``count`` examples in the order ``generator`` draws, ``batch_size`` at a time; a batch of
+    one is skipped (contrastive and distillation losses need two)."""
+    order = torch.randperm(count, generator=generator)
+    for rows in order.split(max(1, batch_size)):
+        if len(rows) > 1:
+            yield len(rows), rows
+
+
 class TrainingTask(ABC):
     """One learned method's training: subclasses set ``kind`` and ``model`` and implement the abstract methods."""
 

@@ -40,7 +40,7 @@ from clipmath.encoders.base import Encoder
 from clipmath.errors import ClipmathError
 from clipmath.train.config import OtiConfig, PhiConfig
 from clipmath.train.features import FeatureCache
-from clipmath.train.loop import TrainingError, TrainingTask, ValidateFn, seed_everything
+from clipmath.train.loop import TrainingError, TrainingTask, ValidateFn, seed_everything, shuffled_batches
 
 log = logging.getLogger(__name__)
 
@@ -179,10 +179,7 @@ class PhiTask(TrainingTask):
 
     def batches(self, generator: torch.Generator) -> Iterator[tuple[int, torch.Tensor]]:
         self._generator = generator
-        order = torch.randperm(len(self.features), generator=generator)
-        for rows in order.split(max(1, self.config.batch_size)):
-            if len(rows) > 1:
-                yield len(rows), rows
+        yield from shuffled_batches(len(self.features), self.config.batch_size, generator)
 
     def loss(self, rows: torch.Tensor) -> torch.Tensor:
         predicted = self.model(self.features[rows.to(self.features.device)])
