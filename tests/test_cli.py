@@ -236,3 +236,11 @@ def test_a_lazy_command_whose_extra_is_missing_says_what_to_install(monkeypatch)
     monkeypatch.setitem(cli.LAZY_COMMANDS, "serve", "clipmath.cli.no_such_module:app")
     result = runner.invoke(app, ["serve"])
     assert isinstance(result.exception, ClipmathError) and "pip install 'clipmath[serve]'" in str(result.exception)
+
+
+@pytest.mark.parametrize("name", ["duplicates", "serve", "train", "eval", "caption", "diff-caption"])
+def test_lazy_commands_do_not_offer_shell_completion_options(name):
+    """Completion is a top-level matter: a lazily loaded command's help lists only its own options."""
+    result = runner.invoke(app, [name, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--install-completion" not in result.output and "--show-completion" not in result.output

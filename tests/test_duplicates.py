@@ -1,4 +1,4 @@
-"""Near-duplicate groups: planted pairs found (exact and HNSW self-join), best copy suggested, CLI JSON/CSV."""
+"""Near-duplicate groups: planted pairs found (exact and clustered self-join), best copy suggested, CLI JSON/CSV."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from clipmath.store import Gallery, index_folder
-from clipmath.store.duplicates import duplicate_groups, duplicate_pairs
+from clipmath.errors import ClipmathError
+from clipmath.store import Gallery, duplicates, index_folder
+from clipmath.store.duplicates import DuplicateSearch, duplicate_groups, duplicate_pairs
 from clipmath.store.photometa import PhotoMeta
 
 
@@ -28,12 +29,33 @@ def planted(rows: int, dim: int, pairs: int, seed: int = 0) -> tuple[np.ndarray,
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True), truth
 
 
-@pytest.mark.parametrize("kind", ["exact", "hnsw"])
-def test_planted_pairs_are_found_with_precision_and_recall(kind):
+@pytest.mark.parametrize("join", ["exact", "clustered"])
+def test_planted_pairs_are_found_with_precision_and_recall(join, monkeypatch):
+    if join == "clustered":
+        monkeypatch.setattr(duplicates, "EXACT_UP_TO", 1000)
     vectors, truth = planted(6000, 64, 100)
-    found = {(a, b) for a, b, _ in duplicate_pairs(vectors, 0.95, kind=kind)}
-    hits = len(found & truth)
-    assert hits / len(found) >= 0.99 and hits / len(truth) >= 0.99
+    found = duplicate_pairs(vectors, 0.95)
+    pairs = {(a, b) for a, b, _ in found}
+    hits = len(pairs & truth)
+    assert hits / len(pairs) >= 0.99 and hits / len(truth) >= 0.99
+    assert all(a < b for a, b, _ in found) and len(pairs) == len(found)  # each pair once, low row first
+    for a, b, score in found:  # scores are exact inner products
+        assert score == pytest.approx(float(vectors[a] @ vectors[b]), abs=1e-5)
+
+
+def test_clustered_join_finds_every_pair_of_a_many_copy_group(monkeypatch):
+    """Twelve copies of one image are 66 pairs: the join has no neighbour cap to miss some of them."""
+    monkeypatch.setattr(duplicates, "EXACT_UP_TO", 100)
+    vectors, _ = planted(3000, 32, 0)
+    vectors[100:112] = vectors[7]
+    found = {(a, b) for a, b, _ in duplicate_pairs(vectors, DuplicateSearch(threshold=0.999))}
+    group = [7, *range(100, 112)]
+    assert {(a, b) for a in group for b in group if a < b} <= found
+
+
+def test_a_threshold_outside_cosine_is_refused_by_name():
+    with pytest.raises(ClipmathError, match="'threshold'"):
+        DuplicateSearch(threshold=1.5)
 
 
 def test_groups_join_chains_and_suggest_the_biggest_copy():

@@ -172,6 +172,7 @@ def test_each_family_indexes_searches_evaluates_and_serves(models_dir, cirr_root
     from typer.testing import CliRunner
 
     from clipmath.cli import app
+    from clipmath.compose import build_query
     from clipmath.retrieval import Retriever
     from clipmath.serve.app import create_app
     from tests.model_families import GALLERY
@@ -191,11 +192,17 @@ def test_each_family_indexes_searches_evaluates_and_serves(models_dir, cirr_root
     assert evaluated.exit_code == 0, evaluated.output
     (row,) = json.loads(evaluated.stdout)["results"]
     assert row["method"] == "sum" and 0.0 <= row["metrics"]["R@1"] <= 100.0
-    with TestClient(create_app(Retriever.open(store, model)), base_url="http://127.0.0.1") as client:
+    retriever = Retriever.open(store, model)
+    with TestClient(create_app(retriever), base_url="http://127.0.0.1") as client:
         info = client.get("/api/info").json()
         answer = client.post("/api/search", json={"text": "a photo of a cat", "k": 3})
+        # a multilingual query through the photo library's route: the same ranking as the core's own search
+        chinese = client.post("/api/photos/search", json={"text": CJK_CAPTIONS[0], "k": 3})
     assert answer.status_code == 200, answer.text
     assert len(answer.json()["results"]) == 3
+    assert chinese.status_code == 200, chinese.text
+    (own,) = retriever.search([build_query(text=CJK_CAPTIONS[0])], method="text", k=3)
+    assert [hit["id"] for hit in chinese.json()["results"]] == [hit.id for hit in own]
     expected_backend = (
         "open_clip" if family[0] == "open_clip" else f"hf-{'siglip' if 'siglip' in family[1] else family[1]}"
     )

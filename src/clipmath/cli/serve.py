@@ -27,7 +27,7 @@ from clipmath.cli.output import status
 from clipmath.cli.runtime import set_threads
 from clipmath.serve.config import TOKEN_ENV, ServeConfig
 
-app = typer.Typer()
+app = typer.Typer(add_completion=False)  # one command: typer would give it completion options
 _MIB = 1024 * 1024
 
 _EXAMPLES = """Examples:

@@ -55,6 +55,7 @@ app = typer.Typer(
     help="Train the learned parts: compose methods, difference captioners, caption language models. Checkpoints are "
     "folders of safetensors + JSON (config inside); an unfinished run in --output is resumed.",
     no_args_is_help=True,
+    add_completion=False,
 )
 
 
