@@ -408,7 +408,7 @@ def incomplete_cirr(roots, tmp_path_factory):
         (["--dataset", "cirr", "--path", "{tmp}/nowhere"], "does not exist"),
         (["--dataset", "circo", "--path", "{cirr}"], "incomplete: missing annotations/val.json"),
         (["--dataset", "coco", "--path", "{cirr}"], "unknown benchmark"),
-        (["--dataset", "cirr", "--path", "{cirr}", "--split", "test1"], "pass --submission"),
+        (["--dataset", "cirr", "--path", "{cirr}", "--split", "test1"], "give a --submission path"),
         (["--dataset", "cirr", "--path", "{cirr}", "--method", "delta"], "no selected method runs on cirr"),
         (["--dataset", "cirr", "--path", "{cirr}", "--method", "combiner"], "needs a checkpoint"),
         (["--dataset", "cirr", "--path", "{cirr}", "--lam", "2"], "SIMAT only"),
@@ -485,3 +485,20 @@ def test_train_val_dataset_errors(roots, tmp_path, monkeypatch, capsys, command,
         main()
     last = capsys.readouterr().err.splitlines()[-1]
     assert exit_info.value.code == 2 and last.startswith("error: ") and message in last
+
+
+def test_an_eval_job_is_checked_before_a_model_loads_and_runs_from_python(tiny_encoder, roots, tmp_path):
+    """The sequence every front end runs, as core calls: plan (rules, annotations), then run with an encoder."""
+    from clipmath.errors import ClipmathError
+    from clipmath.eval import EvalJob, plan_eval, run_eval
+
+    with pytest.raises(ClipmathError, match="no ground truth: give a 'submission' path"):
+        plan_eval(EvalJob("cirr", roots["cirr"], split="test1"), progress=False)
+    with pytest.raises(ClipmathError, match="λ"):
+        plan_eval(EvalJob("cirr", roots["cirr"], lams=(2.0,)), progress=False)
+    plan = plan_eval(EvalJob("cirr", roots["cirr"], methods=("sum", "image"), cache=tmp_path), progress=False)
+    assert plan.split == "val" and list(plan.methods) == ["sum", "image"]
+    report, written = run_eval(plan, tiny_encoder)
+    direct = evaluate(plan.datasets, tiny_encoder, ["sum", "image"], tmp_path, QUIET)
+    metrics = [(r["method"], r["metrics"]) for r in report.to_dict()["results"]]
+    assert written == [] and metrics == [(r["method"], r["metrics"]) for r in direct.to_dict()["results"]]

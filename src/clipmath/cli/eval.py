@@ -25,7 +25,7 @@ from clipmath.cli.options import (
 from clipmath.cli.output import emit, key_values, table
 from clipmath.cli.runtime import load_model
 from clipmath.errors import ClipmathError
-from clipmath.eval.benchmarks import BENCHMARKS
+from clipmath.eval.benchmarks import BENCHMARKS, find_benchmark
 
 app = typer.Typer()
 
@@ -110,46 +110,25 @@ def eval_command(
 
     Gallery features are cached per model, split and preprocessing, so later runs encode nothing.
     """
-    from clipmath.eval import EvalConfig, evaluate, find_benchmark, load_benchmark, resolve_methods, write_submissions
+    from clipmath.eval.job import EvalJob, plan_eval, run_eval
 
     lams = option_values(ctx, lam, "--lam", float, "numbers") or []  # EvalConfig checks each value
-    spec, _ = find_benchmark(dataset)
-    benchmark = spec.name
     if method and methods:
         raise ClipmathError("give --method or --methods, not both")
     selection = [m.strip() for m in methods.split(",") if m.strip()] if methods else list(method or [])
-    selection = selection or [spec.default_method]
-    checkpoints = method_paths(checkpoint, spec.get_protocol().method_names()[1], selection)
-    chosen, skipped = resolve_methods(selection, checkpoints, spec)
-    spec.check_options(lams=lams, submission=submission is not None, limit=limit)  # the benchmark's own rules
-    datasets = load_benchmark(dataset, path, split, category)
-    chosen_split = datasets[0].split
-    if spec.submission is not None and not datasets[0].has_targets and submission is None:  # type: ignore[union-attr]
-        raise ClipmathError(
-            f"{benchmark} {chosen_split} has no ground truth: pass --submission OUT.json to write the server file"
-        )
-    judge = spec.make_oracle(oracle, path)
-    config = EvalConfig(
-        lams=tuple(lams or (1.0,)),
-        limit=limit,
-        caption_orders=caption_orders,
-        oracle=judge,
-        batch_size=batch_size,
-        progress=not (quiet or as_json),
-    )
+    spec, _ = find_benchmark(dataset)
+    checkpoints = method_paths(checkpoint, spec.get_protocol().method_names()[1], selection or [spec.default_method])
+    job = EvalJob(dataset, path, split, tuple(selection), checkpoints, category, tuple(lams), oracle, caption_orders,
+                  limit, submission, cache)  # fmt: skip
+    plan = plan_eval(job, batch_size=batch_size, progress=not (quiet or as_json))
     encoder = load_model(model, device, preprocessing, dtype, threads, as_json)
-    report = evaluate(datasets, encoder, chosen, cache, config, skipped)
-    if not report.rows:
-        raise ClipmathError(
-            f"no selected method runs on {benchmark}: " + "; ".join(f"{m} {r}" for m, r in report.skipped.items())
-        )
-    written = write_submissions(report, submission) if submission is not None else []
+    report, written = run_eval(plan, encoder)
     payload = report.to_dict()
     payload["submissions"] = [str(p) for p in written]
 
     def render():
         header, rows = report.table()
-        title = f"{benchmark} {chosen_split} · {report.num_queries} queries · preprocessing {report.preprocessing}"
+        title = f"{plan.spec.name} {plan.split} · {report.num_queries} queries · preprocessing {report.preprocessing}"
         yield table(header, rows, title=title, caption=f"model: {report.model}", left=("method",))
         yield from (f"note: {note}" for note in report.notes())
         yield from (f"submission: {file}" for file in written)

@@ -11,7 +11,8 @@ rankings made elsewhere (:meth:`CIRRanking.from_ranked_ids`).
 * :mod:`.submissions`: CIRR and CIRCO test-server prediction files, validated.
 * :mod:`.benchmarks`: :data:`BENCHMARKS`, the registry of :class:`BenchmarkSpec` (splits, defaults, monitor metric,
   query fields, λ, submission format, how to load and score); :func:`load_benchmark` by name.
-* The whole run for ``clipmath eval`` (model + methods + benchmark split → :class:`EvalReport`): :mod:`.runner`
+* The whole run for any front end: :class:`EvalJob` (benchmark, folder, methods, settings) checked and loaded by
+  :func:`plan_eval` before a model loads, then :func:`run_eval` (:mod:`.job`). Underneath, :mod:`.runner`
   (:func:`evaluate`, :func:`resolve_methods`) over a :class:`BenchmarkProtocol` (:mod:`.protocol`; the built-in
   ones in :mod:`.scoring`), gallery features cached by :mod:`.features`, the report in :mod:`.report`,
   :func:`write_submissions`, and the training hook :class:`BenchmarkValidator` (:mod:`.validation`). These need
@@ -41,6 +42,7 @@ from clipmath.eval.cir import (
     rank_cir,
 )
 from clipmath.eval.config import EvalConfig
+from clipmath.eval.job import EvalJob, EvalPlan, plan_eval, run_eval
 from clipmath.eval.ranking import EmbeddingScores, ScoreMatrix, ScoreSource
 from clipmath.eval.retrieval_metrics import average_precision_at_k, mean_average_precision_at_k, recall_at_k
 from clipmath.eval.simat import (
@@ -99,6 +101,10 @@ __all__ = [
     "BenchmarkError",
     "BenchmarkSpec",
     "EvalConfig",
+    "EvalJob",
+    "EvalPlan",
+    "plan_eval",
+    "run_eval",
     "SubmissionFormat",
     "find_benchmark",
     "load_benchmark",
