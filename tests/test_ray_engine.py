@@ -59,6 +59,34 @@ def test_ray_index_equals_the_local_indexer(tmp_path, ray_cluster, tiny_encoder)
     assert again.added == 0 and again.unchanged == local.total
 
 
+def test_cli_engine_ray_indexes_like_the_local_engine(tmp_path, ray_cluster, tiny_encoder):
+    """``clipmath index --engine ray`` end to end: each actor builds the model the CLI names."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from clipmath.cli import app
+
+    args = ["index", str(GALLERY), "--model", "tiny-random-clip", "--batch-size", "4", "--json"]
+    result = CliRunner().invoke(app, [*args, "--store", str(tmp_path / "ray.store"), "--engine", "ray",
+                                      "--address", ray_cluster, "--workers", "2"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    local = index_folder(tmp_path / "local.store", GALLERY, tiny_encoder, IndexConfig(batch_size=4), progress=False)
+    assert json.loads(result.stdout)["total"] == local.total
+    assert_same_store(tmp_path / "ray.store", tmp_path / "local.store")
+
+
+def test_actors_given_gpus_run_on_cuda_unless_another_device_is_named():
+    from clipmath.store.ray_engine import model_factory
+
+    factory, device = model_factory("tiny-random-clip", "cpu", None, "auto", 1.0)
+    assert device == "cuda" and factory.keywords["device"] == "cuda" and factory.args == ("tiny-random-clip",)
+    assert (
+        model_factory("m", "cpu", None, "auto", 0)[1] == "cpu"
+        and model_factory("m", "mps", None, "auto", 1)[1] == "mps"
+    )
+
+
 def test_driver_killed_mid_run_then_rerun_equals_a_clean_run(tmp_path, ray_cluster, tiny_encoder):
     from clipmath.store.ray_engine import RayOptions, index_with_ray
 

@@ -3,7 +3,6 @@ behind ``clipmath index --engine ray`` (its options are declared here and used b
 
 from __future__ import annotations
 
-import functools
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -131,13 +130,10 @@ def run_ray_index(
     """``clipmath index --engine ray``: the encoder is built on the driver (its identity) and once per actor.
     Returns the report and the driver's encoder."""
     from clipmath.encoders import load_encoder
-    from clipmath.store.ray_engine import RayOptions, index_with_ray, require_ray
+    from clipmath.store.ray_engine import RayOptions, index_with_ray, model_factory, require_ray
 
     require_ray()
-    device = "cuda" if ray.gpus_per_worker and ray.device == "cpu" else ray.device
-    factory = functools.partial(
-        load_encoder, ray.model, device=device, preprocessing=ray.preprocessing, dtype=ray.dtype
-    )
+    factory, device = model_factory(ray.model, ray.device, ray.preprocessing, ray.dtype, ray.gpus_per_worker)
     driver_encoder = load_encoder(ray.model, device="cpu", preprocessing=ray.preprocessing)
     status(f"model: {driver_encoder.info.label()} (on {ray.workers} Ray actors, device {device})", as_json)
     options = RayOptions(address=ray.address, workers=ray.workers, gpus_per_worker=ray.gpus_per_worker)

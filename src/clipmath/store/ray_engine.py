@@ -77,6 +77,19 @@ class RayOptions:
                 )
 
 
+def model_factory(
+    model: str | None, device: str, preprocessing: str | None, dtype: str, gpus_per_worker: float
+) -> tuple[EncoderFactory, str]:
+    """How each actor builds its encoder (a picklable call of ``load_encoder``), and the device it runs on: actors
+    given GPUs run on ``cuda`` unless another device was asked for."""
+    import functools
+
+    from clipmath.encoders import load_encoder
+
+    device = "cuda" if gpus_per_worker and device == "cpu" else device
+    return functools.partial(load_encoder, model, device=device, preprocessing=preprocessing, dtype=dtype), device
+
+
 def require_ray():
     try:
         import ray
