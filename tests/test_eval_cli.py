@@ -502,3 +502,13 @@ def test_an_eval_job_is_checked_before_a_model_loads_and_runs_from_python(tiny_e
     direct = evaluate(plan.datasets, tiny_encoder, ["sum", "image"], tmp_path, QUIET)
     metrics = [(r["method"], r["metrics"]) for r in report.to_dict()["results"]]
     assert written == [] and metrics == [(r["method"], r["metrics"]) for r in direct.to_dict()["results"]]
+
+
+def test_eval_takes_a_method_variant_and_reports_it_by_its_full_name(roots, tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIPMATH_CACHE", str(tmp_path / "rewrites"))
+    variant = "cirevl[captions=1, language_model=tiny-random-lm, cache=no]"
+    report = invoke_json("--dataset", "cirr", "--path", str(roots["cirr"]), "--method", variant, "--method", "sum",
+                         "--limit", "3", "--cache", str(tmp_path))  # fmt: skip
+    assert [row["method"] for row in report["results"]] == [variant, "sum"]
+    bad = runner.invoke(app, ["eval", "-d", "cirr", "-p", str(roots["cirr"]), "--method", "cirevx[captions=1]", *TINY])
+    assert "unknown method 'cirevx[captions=1]'" in str(bad.exception)

@@ -4,6 +4,7 @@ OpenAI-compatible client against a local server, and the methods through the pub
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -303,7 +304,7 @@ def test_cli_search_json_shows_captions_and_rewrites_and_seize_rescores(tmp_path
     assert indexed.exit_code == 0
     reference = str(image_folder / sorted(p.name for p in image_folder.iterdir())[0])
     found = {}
-    for method in ("cirevl", "seize"):
+    for method in ("cirevl", "seize", "ldre[captions=2, rewriter=lm:tiny-random-lm, cache=no]"):
         result = runner.invoke(app, ["search", "--store", store, "--image", reference, "--text", "make it red",
                                      "--method", method, "-k", "3", "--json"])  # fmt: skip
         assert result.exit_code == 0, result.output
@@ -315,6 +316,8 @@ def test_cli_search_json_shows_captions_and_rewrites_and_seize_rescores(tmp_path
     scores = [r["score"] for r in found["seize"]["results"]]
     assert scores == sorted(scores, reverse=True)
     assert (tmp_path / "cache" / "rewrites.sqlite").exists()
+    variant = found["ldre[captions=2, rewriter=lm:tiny-random-lm, cache=no]"]  # a variant named on the command line
+    assert len(variant["query"]["captions"]) == 2 and "RANDOM WEIGHTS" in variant["query"]["rewriter"]
 
 
 def test_rewriter_defaults_to_the_environment_then_template(monkeypatch):
@@ -323,3 +326,37 @@ def test_rewriter_defaults_to_the_environment_then_template(monkeypatch):
     monkeypatch.setenv("CLIPMATH_REWRITER", "openai:http://127.0.0.1:9/v1#m")
     assert RewriteRetrieval(RewriteSettings(cache=False)).rewriter.label.startswith("openai:http://127.0.0.1:9/v1")
     assert RewriteRetrieval(RewriteSettings(rewriter="template", cache=False)).rewriter.label.startswith("template")
+
+
+# ---- variants: a method's settings set by name, the same way from every front end -------------------------------
+def test_a_method_variant_sets_the_methods_own_settings():
+    from clipmath.compose import split_method
+
+    assert split_method("ldre[captions=5, rewriter=lm:x]") == ("ldre", {"captions": "5", "rewriter": "lm:x"})
+    assert split_method(" sum ") == ("sum", {})
+    composer = get_composer("ldre[captions=3, temperature=0.5, cache=off, language_model=none]")
+    assert composer.name == "ldre[captions=3, temperature=0.5, cache=off, language_model=none]"
+    assert isinstance(composer, EnsembleRetrieval) and composer.needs == ("reference", "text")
+    assert (composer.settings.captions, composer.settings.temperature, composer.settings.cache) == (3, 0.5, False)
+    assert composer.settings.seize_negative == 2.1  # the fields not named keep the method's defaults
+    assert get_composer("seize[temperature=0.1]").settings.captions == 15  # SEIZE's own default stays
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("sum[lam=2]", "method 'sum' has no settings to set"),
+        ("ldre[captionz=3]", "unknown setting 'captionz'; the settings are captions, decoder"),
+        ("ldre[captions=many]", "'captions' takes int, not 'many'"),
+        ("ldre[captions=99]", "'captions' must be at most"),
+        ("ldre[cache=perhaps]", "'cache' takes bool"),
+        ("ldre[captions]", "field=value pairs, not 'captions'"),
+        ("ldre[captions=2", "NAME or NAME[field=value, ...]"),
+        ("ldrx[captions=2]", "ldre"),
+    ],
+)
+def test_a_bad_variant_is_one_error_naming_what_is_wrong(name, message):
+    from clipmath.errors import ComposeError
+
+    with pytest.raises(ComposeError, match=re.escape(message)):
+        get_composer(name)

@@ -16,12 +16,13 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import field
 from typing import Any
 
 from clipmath.errors import ClipmathError
 
-__all__ = ["check_fields", "field_help", "field_meta", "setting", "settings_fields", "value_type"]
+__all__ = ["check_fields", "field_help", "field_meta", "setting", "settings_fields", "settings_from", "value_type"]
 
 
 def setting(
@@ -95,3 +96,36 @@ def value_type(cls: type, item: dataclasses.Field) -> tuple[Any, bool]:
         rest = [a for a in args if a is not type(None)]
         return rest[0], True
     return hint, False
+
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def settings_from(cls: type, given: Mapping[str, Any], base: Any = None) -> Any:
+    """An instance of settings dataclass ``cls`` (or ``base`` with fields replaced) from ``given``: text values
+    are read as their fields' types (``none`` clears an optional field); the result is checked. Unknown names
+    raise :class:`ClipmathError` listing the fields."""
+    known = {item.name: item for item in settings_fields(cls)}
+    unknown = [name for name in given if name not in known]
+    if unknown:
+        raise ClipmathError(f"unknown setting '{unknown[0]}'; the settings are {', '.join(known)}")
+    values = {name: _read(cls, known[name], value) for name, value in given.items()}
+    settings = dataclasses.replace(base, **values) if base is not None else cls(**values)
+    check_fields(settings)
+    return settings
+
+
+def _read(cls: type, item: dataclasses.Field, value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    kind, optional = value_type(cls, item)
+    if optional and value.lower() == "none":
+        return None
+    try:
+        if kind is bool:
+            if value.lower() not in _TRUE + _FALSE:
+                raise ValueError(value)
+            return value.lower() in _TRUE
+        return kind(value) if kind in (int, float) else value
+    except ValueError:
+        raise ClipmathError(f"'{item.name}' takes {getattr(kind, '__name__', kind)}, not {value!r}") from None

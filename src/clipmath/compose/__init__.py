@@ -29,6 +29,7 @@ from clipmath.compose.methods import (
     learned_methods,
     method_spec,
     register_method,
+    split_method,
     zero_shot_methods,
 )
 from clipmath.compose.query import QUERY_FIELDS, ImageResolver, build_query, infer_method
@@ -60,6 +61,7 @@ __all__ = [
     "embed_queries",
     "encode_image_inputs",
     "get_composer",
+    "split_method",
     "image_only",
     "infer_method",
     "learned_methods",

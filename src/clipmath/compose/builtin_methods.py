@@ -29,24 +29,28 @@ BUILTIN_METHODS = (
         "text(rewrite(caption(img), text))  (CIReVL)",
         _IMAGE_TEXT,
         "clipmath.caption.rewrite_methods:RewriteRetrieval",
+        settings="clipmath.caption.rewrite_methods:RewriteSettings",
     ),
     MethodSpec(
         "ldre",
         "softmax-weighted ensemble of 15 caption rewrites  (LDRE)",
         _IMAGE_TEXT,
         "clipmath.caption.rewrite_methods:EnsembleRetrieval",
+        settings="clipmath.caption.rewrite_methods:EnsembleSettings",
     ),
     MethodSpec(
         "seize",
         "LDRE ensemble, gallery re-scored by s_after and s_after − s_before  (SEIZE)",
         _IMAGE_TEXT,
         "clipmath.caption.rewrite_methods:SeizeRetrieval",
+        settings="clipmath.caption.rewrite_methods:EnsembleSettings",
     ),
     MethodSpec(
         "pdv",
         "text(rewrite) + w·(img − text(caption)): the image added back  (CIReVL + PDV)",
         _IMAGE_TEXT,
         "clipmath.caption.rewrite_methods:ImageFusionRetrieval",
+        settings="clipmath.caption.rewrite_methods:RewriteSettings",
     ),
     MethodSpec(
         "combiner",

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from clipmath.compose.methods import split_method
 from clipmath.errors import ClipmathError
 from clipmath.eval.benchmarks import BENCHMARKS, BenchmarkSpec, find_benchmark, spec_of
 from clipmath.eval.config import EvalConfig
@@ -63,7 +64,7 @@ def resolve_methods(
                     skipped[method] = "learned method: give it a checkpoint (METHOD=PATH) to include it"
                 elif method not in names:
                     names.append(method)
-        elif name not in zero_shot + learned:
+        elif split_method(name)[0] not in zero_shot + learned:  # a variant "ldre[captions=5]" is its method's
             raise ClipmathError(f"unknown method '{name}'; available: {', '.join(zero_shot + learned)}")
         elif name not in names:
             names.append(name)
