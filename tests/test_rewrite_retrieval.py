@@ -360,3 +360,27 @@ def test_a_bad_variant_is_one_error_naming_what_is_wrong(name, message):
 
     with pytest.raises(ComposeError, match=re.escape(message)):
         get_composer(name)
+
+
+# ---- evaluation ranks SEIZE by its own score, as search does ----------------------------------------------------
+def test_eval_ranks_seize_by_its_gallery_scores_not_its_query_vector(tiny_encoder, tmp_path):
+    from clipmath.eval import EvalConfig, ScoreMatrix, load_benchmark, rank_cir
+    from clipmath.eval.runner import prepare, score_method
+    from clipmath.eval.scoring import RetrievalProtocol
+    from tests.benchmark_folders import build_cirr
+
+    config = EvalConfig(progress=False)
+    prepared = prepare(load_benchmark("cirr", build_cirr(tmp_path / "CIRR")), tiny_encoder, tmp_path / "c", config)
+    (dataset,) = prepared.datasets
+    gallery = prepared.features.vectors[dataset.name]
+
+    def seize() -> SeizeRetrieval:  # two captions per reference image, their rewrites by the template
+        return make(SeizeRetrieval, ["a photo of a dog", "a red car"], captions=2)
+
+    _, rankings = score_method(prepared, seize(), tiny_encoder, config, name="seize")
+    _, ensemble = score_method(prepared, make(EnsembleRetrieval, ["a photo of a dog", "a red car"], captions=2),
+                               tiny_encoder, config, name="ldre")  # fmt: skip
+    direct = seize().gallery_scores(tiny_encoder, RetrievalProtocol.queries(dataset, gallery), gallery)
+    expected = rank_cir(dataset, ScoreMatrix(direct), config.depth)
+    assert rankings[("seize", dataset.name)].ranked_ids == expected.ranked_ids
+    assert rankings[("seize", dataset.name)].ranked_ids != ensemble[("ldre", dataset.name)].ranked_ids

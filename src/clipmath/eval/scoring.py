@@ -23,7 +23,7 @@ from clipmath.eval.benchmarks import BenchmarkSpec
 from clipmath.eval.cir import EvalResult, cir_metrics, mean_metrics, rank_cir
 from clipmath.eval.config import EvalConfig
 from clipmath.eval.protocol import BenchmarkProtocol, MethodOutcome, MethodRun, PreparedBenchmark
-from clipmath.eval.ranking import EmbeddingScores
+from clipmath.eval.ranking import EmbeddingScores, ScoreMatrix
 from clipmath.eval.report import MethodScore
 from clipmath.eval.simat import retrieve_simat, simat_score
 
@@ -56,30 +56,50 @@ class RetrievalProtocol(BenchmarkProtocol):
     def describe(self, spec: BenchmarkSpec, config: EvalConfig) -> tuple[dict[str, Any], list[str]]:
         return ({"caption_orders": config.caption_orders} if spec.two_captions else {}), []
 
+    @staticmethod
+    def queries(dataset: Any, gallery: np.ndarray, reversed_order: bool = False) -> list[CompositionQuery]:
+        """The split's queries: reference vectors from ``gallery``, the caption (or its reversed order)."""
+        row = dataset.gallery_row
+        return [
+            CompositionQuery(
+                reference=gallery[row[q.reference_id]],
+                text=q.extra["caption_reversed"] if reversed_order else q.caption,
+                reference_id=q.reference_id,
+            )
+            for q in dataset.queries
+        ]
+
+    @staticmethod
+    def both_orders(dataset: Any, config: EvalConfig) -> bool:
+        return (
+            bool(dataset.queries)
+            and config.caption_orders == "both"
+            and all("caption_reversed" in q.extra for q in dataset.queries)
+        )
+
     def query_vectors(self, dataset: Any, gallery: np.ndarray, composer: Any, run: MethodRun) -> np.ndarray:
         """One composed vector per query; both caption orders averaged where the queries carry both."""
-        row = dataset.gallery_row
-
-        def queries(reversed_order: bool) -> list[CompositionQuery]:
-            return [
-                CompositionQuery(
-                    reference=gallery[row[q.reference_id]],
-                    text=q.extra["caption_reversed"] if reversed_order else q.caption,
-                    reference_id=q.reference_id,
-                )
-                for q in dataset.queries
-            ]
-
         config = run.config
-        vectors = compose_in_blocks(composer, run.encoder, queries(False), config,
+        vectors = compose_in_blocks(composer, run.encoder, self.queries(dataset, gallery), config,
                                     f"composing {run.name} ({dataset.name})")  # fmt: skip
-        both = config.caption_orders == "both" and all("caption_reversed" in q.extra for q in dataset.queries)
-        if both and dataset.queries:
+        if self.both_orders(dataset, config):
             reverse = compose_in_blocks(
-                composer, run.encoder, queries(True), config, f"composing {run.name} (reversed)"
+                composer, run.encoder, self.queries(dataset, gallery, True), config, f"composing {run.name} (reversed)"
             )
             vectors = normalise(normalise(vectors) + normalise(reverse))
         return vectors
+
+    def method_scores(self, dataset: Any, gallery: np.ndarray, method: Any, run: MethodRun) -> np.ndarray:
+        """``(queries, gallery)`` scores of a method that scores the gallery its own way (SEIZE), both caption
+        orders averaged where the queries carry both."""
+        orders = (False, True) if self.both_orders(dataset, run.config) else (False,)
+        total = np.zeros((len(dataset.queries), len(gallery)), dtype=np.float32)
+        for reversed_order in orders:
+            queries = self.queries(dataset, gallery, reversed_order)
+            for start in range(0, len(queries), 256):
+                block = queries[start : start + 256]
+                total[start : start + len(block)] += method.gallery_scores(run.encoder, block, gallery)
+        return total / len(orders)
 
     def score(self, prepared: PreparedBenchmark, method: Any, run: MethodRun) -> MethodOutcome:
         outcome = MethodOutcome()
@@ -87,8 +107,11 @@ class RetrievalProtocol(BenchmarkProtocol):
         for dataset in prepared.datasets:
             started = time.perf_counter()
             gallery = prepared.features.vectors[dataset.name]
-            vectors = self.query_vectors(dataset, gallery, method, run)
-            scores = EmbeddingScores(vectors, searched_gallery(method, gallery))
+            if hasattr(method, "gallery_scores"):  # SEIZE ranks by its own score of every gallery vector
+                scores: Any = ScoreMatrix(self.method_scores(dataset, gallery, method, run))
+            else:
+                scores = EmbeddingScores(self.query_vectors(dataset, gallery, method, run),
+                                         searched_gallery(method, gallery))  # fmt: skip
             ranking = rank_cir(dataset, scores, run.config.depth, show_ranking(dataset, run.config))
             outcome.rankings[(run.name, dataset.name)] = ranking
             metrics = cir_metrics(dataset, ranking).metrics if dataset.has_targets else {}
