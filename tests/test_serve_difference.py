@@ -84,7 +84,7 @@ def test_trained_checkpoint_captions_gallery_pairs_and_uploads(change_set):
         assert same.status_code == 200 and isinstance(same.json()["caption"], str)
 
 
-def test_zero_shot_difference_captions_with_a_language_model(tmp_path, tiny_encoder):
+def test_zero_shot_difference_captions_with_a_language_model(tmp_path, tiny_encoder, monkeypatch):
     store, _ = build_store(tmp_path, tiny_encoder, NAMES)
     captioner = make_captioner(tiny_encoder, "tiny-random-lm", None)  # default decoder: magic
     assert captioner.captions_label.startswith("MAGIC") and captioner.differences_label.startswith("zero-shot MAGIC")
@@ -92,9 +92,14 @@ def test_zero_shot_difference_captions_with_a_language_model(tmp_path, tiny_enco
         info = c.get("/api/info").json()
         assert info["captioning"] == captioner.captions_label
         assert info["difference_captioning"] == captioner.differences_label
+        encoded = []
+        real_encode = tiny_encoder.encode_images
+        monkeypatch.setattr(tiny_encoder, "encode_images", lambda images, *a, **k: encoded.append(len(images))
+                            or real_encode(images, *a, **k))  # fmt: skip
         answer = c.post("/api/caption/difference", json=_pair(COFFEE, CHELSEA))
         assert answer.status_code == 200, answer.text
         assert answer.json()["caption"].strip() and answer.json()["captioner"] == captioner.differences_label
+        assert encoded == []  # gallery images: their stored vectors, nothing re-encoded
         assert c.post("/api/caption/difference", json=_pair(COFFEE, COFFEE)).json()["caption"] == "no change"
 
 

@@ -155,13 +155,24 @@ def difference_vector(
     lam: float = 1.0,
 ) -> np.ndarray:
     """Unit vector ``w_after·e(after) − w_before·e(before)``; with ``reference``, unit ``reference + lam·that``."""
-    w_before, w_after = check_weights(weights)
-    lam = check_weight(lam, "lam")
     first, second = open_pair(before, after)
     if identical(first, second):
         raise CaptionError("the two images are identical: there is no difference to follow")
     vectors = encoder.encode_images([first, second])
-    direction = w_after * vectors[1] - w_before * vectors[0]
+    return direction_between(vectors[0], vectors[1], weights, reference, lam)
+
+
+def direction_between(
+    before: np.ndarray,
+    after: np.ndarray,
+    weights: tuple[float, float] = (1.0, 1.0),
+    reference: np.ndarray | None = None,
+    lam: float = 1.0,
+) -> np.ndarray:
+    """:func:`difference_vector` of two embeddings already made (a store's vectors: nothing is encoded)."""
+    w_before, w_after = check_weights(weights)
+    lam = check_weight(lam, "lam")
+    direction = w_after * np.asarray(after, dtype=np.float32) - w_before * np.asarray(before, dtype=np.float32)
     norm = float(np.linalg.norm(direction))
     if not np.isfinite(norm) or norm < 1e-8:
         raise CaptionError("the two images embed to the same vector: there is no difference to follow")
@@ -185,12 +196,14 @@ def zero_shot_difference(
     weights: tuple[float, float] = (1.0, 1.0),
     prompt: str = DEFAULT_PROMPT,
     decoder: str | None = None,
+    vectors: tuple[np.ndarray, np.ndarray] | None = None,
     **decoder_options: object,
 ) -> DifferenceCaption:
     """A caption decoder of :data:`clipmath.caption.DECODERS` on the embedding difference (no training).
 
     ``decoder`` defaults to :func:`zero_shot_decoder`'s choice; ``lm`` may be ``None`` for a decoder without a language
-    model (``uses_lm`` false); ``decoder_options`` are fields of its options dataclass.
+    model (``uses_lm`` false); ``decoder_options`` are fields of its options dataclass. ``vectors``: the two images'
+    embeddings when already made (a store's): the images are then only compared, not encoded.
     """
     weights = check_weights(weights)
     spec = zero_shot_decoder(decoder)
@@ -200,7 +213,10 @@ def zero_shot_difference(
     if identical(first, second):
         return DifferenceCaption(NO_CHANGE, "identical", label)
     try:
-        target = difference_vector(encoder, first, second, weights)
+        if vectors is not None:
+            target = direction_between(vectors[0], vectors[1], weights)
+        else:
+            target = difference_vector(encoder, first, second, weights)
     except CaptionError:
         return DifferenceCaption(NO_CHANGE, "identical", label)
     fields = {f.name for f in dataclasses.fields(spec.options_class())}
@@ -270,13 +286,17 @@ def difference_fn(checkpoint: str | Path | None = None, encoder: Encoder | None 
     """A ``(before, after) -> str`` function for the server's captioner (``FunctionCaptioner(difference_fn=...)``).
 
     ``before``/``after`` are anything with an ``image`` (a PIL image, e.g. the server's caption subjects) or images
-    and paths themselves. A checkpoint is loaded once, here; without one the captions are zero-shot.
+    and paths themselves. A checkpoint is loaded once, here; without one the captions are zero-shot, on the
+    subjects' ``vector`` when they carry one (a stored or uploaded image's embedding).
     """
     trained = TrainedDifferenceCaptioner.load(checkpoint, encoder) if checkpoint is not None else None
 
     def describe(before: object, after: object) -> str:
         first = getattr(before, "image", before)
         second = getattr(after, "image", after)
-        return caption_difference(first, second, trained, encoder, lm, **options).text
+        stored = (getattr(before, "vector", None), getattr(after, "vector", None))
+        own = trained is None and stored[0] is not None and stored[1] is not None
+        extra = {"vectors": stored} if own else {}  # zero-shot on the subjects' own embeddings: nothing re-encoded
+        return caption_difference(first, second, trained, encoder, lm, **options, **extra).text
 
     return describe
