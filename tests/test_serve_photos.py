@@ -125,6 +125,8 @@ def test_delta_and_learned_methods_are_checked_like_the_search_route(client):
     assert client.post("/api/photos/search", json=body).json()["method"] == "delta"
     answer = client.post("/api/photos/search", json={"text": "x", "method": "nope"})
     assert answer.status_code == 400 and "available:" in answer.json()["detail"]
+    answer = client.post("/api/photos/search", json={"text": "x", "k": 101})  # the server's --max-k (100)
+    assert answer.status_code == 422 and "limit of 100" in answer.json()["detail"]
 
 
 def test_duplicates_route_groups_copies_and_suggests_the_best(tmp_path, photo_folder, tiny_encoder):  # noqa: F811

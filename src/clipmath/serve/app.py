@@ -337,7 +337,7 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
         text = await asyncio.wrap_future(engine.difference(request.before.key(), request.after.key()))
         return CaptionResponse(caption=text, captioner=differences_label(captioner) or "")
 
-    add_photo_routes(api, retriever, engine, methods, config.checkpoints)
+    add_photo_routes(api, retriever, engine, config)
     app.include_router(api)
     add_knn_service(app, retriever, config, require_token)  # clip-retrieval's back-end API
 

@@ -22,6 +22,7 @@ from clipmath.compose import build_query, infer_method, learned_methods
 from clipmath.errors import ClipmathError
 from clipmath.options import field_meta, settings_fields, value_type
 from clipmath.retrieval import Retriever
+from clipmath.serve.config import ServeConfig
 from clipmath.serve.engine import UPLOAD_PREFIX, QueryEngine
 from clipmath.serve.errors import RequestError
 from clipmath.serve.schemas import MAX_K, ExpressionText, GalleryId, ImageRef, item_url
@@ -137,10 +138,10 @@ def control_infos() -> list[ControlInfo]:
     return out
 
 
-def add_photo_routes(api: APIRouter, retriever: Retriever, engine: QueryEngine, methods: dict[str, str],
-                     checkpoints: dict[str, str]) -> None:  # fmt: skip
+def add_photo_routes(api: APIRouter, retriever: Retriever, engine: QueryEngine, config: ServeConfig) -> None:
     """Register the ``/api/photos/...`` routes on ``api``."""
     label = retriever.encoder.info.label()
+    methods, checkpoints = config.methods(), config.checkpoints
 
     def resolve(name: str) -> tuple[np.ndarray, str | None]:
         """An image operand: ``upload:<id>`` or a gallery id (its stored vector; excluded from the results)."""
@@ -202,6 +203,8 @@ def add_photo_routes(api: APIRouter, retriever: Retriever, engine: QueryEngine, 
             raise RequestError(400, str(exc)) from None
         if method not in methods:
             raise unknown_method(method, methods)
+        if request.k > config.max_k:
+            raise RequestError(422, f"k = {request.k} is above this server's limit of {config.max_k}")
         return method
 
     @api.post("/photos/search", response_model=PhotoPage, summary="A page of a composed search under query controls")
