@@ -208,6 +208,28 @@ def test_folder_and_date_filters(page, library):
         assert taken[card.get_attribute("data-id")] in card.text and "×" in card.text
 
 
+def test_paging_walks_the_results_with_offset(page, library):
+    page.find_element(By.ID, "k").clear()
+    page.find_element(By.ID, "k").send_keys("5")
+    first = run_search(page, "a photo")
+    everything = [r["id"] for r in post(library[0], "/api/photos/search", {"text": "a photo", "k": 13})["results"]]
+    assert first == everything[:5] and not page.find_element(By.ID, "page-previous").is_enabled()
+    for start in (5, 10):
+        before = len(sent(page, "/api/photos/"))
+        page.find_element(By.ID, "page-next").click()
+        settle(page, before)
+        assert shown(page) == everything[start : start + 5]
+        assert sent(page, "/api/photos/search")[-1]["controls"]["offset"] == start
+    assert (
+        not page.find_element(By.ID, "page-next").is_enabled()
+        and "Results 11–13" in page.find_element(By.ID, "pager").text
+    )
+    before = len(sent(page, "/api/photos/"))
+    page.find_element(By.ID, "page-previous").click()
+    settle(page, before)
+    assert shown(page) == everything[5:10] and cards(page)[0].text.startswith("#6 ·")
+
+
 def test_similar_on_a_result_lists_photos_like_it(page, library):
     first = run_search(page, "a photo")
     chosen = first[1]

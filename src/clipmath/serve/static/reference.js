@@ -92,16 +92,18 @@ export function openPicker(target) {
   loadPickerPage(true);
 }
 
+let pickerSequence = 0;  // a page asked for before the latest one is dropped (typing in the filter)
+
 export async function loadPickerPage(reset, onPick = state.onPick) {
-  if (reset) {
-    state.pickerOffset = 0;
-    $("picker-grid").replaceChildren();
-  }
+  const sequence = ++pickerSequence;
+  if (reset) state.pickerOffset = 0;
   const params = new URLSearchParams({ offset: state.pickerOffset, limit: PAGE });
   const filter = $("picker-filter").value.trim();
   if (filter) params.set("q", filter);
   try {
     const page = await api("/api/items?" + params);
+    if (sequence !== pickerSequence) return;
+    if (reset) $("picker-grid").replaceChildren();
     for (const item of page.items) {
       const button = element("button", "item");
       button.type = "button";
@@ -118,7 +120,7 @@ export async function loadPickerPage(reset, onPick = state.onPick) {
     $("picker-count").textContent = `${state.pickerOffset} of ${page.total}`;
     $("picker-more").hidden = state.pickerOffset >= page.total;
   } catch (error) {
-    $("picker-count").textContent = error.message;
+    if (sequence === pickerSequence) $("picker-count").textContent = error.message;
   }
 }
 
