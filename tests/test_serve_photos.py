@@ -96,7 +96,9 @@ def test_an_uploaded_reference_works_with_the_controls(client, photo_folder):  #
     expression = f'+upload:{upload["upload_id"]} -"people"'
     assert client.post("/api/photos/search", json={"expression": expression}).json()["method"] == "expr"
     gone = client.post("/api/photos/search", json={"reference": {"upload_id": "0" * 32}})
-    assert gone.status_code == 404 and "upload again" in gone.json()["detail"]
+    assert gone.status_code == 404 and "upload the image again" in gone.json()["detail"]
+    named = client.post("/api/photos/search", json={"reference": f"upload:{upload['upload_id']}"})
+    assert named.status_code == 404  # a string reference is a gallery id, never an upload
 
 
 def test_only_gallery_ids_and_uploads_are_image_operands(client, photo_folder):  # noqa: F811

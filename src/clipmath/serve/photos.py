@@ -143,24 +143,34 @@ def add_photo_routes(api: APIRouter, retriever: Retriever, engine: QueryEngine, 
     label = retriever.encoder.info.label()
     methods, checkpoints = config.methods(), config.checkpoints
 
-    def resolve(name: str) -> tuple[np.ndarray, str | None]:
-        """An image operand: ``upload:<id>`` or a gallery id (its stored vector; excluded from the results)."""
-        if name.startswith(UPLOAD_PREFIX):
-            record = engine.uploads.get(name[len(UPLOAD_PREFIX) :])
-            if record is None:
-                raise RequestError(404, f"upload '{name[len(UPLOAD_PREFIX) :]}' is unknown or expired: upload again")
-            return record.vector, None
+    def gallery_vector(name: str) -> tuple[np.ndarray, str]:
+        """A gallery id's stored vector (the id is excluded from the results)."""
         snapshot = retriever.snapshot
         row = snapshot.row_of(name)
         if row is None:
             raise RequestError(404, f"no image {name!r} in this gallery")
         return np.asarray(snapshot.vectors[row], dtype=np.float32), name
 
-    def reference_name(request: PhotoSearchRequest) -> str | None:
+    def upload_vector(upload_id: str) -> tuple[np.ndarray, None]:
+        record = engine.uploads.get(upload_id)
+        if record is None:
+            raise RequestError(404, f"upload '{upload_id}' is unknown or expired: upload the image again")
+        return record.vector, None
+
+    def resolve(name: str) -> tuple[np.ndarray, str | None]:
+        """An expression's image operand: ``upload:<id>`` or a gallery id."""
+        if name.startswith(UPLOAD_PREFIX):
+            return upload_vector(name[len(UPLOAD_PREFIX) :])
+        return gallery_vector(name)
+
+    def reference_of(request: PhotoSearchRequest) -> tuple[np.ndarray | None, str | None]:
+        """The reference's vector and gallery id: a string or ``gallery_id`` is a gallery id, never an upload."""
         ref = request.reference
-        if isinstance(ref, ImageRef):
-            return ref.gallery_id if ref.gallery_id is not None else UPLOAD_PREFIX + str(ref.upload_id)
-        return ref
+        if ref is None:
+            return None, None
+        if isinstance(ref, ImageRef) and ref.upload_id is not None:
+            return upload_vector(ref.upload_id)
+        return gallery_vector(ref.gallery_id if isinstance(ref, ImageRef) else ref)
 
     def hit(rank: int, item_id: str, score: float, photo: dict | None) -> PhotoHit:
         video = photo.get("video") if photo else None
@@ -174,9 +184,10 @@ def add_photo_routes(api: APIRouter, retriever: Retriever, engine: QueryEngine, 
         engine.refresh_if_changed()
         checkpoint = checkpoints.get(method)
         try:
-            query = build_query(reference=reference_name(request), text=request.text, source=request.source,
-                                target=request.target, lam=request.lam, expression=request.expression,
-                                resolve_image=resolve)  # fmt: skip
+            reference, reference_id = reference_of(request)
+            query = build_query(reference=reference, reference_id=reference_id, text=request.text,
+                                source=request.source, target=request.target, lam=request.lam,
+                                expression=request.expression, resolve_image=resolve)  # fmt: skip
             page = retriever.search_page(query, controls, method=method, k=request.k, checkpoint=checkpoint)
             spread: list[float] = []
             if request.distribution:
@@ -213,11 +224,11 @@ def add_photo_routes(api: APIRouter, retriever: Retriever, engine: QueryEngine, 
 
     @api.post("/photos/similar", response_model=PhotoPage, summary="More like this: the stored vector of a gallery id")
     async def similar(request: PhotoSearchRequest) -> PhotoPage:
-        name = reference_name(request)
-        gallery = isinstance(request.reference, str) or (request.reference and request.reference.gallery_id)
-        if not gallery or request.text or request.expression or request.source or request.target:
+        ref = request.reference
+        name = ref.gallery_id if isinstance(ref, ImageRef) else ref
+        if name is None or request.text or request.expression or request.source or request.target:
             raise RequestError(400, "'reference' (a gallery id) alone says which photo to find more of")
-        if retriever.snapshot.row_of(str(name)) is None:
+        if retriever.snapshot.row_of(name) is None:
             raise RequestError(404, f"no gallery item {name!r}")
         return await run_in_threadpool(answer, request, "image")
 
