@@ -488,6 +488,8 @@ API_CALLS = [
     ("post", "/api/search", {"json": {"text": "x"}}),
     ("post", "/api/photos/search", {"json": {"text": "x"}}),
     ("post", "/api/photos/similar", {"json": {"reference": "skimage/coffee.png"}}),
+    ("get", "/api/photos/controls", {}),
+    ("get", "/api/photos/duplicates", {}),
     ("post", "/api/uploads", {"files": {"image": ("a.png", png_bytes(), "image/png")}}),
     ("post", "/api/search/upload", {"files": {"image": ("a.png", png_bytes(), "image/png")}}),
     ("get", "/api/thumbnail/skimage/coffee.png", {}),

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import unquote_to_bytes
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -31,7 +30,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from clipmath.compose import infer_method, learned_methods
+from clipmath.compose import infer_method
 from clipmath.errors import ComposeError
 from clipmath.imageio import MAX_PIXELS
 from clipmath.retrieval import Retriever
@@ -53,7 +52,7 @@ from clipmath.serve.http import (
 )
 from clipmath.serve.images import ThumbnailCache, decode_upload
 from clipmath.serve.knn_service import add_knn_service
-from clipmath.serve.photos import add_photo_routes
+from clipmath.serve.photos import add_photo_routes, unknown_method
 from clipmath.serve.schemas import (
     MAX_K,
     CaptionRequest,
@@ -68,6 +67,7 @@ from clipmath.serve.schemas import (
     SearchResponse,
     StoreInfo,
     UploadResponse,
+    item_url,
 )
 from clipmath.serve.uploads import PixelBudget, upload_pixels
 
@@ -91,11 +91,6 @@ class _AnyPath(Convertor):
 
 
 register_url_convertor("anypath", _AnyPath())
-
-
-def item_url(kind: str, item_id: str) -> str:
-    """``/api/<kind>/<id>`` with the id's file-system bytes percent-encoded (any name, even not UTF-8)."""
-    return f"/api/{kind}/{quote(os.fsencode(item_id), safe='/')}"
 
 
 def _item_id(request: Request, kind: str, parsed: str) -> str:
@@ -184,12 +179,7 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
         except ComposeError as exc:
             raise RequestError(400, str(exc)) from None
         if spec.method not in methods:
-            hint = (
-                " (a learned method: start the server with --checkpoint METHOD=PATH)"
-                if spec.method in learned_methods()
-                else ""
-            )
-            raise RequestError(400, f"unknown method '{spec.method}'{hint}; available: {', '.join(methods)}")
+            raise unknown_method(spec.method, methods)
         outcome = await asyncio.wrap_future(engine.search(spec))
         results = [hit_model(h.rank + 1, h.id, h.score, p) for h, p in zip(outcome.hits, outcome.paths)]
         return SearchResponse(
@@ -347,7 +337,7 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
         text = await asyncio.wrap_future(engine.difference(request.before.key(), request.after.key()))
         return CaptionResponse(caption=text, captioner=differences_label(captioner) or "")
 
-    add_photo_routes(api, retriever, engine.refresh_if_changed)
+    add_photo_routes(api, retriever, engine, config)
     app.include_router(api)
     add_knn_service(app, retriever, config, require_token)  # clip-retrieval's back-end API
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, model_validator
 
 from clipmath.serve.engine import ImageKey
 
 MAX_K = 1000
+
+
+def item_url(kind: str, item_id: str) -> str:
+    """``/api/<kind>/<id>`` with the id's file-system bytes percent-encoded (any name, even not UTF-8)."""
+    return f"/api/{kind}/{quote(os.fsencode(item_id), safe='/')}"
 
 
 def _file_name_text(max_length: int) -> object:
