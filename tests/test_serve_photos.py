@@ -144,5 +144,9 @@ def test_duplicates_route_groups_copies_and_suggests_the_best(tmp_path, photo_fo
         group = next(g for g in page["groups"] if "2019/beach.jpg" in g["ids"])
         assert group["best"] == "2019/beach.jpg" and "2019/beach-small.jpg" in group["ids"]  # more pixels: the best
         assert group["photos"]["2019/beach.jpg"]["width"] == 64 and group["thumbnail_urls"][group["best"]]
-        assert test_client.get("/api/photos/duplicates", params={"threshold": 2}).status_code == 422
+        refused = test_client.get("/api/photos/duplicates", params={"threshold": 2})
+        assert refused.status_code == 422 and "'threshold' must be at most 1.0" in refused.json()["detail"]
+        assert test_client.get("/api/photos/duplicates", params={"probes": 0}).status_code == 422
+        again = test_client.get("/api/photos/duplicates", params={"threshold": 0.95}).json()
+        assert again["groups"] == page["groups"]  # the same join, kept for the next page
     assert (photo_folder / "2019/beach-small.jpg").exists()  # nothing deleted

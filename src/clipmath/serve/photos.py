@@ -20,13 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from clipmath.compose import build_query, infer_method, learned_methods
 from clipmath.errors import ClipmathError
-from clipmath.options import field_meta, settings_fields, value_type
+from clipmath.options import field_help, field_meta, settings_fields, value_type
 from clipmath.retrieval import Retriever
 from clipmath.serve.config import ServeConfig
 from clipmath.serve.engine import UPLOAD_PREFIX, QueryEngine
 from clipmath.serve.errors import RequestError
 from clipmath.serve.schemas import MAX_K, ExpressionText, GalleryId, ImageRef, item_url
-from clipmath.store.duplicates import duplicate_groups, duplicate_pairs
+from clipmath.store.duplicates import DuplicateSearch, duplicate_groups, duplicate_pairs
 from clipmath.store.filters import QueryControls
 
 
@@ -236,14 +236,21 @@ def add_photo_routes(api: APIRouter, retriever: Retriever, engine: QueryEngine, 
     def controls() -> list[ControlInfo]:
         return control_infos()
 
-    def find_duplicates(threshold: float, limit: int) -> DuplicatesPage:
+    joined: dict[tuple, list] = {}  # the last join, by (snapshot, settings): the page asks again as it pages
+
+    def find_duplicates(threshold: float, probes: int, limit: int) -> DuplicatesPage:
         started = time.perf_counter()
         engine.refresh_if_changed()
         snapshot, metas = retriever.snapshot, retriever.metadata()
         try:
-            pairs = duplicate_pairs(np.asarray(snapshot.vectors), threshold)
+            search = DuplicateSearch(threshold=threshold, probes=probes)
         except ClipmathError as exc:
-            raise RequestError(400, str(exc)) from None
+            raise RequestError(422, str(exc)) from None
+        key = (id(snapshot), len(snapshot), search)
+        if key not in joined:
+            joined.clear()
+            joined[key] = duplicate_pairs(np.asarray(snapshot.vectors), search)
+        pairs = joined[key]
         groups = duplicate_groups(snapshot.ids, pairs, metas)
         shown = [
             DuplicateGroupModel(
@@ -255,13 +262,14 @@ def add_photo_routes(api: APIRouter, retriever: Retriever, engine: QueryEngine, 
             )  # fmt: skip
             for g in groups[:limit]
         ]
-        return DuplicatesPage(threshold=threshold, store_items=len(snapshot), pairs=len(pairs), groups=shown,
+        return DuplicatesPage(threshold=search.threshold, store_items=len(snapshot), pairs=len(pairs), groups=shown,
                               shown=len(shown), total=len(groups),
                               milliseconds=round((time.perf_counter() - started) * 1000, 2))  # fmt: skip
 
     @api.get("/photos/duplicates", response_model=DuplicatesPage, summary="Near-duplicate groups (nothing is deleted)")
     async def duplicates(
-        threshold: float = Query(0.95, ge=-1, le=1, description="Cosine similarity that makes a pair."),
+        threshold: float = Query(DuplicateSearch.threshold, description=field_help(DuplicateSearch, "threshold")),
+        probes: int = Query(DuplicateSearch.probes, description=field_help(DuplicateSearch, "probes")),
         limit: int = Query(200, ge=1, le=10_000, description="Groups to return, the largest first."),
     ) -> DuplicatesPage:
-        return await run_in_threadpool(find_duplicates, threshold, limit)
+        return await run_in_threadpool(find_duplicates, threshold, probes, limit)
