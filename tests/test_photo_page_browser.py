@@ -162,6 +162,8 @@ def test_the_cutoff_slider_draws_the_distribution_and_drops_results_below_it(pag
     assert len(heights) == 24 and max(heights) > 20 and sum(h > 0 for h in heights) >= 3  # a drawn distribution
     distribution = post(library[0], "/api/photos/search", {"text": "a photo", "k": 13})["results"]
     third = distribution[2]["score"]
+    axis = [float(page.find_element(By.ID, f"axis-{end}").text) for end in ("low", "high")]  # the scale, labelled
+    assert axis[0] <= distribution[-1]["score"] and axis[1] >= distribution[0]["score"] and axis[1] - axis[0] < 1
 
     slider = page.find_element(By.ID, "cutoff")
     low = float(slider.get_attribute("min"))
