@@ -150,3 +150,21 @@ def test_duplicates_route_groups_copies_and_suggests_the_best(tmp_path, photo_fo
         again = test_client.get("/api/photos/duplicates", params={"threshold": 0.95}).json()
         assert again["groups"] == page["groups"]  # the same join, kept for the next page
     assert (photo_folder / "2019/beach-small.jpg").exists()  # nothing deleted
+
+
+def test_photo_pages_are_made_on_the_engines_model_thread(tmp_path, photo_folder, tiny_encoder, monkeypatch):  # noqa: F811
+    """All model work of the server runs on one worker thread; the photo routes queue theirs there too."""
+    import threading
+
+    index_folder(tmp_path / "t", photo_folder, tiny_encoder, progress=False)
+    retriever = Retriever(Gallery.open(tmp_path / "t"), tiny_encoder)
+    threads = []
+    real = retriever.search_page
+    monkeypatch.setattr(retriever, "search_page", lambda *a, **k: threads.append(threading.current_thread().name)
+                        or real(*a, **k))  # fmt: skip
+    with TestClient(create_app(retriever, ServeConfig()), base_url="http://127.0.0.1") as test_client:
+        found = test_client.post("/api/photos/search", json={"text": "a photo", "k": 2, "distribution": 3})
+        similar = test_client.post("/api/photos/similar", json={"reference": "plain.png", "k": 2})
+        bad = test_client.post("/api/photos/search", json={"text": "a photo", "controls": {"after": "yesterday"}})
+    assert found.status_code == 200 and similar.status_code == 200 and bad.status_code == 422
+    assert threads and set(threads) == {"clipmath-serve-engine"}

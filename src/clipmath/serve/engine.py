@@ -125,7 +125,7 @@ class UploadCache:
 
 @dataclass
 class _Job:
-    kind: str  # "search" | "encode" | "caption" | "difference"
+    kind: str  # "search" | "encode" | "caption" | "difference" | "call"
     payload: Any
     future: Future
     submitted: float = field(default_factory=time.perf_counter)
@@ -192,6 +192,11 @@ class QueryEngine:
 
     def caption(self, key: ImageKey) -> Future:
         return self._submit("caption", key)
+
+    def call(self, action: Callable[[], Any]) -> Future:
+        """Run ``action`` on the worker thread, with the state of its batch (model work other than batched
+        searches: a photo-library page, a duplicates join). ``action`` must not refresh the engine itself."""
+        return self._submit("call", action)
 
     def difference(self, before: ImageKey, after: ImageKey) -> Future:
         return self._submit("difference", (before, after))
@@ -276,6 +281,9 @@ class QueryEngine:
                         searches.setdefault(job.payload.method, []).append(job)
                 for method, jobs in searches.items():
                     self._search_group(method, jobs)
+                for job in batch:
+                    if job.kind == "call" and not job.future.done():
+                        self._guard([job], lambda j=job: j.future.set_result(j.payload()))
             encodes = [job for job in batch if job.kind == "encode"]
             if encodes:
                 self._in_groups(encodes, self._encode_group)

@@ -9,6 +9,7 @@ from the server's disk.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import MISSING, fields, replace
 from typing import Any
@@ -181,7 +182,6 @@ def add_photo_routes(api: APIRouter, retriever: Retriever, engine: QueryEngine, 
     def answer(request: PhotoSearchRequest, method: str) -> PhotoPage:
         started = time.perf_counter()
         controls = controls_of(request.controls)
-        engine.refresh_if_changed()
         checkpoint = checkpoints.get(method)
         try:
             reference, reference_id = reference_of(request)
@@ -220,7 +220,8 @@ def add_photo_routes(api: APIRouter, retriever: Retriever, engine: QueryEngine, 
 
     @api.post("/photos/search", response_model=PhotoPage, summary="A page of a composed search under query controls")
     async def photo_search(request: PhotoSearchRequest) -> PhotoPage:
-        return await run_in_threadpool(answer, request, method_of(request))
+        method = method_of(request)
+        return await asyncio.wrap_future(engine.call(lambda: answer(request, method)))
 
     @api.post("/photos/similar", response_model=PhotoPage, summary="More like this: the stored vector of a gallery id")
     async def similar(request: PhotoSearchRequest) -> PhotoPage:
@@ -230,7 +231,7 @@ def add_photo_routes(api: APIRouter, retriever: Retriever, engine: QueryEngine, 
             raise RequestError(400, "'reference' (a gallery id) alone says which photo to find more of")
         if retriever.snapshot.row_of(name) is None:
             raise RequestError(404, f"no gallery item {name!r}")
-        return await run_in_threadpool(answer, request, "image")
+        return await asyncio.wrap_future(engine.call(lambda: answer(request, "image")))
 
     @api.get("/photos/controls", response_model=list[ControlInfo], summary="The query controls a search accepts")
     def controls() -> list[ControlInfo]:
@@ -272,4 +273,5 @@ def add_photo_routes(api: APIRouter, retriever: Retriever, engine: QueryEngine, 
         probes: int = Query(DuplicateSearch.probes, description=field_help(DuplicateSearch, "probes")),
         limit: int = Query(200, ge=1, le=10_000, description="Groups to return, the largest first."),
     ) -> DuplicatesPage:
+        # no model work: a long join runs beside the searches, not in the model thread's queue
         return await run_in_threadpool(find_duplicates, threshold, probes, limit)
