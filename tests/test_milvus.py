@@ -316,6 +316,11 @@ def test_cli_sync_search_and_unreachable(tmp_path, monkeypatch):
     assert found.exit_code == 0, found.output
     ids = [hit["id"] for hit in json.loads(found.stdout)["results"]]
     assert len(ids) == 5 and all(i.startswith("f2/") and int(i[6:-4]) % 2 == 0 for i in ids)
+    # the query controls work on a milvus:URI index too, after the collection's own filter
+    globbed = CliRunner().invoke(app, [*search, "--index", f"milvus:{db}", "--glob", "f2/*", "--meta", "tag=even",
+                                       "--offset", "2"])  # fmt: skip
+    assert globbed.exit_code == 0, globbed.output
+    assert [hit["id"] for hit in json.loads(globbed.stdout)["results"]][:3] == ids[2:5]
     monkeypatch.setenv("CLIPMATH_MILVUS_TIMEOUT", "2")
     failed = CliRunner().invoke(app, [*search, "--index", "milvus:http://127.0.0.1:9"])
     assert isinstance(failed.exception, MilvusError) and "unreachable" in str(failed.exception)

@@ -141,8 +141,7 @@ class Retriever:
         composed = time.perf_counter()
         k = max(1, min(int(k), len(snapshot)))  # never allocate by a k larger than the gallery
         if where:
-            if composer.transforms_gallery or "where" not in inspect.signature(index.search).parameters:
-                raise ComposeError("filters are answered by a milvus:URI index (this search has none)", field="where")
+            self._check_where(composer)
             hits = index.search(vectors, k, exclude, where=where).hits(snapshot.ids)
         elif hasattr(composer, "gallery_scores"):
             # A method scoring the gallery its own way (SEIZE) re-scores a shortlist found by its query vector.
@@ -186,11 +185,15 @@ class Retriever:
         method: str = "sum",
         k: int = 10,
         checkpoint: str | None = None,
+        where: object | None = None,
     ) -> ResultPage:
         """One page of ``k`` hits for ``query`` under ``controls`` (cutoff, sort, filters, offset), each hit with
-        its photo metadata in :attr:`metadata` (see :mod:`clipmath.store.controls`)."""
+        its photo metadata in :attr:`metadata` (see :mod:`clipmath.store.controls`). ``where``: a filter the index
+        answers itself (a :class:`clipmath.search.milvus.SearchFilter` for ``milvus:URI``), applied first."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ComposeError(f"'k' must be a whole number of at least 1, not {k!r}", field="k")
+        if where is not None:
+            self._check_where(self.composer(method, checkpoint))
         vectors, snapshot, index, exclude, _ = self._prepare([query], method, checkpoint)
         metas, columns = self.metadata(), self._columns(snapshot)
         approximate = is_approximate(index)
@@ -198,8 +201,13 @@ class Retriever:
         gallery = getattr(index, "vectors", None)
         gallery = snapshot.vectors if gallery is None else gallery
         return controlled_search(
-            index, snapshot.ids, vectors[0], int(k), controls, metas, rows, approximate, gallery, columns
+            index, snapshot.ids, vectors[0], int(k), controls, metas, rows, approximate, gallery, columns, where
         )
+
+    def _check_where(self, composer: Composer) -> None:
+        """A filter the index answers needs an index that takes one, and the gallery as stored."""
+        if composer.transforms_gallery or "where" not in inspect.signature(self.index.search).parameters:
+            raise ComposeError("filters are answered by a milvus:URI index (this search has none)", field="where")
 
     def metadata(self) -> dict[str, PhotoMeta]:
         """``id -> PhotoMeta`` of the loaded snapshot (read once per committed state)."""

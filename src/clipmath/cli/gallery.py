@@ -202,18 +202,15 @@ def search(
         store = text_store(store)
     retriever = Retriever.open(store, model=model, device=device, config=config, dtype=dtype)
     why = (retriever.explain([query], method, checkpoint) or [None])[0]  # captions and rewrites (cirevl, ldre…)
-    if index_kind.startswith("milvus:"):  # the collection answers the filters it holds
-        where = sync.milvus_filter(controls, since, until, caption, meta)
-        hits = retriever.search([query], method=method, k=k, checkpoint=checkpoint, where=where)[0]
-        hits = [h for h in hits if controls.min_score is None or h.score >= controls.min_score]
-        facts: dict = {}
+    where = None
+    if index_kind.startswith("milvus:"):  # the collection answers its own filters, before the query controls
+        where = sync.milvus_filter(since, until, caption, meta)
         if getattr(retriever.index, "stale", False):
             status("note: the Milvus collection was synced at another state of the store: run clipmath sync", as_json)
-    else:
-        if any((since, until, caption, meta)):
-            raise ClipmathError("--since, --until, --caption and --meta are answered by a milvus:URI index")
-        page = retriever.search_page(query, controls, method=method, k=k, checkpoint=checkpoint)
-        hits, facts = page.hits, page_facts(page)
+    elif any((since, until, caption, meta)):
+        raise ClipmathError("--since, --until, --caption and --meta are answered by a milvus:URI index")
+    page = retriever.search_page(query, controls, method=method, k=k, checkpoint=checkpoint, where=where)
+    hits, facts = page.hits, page_facts(page)
     scale.report_tuning(retriever.index, as_json)
     label, metas = retriever.encoder.info.label(), retriever.metadata()
     results = [

@@ -30,16 +30,11 @@ MetaFilterOpt = Annotated[
 ]
 
 
-def milvus_filter(
-    controls: Any, since: Optional[str], until: Optional[str], caption: Optional[str], meta: Optional[list[str]]
-) -> Any:
-    """``clipmath search``'s filters for a ``milvus:URI`` index as a :class:`SearchFilter` (None when none is given):
-    the query controls' folder, and the options only the collection answers (file time, caption, metadata)."""
-    others = [name for name in ("glob", "after", "before", "camera", "min_size") if getattr(controls, name) is not None]
-    if others or controls.sort != "score" or controls.offset:
-        shown = ", ".join(f"--{name.replace('_', '-')}" for name in others) or "--sort date / --offset"
-        raise ClipmathError(f"{shown}: not answered by a milvus:URI index (use --since/--until for file times)")
-    if not any((controls.folder, since, until, caption, meta)):
+def milvus_filter(since: Optional[str], until: Optional[str], caption: Optional[str], meta: Optional[list[str]]) -> Any:
+    """``clipmath search``'s filters only a ``milvus:URI`` collection answers (file time, caption, metadata
+    fields) as a :class:`SearchFilter`, None when none is given. The query controls (folder, dates taken, camera,
+    ...) apply to every index, this one included."""
+    if not any((since, until, caption, meta)):
         return None
     from clipmath.search.milvus import SearchFilter
 
@@ -49,7 +44,7 @@ def milvus_filter(
         if not sep or not key:
             raise ClipmathError(f"--meta {entry}: write KEY=VALUE")
         pairs.append((key, value))
-    return SearchFilter(controls.folder, _date(since, "--since"), _date(until, "--until"), caption, tuple(pairs))
+    return SearchFilter(None, _date(since, "--since"), _date(until, "--until"), caption, tuple(pairs))
 
 
 def _date(text: Optional[str], option: str) -> Optional[float]:

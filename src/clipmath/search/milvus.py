@@ -316,6 +316,9 @@ def _like_prefix(prefix: str) -> str:
 class MilvusIndex(VectorIndex):
     """A synced collection behind :class:`VectorIndex`: rows are the store snapshot's rows (``ids[row]``)."""
 
+    #: The most hits one search returns (Milvus' own limit on top-k).
+    max_depth = MAX_LIMIT
+
     def __init__(
         self,
         target: MilvusTarget,

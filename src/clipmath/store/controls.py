@@ -54,27 +54,33 @@ def controlled_search(
     approximate: bool,
     vectors: np.ndarray | None = None,
     columns: MetaColumns | None = None,
+    where: object | None = None,
 ) -> ResultPage:
     """One query's page of ``k`` hits under ``controls`` (see the module's docstring). ``vectors``: the rows the
     index holds (default: the index's own), scored directly when an exact ranking of the passing rows is needed;
-    ``columns``: ``metas`` as arrays for ``ids`` (:meth:`MetaColumns.of`), for a vectorised filter."""
+    ``columns``: ``metas`` as arrays for ``ids`` (:meth:`MetaColumns.of`), for a vectorised filter. ``where``: a
+    filter the index answers itself (``milvus:URI``), applied before ``controls``; an index answering fewer rows
+    than asked has no more that pass it, and no exact fallback can stand in for it."""
     want = controls.offset + k
     allowed = controls.mask(ids, metas, columns) if controls.filters else np.ones(len(ids), dtype=bool)
     allowed[np.asarray(exclude, dtype=np.int64)] = False
     query = np.asarray(query, dtype=np.float32).reshape(1, -1)
     vectors = vectors if vectors is not None else getattr(index, "vectors", None)
-    if controls.filters and not approximate and vectors is not None:
+    if controls.filters and not approximate and vectors is not None and where is None:
         return _rank_rows(vectors, np.flatnonzero(allowed), ids, query[0], k, controls, metas, 0)
     all_above = controls.sort == "date" and controls.min_score is not None  # every hit over the cutoff, by date
     depth = min(len(ids), max(want + len(exclude), 64 if approximate else 0, want * (4 if controls.filters else 1)))
+    ceiling = min(len(ids), getattr(index, "max_depth", None) or len(ids))  # the most rows one search returns
     while True:
-        result = index.search(query, depth)
+        result = index.search(query, depth, where=where) if where is not None else index.search(query, depth)
         scores, found = result.scores[0], result.rows[0]
         ranked = [(int(r), float(s)) for r, s in zip(found, scores) if r >= 0 and allowed[r]]
         passed = sum(controls.min_score is None or s >= controls.min_score for _, s in ranked)
         below = controls.min_score is not None and len(scores) > 0 and scores[-1] < controls.min_score
         if passed >= want and not all_above or below:
             return _page(ranked, ids, k, controls, metas, depth, bool(below))
+        if where is not None and (len(found) < min(depth, ceiling) or depth >= ceiling):
+            return _page(ranked, ids, k, controls, metas, depth, len(found) < min(depth, ceiling))
         if depth >= len(ids):
             if int((found >= 0).sum()) == len(ids):
                 return _page(ranked, ids, k, controls, metas, depth, True)
