@@ -37,6 +37,7 @@ from clipmath.serve.captioning import Captioner, CaptionSubject
 from clipmath.serve.errors import RequestError
 from clipmath.serve.images import contained_path
 from clipmath.store import GallerySnapshot, StoreInfo
+from clipmath.store.videoframes import frame_id, split_frame_id
 from clipmath.store.watch import StoreWatcher
 
 log = logging.getLogger(__name__)
@@ -229,13 +230,18 @@ class QueryEngine:
             return self.retriever.gallery.info()
 
     def gallery_file(self, item_id: str) -> Path:
-        """The file of gallery item ``item_id``: only ids of the committed state, only inside the image root."""
+        """The file of gallery item ``item_id``: only ids of the committed state, only inside the image root. A video
+        frame's id gives the video's path with the frame's ``#t=<seconds>`` kept in its name (not a file)."""
         state = self._state
         if item_id not in state.rows:
             self.refresh_if_changed()
             state = self._state
             if item_id not in state.rows:
                 raise RequestError(404, f"no image '{item_id}' in this gallery")
+        frame = split_frame_id(item_id)
+        if frame is not None:
+            video = contained_path(state.snapshot.root, frame[0])
+            return video.with_name(frame_id(video.name, frame[1]))
         return contained_path(state.snapshot.root, item_id)
 
     def _make_state(self) -> _State:
