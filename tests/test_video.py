@@ -97,6 +97,9 @@ def test_a_scene_picture_finds_a_frame_inside_that_scene(tmp_path, folder, tiny_
         page = retriever.search_page(CompositionQuery(reference=str(query)), QueryControls(), method="image", k=3)
         video, seconds = split_frame_id(page.hits[0].id)
         assert video == CLIP and start - 1.0 <= seconds < end + 1.0, page.hits
+    collapsed = retriever.search_page(CompositionQuery(reference=str(query)), QueryControls(per_video=True), "image", 9)
+    assert [h.id for h in collapsed.hits if split_frame_id(h.id)] == [page.hits[0].id]  # the best frame only
+    assert len(collapsed.hits) == 5 and collapsed.exhausted  # 4 photos and 1 video
 
 
 def test_unchanged_videos_are_not_decoded_changed_ones_replaced_deleted_ones_pruned(
@@ -232,3 +235,11 @@ def test_http_thumbnail_of_a_frame_and_the_video_with_range_requests(tmp_path, f
         assert client.get("/api/video/img_0000.jpg").status_code == 404  # a photo is not a video
         assert client.get("/api/video/trips/nothing.mp4").status_code == 404
         assert client.get("/api/video/..%2F..%2Fetc%2Fpasswd.mp4").status_code == 404
+
+
+def test_frames_of_one_video_are_not_duplicates_of_each_other():
+    from clipmath.store.duplicates import duplicate_groups
+
+    ids = [f"{CLIP}#t=0.000", f"{CLIP}#t=2.000", "other.mp4#t=0.000", "a.jpg", "b.jpg"]
+    groups = duplicate_groups(ids, [(0, 1, 0.99), (3, 4, 0.98), (1, 2, 0.97)], {})
+    assert sorted(sorted(g.ids) for g in groups) == sorted([sorted(ids[1:3]), ["a.jpg", "b.jpg"]])

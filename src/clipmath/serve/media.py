@@ -51,7 +51,7 @@ def add_media_routes(api: APIRouter, retriever: Retriever, refresh: Callable[[],
     videos = _Videos(retriever)
 
     @api.get(
-        "/video/{video_id:anypath}",
+        "/video/{item_id:anypath}",
         response_class=FileResponse,
         summary="The file of a gallery video (range requests: 206 Partial Content)",
         responses={
@@ -60,16 +60,16 @@ def add_media_routes(api: APIRouter, retriever: Retriever, refresh: Callable[[],
             404: {"model": ErrorResponse},
         },
     )
-    def video(request: Request, video_id: str) -> FileResponse:
+    def video(request: Request, item_id: str) -> FileResponse:
         raw = request.scope.get("raw_path")
         if raw and raw.startswith(_PREFIX):  # bytes that are not UTF-8 survive, as in /api/image
-            video_id = unquote_to_bytes(raw[len(_PREFIX) :]).decode("utf-8", "surrogateescape")
-        if video_id not in videos:
+            item_id = unquote_to_bytes(raw[len(_PREFIX) :]).decode("utf-8", "surrogateescape")
+        if item_id not in videos:
             refresh()
-            if video_id not in videos:
-                raise RequestError(404, f"no video '{video_id}' in this gallery")
-        path = contained_path(retriever.snapshot.root, video_id)
+            if item_id not in videos:
+                raise RequestError(404, f"no video '{item_id}' in this gallery")
+        path = contained_path(retriever.snapshot.root, item_id)
         if not path.is_file():
-            raise RequestError(404, f"the file of '{video_id}' is gone from the store's folder")
-        media_type = VIDEO_TYPES.get(PurePosixPath(video_id).suffix.lower(), "application/octet-stream")
+            raise RequestError(404, f"the file of '{item_id}' is gone from the store's folder")
+        media_type = VIDEO_TYPES.get(PurePosixPath(item_id).suffix.lower(), "application/octet-stream")
         return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=300"})
