@@ -39,10 +39,13 @@ def scene_picture(index: int) -> np.ndarray:
     return np.kron(blocks, np.ones((8, 8, 1), dtype=np.uint8))
 
 
-def write_clip(path: Path, scenes: list[tuple[float, float]] = SCENES, seed: int = 0) -> None:
-    """An MPEG-4 clip at :data:`FPS` showing :func:`scene_picture` ``seed + i`` during scene ``i``."""
+def write_clip(path: Path, scenes: list[tuple[float, float]] = SCENES, seed: int = 0, created: str = "") -> None:
+    """An MPEG-4 clip at :data:`FPS` showing :func:`scene_picture` ``seed + i`` during scene ``i`` (``created``: the
+    container's creation time)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as container:
+        if created:
+            container.metadata["creation_time"] = created
         stream = container.add_stream("mpeg4", rate=FPS)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         for frame_index in range(round(scenes[-1][1] * FPS)):
@@ -58,7 +61,7 @@ def write_clip(path: Path, scenes: list[tuple[float, float]] = SCENES, seed: int
 def folder(tmp_path: Path) -> Path:
     root = tmp_path / "media"
     write_images(root, 4)
-    write_clip(root / CLIP)
+    write_clip(root / CLIP, created="2021-05-04T10:30:00.000000Z")
     return root
 
 
@@ -82,6 +85,7 @@ def test_scene_changes_and_periodic_frames_are_rows_with_their_time(tmp_path, fo
     with Gallery.open(tmp_path / "b") as gallery:
         meta = all_photo_meta(gallery)[f"{CLIP}#t={times[1]:.3f}"]
         assert (meta.video, meta.time, meta.folder, meta.width, meta.height) == (CLIP, times[1], "trips", 64, 48)
+        assert (meta.taken, meta.taken_from) == ("2021-05-04T10:30:00+00:00", "video")  # the container's date
         assert meta.as_dict()["video"] == CLIP and all_photo_meta(gallery)["img_0000.jpg"].video is None
     assert check(tmp_path / "b").ok  # frame rows are ordinary rows to the checker
     capped = index_folder(tmp_path / "c", folder, tiny_encoder, IndexConfig(max_frames=2), progress=False)
@@ -218,8 +222,11 @@ def test_http_thumbnail_of_a_frame_and_the_video_with_range_requests(tmp_path, f
 
     from clipmath.serve import ServeConfig, create_app
 
-    (folder / "outside.mp4").symlink_to(folder / CLIP)
+    write_clip(folder / "later-a-link.mp4", SCENES[:1])
     index_folder(tmp_path / "s", folder, tiny_encoder, progress=False)
+    (folder / "later-a-link.mp4").unlink()
+    (tmp_path / "secret.mp4").write_bytes(b"outside the image folder")
+    (folder / "later-a-link.mp4").symlink_to(tmp_path / "secret.mp4")  # now leads outside the folder
     app = create_app(Retriever(Gallery.open(tmp_path / "s"), tiny_encoder), ServeConfig())
     with TestClient(app, base_url="http://127.0.0.1") as client:
         frame = f"{CLIP}#t={frame_times(tmp_path / 's')[1]:.3f}"
@@ -235,6 +242,7 @@ def test_http_thumbnail_of_a_frame_and_the_video_with_range_requests(tmp_path, f
         assert client.get("/api/video/img_0000.jpg").status_code == 404  # a photo is not a video
         assert client.get("/api/video/trips/nothing.mp4").status_code == 404
         assert client.get("/api/video/..%2F..%2Fetc%2Fpasswd.mp4").status_code == 404
+        assert client.get("/api/video/later-a-link.mp4").status_code == 403  # as /api/image refuses it
 
 
 def test_frames_of_one_video_are_not_duplicates_of_each_other():
