@@ -61,8 +61,9 @@ class IndexConfig:
     dtype: str | None = None
     #: Processes that decode and prepare new images for the encoder (None: all cores, or the encoder's --threads).
     workers: int | None = None
-    video_every: float = setting(2.0, "Seconds between sampled video frames (plus one at each scene change).",
-                                 minimum=0.1)  # fmt: skip
+    video_every: float = setting(
+        2.0, "Seconds between sampled video frames (plus one at each scene change).", minimum=0.1
+    )
     scene_threshold: float = setting(
         0.08,
         "A video frame starts a new scene when the mean absolute difference (0-1) of its 32x32 grayscale thumbnail "
