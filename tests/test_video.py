@@ -251,3 +251,14 @@ def test_frames_of_one_video_are_not_duplicates_of_each_other():
     ids = [f"{CLIP}#t=0.000", f"{CLIP}#t=2.000", "other.mp4#t=0.000", "a.jpg", "b.jpg"]
     groups = duplicate_groups(ids, [(0, 1, 0.99), (3, 4, 0.98), (1, 2, 0.97)], {})
     assert sorted(sorted(g.ids) for g in groups) == sorted([sorted(ids[1:3]), ["a.jpg", "b.jpg"]])
+
+
+def test_a_frame_read_back_at_its_time_shows_that_scene(folder):
+    pytest.importorskip("fastapi")
+    from clipmath.serve.images import gallery_image
+
+    for scene, (start, end) in reversed(list(enumerate(SCENES))):  # backwards: each read seeks
+        for seconds in (start, (start + end) / 2):
+            shown = np.asarray(gallery_image(folder / f"{CLIP}#t={seconds:.3f}"), dtype=np.float32)
+            errors = [np.abs(shown - scene_picture(i)).mean() for i in range(len(SCENES))]
+            assert int(np.argmin(errors)) == scene and errors[scene] < 0.4 * sorted(errors)[1], errors

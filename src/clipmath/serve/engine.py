@@ -30,12 +30,12 @@ from PIL import Image, ImageOps
 
 from clipmath.compose import CompositionQuery, build_query, check_needs, method_spec
 from clipmath.errors import ClipmathError
-from clipmath.imageio import ImageDecodeError, decode_image
+from clipmath.imageio import ImageDecodeError
 from clipmath.retrieval import Retriever
 from clipmath.search import SearchHit
 from clipmath.serve.captioning import Captioner, CaptionSubject
 from clipmath.serve.errors import RequestError
-from clipmath.serve.images import contained_path
+from clipmath.serve.images import contained_path, gallery_image
 from clipmath.store import GallerySnapshot, StoreInfo
 from clipmath.store.videoframes import frame_id, split_frame_id
 from clipmath.store.watch import StoreWatcher
@@ -421,7 +421,7 @@ class QueryEngine:
         vector = self._vector_of(key)
         path = self.gallery_file(key.gallery_id or "")
         try:
-            image = decode_image(path)  # a gallery file: the index's pixel limit
+            image = gallery_image(path)  # a gallery file (or a video's frame): the index's pixel limit
         except FileNotFoundError:
             raise RequestError(404, f"the file of '{key.gallery_id}' is gone from the store's folder") from None
         except ImageDecodeError as exc:

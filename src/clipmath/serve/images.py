@@ -13,7 +13,7 @@ from PIL import Image
 
 from clipmath.imageio import IMAGE_FORMATS, ImageDecodeError, decode, decode_image
 from clipmath.serve.errors import RequestError
-from clipmath.store.videoframes import frame_jpeg, split_frame_id
+from clipmath.store.videoframes import VideoReader, frame_jpeg, split_frame_id
 
 #: HTTP status of each :class:`ImageDecodeError` kind.
 _STATUS_OF_KIND = {"empty": 400, "format": 415, "too_large": 413}
@@ -60,6 +60,18 @@ def make_thumbnail(path: Path, size: int, max_pixels: int) -> bytes:
     buffer = io.BytesIO()
     thumb.save(buffer, format="JPEG", quality=85)
     return buffer.getvalue()
+
+
+def gallery_image(path: Path) -> Image.Image:
+    """The pixels of a gallery item's file (:meth:`QueryEngine.gallery_file`): an image, or a video's frame."""
+    frame = split_frame_id(path.name)
+    if frame is None:
+        return decode_image(path)  # the index's pixel limit
+    try:
+        with VideoReader(path.with_name(frame[0])) as reader:
+            return reader.frame_at(frame[1])
+    except ImportError as exc:
+        raise RequestError(501, f"cannot read a video frame: {exc}") from None
 
 
 def _frame_thumbnail(video: Path, seconds: float, size: int) -> bytes:
