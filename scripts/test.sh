@@ -2,7 +2,7 @@
 # Set up ./.venv (scripts/setup.sh) and run the whole test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS=${EXTRAS:-serve,caption,test,models,distributed,milvus,laion} bash scripts/setup.sh   # the Ray tests start a local cluster
+EXTRAS=${EXTRAS:-serve,caption,test,models,distributed,milvus,laion,video} bash scripts/setup.sh   # the Ray tests start a local cluster
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 status=0
 "${VENV:-.venv}/bin/python" -m pytest -q "$@" || status=$?

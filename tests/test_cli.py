@@ -91,6 +91,7 @@ def test_info_json(store):
         (["search", "--store", "{store}", "--text", "x", "--dtype", "float16"], "float16 is not supported on the CPU"),
         (["index", "{tmp}", "--store", "{tmp}/s4", "--dtype", "double"], "--dtype is one"),
         (["index", "{tmp}", "--store", "{tmp}/s4", "--preprocessing", "squash"], "--preprocessing is one of"),
+        (["index", "{tmp}", "--store", "{tmp}/s4", "--video-every", "0"], "--video-every must be at least 0.1"),
     ],
 )
 def test_user_errors_are_one_line_with_status_2(store, tmp_path, monkeypatch, capsys, args, message):

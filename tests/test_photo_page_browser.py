@@ -22,7 +22,6 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
 
-from fastapi import Request  # noqa: E402
 from PIL import Image  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -418,59 +417,39 @@ def webm_clip(path: Path, seconds: int = 3, fps: int = 10) -> None:
 
 
 def test_a_video_frame_result_plays_its_video_from_its_time(driver, tmp_path, tiny_encoder):  # noqa: F811
-    """The page's side of the video contract: a hit whose photo has ``video`` and ``time`` shows its time and plays
-    ``/api/video/<path>`` from it. The frame rows and the video route are stand-ins here (a frame image whose id
-    holds a '#', metadata naming its video, a test route serving a PyAV clip); indexing videos is not under test."""
+    """A video in the indexed folder becomes frame rows (its colour cuts at 1 s and 2 s are scene changes); a
+    frame's hit shows its time and plays ``/api/video/<path>`` (the real route, with range requests) from it."""
     pytest.importorskip("av")
-    from dataclasses import dataclass
-
-    from fastapi.responses import FileResponse
-
-    from clipmath.store.photometa import PhotoMeta
-
-    @dataclass(frozen=True)
-    class FrameMeta(PhotoMeta):
-        video: str = ""
-        time: float = 0.0
+    from clipmath.store.indexer import IndexConfig
 
     root = tmp_path / "images"
     webm_clip(root / "clips/clip.webm")
-    frame = "clips/clip.webm#t=1.500.png"
-    Image.new("RGB", (64, 48), (0, 255, 0)).save(root / frame)
     shutil.copyfile(EXAMPLES / "skimage/coffee.png", root / "coffee.png")
-    index_folder(tmp_path / "store", root, tiny_encoder, progress=False)
-    retriever = open_retriever(tmp_path / "store", tiny_encoder)
-    metas = dict(retriever.metadata())
-    fields = metas[frame].as_dict()
-    metas[frame] = FrameMeta(**{**fields, "gps": None}, video="clips/clip.webm", time=1.5)
-    retriever.metadata = lambda: metas  # the other branch stores these; the page only reads them
-    app = create_app(retriever, ServeConfig(default_k=4))
-    requested = []
-
-    def video(path: str, request: Request) -> FileResponse:
-        requested.append(request.headers.get("range"))
-        return FileResponse(root / path, media_type="video/webm")
-
-    app.add_api_route("/api/video/{path:path}", video)
+    config = IndexConfig(video_every=10.0)  # scene changes only: frames at 0, 1 and 2 s
+    report = index_folder(tmp_path / "store", root, tiny_encoder, config, progress=False)
+    frame = "clips/clip.webm#t=1.000"
+    assert report.bad == [] and frame in open_retriever(tmp_path / "store", tiny_encoder).metadata()
+    app = create_app(open_retriever(tmp_path / "store", tiny_encoder), ServeConfig(default_k=4))
     with BackgroundServer(app) as server:
         driver.set_window_size(*DESKTOP)
         driver.get(server.url)
         wait_for(driver, lambda d: d.find_elements(By.ID, "control-sort"))
         record_requests(driver)
         run_search(driver, "a frame")
-        card = driver.find_element(By.CSS_SELECTOR, "#results .result.video")
-        assert card.get_attribute("data-id") == frame and "0:01.5" in card.text and "clips/clip.webm" in card.text
+        card = driver.find_element(By.CSS_SELECTOR, f'#results .result.video[data-id="{frame}"]')
+        assert "0:01.0" in card.text and "clips/clip.webm" in card.text
         thumb = card.find_element(By.CSS_SELECTOR, ".thumb img")
-        assert "/api/thumbnail/clips/clip.webm%23t%3D1.500.png" in thumb.get_attribute("src")  # the '#' encoded
+        assert "/api/thumbnail/clips/clip.webm%23t%3D1.000" in thumb.get_attribute("src")  # the '#' encoded
         wait_for(driver, lambda d: d.execute_script("return arguments[0].naturalWidth > 0;", thumb))
         card.find_element(By.CLASS_NAME, "thumb").send_keys(Keys.ENTER)  # Enter on a video frame plays it
         player = driver.find_element(By.ID, "player")
         wait_for(driver, lambda d: player.is_displayed())
         video_element = driver.find_element(By.ID, "player-video")
-        assert video_element.get_attribute("src").endswith("/api/video/clips/clip.webm#t=1.5")
+        assert video_element.get_attribute("src").endswith("/api/video/clips/clip.webm#t=1")
         wait_for(driver, lambda d: d.execute_script("return arguments[0].readyState >= 1;", video_element))
         position = driver.execute_script("return arguments[0].currentTime;", video_element)
-        assert 1.4 <= position <= 3.0  # started from the frame's time, not from 0
-        assert "clip.webm at 0:01.5" in driver.find_element(By.ID, "player-title").text
+        assert 0.9 <= position <= 2.5  # started from the frame's time, not from 0
+        assert driver.execute_script("return arguments[0].error === null;", video_element)  # the route played
+        assert "clip.webm at 0:01.0" in driver.find_element(By.ID, "player-title").text
         driver.find_element(By.ID, "player-close").click()
-        assert not player.is_displayed() and requested
+        assert not player.is_displayed()

@@ -494,6 +494,7 @@ API_CALLS = [
     ("post", "/api/search/upload", {"files": {"image": ("a.png", png_bytes(), "image/png")}}),
     ("get", "/api/thumbnail/skimage/coffee.png", {}),
     ("get", "/api/image/skimage/coffee.png", {}),
+    ("get", "/api/video/skimage/coffee.png", {}),  # a gallery video (serve/media.py)
     ("post", "/api/caption", {"json": {"image": {"gallery_id": "skimage/coffee.png"}}}),
     (
         "post",

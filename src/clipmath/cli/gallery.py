@@ -21,14 +21,17 @@ from clipmath.cli.options import (
     StoreArg,
     StoreOpt,
     ThreadsOpt,
+    config_default,
 )
 from clipmath.cli.output import FIELD_FLAGS, emit, key_values, status, table
-from clipmath.cli.photos import describe, page_facts, page_note, summary_rows, with_query_controls
+from clipmath.cli.photos import describe, page_facts, page_note, shown_id, summary_rows, with_query_controls
 from clipmath.cli.runtime import load_model, set_threads
 from clipmath.errors import ClipmathError
 from clipmath.imageio import MAX_PIXELS
+from clipmath.options import field_help
 from clipmath.paths import existing_folder
 from clipmath.store.filters import QueryControls
+from clipmath.store.indexer import IndexConfig
 
 app = typer.Typer()
 
@@ -63,6 +66,15 @@ def index(
     ] = MAX_PIXELS,
     prune: Annotated[bool, typer.Option(help="Forget files that are gone from the folder, and compact.")] = False,
     follow_symlinks: Annotated[bool, typer.Option(help="Index files symlinks lead to outside the folder.")] = False,
+    video_every: Annotated[float, typer.Option(help=field_help(IndexConfig, "video_every"))] = config_default(
+        IndexConfig, "video_every"
+    ),
+    scene_threshold: Annotated[float, typer.Option(help=field_help(IndexConfig, "scene_threshold"))] = config_default(
+        IndexConfig, "scene_threshold"
+    ),
+    max_frames: Annotated[int, typer.Option(help=field_help(IndexConfig, "max_frames"))] = config_default(
+        IndexConfig, "max_frames"
+    ),
     threads: ThreadsOpt = None,
     engine: scale.EngineOpt = "local",
     address: scale.AddressOpt = None,
@@ -75,9 +87,10 @@ def index(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Index (or update) a folder of images into a store: incremental, resumable, crash-safe."""
+    """Index (or update) a folder of images (and videos: a frame every few seconds and at each scene change) into
+    a store: incremental, resumable, crash-safe."""
     from clipmath.cli.sources import index_source, index_source_on_ray, source_kind
-    from clipmath.store import IndexConfig, index_folder
+    from clipmath.store import index_folder
     from clipmath.store.indexer import index_model
     from clipmath.store.manifest import check_store_folder
 
@@ -93,6 +106,9 @@ def index(
         max_pixels=max_pixels,
         prune=prune,
         follow_symlinks=follow_symlinks,
+        video_every=video_every,
+        scene_threshold=scene_threshold,
+        max_frames=max_frames,
     )
     ray_options = scale.RayCommand(model, device, dtype, preprocessing, address, workers, gpus_per_worker)
     if kind != "folder":
@@ -118,8 +134,10 @@ def index(
     def render():
         yield (
             f"indexed {folder} -> {store} in {report.seconds:.1f}s: {report.added} added, {report.reused} reused, "
-            f"{report.unchanged} unchanged, {report.pruned} pruned; {report.total} images in the store"
+            f"{report.unchanged} unchanged, {report.pruned} pruned; {report.total} items in the store"
         )
+        if report.videos:
+            yield f"{report.videos} videos sampled: {report.frames} frames added"
         if report.missing:
             yield f"{report.missing} stored files are gone from the folder (run with --prune to forget them)"
         if report.bad:
@@ -219,7 +237,7 @@ def search(
     ]  # fmt: skip
     payload = {"model": label, "method": method, "index": index_kind, **({"query": why} if why else {}),
                "results": results, **facts}  # fmt: skip
-    rows = [(h.rank + 1, f"{h.score:.4f}", h.id, describe(metas.get(h.id))) for h in hits]
+    rows = [(h.rank + 1, f"{h.score:.4f}", shown_id(h.id, metas.get(h.id)), describe(metas.get(h.id))) for h in hits]
     title = f"method {method} · model {label}" + (f" · {page_note(page)}" if facts else "")
     title += f" · query text: {why['rewrites'][0]!r}" if why else ""
     emit(payload, as_json, lambda: [table(("rank", "score", "id", "photo"), rows, title=title)])

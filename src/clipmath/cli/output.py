@@ -43,6 +43,9 @@ FIELD_FLAGS = {
     "half_kernel": "--half-kernel",
     "port": "--port",
     "token": "--token",
+    "video_every": "--video-every",
+    "scene_threshold": "--scene-threshold",
+    "max_frames": "--max-frames",
 }
 #: field names that are also values (a method is called 'text'): reworded only when the error says it is the field.
 _AMBIGUOUS = {"text", "k"}

@@ -43,11 +43,21 @@ def with_query_controls(command: Callable[..., None]) -> Callable[..., None]:
     return wrapped
 
 
+def shown_id(item_id: str, meta: Any) -> str:
+    """A result's id as shown: a video frame as ``trips/beach.mp4 at 0:12.5``."""
+    if meta is None or getattr(meta, "video", None) is None or meta.time is None:
+        return item_id
+    minutes, seconds = divmod(meta.time, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    clock = f"{hours}:{minutes:02d}:{seconds:04.1f}" if hours else f"{minutes}:{seconds:04.1f}"
+    return f"{meta.video} at {clock}"
+
+
 def describe(meta: Any) -> str:
     """One line about a result's photo: date taken, camera, size, place."""
     if meta is None:
         return ""
-    parts = [meta.taken[:16].replace("T", " ") + ("" if meta.taken_from == "exif" else " (file)")]
+    parts = [meta.taken[:16].replace("T", " ") + ("" if meta.taken_from in ("exif", "video") else " (file)")]
     if meta.camera:
         parts.append(meta.camera)
     if meta.width and meta.height:
@@ -81,6 +91,8 @@ def summary_rows(photos: dict) -> list[tuple[str, Any]]:
         ("cameras", cameras),
         ("folders", photos["folders"]),
     ]
+    if photos.get("videos"):
+        rows.append(("videos", f"{photos['videos']} ({photos['video_frames']} frames)"))
     if photos["awaiting_metadata"]:
         rows.append(("awaiting metadata", f"{photos['awaiting_metadata']} (run clipmath index again to read them)"))
     return rows

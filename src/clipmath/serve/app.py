@@ -52,6 +52,7 @@ from clipmath.serve.http import (
 )
 from clipmath.serve.images import ThumbnailCache, decode_upload
 from clipmath.serve.knn_service import add_knn_service
+from clipmath.serve.media import add_media_routes
 from clipmath.serve.photos import add_photo_routes, unknown_method
 from clipmath.serve.schemas import (
     MAX_K,
@@ -338,6 +339,7 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
         return CaptionResponse(caption=text, captioner=differences_label(captioner) or "")
 
     add_photo_routes(api, retriever, engine, config)
+    add_media_routes(api, retriever, engine.refresh_if_changed)
     app.include_router(api)
     add_knn_service(app, retriever, config, require_token)  # clip-retrieval's back-end API
 

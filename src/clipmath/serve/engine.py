@@ -30,13 +30,14 @@ from PIL import Image, ImageOps
 
 from clipmath.compose import CompositionQuery, build_query, check_needs, method_spec
 from clipmath.errors import ClipmathError
-from clipmath.imageio import ImageDecodeError, decode_image
+from clipmath.imageio import ImageDecodeError
 from clipmath.retrieval import Retriever
 from clipmath.search import SearchHit
 from clipmath.serve.captioning import Captioner, CaptionSubject
 from clipmath.serve.errors import RequestError
-from clipmath.serve.images import contained_path
+from clipmath.serve.images import contained_path, gallery_image
 from clipmath.store import GallerySnapshot, StoreInfo
+from clipmath.store.videoframes import frame_id, split_frame_id
 from clipmath.store.watch import StoreWatcher
 
 log = logging.getLogger(__name__)
@@ -234,13 +235,18 @@ class QueryEngine:
             return self.retriever.gallery.info()
 
     def gallery_file(self, item_id: str) -> Path:
-        """The file of gallery item ``item_id``: only ids of the committed state, only inside the image root."""
+        """The file of gallery item ``item_id``: only ids of the committed state, only inside the image root. A video
+        frame's id gives the video's path with the frame's ``#t=<seconds>`` kept in its name (not a file)."""
         state = self._state
         if item_id not in state.rows:
             self.refresh_if_changed()
             state = self._state
             if item_id not in state.rows:
                 raise RequestError(404, f"no image '{item_id}' in this gallery")
+        frame = split_frame_id(item_id)
+        if frame is not None:
+            video = contained_path(state.snapshot.root, frame[0])
+            return video.with_name(frame_id(video.name, frame[1]))
         return contained_path(state.snapshot.root, item_id)
 
     def _make_state(self) -> _State:
@@ -423,7 +429,7 @@ class QueryEngine:
         vector = self._vector_of(key)
         path = self.gallery_file(key.gallery_id or "")
         try:
-            image = decode_image(path)  # a gallery file: the index's pixel limit
+            image = gallery_image(path)  # a gallery file (or a video's frame): the index's pixel limit
         except FileNotFoundError:
             raise RequestError(404, f"the file of '{key.gallery_id}' is gone from the store's folder") from None
         except ImageDecodeError as exc:

@@ -13,6 +13,7 @@ from PIL import Image
 
 from clipmath.imageio import IMAGE_FORMATS, ImageDecodeError, decode, decode_image
 from clipmath.serve.errors import RequestError
+from clipmath.store.videoframes import VideoReader, frame_jpeg, split_frame_id
 
 #: HTTP status of each :class:`ImageDecodeError` kind.
 _STATUS_OF_KIND = {"empty": 400, "format": 415, "too_large": 413}
@@ -44,7 +45,11 @@ def contained_path(root: Path, item_id: str) -> Path:
 
 
 def make_thumbnail(path: Path, size: int, max_pixels: int) -> bytes:
-    """A JPEG whose longer side is at most ``size`` pixels (large JPEGs are decoded at a reduced scale)."""
+    """A JPEG whose longer side is at most ``size`` pixels (large JPEGs are decoded at a reduced scale). A video
+    frame's path (see :meth:`QueryEngine.gallery_file`) gives that frame, decoded at its time."""
+    frame = split_frame_id(path.name)
+    if frame is not None:
+        return _frame_thumbnail(path.with_name(frame[0]), frame[1], size)
     try:
         thumb = decode(path, max_pixels=max_pixels, draft=(size, size)).image
     except FileNotFoundError:
@@ -55,6 +60,29 @@ def make_thumbnail(path: Path, size: int, max_pixels: int) -> bytes:
     buffer = io.BytesIO()
     thumb.save(buffer, format="JPEG", quality=85)
     return buffer.getvalue()
+
+
+def gallery_image(path: Path) -> Image.Image:
+    """The pixels of a gallery item's file (:meth:`QueryEngine.gallery_file`): an image, or a video's frame."""
+    frame = split_frame_id(path.name)
+    if frame is None:
+        return decode_image(path)  # the index's pixel limit
+    try:
+        with VideoReader(path.with_name(frame[0])) as reader:
+            return reader.frame_at(frame[1])
+    except ImportError as exc:
+        raise RequestError(501, f"cannot read a video frame: {exc}") from None
+
+
+def _frame_thumbnail(video: Path, seconds: float, size: int) -> bytes:
+    try:
+        return frame_jpeg(video, seconds, size)
+    except FileNotFoundError:
+        raise RequestError(404, "the video file is gone from the store's folder") from None
+    except ImportError as exc:
+        raise RequestError(501, f"cannot show a video frame: {exc}") from None
+    except ImageDecodeError as exc:
+        raise RequestError(422, f"cannot make a thumbnail: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -78,8 +106,9 @@ class ThumbnailCache:
         self.misses = 0
 
     def get(self, path: Path, size: int) -> bytes:
+        frame = split_frame_id(path.name)
         try:
-            stat = os.stat(path)
+            stat = os.stat(path if frame is None else path.with_name(frame[0]))
         except FileNotFoundError:
             raise RequestError(404, "the image file is gone from the store's folder") from None
         key = _ThumbKey(str(path), size, stat.st_size, stat.st_mtime_ns)

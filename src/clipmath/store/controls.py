@@ -3,7 +3,9 @@
 Sorting by date orders every hit over ``min_score`` when a cutoff is set, else the best ``offset + k`` by score.
 Filters are applied before ranking. An exact index ranks only the rows that pass (so ``k`` results come back
 whenever ``k`` rows pass). An approximate index cannot be restricted, so it is searched deeper, doubling the depth
-until ``offset + k`` hits pass or the whole gallery has been ranked; :class:`ResultPage` says which.
+until ``offset + k`` hits pass or the whole gallery has been ranked; :class:`ResultPage` says which. ``per_video``
+keeps only the best frame of each video: the ranked list is collapsed before hits are counted, so the deeper search
+also fills a page with distinct videos.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ def controlled_search(
         result = index.search(query, depth, where=where) if where is not None else index.search(query, depth)
         scores, found = result.scores[0], result.rows[0]
         ranked = [(int(r), float(s)) for r, s in zip(found, scores) if r >= 0 and allowed[r]]
+        ranked = _best_per_video(ranked, ids, metas) if controls.per_video else ranked
         passed = sum(controls.min_score is None or s >= controls.min_score for _, s in ranked)
         below = controls.min_score is not None and len(scores) > 0 and scores[-1] < controls.min_score
         if passed >= want and not all_above or below:
@@ -104,7 +107,9 @@ def _rank_rows(
     search went first (0: none)."""
     scores = np.asarray(vectors[rows], dtype=np.float32) @ query if len(rows) else np.zeros(0, np.float32)
     order = np.lexsort((rows, -scores))
-    page = _page([(int(rows[i]), float(scores[i])) for i in order], ids, k, controls, metas, len(ids), True)
+    ranked = [(int(rows[i]), float(scores[i])) for i in order]
+    ranked = _best_per_video(ranked, ids, metas) if controls.per_video else ranked
+    page = _page(ranked, ids, k, controls, metas, len(ids), True)
     page.exact_fallback = depth > 0
     return page
 
@@ -127,3 +132,17 @@ def _page(
     chosen = ranked[controls.offset : controls.offset + k]
     hits = [SearchHit(ids[row], score, controls.offset + rank) for rank, (row, score) in enumerate(chosen)]
     return ResultPage(hits, len(ranked), depth, len(chosen) == k or exhausted, exhausted)
+
+
+def _best_per_video(ranked: list[tuple[int, float]], ids: list[str], metas: dict[str, PhotoMeta]):
+    """``ranked`` (best first) without the frames of a video after its best one; photos are all kept."""
+    seen: set[str] = set()
+    kept = []
+    for row, score in ranked:
+        meta = metas.get(ids[row])
+        video = meta.video if meta is not None else None
+        if video is None or video not in seen:
+            kept.append((row, score))
+            if video is not None:
+                seen.add(video)
+    return kept

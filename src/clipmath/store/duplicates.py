@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from clipmath.options import check_fields, setting
 from clipmath.store.photometa import PhotoMeta
+from clipmath.store.videoframes import split_frame_id
 
 #: Below this many rows the self-join is exact; above, it is clustered.
 EXACT_UP_TO = 20_000
@@ -127,7 +128,8 @@ def duplicate_groups(
     ids: list[str], pairs: list[tuple[int, int, float]], metas: dict[str, PhotoMeta]
 ) -> list[DuplicateGroup]:
     """Join pairs into groups (connected rows); the best copy is the one with the most pixels, then the largest
-    file, then the earliest taken."""
+    file, then the earliest taken. Two frames of one video are not a pair (a shot's frames look alike)."""
+    pairs = [(a, b, s) for a, b, s in pairs if not _same_video(ids[a], ids[b])]
     parent = list(range(len(ids)))
 
     def root(row: int) -> int:
@@ -161,3 +163,8 @@ def duplicate_groups(
         ordered = sorted(names, key=quality)
         groups.append(DuplicateGroup(ordered, ordered[0], round(weakest.get(group_root, 1.0), 6)))
     return sorted(groups, key=lambda g: (-len(g.ids), g.best))
+
+
+def _same_video(a: str, b: str) -> bool:
+    frame_a, frame_b = split_frame_id(a), split_frame_id(b)
+    return frame_a is not None and frame_b is not None and frame_a[0] == frame_b[0]

@@ -27,6 +27,7 @@ class QueryControls:
     camera: str | None = setting(None, "Only images whose camera (make and model) contains this text.")
     min_size: int | None = setting(None, "Only images at least this many pixels wide and high.", minimum=1)
     offset: int = setting(0, "Skip this many results (paging: the page starts after them).", minimum=0)
+    per_video: bool = setting(False, "Only the best frame of each video (the others are not results).")
 
     def __post_init__(self) -> None:
         check_fields(self)

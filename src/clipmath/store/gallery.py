@@ -285,12 +285,11 @@ class Gallery:
         new_vectors: np.ndarray | None = None,
         reused: Iterable[tuple[ItemRecord, int]] = (),
         bad: Iterable[tuple[str, str, int | None, int | None]] = (),
+        drop: Iterable[str] = (),
     ) -> None:
-        """Atomically add ``new_items`` with their vectors, items that reuse an existing vector row, and bad files.
-
-        An id that already exists is replaced (its file changed). Vectors are made durable before the manifest,
-        which records their checksum in the same transaction as the rows.
-        """
+        """Atomically add ``new_items`` with their vectors, items that reuse an existing vector row, and bad files,
+        and forget the items ``drop``. An id that already exists is replaced (its file changed). Vectors are made
+        durable before the manifest, which records their checksum in the same transaction as the rows."""
         self._require_writer()
         vector_rows = int(self.meta["vector_rows"])
         rows, chunks = [], []
@@ -315,6 +314,7 @@ class Gallery:
         rows += list(reused)
         bad = [(db_id(b[0]), *b[1:]) for b in bad]
         with self._conn:
+            self._conn.executemany("DELETE FROM items WHERE id = ?", [(db_id(i),) for i in drop])
             self._conn.executemany(
                 "INSERT OR REPLACE INTO items (id, sha256, size, mtime_ns, width, height, vec_row, extra) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -9,11 +9,12 @@ Files that cannot be used are skipped, reported and recorded in the store (so th
 ``bad_files`` agree): undecodable images, special files (named pipes, devices, sockets: never opened), dangling
 symlinks, and symlinks that lead out of the indexed folder (unless ``follow_symlinks``). Any name the file system
 allows is indexed, including names that are not valid UTF-8 (kept losslessly, see :mod:`clipmath.store.gallery`).
+
+Videos in the folder are sampled into frame rows by :mod:`clipmath.store.video` (the local engine only).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -32,13 +33,16 @@ from clipmath.imageio import (
     DecodedImage,
     ImageDecodeError,
     decode,
-    open_regular_file,
     special_file_kind,
 )
+from clipmath.options import check_fields, setting
 from clipmath.paths import existing_folder
+from clipmath.store.files import Candidate, drop_non_finite, hash_file
 from clipmath.store.gallery import Gallery, ItemRecord
 from clipmath.store.manifest import MANIFEST
 from clipmath.store.photometa import backfill, with_photo_meta
+from clipmath.store.video import index_videos, known_videos
+from clipmath.store.videoframes import VIDEO_SUFFIXES, Sampling, is_video, split_frame_id
 
 if TYPE_CHECKING:
     from clipmath.encoders.base import Encoder
@@ -57,6 +61,24 @@ class IndexConfig:
     dtype: str | None = None
     #: Processes that decode and prepare new images for the encoder (None: all cores, or the encoder's --threads).
     workers: int | None = None
+    video_every: float = setting(
+        2.0, "Seconds between sampled video frames (plus one at each scene change).", minimum=0.1
+    )
+    scene_threshold: float = setting(
+        0.08,
+        "A video frame starts a new scene when the mean absolute difference (0-1) of its 32x32 grayscale thumbnail "
+        "and the previous frame's is above this.",
+        minimum=0,
+        maximum=1,
+    )
+    max_frames: int = setting(500, "Most frames kept of one video (spread over all of it).", minimum=1)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling(self.video_every, self.scene_threshold, self.max_frames)
 
 
 @dataclass
@@ -72,6 +94,9 @@ class IndexReport:
     missing: int = 0
     #: Items of an older store that gained their photo metadata (date taken, camera, GPS) in this run.
     migrated: int = 0
+    #: Videos decoded in this run, and the frames they added (each a row).
+    videos: int = 0
+    frames: int = 0
     bad: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     total: int = 0
@@ -83,26 +108,21 @@ class IndexReport:
 
 
 @dataclass
-class Candidate:
-    """A new or changed file that must be read: its id, path, and the size and mtime it had when listed."""
-
-    id: str
-    path: Path
-    size: int
-    mtime_ns: int
-
-
-@dataclass
 class IndexPlan:
-    """What a run must do: ``candidates`` to read, ids ``gone`` from the folder, the store's items before the run."""
+    """What a run must do: ``candidates`` to read, ids ``gone`` from the folder (a gone video's frames), the
+    store's items before the run, and the new or changed ``videos`` to sample."""
 
     candidates: list[Candidate]
     gone: list[str]
     known: dict[str, tuple[str, int, int, int]]
+    videos: list[Candidate] = field(default_factory=list)
 
 
-def list_images(root: Path, exclude: Path | None = None, follow_symlinks: bool = False) -> list[str]:
-    """Relative POSIX paths of image files under ``root`` (sorted; hidden entries and ``exclude`` skipped).
+def list_images(
+    root: Path, exclude: Path | None = None, follow_symlinks: bool = False, suffixes: frozenset[str] = IMAGE_SUFFIXES
+) -> list[str]:
+    """Relative POSIX paths of image files (or files of other ``suffixes``) under ``root`` (sorted; hidden entries
+    and ``exclude`` skipped).
 
     Symlinked folders are walked only with ``follow_symlinks`` (each real folder once, so a loop ends).
     """
@@ -119,7 +139,7 @@ def list_images(root: Path, exclude: Path | None = None, follow_symlinks: bool =
             seen.add((info.st_dev, info.st_ino))
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (here / d).resolve() != exclude)
         for name in files:
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
+            if Path(name).suffix.lower() in suffixes and not name.startswith("."):
                 found.append((here / name).relative_to(root).as_posix())
     return sorted(found)
 
@@ -156,6 +176,11 @@ def index_folder(
                 chunk = candidates[start : start + config.commit_every]
                 _index_chunk(gallery, encoder, chunk, plan.known, config, pool, report)
                 bar.update(len(chunk))
+        if plan.videos:
+            with tqdm(total=len(plan.videos), desc="videos", unit="video", disable=not progress) as bar:
+                done = index_videos(gallery, encoder, plan.videos, config.sampling, config.batch_size, bar.update)
+            report.videos, report.frames, report.unchanged = done.videos, done.frames, report.unchanged + done.unchanged
+            report.bad.extend(done.bad)
         finish_index(gallery, plan, config, report)
     report.seconds = time.monotonic() - started
     return report
@@ -168,17 +193,26 @@ def plan_index(
     which must be read and which ids are gone; counts scanned, unchanged and skipped files in ``report``.
 
     Shared by every indexing engine (local and Ray), so they decide what needs work the same way."""
-    ids = list(files) if files is not None else list_images(root, gallery.path, config.follow_symlinks)
-    report.scanned = len(ids)
+    media = VIDEO_SUFFIXES | IMAGE_SUFFIXES
+    listed = list(files) if files is not None else list_images(root, gallery.path, config.follow_symlinks, media)
+    ids, videos = [i for i in listed if not is_video(i)], [i for i in listed if is_video(i)]
+    report.scanned = len(listed)
     known = gallery.items()
     candidates, skipped = _changed_files(root, ids, known, config.follow_symlinks, report)
+    stored = known_videos(gallery)
+    by_video = {v: (s.sha256, s.size, s.mtime_ns, -1) for v, s in stored.items()}
+    changed_videos, skipped_videos = _changed_files(root, videos, by_video, config.follow_symlinks, report)
+    skipped += skipped_videos
     if skipped:
         gallery.commit(bad=skipped)
     report.bad.extend((item[0], item[1]) for item in skipped)
+    gone = []
     if files is None:
-        gallery.forget_bad_files(keep=ids)  # files no longer in the folder are no longer skipped
-    gone = sorted(set(known) - set(ids)) if files is None else []
-    return IndexPlan(candidates, gone, known)
+        gallery.forget_bad_files(keep=listed)  # files no longer in the folder are no longer skipped
+        gone = sorted(i for i in set(known) - set(ids) if split_frame_id(i) is None)
+        here = set(videos)
+        gone += sorted(f for v, s in stored.items() if v not in here for f in s.frames)
+    return IndexPlan(candidates, gone, known, changed_videos)
 
 
 def finish_index(gallery: Gallery, plan: IndexPlan, config: IndexConfig, report: IndexReport) -> None:
@@ -240,7 +274,7 @@ def _index_chunk(
     pool: ThreadPoolExecutor,
     report: IndexReport,
 ) -> None:
-    hashes = list(pool.map(_hash_file, chunk))
+    hashes = list(pool.map(hash_file, chunk))
     by_hash = gallery.rows_for_hashes(d for d in hashes if isinstance(d, str))  # this chunk's only
     touched, reused, to_decode, bad = [], [], [], []
     for candidate, digest in zip(chunk, hashes):
@@ -273,31 +307,6 @@ def _index_chunk(
         gallery.touch(touched)
     report.added += len(records)
     report.bad.extend((b[0], b[1]) for b in bad)
-
-
-#: The reason recorded for an image whose embedding is not finite (it is never stored).
-NON_FINITE = "the model gave a non-finite vector (NaN or infinity) for it: not stored"
-
-
-def finite_vector(vector: np.ndarray, dtype: np.dtype) -> bool:
-    """Whether ``vector`` is finite in the store's precision (a float32 value beyond float16's range is not)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return bool(np.isfinite(np.asarray(vector).astype(dtype)).all())
-
-
-def drop_non_finite(
-    records: list[ItemRecord], vectors: np.ndarray | None, dtype: np.dtype, bad: list
-) -> tuple[list[ItemRecord], np.ndarray | None]:
-    """The records whose vectors are finite in ``dtype``; the others are added to ``bad`` (as bad files)."""
-    if vectors is None or not records:
-        return records, vectors
-    with np.errstate(over="ignore", invalid="ignore"):
-        keep = np.isfinite(np.asarray(vectors).astype(dtype)).all(axis=1)
-    if keep.all():
-        return records, vectors
-    bad.extend((r.id, NON_FINITE, r.size, r.mtime_ns) for r, ok in zip(records, keep.tolist()) if not ok)
-    kept = [r for r, ok in zip(records, keep.tolist()) if ok]
-    return kept, (np.asarray(vectors)[keep] if kept else None)
 
 
 def _encode_files(
@@ -335,23 +344,6 @@ def _encode_decoded(
         images.append(image.image)
     vectors = encoder.encode_images(images, batch_size=config.batch_size) if images else None
     return records, vectors
-
-
-def _hash_file(candidate: Candidate) -> str | ImageDecodeError:
-    digest = hashlib.sha256()
-    try:
-        with open_regular_file(candidate.path) as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    except ImageDecodeError as exc:
-        return exc
-    except FileNotFoundError:
-        return ImageDecodeError("file disappeared during indexing", "unreadable")
-    except PermissionError:
-        return ImageDecodeError("permission denied", "unreadable")
-    except OSError as exc:
-        return ImageDecodeError(f"unreadable: {exc.strerror or exc}", "unreadable")
-    return digest.hexdigest()
 
 
 def _decode(candidate: Candidate, max_pixels: int) -> DecodedImage | ImageDecodeError:

@@ -33,7 +33,8 @@ _DATE_TIME_ORIGINAL, _DATE_TIME, _MAKE, _MODEL = 36867, 306, 271, 272
 @dataclass(frozen=True)
 class PhotoMeta:
     """What a result shows about an item. ``taken`` is ISO 8601 (EXIF local time has no zone; a file time is UTC);
-    ``taken_from`` says which (``exif`` or ``file``)."""
+    ``taken_from`` says which (``exif``, ``file``, or ``video``: a video's creation time). A video frame's row also
+    has ``video`` (the video's id) and ``time`` (seconds into it); both are None for a photo."""
 
     id: str
     folder: str
@@ -44,6 +45,8 @@ class PhotoMeta:
     height: int | None
     gps: tuple[float, float] | None
     size_bytes: int
+    video: str | None = None
+    time: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -116,12 +119,14 @@ def photo_meta(item_id: str, size: int, mtime_ns: int, width: int | None, height
         id=item_id,
         folder=str(PurePosixPath(item_id).parent) if "/" in item_id else "",
         taken=extra.get("taken") or file_time(mtime_ns),
-        taken_from="exif" if extra.get("taken") else "file",
+        taken_from=extra.get("taken_from") or ("exif" if extra.get("taken") else "file"),
         camera=extra.get("camera"),
         width=width,
         height=height,
         gps=(float(gps[0]), float(gps[1])) if gps else None,
         size_bytes=size,
+        video=extra.get("video"),
+        time=float(extra["time"]) if extra.get("video") and extra.get("time") is not None else None,
     )
 
 
@@ -188,6 +193,8 @@ def summary(gallery: Gallery) -> dict:
             cameras[m.camera] = cameras.get(m.camera, 0) + 1
     return {
         "dated_by_exif": sum(m.taken_from == "exif" for m in metas),
+        "videos": len({m.video for m in metas if m.video}),
+        "video_frames": sum(m.video is not None for m in metas),
         "with_gps": sum(m.gps is not None for m in metas),
         "first_taken": dates[0] if dates else None,
         "last_taken": dates[-1] if dates else None,

@@ -32,8 +32,9 @@ from tqdm.auto import tqdm
 from clipmath.errors import ClipmathError, StoreError
 from clipmath.imageio import ImageDecodeError, open_regular_file
 from clipmath.paths import existing_folder
+from clipmath.store.files import NON_FINITE, finite_vector
 from clipmath.store.gallery import Gallery, ItemRecord
-from clipmath.store.indexer import NON_FINITE, IndexConfig, IndexReport, finish_index, finite_vector, plan_index
+from clipmath.store.indexer import IndexConfig, IndexReport, finish_index, plan_index
 
 if TYPE_CHECKING:
     from clipmath.encoders.base import Encoder

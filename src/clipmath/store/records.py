@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from clipmath.store.videoframes import split_frame_id
+
 
 @dataclass(frozen=True)
 class ItemRecord:
@@ -56,7 +58,9 @@ class GallerySnapshot:
         return len(self.ids)
 
     def path_of(self, item_id: str) -> Path:
-        return self.root / item_id
+        """The file of ``item_id``: for a video frame (``clip.mp4#t=2.000``), the video's."""
+        frame = split_frame_id(item_id)
+        return self.root / (item_id if frame is None else frame[0])
 
     def row_of(self, item_id: str) -> int | None:
         """The row of ``item_id`` (None if it is not in the gallery)."""
