@@ -3,44 +3,13 @@ the dataclass, never listed by hand), and how a result's photo metadata is shown
 
 from __future__ import annotations
 
-import inspect
-import typing
-from collections.abc import Callable
-from dataclasses import fields
-from typing import Annotated, Any, Optional
+from typing import Any
 
-import typer
-
-from clipmath.cli.options import flag_of
-from clipmath.options import field_help, settings_fields, value_type
+from clipmath.cli.settings import with_settings
 from clipmath.store.filters import QueryControls
 
-
-def with_query_controls(command: Callable[..., None]) -> Callable[..., None]:
-    """``command`` taking ``controls: QueryControls``, exposed with one option per field instead."""
-    names = [item.name for item in settings_fields(QueryControls)]
-    defaults = {item.name: item.default for item in fields(QueryControls)}
-    hints = typing.get_type_hints(command, include_extras=True)  # the command's own module resolves its names
-    own = [
-        p.replace(annotation=hints[p.name], kind=inspect.Parameter.KEYWORD_ONLY)
-        for p in inspect.signature(command).parameters.values()
-        if p.name != "controls"
-    ]
-    added = []
-    for item in settings_fields(QueryControls):
-        kind, _ = value_type(QueryControls, item)
-        option = typer.Option(flag_of(QueryControls, item.name), help=field_help(QueryControls, item.name))
-        annotation = Annotated[Optional[kind], option] if defaults[item.name] is None else Annotated[kind, option]
-        added.append(inspect.Parameter(item.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
-                                       default=defaults[item.name]))  # fmt: skip
-
-    def wrapped(**values):  # noqa: ANN003 - the signature below is what typer reads
-        controls = QueryControls(**{name: values.pop(name) for name in names})
-        command(controls=controls, **values)
-
-    wrapped.__signature__ = inspect.Signature(own + added)  # type: ignore[attr-defined]
-    wrapped.__name__, wrapped.__doc__ = command.__name__, command.__doc__
-    return wrapped
+#: Decorates a command taking ``controls: QueryControls``: it is exposed with one option per field instead.
+with_query_controls = with_settings(QueryControls, "controls")
 
 
 def shown_id(item_id: str, meta: Any) -> str:
