@@ -67,7 +67,9 @@ def eval_command(
     method: Annotated[
         Optional[list[str]],
         typer.Option(
-            "--method", help="Compose method (repeatable); default: the benchmark's own (`clipmath benchmarks`)."
+            "--method",
+            help="Compose method (repeatable; a variant sets its knobs: 'pdv[image_weight=0.3]'); "
+            "default: the benchmark's own.",
         ),
     ] = None,
     methods: Annotated[

@@ -176,7 +176,11 @@ def search(
     lam: Annotated[float, typer.Option("--lam", help="SIMAT delta strength λ.")] = 1.0,
     expr: Annotated[Optional[str], typer.Option("--expr", "-e", help="Expression: '+a.jpg -b.jpg +\"text\"'.")] = None,
     method: Annotated[
-        Optional[str], typer.Option(help="Compose method (see `clipmath methods`); inferred if omitted.")
+        Optional[str],
+        typer.Option(
+            help="Compose method (see `clipmath methods`), or a variant setting its knobs: 'ldre[captions=5]'; "
+            "inferred if omitted."
+        ),
     ] = None,
     checkpoint: Annotated[Optional[str], typer.Option(help="Trained weights for learned methods.")] = None,
     k: KOpt = 10,
