@@ -216,6 +216,12 @@ def test_search_shows_the_video_and_time_of_a_frame(tmp_path, folder):
     assert json.loads(info.stdout)["photos"]["videos"] == 1
 
 
+def av_open(path):
+    import av
+
+    return av.open(str(path))
+
+
 def test_http_thumbnail_of_a_frame_and_the_video_with_range_requests(tmp_path, folder, tiny_encoder):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
@@ -233,6 +239,10 @@ def test_http_thumbnail_of_a_frame_and_the_video_with_range_requests(tmp_path, f
         thumb = client.get("/api/thumbnail/" + frame.replace("#", "%23"))
         assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
         assert thumb.content[:3] == b"\xff\xd8\xff" and Image.open(__import__("io").BytesIO(thumb.content)).size
+        whole = client.get("/api/image/" + frame.replace("#", "%23"))  # the frame itself, at the video's size
+        assert whole.status_code == 200 and whole.headers["content-type"] == "image/jpeg"
+        with Image.open(__import__("io").BytesIO(whole.content)) as shown, av_open(folder / CLIP) as container:
+            assert shown.size == (container.streams.video[0].width, container.streams.video[0].height)
 
         data = (folder / CLIP).read_bytes()
         part = client.get(f"/api/video/{CLIP}", headers={"Range": "bytes=100-199"})

@@ -50,7 +50,7 @@ from clipmath.serve.http import (
     token_of,
     version,
 )
-from clipmath.serve.images import ThumbnailCache, decode_upload
+from clipmath.serve.images import ThumbnailCache, decode_upload, frame_image
 from clipmath.serve.knn_service import add_knn_service
 from clipmath.serve.media import add_media_routes
 from clipmath.serve.photos import add_photo_routes, unknown_method
@@ -308,12 +308,15 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, captione
     @api.get(
         "/image/{item_id:anypath}",
         response_class=FileResponse,
-        summary="The original file of a gallery image",
+        summary="The original file of a gallery image (of a video frame: the frame, as a JPEG)",
         responses={403: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
     )
-    def image(request: Request, item_id: str) -> FileResponse:
+    def image(request: Request, item_id: str) -> Response:
         item_id = _item_id(request, "image", item_id)
         path = engine.gallery_file(item_id)
+        frame = frame_image(path)
+        if frame is not None:
+            return Response(frame, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
         if not path.is_file():
             raise RequestError(404, f"the file of '{item_id}' is gone from the store's folder")
         return FileResponse(path, headers={"Cache-Control": "private, max-age=300"})

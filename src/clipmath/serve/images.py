@@ -74,6 +74,13 @@ def gallery_image(path: Path) -> Image.Image:
         raise RequestError(501, f"cannot read a video frame: {exc}") from None
 
 
+def frame_image(path: Path) -> bytes | None:
+    """The JPEG of a video frame at full size for a frame's :meth:`QueryEngine.gallery_file` path; None for any
+    other path."""
+    frame = split_frame_id(path.name)
+    return None if frame is None else _frame_thumbnail(path.with_name(frame[0]), frame[1], 1 << 16)
+
+
 def _frame_thumbnail(video: Path, seconds: float, size: int) -> bytes:
     try:
         return frame_jpeg(video, seconds, size)
