@@ -166,6 +166,8 @@ def test_cli_info_and_search_show_metadata_and_take_the_controls(tmp_path, photo
         app, ["search", "--store", store, "--text", "a dog", "--sort", "date", "--after", "2019-07-15"]
     )
     assert table.exit_code == 0 and "2023/x/dog.jpg" in table.output and "beach" not in table.output
+    none = runner.invoke(app, ["search", "--store", store, "--text", "a dog", "--camera", "hasselblad"])
+    assert none.exit_code == 0 and "no results: no item passes the filters" in none.output and "┃" not in none.output
 
 
 def test_a_bad_date_is_one_error_line(tmp_path, photo_folder, tiny_encoder, monkeypatch, capsys):

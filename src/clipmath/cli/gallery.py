@@ -244,6 +244,9 @@ def search(
     rows = [(h.rank + 1, f"{h.score:.4f}", shown_id(h.id, metas.get(h.id)), describe(metas.get(h.id))) for h in hits]
     title = f"method {method} · model {label}" + (f" · {page_note(page)}" if facts else "")
     title += f" · query text: {why['rewrites'][0]!r}" if why else ""
+    if not rows:  # an empty table says less than a sentence
+        emit(payload, as_json, lambda: [title, "no results: no item passes the filters and the score cutoff"])
+        return
     emit(payload, as_json, lambda: [table(("rank", "score", "id", "photo"), rows, title=title)])
 
 
