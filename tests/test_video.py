@@ -272,3 +272,24 @@ def test_a_frame_read_back_at_its_time_shows_that_scene(folder):
             shown = np.asarray(gallery_image(folder / f"{CLIP}#t={seconds:.3f}"), dtype=np.float32)
             errors = [np.abs(shown - scene_picture(i)).mean() for i in range(len(SCENES))]
             assert int(np.argmin(errors)) == scene and errors[scene] < 0.4 * sorted(errors)[1], errors
+
+
+def test_a_video_that_repair_left_without_some_frames_is_read_again(tmp_path, folder, tiny_encoder):
+    """Frame rows are the record of a video: after ``repair`` drops one it cannot verify, the next run sees the
+    video as incomplete (each row says how many frames its version has) and restores the frame."""
+    import sqlite3
+
+    from clipmath.store import repair
+    from clipmath.store.manifest import MANIFEST
+
+    store = tmp_path / "s"
+    index_folder(store, folder, tiny_encoder, progress=False)
+    times = frame_times(store)
+    victim = f"{CLIP}#t={times[1]:.3f}"
+    with sqlite3.connect(store / MANIFEST) as conn:
+        conn.execute("UPDATE items SET vec_row = 9999 WHERE id = ?", (victim,))
+    fixed = repair(store)
+    assert fixed.dropped_items == [victim] and check(store).ok and len(frame_times(store)) == len(times) - 1
+    again = index_folder(store, folder, tiny_encoder, progress=False)
+    assert (again.videos, again.frames) == (1, len(times)) and frame_times(store) == times and check(store).ok
+    assert index_folder(store, folder, tiny_encoder, progress=False).videos == 0  # complete again: not read

@@ -200,7 +200,8 @@ def plan_index(
     known = gallery.items()
     candidates, skipped = _changed_files(root, ids, known, config.follow_symlinks, report)
     stored = known_videos(gallery)
-    by_video = {v: (s.sha256, s.size, s.mtime_ns, -1) for v, s in stored.items()}
+    # a video missing frames (dropped by repair) looks changed: it is read again
+    by_video = {v: (s.sha256, s.size if s.complete else -1, s.mtime_ns, -1) for v, s in stored.items()}
     changed_videos, skipped_videos = _changed_files(root, videos, by_video, config.follow_symlinks, report)
     skipped += skipped_videos
     if skipped:

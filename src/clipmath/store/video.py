@@ -2,10 +2,12 @@
 
 A frame row's id is ``<video id>#t=<seconds>``; its ``size`` and ``mtime_ns`` are the video file's, its width and
 height the frame's, and its ``extra`` holds ``video`` (the video's id), ``time`` (seconds), ``video_sha`` (the video
-file's SHA-256) and ``taken`` (the container's creation time, when it records one). The frame rows *are* the record
-of a video: no other table, so check, repair, merge and export see ordinary rows.
+file's SHA-256), ``video_frames`` (how many frames that version has) and ``taken`` (the container's creation time,
+when it records one). The frame rows *are* the record of a video: no other table, so check, repair, merge and export
+see ordinary rows.
 
-- An unchanged video (size and mtime) is not opened; a touched one whose content is the same only gets the new mtime.
+- An unchanged video (size and mtime) with all its frames is not opened; a touched one whose content is the same only
+  gets the new mtime. A video missing some of its frames (``repair`` dropped rows it could not verify) is read again.
 - A new or changed video is decoded and encoded in batches while it is read (one decoded frame held at a time), and
   all its frames are committed in one transaction that also drops the rows of its previous version: a run killed in
   the middle of a video leaves the store as it was, and the next run redoes that video.
@@ -43,6 +45,11 @@ class KnownVideo:
     mtime_ns: int
     sha256: str
     frames: list[str] = field(default_factory=list)
+    expected: int | None = None  # frames the indexed version has (None: not recorded)
+
+    @property
+    def complete(self) -> bool:
+        return self.expected is None or len(self.frames) >= self.expected
 
 
 @dataclass
@@ -65,7 +72,16 @@ def known_videos(gallery: Gallery) -> dict[str, KnownVideo]:
             split = split_frame_id(item_id)
             if split is None or not isinstance(parsed, dict) or parsed.get("video") != split[0]:
                 continue
-            video = found.setdefault(split[0], KnownVideo(size, mtime_ns, str(parsed.get("video_sha", ""))))
+            expected = parsed.get("video_frames")
+            video = found.setdefault(
+                split[0],
+                KnownVideo(
+                    size,
+                    mtime_ns,
+                    str(parsed.get("video_sha", "")),
+                    expected=expected if isinstance(expected, int) else None,
+                ),
+            )
             video.frames.append(item_id)
     return found
 
@@ -88,7 +104,7 @@ def index_videos(
         digest = hash_file(candidate)
         if isinstance(digest, ImageDecodeError):
             _skip(gallery, candidate, str(digest), stale, report)
-        elif old is not None and old.sha256 == digest:
+        elif old is not None and old.sha256 == digest and old.complete:
             gallery.touch([(frame, candidate.mtime_ns) for frame in old.frames])
             report.unchanged += 1
         else:
@@ -136,6 +152,8 @@ def _encode_video(
     kept, vectors = drop_non_finite(records, np.concatenate(parts), dtype, bad)
     if not kept:
         raise ImageDecodeError(bad[0][1], "corrupt")
+    for record in kept:
+        record.extra["video_frames"] = len(kept)  # what a complete set of this version's rows counts
     return kept, np.asarray(vectors)
 
 
