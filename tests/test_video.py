@@ -290,6 +290,9 @@ def test_a_video_that_repair_left_without_some_frames_is_read_again(tmp_path, fo
         conn.execute("UPDATE items SET vec_row = 9999 WHERE id = ?", (victim,))
     fixed = repair(store)
     assert fixed.dropped_items == [victim] and check(store).ok and len(frame_times(store)) == len(times) - 1
+    assert check(store).notes == [f"video {CLIP}: {len(times) - 1} of its {len(times)} frames (the next index run "
+                                  "reads it again)"]  # fmt: skip
     again = index_folder(store, folder, tiny_encoder, progress=False)
     assert (again.videos, again.frames) == (1, len(times)) and frame_times(store) == times and check(store).ok
     assert index_folder(store, folder, tiny_encoder, progress=False).videos == 0  # complete again: not read
+    assert check(store).notes == []

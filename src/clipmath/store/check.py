@@ -129,6 +129,22 @@ def _check_manifest(conn: sqlite3.Connection, store: Path, report: CheckReport) 
     report.damaged_ranges = _runs(bad) + ([(len(states), committed)] if committed > len(states) else [])
     report.damaged_rows = sum(end - first for first, end in report.damaged_ranges)
     _check_items(conn, report)
+    _note_incomplete_videos(conn, report)
+
+
+def _note_incomplete_videos(conn: sqlite3.Connection, report: CheckReport) -> None:
+    """A note (not damage) per video with fewer frame rows than its version has: ``repair`` dropped some."""
+    query = (
+        "SELECT json_extract(extra, '$.video'), COUNT(*), MAX(json_extract(extra, '$.video_frames')) FROM items "
+        "WHERE extra LIKE '%\"video_frames\"%' GROUP BY 1"
+    )
+    try:
+        rows = conn.execute(query).fetchall()
+    except sqlite3.Error:  # a manifest too damaged to read is reported above
+        return
+    for video, have, expected in rows:
+        if isinstance(expected, int) and have < expected:
+            report.notes.append(f"video {video}: {have} of its {expected} frames (the next index run reads it again)")
 
 
 def _verify_chunks(
