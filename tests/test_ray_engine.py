@@ -76,6 +76,28 @@ def test_cli_engine_ray_indexes_like_the_local_engine(tmp_path, ray_cluster, tin
     assert_same_store(tmp_path / "ray.store", tmp_path / "local.store")
 
 
+def test_ray_engine_indexes_the_folders_videos_like_the_local_engine(tmp_path, ray_cluster, tiny_encoder):
+    """Videos are sampled and encoded on the driver (one transaction each); their frames equal the local run's."""
+    pytest.importorskip("av")
+    from clipmath.store.ray_engine import RayOptions, index_with_ray
+    from tests.test_video import CLIP, frame_times, write_clip
+
+    folder = tmp_path / "media"
+    write_images(folder, 3)
+    write_clip(folder / CLIP)
+    options = RayOptions(workers=1)
+    report = index_with_ray(tmp_path / "ray.store", folder, tiny_factory(), options=options, encoder=tiny_encoder,
+                            progress=False)  # fmt: skip
+    local = index_folder(tmp_path / "local.store", folder, tiny_encoder, progress=False)
+    assert (
+        (report.videos, report.frames)
+        == (local.videos, local.frames)
+        == (1, len(frame_times(tmp_path / "local.store")))
+    )
+    assert frame_times(tmp_path / "ray.store") == frame_times(tmp_path / "local.store")
+    assert_same_store(tmp_path / "ray.store", tmp_path / "local.store")
+
+
 def test_actors_given_gpus_run_on_cuda_unless_another_device_is_named():
     from clipmath.store.ray_engine import model_factory
 

@@ -176,14 +176,22 @@ def index_folder(
                 chunk = candidates[start : start + config.commit_every]
                 _index_chunk(gallery, encoder, chunk, plan.known, config, pool, report)
                 bar.update(len(chunk))
-        if plan.videos:
-            with tqdm(total=len(plan.videos), desc="videos", unit="video", disable=not progress) as bar:
-                done = index_videos(gallery, encoder, plan.videos, config.sampling, config.batch_size, bar.update)
-            report.videos, report.frames, report.unchanged = done.videos, done.frames, report.unchanged + done.unchanged
-            report.bad.extend(done.bad)
+        index_plan_videos(gallery, encoder, plan, config, report, progress)
         finish_index(gallery, plan, config, report)
     report.seconds = time.monotonic() - started
     return report
+
+
+def index_plan_videos(
+    gallery: Gallery, encoder: Encoder, plan: IndexPlan, config: IndexConfig, report: IndexReport, progress: bool
+) -> None:
+    """Sample and encode the plan's new or changed videos with ``encoder`` (one transaction per video)."""
+    if not plan.videos:
+        return
+    with tqdm(total=len(plan.videos), desc="videos", unit="video", disable=not progress) as bar:
+        done = index_videos(gallery, encoder, plan.videos, config.sampling, config.batch_size, bar.update)
+    report.videos, report.frames, report.unchanged = done.videos, done.frames, report.unchanged + done.unchanged
+    report.bad.extend(done.bad)
 
 
 def plan_index(

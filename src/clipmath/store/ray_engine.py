@@ -34,7 +34,7 @@ from clipmath.imageio import ImageDecodeError, open_regular_file
 from clipmath.paths import existing_folder
 from clipmath.store.files import NON_FINITE, finite_vector
 from clipmath.store.gallery import Gallery, ItemRecord
-from clipmath.store.indexer import IndexConfig, IndexReport, finish_index, plan_index
+from clipmath.store.indexer import IndexConfig, IndexReport, finish_index, index_plan_videos, plan_index
 
 if TYPE_CHECKING:
     from clipmath.encoders.base import Encoder
@@ -248,8 +248,9 @@ def index_with_ray(
 ) -> IndexReport:
     """Bring ``store`` up to date with the images under ``root`` (or ``files``) on a Ray cluster.
 
-    ``encoder`` (optional) is a driver-side instance of the factory's model, used only for its identity (model id,
-    dimension, preprocessing); without it the driver builds one with ``factory``.
+    ``encoder`` (optional) is a driver-side instance of the factory's model, used for its identity (model id,
+    dimension, preprocessing) and to sample and encode the folder's videos (each one transaction, on the driver);
+    without it the driver builds one with ``factory``.
     """
     ray = require_ray()
     config, options = config or IndexConfig(), options or RayOptions()
@@ -269,6 +270,7 @@ def index_with_ray(
                 for batch in dataset.iter_batches(batch_size=config.commit_every, batch_format="numpy"):
                     _commit_batch(gallery, batch, plan.known, report)
                     bar.update(len(batch["id"]))
+        index_plan_videos(gallery, encoder, plan, config, report, progress)  # on the driver: one transaction each
         finish_index(gallery, plan, config, report)
     report.seconds = time.monotonic() - started
     return report
