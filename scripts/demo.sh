@@ -24,3 +24,9 @@ echo; echo "== image + text (element-wise sum, the CLIP4Cir baseline): the cat p
 
 echo; echo "== an expression over images and texts: cat photo - 'cat' + 'elephant'"
 "$CLIPMATH" search --store "$STORE" --expr '+skimage/chelsea.png -"a photo of a cat" +"a photo of an elephant"' -k 3
+
+echo; echo "== the photo library: 'a photo of a pizza' with a score cutoff (only the results above 0.8)"
+"$CLIPMATH" search --store "$STORE" --text "a photo of a pizza" -k 10 --min-score 0.8
+
+echo; echo "== near-duplicates in the gallery (nothing is deleted)"
+"$CLIPMATH" duplicates "$STORE" --threshold 0.97

@@ -46,7 +46,8 @@ def duplicates(
                "groups": [{"best": g.best, "ids": g.ids, "min_score": g.min_score} for g in groups]}  # fmt: skip
 
     def render():
-        yield f"{len(groups)} groups of near-duplicates (cosine >= {search.threshold}); nothing was deleted"
+        noun = "group" if len(groups) == 1 else "groups"
+        yield f"{len(groups)} {noun} of near-duplicates (cosine >= {search.threshold}); nothing was deleted"
         for group in groups:
             yield f"  keep {group.best}  (also: {', '.join(group.ids[1:])}; weakest link {group.min_score:.3f})"
 

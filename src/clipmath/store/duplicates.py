@@ -89,7 +89,7 @@ def _join(
 def _exact_join(vectors: np.ndarray, threshold: float, progress: bool) -> tuple[np.ndarray, np.ndarray]:
     n = len(vectors)
     keys, scores = [np.empty(0, np.int64)], [np.empty(0, np.float32)]
-    for start in tqdm(range(0, n, BLOCK), desc="duplicates", unit="block", disable=not progress):
+    for start in tqdm(range(0, n, BLOCK), desc="duplicates", unit="block", disable=not progress or n <= BLOCK):
         found = _join(vectors, np.arange(start, min(n, start + BLOCK)), np.arange(start, n), threshold)
         keys += found[0]  # the upper triangle (columns from the block's first row): each pair once
         scores += found[1]
