@@ -321,6 +321,10 @@ def test_cli_sync_search_and_unreachable(tmp_path, monkeypatch):
                                        "--offset", "2"])  # fmt: skip
     assert globbed.exit_code == 0, globbed.output
     assert [hit["id"] for hit in json.loads(globbed.stdout)["results"]][:3] == ids[2:5]
+    few = CliRunner().invoke(app, [*search[:-2], "-k", "30", "--index", f"milvus:{db}", "--glob", "f2/*", "--meta",
+                                    "tag=even"])  # fmt: skip
+    page = json.loads(few.stdout)  # fewer pass than asked: the collection ran out, and the page says so
+    assert few.exit_code == 0 and 0 < len(page["results"]) < 30 and page["exhausted"] and page["complete"]
     monkeypatch.setenv("CLIPMATH_MILVUS_TIMEOUT", "2")
     failed = CliRunner().invoke(app, [*search, "--index", "milvus:http://127.0.0.1:9"])
     assert isinstance(failed.exception, MilvusError) and "unreachable" in str(failed.exception)

@@ -82,8 +82,10 @@ def controlled_search(
         below = controls.min_score is not None and len(scores) > 0 and scores[-1] < controls.min_score
         if passed >= want and not all_above or below:
             return _page(ranked, ids, k, controls, metas, depth, bool(below))
-        if where is not None and (len(found) < min(depth, ceiling) or depth >= ceiling):
-            return _page(ranked, ids, k, controls, metas, depth, len(found) < min(depth, ceiling))
+        if where is not None:  # fewer rows than asked: none further passes the index's own filter
+            short = int((found >= 0).sum()) < min(depth, ceiling)
+            if short or depth >= ceiling:
+                return _page(ranked, ids, k, controls, metas, depth, short)
         if depth >= len(ids):
             if int((found >= 0).sum()) == len(ids):
                 return _page(ranked, ids, k, controls, metas, depth, True)
