@@ -229,8 +229,6 @@ def add_photo_routes(api: APIRouter, retriever: Retriever, engine: QueryEngine, 
         name = ref.gallery_id if isinstance(ref, ImageRef) else ref
         if name is None or request.text or request.expression or request.source or request.target:
             raise RequestError(400, "'reference' (a gallery id) alone says which photo to find more of")
-        if retriever.snapshot.row_of(name) is None:
-            raise RequestError(404, f"no gallery item {name!r}")
         return await asyncio.wrap_future(engine.call(lambda: answer(request, "image")))
 
     @api.get("/photos/controls", response_model=list[ControlInfo], summary="The query controls a search accepts")
@@ -247,7 +245,7 @@ def add_photo_routes(api: APIRouter, retriever: Retriever, engine: QueryEngine, 
             search = DuplicateSearch(threshold=threshold, probes=probes)
         except ClipmathError as exc:
             raise RequestError(422, str(exc)) from None
-        key = (id(snapshot), len(snapshot), search)
+        key = (snapshot.state, search)  # the committed state's hash: an object's id() can be reused
         if key not in joined:
             joined.clear()
             joined[key] = duplicate_pairs(np.asarray(snapshot.vectors), search)
