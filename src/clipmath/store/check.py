@@ -134,17 +134,17 @@ def _check_manifest(conn: sqlite3.Connection, store: Path, report: CheckReport) 
 
 def _note_incomplete_videos(conn: sqlite3.Connection, report: CheckReport) -> None:
     """A note (not damage) per video with fewer frame rows than its version has: ``repair`` dropped some."""
-    query = (
-        "SELECT json_extract(extra, '$.video'), COUNT(*), MAX(json_extract(extra, '$.video_frames')) FROM items "
-        "WHERE extra LIKE '%\"video_frames\"%' GROUP BY 1"
-    )
+    from clipmath.store.video import read_videos  # the indexer's own reading of the frame rows
+
     try:
-        rows = conn.execute(query).fetchall()
-    except sqlite3.Error:  # a manifest too damaged to read is reported above
+        videos = read_videos(conn)
+    except (sqlite3.Error, ValueError):  # a manifest too damaged to read is reported above
         return
-    for video, have, expected in rows:
-        if isinstance(expected, int) and have < expected:
-            report.notes.append(f"video {video}: {have} of its {expected} frames (the next index run reads it again)")
+    for name, video in sorted(videos.items()):
+        if not video.complete:
+            report.notes.append(
+                f"video {name}: {len(video.frames)} of its {video.expected} frames (the next index run reads it again)"
+            )
 
 
 def _verify_chunks(

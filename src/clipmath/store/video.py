@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -64,25 +65,30 @@ class VideoReport:
 
 def known_videos(gallery: Gallery) -> dict[str, KnownVideo]:
     """``video id -> KnownVideo`` from the committed frame rows."""
-    found: dict[str, KnownVideo] = {}
     with manifest_errors(gallery.path):
-        rows = gallery.manifest.execute("SELECT id, size, mtime_ns, extra FROM items WHERE extra LIKE '%\"video\"%'")
-        for raw_id, size, mtime_ns, extra in rows:
-            item_id, parsed = py_id(raw_id), json.loads(extra)
-            split = split_frame_id(item_id)
-            if split is None or not isinstance(parsed, dict) or parsed.get("video") != split[0]:
-                continue
-            expected = parsed.get("video_frames")
-            video = found.setdefault(
-                split[0],
-                KnownVideo(
-                    size,
-                    mtime_ns,
-                    str(parsed.get("video_sha", "")),
-                    expected=expected if isinstance(expected, int) else None,
-                ),
-            )
-            video.frames.append(item_id)
+        return read_videos(gallery.manifest)
+
+
+def read_videos(conn: sqlite3.Connection) -> dict[str, KnownVideo]:
+    """:func:`known_videos` from a manifest connection (``check`` reads one without opening the gallery)."""
+    found: dict[str, KnownVideo] = {}
+    rows = conn.execute("SELECT id, size, mtime_ns, extra FROM items WHERE extra LIKE '%\"video\"%'")
+    for raw_id, size, mtime_ns, extra in rows:
+        item_id, parsed = py_id(raw_id), json.loads(extra)
+        split = split_frame_id(item_id)
+        if split is None or not isinstance(parsed, dict) or parsed.get("video") != split[0]:
+            continue
+        expected = parsed.get("video_frames")
+        video = found.setdefault(
+            split[0],
+            KnownVideo(
+                size,
+                mtime_ns,
+                str(parsed.get("video_sha", "")),
+                expected=expected if isinstance(expected, int) else None,
+            ),
+        )
+        video.frames.append(item_id)
     return found
 
 
